@@ -1,0 +1,61 @@
+//! The guest's initramfs: busybox, the module, the selftest harness, init.
+
+use crate::cpio;
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The guest's `/init`. It runs the selftests named by the kernel command
+/// line (`ivt_tests=a,b`; none means the default set) with their KTAP on
+/// ttyS1, apart from the kernel's console on ttyS0, then powers off.
+/// `ivt_probe=1` only proves that the guest reached user space.
+const INIT: &str = r##"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+out=/dev/ttyS1
+if [ -n "$ivt_probe" ]; then
+	echo ivt-probe-ok >$out
+	poweroff -f
+fi
+echo "ivshmem-vmrun: guest $ivt_name up, $(uname -r), $(nproc) cpus, running: ${ivt_tests:-default set}" >/dev/console
+/bin/ivshmem-selftest $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
+echo "# ivshmem-selftest exit=$?" >$out
+poweroff -f
+"##;
+
+/// What goes into the initramfs.
+#[derive(Debug, Clone)]
+pub struct Contents {
+    /// A statically linked busybox.
+    pub busybox: PathBuf,
+    /// The driver module.
+    pub module: PathBuf,
+    /// The statically linked selftest harness.
+    pub selftest: PathBuf,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Writes the initramfs to `dest`.
+pub fn build(c: &Contents, dest: &Path) -> Result<()> {
+    let mut w = cpio::Writer::new(Vec::new());
+    for d in ["/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/run", "/root", "/etc", "/lib"] {
+        w.dir(d)?;
+    }
+    w.dir("/lib/modules")?;
+    w.chardev("/dev/console", 0o600, 5, 1)?;
+    w.file("/init", 0o755, INIT.as_bytes())?;
+    w.file("/bin/busybox", 0o755, &read(&c.busybox)?)?;
+    w.symlink("/bin/sh", "busybox")?;
+    w.file("/lib/modules/ivshmem.ko", 0o644, &read(&c.module)?)?;
+    w.file("/bin/ivshmem-selftest", 0o755, &read(&c.selftest)?)?;
+    let bytes = w.finish()?;
+    fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}

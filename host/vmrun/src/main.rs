@@ -1,0 +1,331 @@
+//! `ivshmem-vmrun`: boots QEMU guests with ivshmem devices, runs the
+//! in-guest selftests, and reports their KTAP.
+//!
+//! Each scenario boots one or more guests from the same kernel and
+//! initramfs, gives them ivshmem devices backed by files the host can read
+//! and write, and collects each guest's KTAP from its second serial port.
+//! The runner's own output is KTAP, with the guests' results nested; its
+//! last line is `vmrun: N passed, N failed, N skipped`.
+
+mod cpio;
+mod initramfs;
+mod qemu;
+mod report;
+mod scenarios;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ktap::Totals;
+use qemu::{Accel, Boot, Device, Guest};
+use report::{GuestReport, Verdict};
+use scenarios::Scenario;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Boot QEMU guests with ivshmem devices and run the selftests")]
+struct Cli {
+    /// Guest kernel image (bzImage).
+    #[arg(long, env = "IVSHMEM_KERNEL")]
+    kernel: PathBuf,
+    /// The driver module (ivshmem.ko).
+    #[arg(long, env = "IVSHMEM_MODULE")]
+    module: PathBuf,
+    /// The statically linked in-guest harness (ivshmem-selftest).
+    #[arg(long, env = "IVSHMEM_SELFTEST")]
+    selftest: PathBuf,
+    /// A statically linked busybox.
+    #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
+    busybox: PathBuf,
+    /// Accelerator: auto (KVM only where it boots a standard guest), kvm or tcg.
+    #[arg(long, env = "IVSHMEM_ACCEL", default_value = "auto")]
+    accel: String,
+    /// Time a scenario may take, boots included, in seconds.
+    #[arg(long, env = "IVSHMEM_TIMEOUT", default_value_t = 240)]
+    timeout: u64,
+    /// Where to put guest logs; a fresh directory under /tmp by default.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Keep the logs of passing scenarios too.
+    #[arg(long)]
+    keep: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run every suite scenario, or those whose names contain a filter.
+    Suite {
+        /// Substrings of scenario names.
+        filter: Vec<String>,
+    },
+    /// Run the named scenarios.
+    Run {
+        /// Scenario names.
+        #[arg(required = true)]
+        scenarios: Vec<String>,
+    },
+    /// List the scenarios.
+    List,
+    /// Run the demo.
+    Demo,
+}
+
+/// What every scenario of a run shares.
+struct Ctx {
+    boot: Boot,
+    workdir: PathBuf,
+    keep: bool,
+    /// The command line that reruns one scenario, without its name.
+    repro: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ivshmem-vmrun: {e:#}");
+            println!("Bail out! {}", format!("{e:#}").replace('\n', " "));
+            println!("vmrun: 0 passed, 1 failed, 0 skipped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<bool> {
+    let base = Duration::from_secs(cli.timeout);
+    let all = scenarios::all(base);
+    let selected: Vec<&Scenario> = match &cli.cmd {
+        Cmd::List => {
+            for s in &all {
+                let tag = if s.in_suite { "" } else { " (not in suite)" };
+                println!("{:26} {}{tag}", s.name, s.about);
+            }
+            return Ok(true);
+        }
+        Cmd::Suite { filter } => all
+            .iter()
+            .filter(|s| s.in_suite)
+            .filter(|s| filter.is_empty() || filter.iter().any(|f| s.name.contains(f.as_str())))
+            .collect(),
+        Cmd::Run { scenarios } => scenarios
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|s| s.name == n)
+                    .with_context(|| format!("no scenario named '{n}' (see `list`)"))
+            })
+            .collect::<Result<_>>()?,
+        Cmd::Demo => all.iter().filter(|s| s.name == "demo").collect(),
+    };
+    if selected.is_empty() {
+        bail!("no scenario matches");
+    }
+    for (what, p) in [
+        ("kernel", &cli.kernel),
+        ("module", &cli.module),
+        ("selftest", &cli.selftest),
+        ("busybox", &cli.busybox),
+    ] {
+        if !p.is_file() {
+            bail!("{what} {} does not exist (build with `make`, or run `make check`)", p.display());
+        }
+    }
+
+    let workdir = match &cli.workdir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ivshmem-vmrun.{}", std::process::id())),
+    };
+    fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let initrd = workdir.join("initramfs.cpio");
+    initramfs::build(
+        &initramfs::Contents {
+            busybox: cli.busybox.clone(),
+            module: cli.module.clone(),
+            selftest: cli.selftest.clone(),
+        },
+        &initrd,
+    )?;
+
+    let abs = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let probe_dir = workdir.join("kvm-probe");
+    let kernel = abs(&cli.kernel);
+    let (accel, why) = qemu::choose_accel(&cli.accel, &|a| probe(a, &kernel, &initrd, &probe_dir))?;
+
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
+    let repro = format!(
+        "{} --kernel {} --module {} --selftest {} --busybox {} --accel {accel} --timeout {} run",
+        exe.display(),
+        kernel.display(),
+        abs(&cli.module).display(),
+        abs(&cli.selftest).display(),
+        abs(&cli.busybox).display(),
+        cli.timeout
+    );
+    let ctx = Ctx {
+        boot: Boot {
+            kernel,
+            initrd,
+            accel,
+        },
+        workdir: workdir.clone(),
+        keep: cli.keep,
+        repro,
+    };
+
+    println!("KTAP version 1");
+    println!("1..{}", selected.len());
+    println!("# accelerator: {accel} ({why})");
+    println!("# logs: {}", workdir.display());
+    let mut totals = Totals::default();
+    let mut all_ok = true;
+    for (i, sc) in selected.iter().enumerate() {
+        let (ok, t) = run_scenario(&ctx, sc, i + 1);
+        all_ok &= ok;
+        totals.merge(t);
+    }
+    println!(
+        "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+        totals.pass, totals.fail, totals.skip
+    );
+    if all_ok && !cli.keep && cli.workdir.is_none() {
+        let _ = fs::remove_dir_all(&workdir);
+    }
+    println!("vmrun: {totals}");
+    Ok(all_ok)
+}
+
+/// Boots a guest that only reaches user space, to see whether `accel`
+/// works here.
+fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
+    let spec = qemu::GuestSpec::new("probe", &[]);
+    let boot = Boot {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        accel,
+    };
+    let Ok(mut g) = Guest::start(&spec, &boot, dir, "ivt_probe=1", &|_| PathBuf::new()) else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    qemu::wait_all(std::slice::from_mut(&mut g), deadline, &mut || {});
+    fs::read_to_string(&g.ktap)
+        .map(|s| s.contains("ivt-probe-ok"))
+        .unwrap_or(false)
+}
+
+/// Shared memory files of a scenario, removed when dropped.
+struct Regions {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl Regions {
+    fn create(sc: &Scenario) -> Result<Self> {
+        let mut paths = BTreeMap::new();
+        let mut r = Regions {
+            paths: BTreeMap::new(),
+        };
+        for g in &sc.guests {
+            for d in &g.devices {
+                let Device::Plain { region, size } = d;
+                if paths.contains_key(region) {
+                    continue;
+                }
+                let p = PathBuf::from(format!(
+                    "/dev/shm/ivshmem-vmrun.{}.{}.{region}",
+                    std::process::id(),
+                    sc.name
+                ));
+                let f = fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+                f.set_len(*size)
+                    .with_context(|| format!("sizing {} to {size} bytes", p.display()))?;
+                paths.insert(region.clone(), p.clone());
+                r.paths.insert(region.clone(), p);
+            }
+        }
+        Ok(r)
+    }
+
+    fn path(&self, region: &str) -> PathBuf {
+        self.paths.get(region).cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Regions {
+    fn drop(&mut self) {
+        for p in self.paths.values() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs one scenario and prints its KTAP result as test `number`. Returns
+/// whether it passed and its leaf counts.
+fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
+    let dir = ctx.workdir.join(sc.name);
+    let _ = fs::remove_dir_all(&dir);
+    println!(
+        "# {}: {} ({} guest{}, {})",
+        sc.name,
+        sc.about,
+        sc.guests.len(),
+        if sc.guests.len() == 1 { "" } else { "s" },
+        ctx.boot.accel
+    );
+    let start = Instant::now();
+    let result = boot_and_collect(ctx, sc, &dir);
+    let elapsed = start.elapsed();
+    let verdict = match result {
+        Ok(guests) => report::judge(sc, &guests, &format!("{} {}", ctx.repro, sc.name)),
+        Err(e) => Verdict::error(format!("{e:#}")),
+    };
+    for l in &verdict.lines {
+        println!("  {l}");
+    }
+    println!("# {}: {:.1} s", sc.name, elapsed.as_secs_f64());
+    println!("{}", verdict.result_line(number, sc.name));
+    if verdict.ok && !ctx.keep {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    (verdict.ok, verdict.totals)
+}
+
+fn boot_and_collect(ctx: &Ctx, sc: &Scenario, dir: &Path) -> Result<Vec<GuestReport>> {
+    let regions = Regions::create(sc)?;
+    let mut guests = Vec::new();
+    for spec in &sc.guests {
+        guests.push(Guest::start(
+            spec,
+            &ctx.boot,
+            &dir.join(&spec.name),
+            "",
+            &|r| regions.path(r),
+        )?);
+    }
+    let start = Instant::now();
+    let endings = qemu::wait_all(&mut guests, start + sc.timeout, &mut || {
+        println!(
+            "# {}: still running after {} s",
+            sc.name,
+            start.elapsed().as_secs()
+        );
+    });
+    let mut reports = Vec::new();
+    for (g, ending) in guests.iter().zip(endings) {
+        reports.push(GuestReport::collect(g, ending, sc.timeout));
+    }
+    // Every QEMU must be gone before the next scenario.
+    for g in &mut guests {
+        g.kill();
+    }
+    for (g, r) in guests.iter().zip(reports.iter_mut()) {
+        r.reaped = !Path::new(&format!("/proc/{}", g.pid())).exists();
+    }
+    Ok(reports)
+}

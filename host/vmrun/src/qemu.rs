@@ -1,0 +1,308 @@
+//! Starting, watching and stopping QEMU guests.
+
+use anyhow::{Context, Result, bail};
+use std::fmt;
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How QEMU executes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// An ivshmem device given to a guest.
+#[derive(Debug, Clone)]
+pub enum Device {
+    /// `ivshmem-plain` backed by a file under /dev/shm. Guests that name
+    /// the same region share it.
+    Plain {
+        /// Name of the shared region.
+        region: String,
+        /// Size in bytes.
+        size: u64,
+    },
+}
+
+/// One guest of a scenario.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    /// A short name, unique within the scenario.
+    pub name: String,
+    /// Its ivshmem devices, in PCI slot order.
+    pub devices: Vec<Device>,
+    /// The selftests to run; empty runs the default set.
+    pub tests: Vec<String>,
+    /// Virtual CPUs.
+    pub smp: u32,
+    /// Memory in MiB.
+    pub mem_mib: u32,
+}
+
+impl GuestSpec {
+    /// A guest (two CPUs, 512 MiB) of the given name, running the given tests.
+    pub fn new(name: &str, tests: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            devices: Vec::new(),
+            tests: tests.iter().map(|t| t.to_string()).collect(),
+            smp: 2,
+            mem_mib: 512,
+        }
+    }
+
+    /// Adds an `ivshmem-plain` device.
+    pub fn plain(mut self, region: &str, size: u64) -> Self {
+        self.devices.push(Device::Plain {
+            region: region.into(),
+            size,
+        });
+        self
+    }
+}
+
+/// Files a guest boots from.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// The accelerator.
+    pub accel: Accel,
+}
+
+/// A running guest. Dropping it kills QEMU.
+#[derive(Debug)]
+pub struct Guest {
+    /// Its name.
+    pub name: String,
+    child: Child,
+    /// Serial console (ttyS0): kernel messages.
+    pub console: PathBuf,
+    /// Second serial port (ttyS1): the harness's KTAP.
+    pub ktap: PathBuf,
+    /// QEMU's own stderr.
+    pub qemu_log: PathBuf,
+}
+
+/// How a guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself with this status.
+    Exited(Option<i32>),
+    /// The deadline passed; QEMU was killed.
+    TimedOut,
+}
+
+impl Guest {
+    /// Starts QEMU for `spec` in `dir`, with shared memory files from
+    /// `region_path`.
+    pub fn start(
+        spec: &GuestSpec,
+        boot: &Boot,
+        dir: &Path,
+        extra_append: &str,
+        region_path: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let console = dir.join("console.log");
+        let ktap = dir.join("ktap.log");
+        let qemu_log = dir.join("qemu.log");
+        let mut append = format!(
+            "console=ttyS0 panic=-1 oops=panic printk.time=1 ivt_name={}",
+            spec.name
+        );
+        if !spec.tests.is_empty() {
+            append += &format!(" ivt_tests={}", spec.tests.join(","));
+        }
+        if !extra_append.is_empty() {
+            append += " ";
+            append += extra_append;
+        }
+        let mut args: Vec<String> = vec![
+            "-nodefaults".into(),
+            "-no-reboot".into(),
+            "-display".into(),
+            "none".into(),
+            "-machine".into(),
+            "q35".into(),
+            "-accel".into(),
+            boot.accel.to_string(),
+            "-cpu".into(),
+            match boot.accel {
+                Accel::Kvm => "host".into(),
+                Accel::Tcg => "max".into(),
+            },
+            "-smp".into(),
+            spec.smp.to_string(),
+            "-m".into(),
+            format!("{}M", spec.mem_mib),
+            "-kernel".into(),
+            boot.kernel.display().to_string(),
+            "-initrd".into(),
+            boot.initrd.display().to_string(),
+            "-append".into(),
+            append,
+            "-chardev".into(),
+            format!("file,id=con,path={}", console.display()),
+            "-serial".into(),
+            "chardev:con".into(),
+            "-chardev".into(),
+            format!("file,id=ktap,path={}", ktap.display()),
+            "-serial".into(),
+            "chardev:ktap".into(),
+        ];
+        for (i, d) in spec.devices.iter().enumerate() {
+            match d {
+                Device::Plain { region, size } => {
+                    args.push("-object".into());
+                    args.push(format!(
+                        "memory-backend-file,id=shm{i},size={size},share=on,mem-path={}",
+                        region_path(region).display()
+                    ));
+                    args.push("-device".into());
+                    args.push(format!("ivshmem-plain,memdev=shm{i}"));
+                }
+            }
+        }
+        let stderr = File::create(&qemu_log)?;
+        let mut cmd = Command::new(QEMU);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone()?)
+            .stderr(stderr);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes one async-signal-safe system call (prctl).
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the runner dies, however it dies, QEMU goes with it.
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {QEMU} (is qemu-system-x86 installed?)"))?;
+        // The exact command, for running this guest by hand.
+        let quoted: Vec<String> = std::iter::once(QEMU.to_string())
+            .chain(args.iter().map(|a| format!("'{}'", a.replace('\'', r"'\''"))))
+            .collect();
+        fs::write(dir.join("qemu-cmdline.sh"), quoted.join(" ") + "\n")?;
+        Ok(Self {
+            name: spec.name.clone(),
+            child,
+            console,
+            ktap,
+            qemu_log,
+        })
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns how the guest ended if it has.
+    pub fn poll(&mut self) -> Result<Option<Ending>> {
+        Ok(self.child.try_wait()?.map(|s| Ending::Exited(s.code())))
+    }
+
+    /// Kills QEMU and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Waits for every guest to end, or kills those still running at
+/// `deadline`. Prints a heartbeat every `beat` while waiting.
+pub fn wait_all(guests: &mut [Guest], deadline: Instant, beat: &mut dyn FnMut()) -> Vec<Ending> {
+    let mut endings: Vec<Option<Ending>> = vec![None; guests.len()];
+    let mut next_beat = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
+            if e.is_none() {
+                *e = g.poll().unwrap_or(Some(Ending::Exited(None)));
+            }
+        }
+        if endings.iter().all(Option::is_some) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
+                if e.is_none() {
+                    g.kill();
+                    *e = Some(Ending::TimedOut);
+                }
+            }
+            break;
+        }
+        if Instant::now() >= next_beat {
+            beat();
+            next_beat += Duration::from_secs(30);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    endings.into_iter().flatten().collect()
+}
+
+/// Picks the accelerator. `requested` is "kvm", "tcg" or "auto". Returns
+/// the choice and why it was made.
+pub fn choose_accel(requested: &str, probe: &dyn Fn(Accel) -> bool) -> Result<(Accel, String)> {
+    match requested {
+        "kvm" => return Ok((Accel::Kvm, "requested".into())),
+        "tcg" => return Ok((Accel::Tcg, "requested".into())),
+        "auto" => {}
+        other => bail!("unknown accelerator '{other}' (auto, kvm or tcg)"),
+    }
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Ok((Accel::Tcg, "/dev/kvm cannot be opened".into()));
+    }
+    // A PVM host runs only PVM-aware guests: a standard kernel hangs before
+    // its first console line, so don't even try.
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return Ok((
+            Accel::Tcg,
+            "the host's KVM is PVM (kvm_pvm), which cannot run a standard guest".into(),
+        ));
+    }
+    if probe(Accel::Kvm) {
+        Ok((Accel::Kvm, "a probe guest booted under KVM".into()))
+    } else {
+        Ok((Accel::Tcg, "a probe guest did not boot under KVM".into()))
+    }
+}

@@ -1,0 +1,389 @@
+//! Judging what the guests produced, and saying so in KTAP.
+
+use crate::qemu::{Ending, Guest};
+use crate::scenarios::{Expect, Scenario};
+use ktap::{Report, Totals};
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How many console lines a failure report shows.
+const TAIL_LINES: usize = 40;
+
+/// Console lines that mean the kernel complained: an oops, a WARN, a BUG,
+/// a sanitizer or lockdep report. Any of them fails the scenario.
+const SPLATS: &[&str] = &[
+    "------------[ cut here ]------------",
+    "WARNING: CPU:",
+    "BUG:",
+    "Oops:",
+    "Kernel panic",
+    "general protection fault",
+    "Unable to handle kernel",
+    "UBSAN:",
+    "KASAN:",
+    "possible circular locking dependency",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "detected stall",
+    "INFO: task",
+    "kunit: FAIL",
+];
+
+/// Everything one guest left behind.
+#[derive(Debug)]
+pub struct GuestReport {
+    /// The guest's name.
+    pub name: String,
+    /// How QEMU ended.
+    pub ending: Ending,
+    /// Its KTAP channel, as text.
+    pub ktap_text: String,
+    /// Its KTAP, parsed.
+    pub ktap: Report,
+    /// The harness's exit code, from init's marker line.
+    pub exit_code: Option<i32>,
+    /// Kernel complaints found on the console.
+    pub splats: Vec<String>,
+    /// The end of the console.
+    pub console_tail: Vec<String>,
+    /// Where the console log is.
+    pub console_path: PathBuf,
+    /// QEMU's own messages.
+    pub qemu_log: String,
+    /// How long the guest was allowed.
+    pub timeout: Duration,
+    /// Whether QEMU's process is gone.
+    pub reaped: bool,
+}
+
+fn read_lossy(p: &std::path::Path) -> String {
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default()
+}
+
+/// The kernel complaints in a console log.
+pub fn find_splats(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter(|l| SPLATS.iter().any(|s| l.contains(s)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The harness exit code from init's `# ivshmem-selftest exit=N` line.
+pub fn exit_marker(ktap: &str) -> Option<i32> {
+    ktap.lines()
+        .filter_map(|l| l.trim().strip_prefix("# ivshmem-selftest exit="))
+        .next_back()
+        .and_then(|n| n.trim().parse().ok())
+}
+
+impl GuestReport {
+    /// Reads a guest's logs after it ended.
+    pub fn collect(g: &Guest, ending: Ending, timeout: Duration) -> Self {
+        let ktap_text = read_lossy(&g.ktap);
+        let console = read_lossy(&g.console);
+        let lines: Vec<&str> = console.lines().collect();
+        let console_tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Self {
+            name: g.name.clone(),
+            ending,
+            ktap: ktap::parse(&ktap_text),
+            exit_code: exit_marker(&ktap_text),
+            splats: find_splats(&console),
+            console_tail,
+            console_path: g.console.clone(),
+            qemu_log: read_lossy(&g.qemu_log),
+            ktap_text,
+            timeout,
+            reaped: false,
+        }
+    }
+
+    /// What went wrong with this guest as a whole (not its tests): it timed
+    /// out, crashed, printed incomplete KTAP, or the kernel complained.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match self.ending {
+            Ending::TimedOut => p.push(format!(
+                "timed out after {} s and was killed",
+                self.timeout.as_secs()
+            )),
+            Ending::Exited(_) if self.exit_code.is_none() => p.push(
+                "QEMU exited before the harness finished (kernel panic, or init died)".into(),
+            ),
+            Ending::Exited(_) => {}
+        }
+        if self.exit_code.is_some() && !self.ktap.is_complete() {
+            p.push("the harness printed incomplete KTAP".into());
+        }
+        if !self.splats.is_empty() {
+            p.push(format!("the kernel complained: {}", self.splats[0].trim()));
+        }
+        p
+    }
+
+    /// A failure report: the problem, QEMU's messages, the console tail and
+    /// the command that reproduces the scenario. Lines without `# `.
+    pub fn failure_report(&self, what: &str, repro: &str) -> Vec<String> {
+        let mut v = vec![format!("guest '{}': {what}", self.name)];
+        for s in self.splats.iter().skip(1).take(5) {
+            v.push(format!("  also: {}", s.trim()));
+        }
+        if !self.qemu_log.trim().is_empty() {
+            v.push("--- QEMU said ---".into());
+            v.extend(self.qemu_log.lines().take(10).map(str::to_string));
+        }
+        v.push(format!(
+            "--- console tail (last {} lines of {}) ---",
+            self.console_tail.len(),
+            self.console_path.display()
+        ));
+        v.extend(self.console_tail.iter().cloned());
+        v.push(format!("--- reproduce: {repro}"));
+        v
+    }
+}
+
+/// The runner's judgement of one scenario.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Whether the scenario passed.
+    pub ok: bool,
+    /// Why not, in one line.
+    pub reason: String,
+    /// Lines to print (nested KTAP, diagnostics), without indentation.
+    pub lines: Vec<String>,
+    /// Leaf counts.
+    pub totals: Totals,
+}
+
+impl Verdict {
+    /// A scenario that could not run.
+    pub fn error(why: String) -> Self {
+        Self {
+            ok: false,
+            lines: vec![format!("# error: {why}")],
+            reason: why,
+            totals: Totals {
+                fail: 1,
+                ..Totals::default()
+            },
+        }
+    }
+
+    /// The scenario's KTAP result line.
+    pub fn result_line(&self, number: usize, name: &str) -> String {
+        if self.ok {
+            format!("ok {number} {name}")
+        } else {
+            format!("not ok {number} {name} # {}", self.reason.replace('\n', " "))
+        }
+    }
+}
+
+fn diag(lines: &[String]) -> Vec<String> {
+    lines.iter().map(|l| format!("# {l}")).collect()
+}
+
+/// Judges a scenario from its guests' reports.
+pub fn judge(sc: &Scenario, guests: &[GuestReport], repro: &str) -> Verdict {
+    match sc.expect {
+        Expect::Pass => judge_pass(guests, repro),
+        Expect::GuestFailure => judge_meta(guests, repro, true),
+        Expect::Timeout => judge_meta(guests, repro, false),
+    }
+}
+
+fn judge_pass(guests: &[GuestReport], repro: &str) -> Verdict {
+    let mut lines = vec!["KTAP version 1".to_string(), format!("1..{}", guests.len())];
+    let mut totals = Totals::default();
+    let mut failed = Vec::new();
+    for (i, g) in guests.iter().enumerate() {
+        // The guest's own KTAP, nested one level further.
+        lines.extend(
+            g.ktap_text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| format!("  {l}")),
+        );
+        let mut t = g.ktap.leaf_totals();
+        let mut problems = g.problems();
+        if t.fail > 0 {
+            problems.insert(0, format!("{} selftest(s) failed", t.fail));
+        }
+        if t.pass + t.fail + t.skip == 0 && problems.is_empty() {
+            problems.push("no selftest ran".into());
+        }
+        if problems.is_empty() {
+            lines.push(format!("ok {} {}", i + 1, g.name));
+        } else {
+            if t.fail == 0 {
+                // The guest failed as a whole: count that once.
+                t.fail += 1;
+            }
+            lines.extend(diag(&g.failure_report(&problems.join("; "), repro)));
+            lines.push(format!("not ok {} {}", i + 1, g.name));
+            failed.push(format!("{}: {}", g.name, problems[0]));
+        }
+        totals.merge(t);
+    }
+    Verdict {
+        ok: failed.is_empty(),
+        reason: failed.join("; "),
+        lines,
+        totals,
+    }
+}
+
+/// The runner's own tests: the guest must fail (`want_failure`) or time out,
+/// and the runner must report it with the console tail and a reproducer.
+fn judge_meta(guests: &[GuestReport], repro: &str, want_failure: bool) -> Verdict {
+    let mut lines = Vec::new();
+    let mut wrong = Vec::new();
+    for g in guests {
+        let t = g.ktap.leaf_totals();
+        lines.push(format!(
+            "# guest '{}': ending {:?}, harness exit {:?}, KTAP {}",
+            g.name, g.ending, g.exit_code, t
+        ));
+        let problems = g.problems();
+        if want_failure {
+            if g.ending != Ending::Exited(Some(0)) || g.exit_code != Some(ktap::exit::FAIL) {
+                wrong.push(format!(
+                    "'{}' should finish with harness exit {} but ended {:?} with exit {:?}",
+                    g.name,
+                    ktap::exit::FAIL,
+                    g.ending,
+                    g.exit_code
+                ));
+            }
+            if !(g.ktap.is_complete() && t.fail >= 1) {
+                wrong.push(format!("'{}' KTAP does not show the failure: {t}", g.name));
+            }
+        } else {
+            if g.ending != Ending::TimedOut {
+                wrong.push(format!("'{}' was not timed out: {:?}", g.name, g.ending));
+            }
+            if !problems.iter().any(|p| p.contains("timed out")) {
+                wrong.push(format!("'{}' timeout is not reported: {problems:?}", g.name));
+            }
+            if !g.reaped {
+                wrong.push(format!("'{}' QEMU process is still alive", g.name));
+            }
+        }
+        if !g.splats.is_empty() {
+            wrong.push(format!("kernel complained: {}", g.splats[0]));
+        }
+        let what = if want_failure {
+            "selftest failed (expected)"
+        } else {
+            "timed out (expected)"
+        };
+        let rep = g.failure_report(what, repro);
+        let tail_header = rep.iter().position(|l| l.starts_with("--- console tail"));
+        let tail_len = tail_header.map(|h| rep.len() - h - 2).unwrap_or(0);
+        if tail_len == 0 {
+            wrong.push(format!("'{}' report has no console tail", g.name));
+        }
+        if !rep.last().is_some_and(|l| l.contains(repro)) {
+            wrong.push(format!("'{}' report has no reproducer", g.name));
+        }
+        lines.push(format!(
+            "# the runner's report ({} lines, console tail of {tail_len}):",
+            rep.len()
+        ));
+        lines.extend(rep.iter().take(3).map(|l| format!("#   {l}")));
+        lines.push(format!("#   ... {}", rep.last().cloned().unwrap_or_default()));
+    }
+    let ok = wrong.is_empty();
+    lines.extend(wrong.iter().map(|w| format!("# wrong: {w}")));
+    Verdict {
+        ok,
+        reason: wrong.join("; "),
+        lines,
+        totals: Totals {
+            pass: usize::from(ok),
+            fail: usize::from(!ok),
+            skip: 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(ktap_text: &str, ending: Ending, console: &str) -> GuestReport {
+        let lines: Vec<String> = console.lines().map(str::to_string).collect();
+        GuestReport {
+            name: "g".into(),
+            ending,
+            ktap: ktap::parse(ktap_text),
+            exit_code: exit_marker(ktap_text),
+            splats: find_splats(console),
+            console_tail: lines,
+            console_path: "/tmp/console.log".into(),
+            qemu_log: String::new(),
+            ktap_text: ktap_text.into(),
+            timeout: Duration::from_secs(5),
+            reaped: true,
+        }
+    }
+
+    const PASS: &str = "KTAP version 1\n1..1\nok 1 t\n# ivshmem-selftest exit=0\n";
+    const FAIL: &str = "KTAP version 1\n1..1\nnot ok 1 t\n# ivshmem-selftest exit=1\n";
+
+    #[test]
+    fn passing_guest_passes() {
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), "boot\n")], "repro");
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.totals, Totals { pass: 1, fail: 0, skip: 0 });
+    }
+
+    #[test]
+    fn failing_test_fails_with_console_and_reproducer() {
+        let v = judge_pass(&[guest(FAIL, Ending::Exited(Some(0)), "boot\n")], "repro x");
+        assert!(!v.ok);
+        assert_eq!(v.totals.fail, 1);
+        assert!(v.lines.iter().any(|l| l.contains("console tail")));
+        assert!(v.lines.iter().any(|l| l == "# boot"));
+        assert!(v.lines.iter().any(|l| l.contains("reproduce: repro x")));
+    }
+
+    #[test]
+    fn kernel_splat_fails_a_passing_guest() {
+        let console = "boot\n[    1.0] WARNING: CPU: 0 PID: 1 at foo.c:1 bar\n";
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
+        assert!(!v.ok);
+        assert!(v.reason.contains("kernel complained"), "{}", v.reason);
+    }
+
+    #[test]
+    fn missing_marker_or_timeout_fails() {
+        let half = "KTAP version 1\n1..2\nok 1 t\n";
+        let v = judge_pass(&[guest(half, Ending::Exited(Some(0)), "panic\n")], "r");
+        assert!(!v.ok);
+        assert!(v.reason.contains("QEMU exited"), "{}", v.reason);
+        let v = judge_pass(&[guest(half, Ending::TimedOut, "x\n")], "r");
+        assert!(!v.ok);
+        assert!(v.reason.contains("timed out"), "{}", v.reason);
+    }
+
+    #[test]
+    fn meta_judgements_need_the_expected_ending() {
+        // Expecting a failure: a passing guest is wrong, a failing one right.
+        assert!(!judge_meta(&[guest(PASS, Ending::Exited(Some(0)), "b\n")], "r", true).ok);
+        assert!(judge_meta(&[guest(FAIL, Ending::Exited(Some(0)), "b\n")], "r", true).ok);
+        // Expecting a timeout: it must have timed out, with a console tail.
+        assert!(!judge_meta(&[guest(PASS, Ending::Exited(Some(0)), "b\n")], "r", false).ok);
+        assert!(judge_meta(&[guest("", Ending::TimedOut, "b\n")], "r", false).ok);
+        assert!(!judge_meta(&[guest("", Ending::TimedOut, "")], "r", false).ok);
+    }
+}

@@ -1,0 +1,86 @@
+//! The scenarios of the suite: which guests boot, with which devices, and
+//! which selftests each runs.
+
+use crate::qemu::GuestSpec;
+use std::time::Duration;
+
+/// What a scenario must end in for the runner to call it a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every guest finishes and every test passes or skips.
+    Pass,
+    /// A guest reports a failing test, and the runner reports it properly.
+    /// Used only by the runner's own tests.
+    GuestFailure,
+    /// A guest never finishes and the runner times it out properly. Used
+    /// only by the runner's own tests.
+    Timeout,
+}
+
+/// A scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name, used to select it.
+    pub name: &'static str,
+    /// What it shows.
+    pub about: &'static str,
+    /// The guests, booted together.
+    pub guests: Vec<GuestSpec>,
+    /// How long the whole scenario may take, boots included.
+    pub timeout: Duration,
+    /// What it must end in.
+    pub expect: Expect,
+    /// Whether `suite` runs it (the demo does not).
+    pub in_suite: bool,
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Every scenario, in the order the suite runs them.
+pub fn all(base_timeout: Duration) -> Vec<Scenario> {
+    let t = |mult: u32| base_timeout * mult;
+    vec![
+        Scenario {
+            name: "plain-bind",
+            about: "one ivshmem-plain device: the module binds it and unloads cleanly",
+            guests: vec![GuestSpec::new("guest", &["module_bind"]).plain("shm", 4 * MIB)],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+        },
+        Scenario {
+            name: "no-device",
+            about: "no ivshmem device: the module loads, binds nothing, unloads",
+            guests: vec![GuestSpec::new("guest", &["module_nodev"])],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+        },
+        Scenario {
+            name: "runner-detects-failure",
+            about: "a deliberately failing selftest turns the run red",
+            guests: vec![GuestSpec::new("guest", &["deliberate_fail"])],
+            timeout: t(1),
+            expect: Expect::GuestFailure,
+            in_suite: true,
+        },
+        Scenario {
+            name: "runner-detects-timeout",
+            about: "a guest that never finishes is timed out and reported with its console",
+            guests: vec![GuestSpec::new("guest", &["hang"])],
+            // Long enough to boot and start the test, short enough not to
+            // slow the suite down.
+            timeout: t(1) / 2,
+            expect: Expect::Timeout,
+            in_suite: true,
+        },
+        Scenario {
+            name: "demo",
+            about: "a guest binds an ivshmem-plain device",
+            guests: vec![GuestSpec::new("guest", &["module_bind"]).plain("demo", 4 * MIB)],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: false,
+        },
+    ]
+}

@@ -1,0 +1,108 @@
+//! The selftests.
+
+use crate::sys::{self, Loaded};
+use crate::{Test, TestResult, check, fail, skip};
+use std::path::Path;
+
+/// Every test, in the default running order.
+pub fn all() -> Vec<Test> {
+    vec![
+        Test {
+            name: "module_bind",
+            default: true,
+            about: "the module loads, binds every ivshmem device and unloads cleanly",
+            run: module_bind,
+        },
+        Test {
+            name: "module_nodev",
+            default: true,
+            about: "with no ivshmem device, the module loads, binds nothing, unloads",
+            run: module_nodev,
+        },
+        Test {
+            name: "deliberate_fail",
+            default: false,
+            about: "always fails: proves a failure turns the run red",
+            run: deliberate_fail,
+        },
+        Test {
+            name: "hang",
+            default: false,
+            about: "never returns: proves the runner's timeout",
+            run: hang,
+        },
+    ]
+}
+
+fn driver_dir() -> &'static Path {
+    Path::new("/sys/bus/pci/drivers/ivshmem")
+}
+
+/// Checks the state after an unload: no module, no driver, no bindings.
+fn check_unloaded(devs: &[sys::PciDev]) -> TestResult {
+    check!(!sys::module_loaded()?, "ivshmem still in /proc/modules after rmmod");
+    check!(
+        !Path::new("/sys/module/ivshmem").exists(),
+        "/sys/module/ivshmem still exists after rmmod"
+    );
+    check!(!driver_dir().exists(), "{} still exists after rmmod", driver_dir().display());
+    for d in devs {
+        check!(d.driver().is_none(), "{} still has a driver after rmmod", d.address());
+    }
+    Ok(())
+}
+
+fn module_bind() -> TestResult {
+    let devs = sys::ivshmem_devices()?;
+    if devs.is_empty() {
+        skip!("this guest has no ivshmem device");
+    }
+    let module = Loaded::load().map_err(crate::Failure::Fail)?;
+    let bound = sys::driver_bound_devices()?;
+    for d in &devs {
+        match d.driver() {
+            Some(drv) if drv == sys::MODULE => {}
+            Some(other) => fail!("{} is bound to {other}, not ivshmem", d.address()),
+            None => fail!("{} is not bound after insmod", d.address()),
+        }
+        check!(
+            bound.contains(&d.address()),
+            "{} missing from {}",
+            d.address(),
+            driver_dir().display()
+        );
+        println!("# {} bound to ivshmem", d.address());
+    }
+    check!(
+        bound.len() == devs.len(),
+        "driver has {} devices bound, the guest has {} ivshmem devices",
+        bound.len(),
+        devs.len()
+    );
+    module.unload().map_err(crate::Failure::Fail)?;
+    check_unloaded(&devs)
+}
+
+fn module_nodev() -> TestResult {
+    let devs = sys::ivshmem_devices()?;
+    if !devs.is_empty() {
+        skip!("this guest has {} ivshmem devices", devs.len());
+    }
+    let module = Loaded::load().map_err(crate::Failure::Fail)?;
+    check!(sys::module_loaded()?, "ivshmem not in /proc/modules after insmod");
+    check!(driver_dir().exists(), "driver not registered: no {}", driver_dir().display());
+    let bound = sys::driver_bound_devices()?;
+    check!(bound.is_empty(), "driver bound {bound:?} with no ivshmem device present");
+    module.unload().map_err(crate::Failure::Fail)?;
+    check_unloaded(&devs)
+}
+
+fn deliberate_fail() -> TestResult {
+    fail!("deliberate failure, selected only by the runner's own test")
+}
+
+fn hang() -> TestResult {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
