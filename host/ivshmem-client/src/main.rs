@@ -1,0 +1,658 @@
+//! `ivshmem-client`: a host peer of an ivshmem server.
+//!
+//! It connects like a guest's ivshmem-doorbell device would, maps the shared
+//! memory, and then runs one command (for scripts and tests) or reads QEMU's
+//! `contrib/ivshmem-client` commands on stdin.
+
+use std::io::{IsTerminal, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use ivshmem_proto::{Client, ConnectOptions, Event, PeerId, SharedMemory};
+use rustix::buffer::spare_capacity;
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+use rustix::io::Errno;
+
+/// Exit status of `wait` when the timeout expires first.
+const EXIT_TIMEOUT: u8 = 3;
+
+/// A host peer of an ivshmem server: ring peers, wait for notifications,
+/// read and write the shared memory.
+#[derive(Debug, Parser)]
+#[command(name = "ivshmem-client", version)]
+struct Cli {
+    /// Path to the server's unix socket
+    #[arg(
+        short = 'S',
+        long = "socket",
+        value_name = "SOCKET",
+        default_value = "/tmp/ivshmem_socket"
+    )]
+    socket: PathBuf,
+
+    /// Report every announcement (peers joining and leaving) on stderr
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+
+    /// Vectors per peer, if known; otherwise taken from the other peers, or
+    /// when alone, from what arrives within 100 ms
+    #[arg(short = 'n', long = "vectors", value_name = "N")]
+    vectors: Option<usize>,
+
+    /// Give up on the handshake after this many seconds
+    #[arg(
+        long = "connect-timeout",
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    connect_timeout: f64,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum VectorArg {
+    One(usize),
+    All,
+}
+
+fn parse_vector(s: &str) -> Result<VectorArg, String> {
+    if s == "all" {
+        Ok(VectorArg::All)
+    } else {
+        s.parse()
+            .map(VectorArg::One)
+            .map_err(|_| format!("{s:?} is neither a vector number nor \"all\""))
+    }
+}
+
+/// A number: decimal or 0x hexadecimal, optionally with K, M or G.
+fn parse_num(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse(),
+    }
+    .map_err(|_| format!("{s:?} is not a number"))?;
+    v.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print this client's id, the shared memory size, its vectors and the peers
+    Info {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the other peers: "ID VECTORS" per line
+    Peers {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump this client and the peers with their vectors, as QEMU's client
+    Dump,
+    /// Ring a peer on one vector, or on all its vectors
+    Ring {
+        /// The peer's id
+        peer: PeerId,
+        /// A vector number, or "all"
+        #[arg(value_parser = parse_vector)]
+        vector: VectorArg,
+    },
+    /// Ring every vector of every other peer
+    RingAll,
+    /// Wait for notifications on this client's vectors and print them
+    ///
+    /// Prints "id ID" once connected, then "notify vector=V count=C" for each
+    /// notification (C: rings since the previous line of that vector).
+    Wait {
+        /// Exit 0 once this many rings have arrived
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Exit 3 if they have not arrived after this many seconds
+        #[arg(long, value_name = "SECONDS", value_parser = positive_secs)]
+        timeout: Option<f64>,
+        /// Only count and print this vector
+        #[arg(long, value_name = "V")]
+        vector: Option<usize>,
+    },
+    /// Write LEN bytes of the shared memory at OFFSET to stdout
+    Read {
+        /// Offset in bytes (decimal, 0x hex, K/M/G suffixes)
+        #[arg(value_parser = parse_num)]
+        offset: u64,
+        /// Length in bytes
+        #[arg(value_parser = parse_num)]
+        len: u64,
+        /// As a hex dump instead of raw bytes
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Write STRING into the shared memory at OFFSET
+    Write {
+        /// Offset in bytes (decimal, 0x hex, K/M/G suffixes)
+        #[arg(value_parser = parse_num)]
+        offset: u64,
+        /// The bytes to write
+        data: String,
+    },
+    /// Interactive: QEMU's client commands on stdin (the default)
+    Shell,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ivshmem-client: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn connect(cli: &Cli) -> Result<Client> {
+    let opts = ConnectOptions {
+        vectors: cli.vectors,
+        timeout: Some(Duration::from_secs_f64(cli.connect_timeout)),
+        ..Default::default()
+    };
+    Client::connect_with(&cli.socket, &opts)
+        .with_context(|| format!("cannot connect to {}", cli.socket.display()))
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    let mut client = connect(cli)?;
+    let mem = client.map_shared_memory()?;
+    let mut out = std::io::stdout().lock();
+    match cli.command.as_ref().unwrap_or(&Command::Shell) {
+        Command::Info { json } => {
+            if *json {
+                let peers: Vec<_> = client
+                    .peers()
+                    .iter()
+                    .map(|(id, v)| serde_json::json!({ "id": id, "vectors": v.len() }))
+                    .collect();
+                let info = serde_json::json!({
+                    "id": client.id(),
+                    "shm_size": client.shm_size(),
+                    "vectors": client.vectors().len(),
+                    "peers": peers,
+                });
+                writeln!(out, "{info}")?;
+            } else {
+                writeln!(out, "id: {}", client.id())?;
+                writeln!(out, "shm_size: {}", client.shm_size())?;
+                writeln!(out, "vectors: {}", client.vectors().len())?;
+                let peers: Vec<String> = client
+                    .peers()
+                    .iter()
+                    .map(|(id, v)| format!("{id} ({} vectors)", v.len()))
+                    .collect();
+                writeln!(out, "peers: {}", peers.join(", "))?;
+            }
+        }
+        Command::Peers { json } => {
+            if *json {
+                let peers: Vec<_> = client
+                    .peers()
+                    .iter()
+                    .map(|(id, v)| serde_json::json!({ "id": id, "vectors": v.len() }))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::from(peers))?;
+            } else {
+                for (id, v) in client.peers() {
+                    writeln!(out, "{id} {}", v.len())?;
+                }
+            }
+        }
+        Command::Dump => dump(&client, &mut out)?,
+        Command::Ring { peer, vector } => match vector {
+            VectorArg::One(v) => client.ring(*peer, *v)?,
+            VectorArg::All => {
+                client.ring_all_vectors(*peer)?;
+            }
+        },
+        Command::RingAll => {
+            client.ring_all()?;
+        }
+        Command::Wait {
+            count,
+            timeout,
+            vector,
+        } => {
+            writeln!(out, "id {}", client.id())?;
+            out.flush()?;
+            drop(out);
+            return wait(cli, &mut client, *count, *timeout, *vector);
+        }
+        Command::Read { offset, len, hex } => {
+            let len = usize::try_from(*len).context("length too large")?;
+            let mut buf = vec![0u8; len];
+            mem.read(*offset, &mut buf)?;
+            if *hex {
+                hex_dump(&mut out, *offset, &buf)?;
+            } else {
+                out.write_all(&buf)?;
+            }
+        }
+        Command::Write { offset, data } => mem.write(*offset, data.as_bytes())?,
+        Command::Shell => {
+            drop(out);
+            return shell(cli, &mut client, &mem);
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hex_dump(out: &mut impl Write, base: u64, buf: &[u8]) -> std::io::Result<()> {
+    for (i, chunk) in buf.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:016x}  {:<47}  |{text}|",
+            base + 16 * i as u64,
+            hex.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+fn dump(client: &Client, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "our_id = {}", client.id())?;
+    for (v, fd) in client.vectors().iter().enumerate() {
+        writeln!(out, "  vector {v} is enabled (fd={})", raw(fd))?;
+    }
+    for (id, fds) in client.peers() {
+        writeln!(out, "peer_id = {id}")?;
+        for (v, fd) in fds.iter().enumerate() {
+            writeln!(out, "  vector {v} is enabled (fd={})", raw(fd))?;
+        }
+    }
+    Ok(())
+}
+
+fn raw(fd: &OwnedFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    fd.as_raw_fd()
+}
+
+const TOKEN_SOCKET: u64 = u64::MAX;
+const TOKEN_STDIN: u64 = u64::MAX - 1;
+
+/// Epoll over the server socket, this client's vectors and maybe stdin.
+struct Watch {
+    epoll: OwnedFd,
+    watched_vectors: usize,
+    events: Vec<epoll::Event>,
+}
+
+impl Watch {
+    fn new(client: &Client, stdin: bool) -> Result<Self> {
+        let epoll = epoll::create(CreateFlags::CLOEXEC).context("cannot create epoll")?;
+        epoll::add(
+            &epoll,
+            client.socket(),
+            EventData::new_u64(TOKEN_SOCKET),
+            EventFlags::IN,
+        )
+        .context("cannot watch the server socket")?;
+        if stdin {
+            epoll::add(
+                &epoll,
+                std::io::stdin().as_fd(),
+                EventData::new_u64(TOKEN_STDIN),
+                EventFlags::IN,
+            )
+            .context("cannot watch stdin")?;
+        }
+        let mut w = Self {
+            epoll,
+            watched_vectors: 0,
+            events: Vec::with_capacity(64),
+        };
+        w.update(client)?;
+        Ok(w)
+    }
+
+    /// Watches vectors that arrived late.
+    fn update(&mut self, client: &Client) -> Result<()> {
+        for (v, fd) in client
+            .vectors()
+            .iter()
+            .enumerate()
+            .skip(self.watched_vectors)
+        {
+            epoll::add(
+                &self.epoll,
+                fd,
+                EventData::new_u64(v as u64),
+                EventFlags::IN,
+            )
+            .context("cannot watch an eventfd")?;
+        }
+        self.watched_vectors = client.vectors().len();
+        Ok(())
+    }
+
+    /// Waits for events; returns their tokens.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Vec<u64>> {
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        self.events.clear();
+        match epoll::wait(
+            &self.epoll,
+            spare_capacity(&mut self.events),
+            timeout.as_ref(),
+        ) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e).context("epoll_wait failed"),
+        }
+        Ok(self.events.iter().map(|e| e.data.u64()).collect())
+    }
+}
+
+/// Processes every announcement available. Returns false if the server
+/// closed the connection.
+fn drain_announcements(
+    client: &mut Client,
+    watch: &mut Watch,
+    report: &mut dyn FnMut(&Event),
+) -> Result<bool> {
+    loop {
+        match client.try_next_event() {
+            Ok(Some(e)) => {
+                report(&e);
+                if matches!(e, Event::OwnVector { .. }) {
+                    watch.update(client)?;
+                }
+            }
+            Ok(None) => return Ok(true),
+            Err(ivshmem_proto::Error::Closed) => return Ok(false),
+            Err(e) => return Err(e).context("bad message from the server"),
+        }
+    }
+}
+
+fn describe(e: &Event) -> String {
+    match e {
+        Event::PeerVector { peer, vector: 0 } => format!("new peer {peer}"),
+        Event::PeerVector { peer, vector } => format!("peer {peer}: vector {vector}"),
+        Event::PeerLeft { peer, .. } => format!("peer {peer} left"),
+        Event::OwnVector { vector } => format!("own vector {vector}"),
+    }
+}
+
+fn wait(
+    cli: &Cli,
+    client: &mut Client,
+    count: Option<u64>,
+    timeout: Option<f64>,
+    only: Option<usize>,
+) -> Result<ExitCode> {
+    if let Some(v) = only.filter(|&v| v >= client.vectors().len()) {
+        bail!(
+            "this client has {} vector(s); there is no vector {v}",
+            client.vectors().len()
+        );
+    }
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+    let mut watch = Watch::new(client, false)?;
+    let mut got = 0u64;
+    let mut out = std::io::stdout();
+    let verbose = cli.verbose;
+    let mut report = |e: &Event| {
+        if verbose {
+            eprintln!("{}", describe(e));
+        }
+    };
+    loop {
+        if count.is_some_and(|n| got >= n) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !drain_announcements(client, &mut watch, &mut report)? {
+            bail!("the server closed the connection");
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            eprintln!(
+                "ivshmem-client: timeout: {got} notification(s) received{}",
+                count.map(|n| format!(" of {n}")).unwrap_or_default()
+            );
+            return Ok(ExitCode::from(EXIT_TIMEOUT));
+        }
+        for token in watch.wait(deadline)? {
+            if token == TOKEN_SOCKET || token == TOKEN_STDIN {
+                continue;
+            }
+            let v = token as usize;
+            let Some(c) = client.take_notifications(v)? else {
+                continue;
+            };
+            if only.is_none_or(|o| o == v) {
+                writeln!(out, "notify vector={v} count={c}")?;
+                out.flush()?;
+                got += c;
+            }
+        }
+    }
+}
+
+fn help_text() -> &'static str {
+    "dump: dump peers (including us)\n\
+     int <peer> <vector>: notify one vector on a peer\n\
+     int <peer> all: notify all vectors of a peer\n\
+     int all: notify all vectors of all peers (excepting us)\n\
+     info: our id, shared memory size, vectors and peers\n\
+     read <offset> <len>: show shared memory bytes\n\
+     write <offset> <string>: write a string into shared memory\n\
+     help: this text\n\
+     quit: leave"
+}
+
+/// What a shell command asks the loop to do next.
+enum Next {
+    Continue,
+    Quit,
+}
+
+fn shell_command(line: &str, client: &Client, mem: &SharedMemory) -> Result<Next> {
+    let mut out = std::io::stdout();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [] => {}
+        ["help"] | ["?"] => writeln!(out, "{}", help_text())?,
+        ["quit"] | ["exit"] | ["q"] => return Ok(Next::Quit),
+        ["dump"] => dump(client, &mut out)?,
+        ["info"] => {
+            writeln!(
+                out,
+                "id {} shm_size {} vectors {} peers {}",
+                client.id(),
+                client.shm_size(),
+                client.vectors().len(),
+                client.peers().len()
+            )?;
+        }
+        ["int", "all"] => {
+            let n = client.ring_all()?;
+            writeln!(out, "notified {n} vector(s)")?;
+        }
+        ["int", peer, vector] => {
+            let peer: PeerId = peer
+                .parse()
+                .map_err(|_| anyhow!("{peer:?} is not a peer id"))?;
+            match parse_vector(vector).map_err(anyhow::Error::msg)? {
+                VectorArg::One(v) => client.ring(peer, v)?,
+                VectorArg::All => {
+                    client.ring_all_vectors(peer)?;
+                }
+            }
+        }
+        ["read", offset, len] => {
+            let offset = parse_num(offset).map_err(anyhow::Error::msg)?;
+            let len = parse_num(len).map_err(anyhow::Error::msg)?;
+            let mut buf = vec![0u8; usize::try_from(len).context("length too large")?];
+            mem.read(offset, &mut buf)?;
+            writeln!(out, "{}", buf.escape_ascii())?;
+        }
+        ["write", offset, ..] => {
+            let offset_n = parse_num(offset).map_err(anyhow::Error::msg)?;
+            // The rest of the line, spaces included.
+            let rest = line.trim_start()["write".len()..].trim_start();
+            let data = rest[offset.len()..].strip_prefix(' ').unwrap_or("");
+            mem.write(offset_n, data.as_bytes())?;
+            writeln!(out, "wrote {} byte(s) at {offset_n}", data.len())?;
+        }
+        _ => writeln!(out, "invalid command, type help")?,
+    }
+    Ok(Next::Continue)
+}
+
+fn shell(cli: &Cli, client: &mut Client, mem: &SharedMemory) -> Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    let prompt = || {
+        if interactive {
+            print!("cmd> ");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    if interactive {
+        println!("{}", help_text());
+    }
+    println!(
+        "connected to {} as peer {} ({} bytes, {} vector(s), {} peer(s))",
+        cli.socket.display(),
+        client.id(),
+        client.shm_size(),
+        client.vectors().len(),
+        client.peers().len()
+    );
+    prompt();
+    let mut watch = Watch::new(client, true)?;
+    let mut report = |e: &Event| {
+        println!("{}", describe(e));
+    };
+    let mut pending = Vec::<u8>::new();
+    let mut stdin_open = true;
+    loop {
+        if !drain_announcements(client, &mut watch, &mut report)? {
+            println!("disconnected from server");
+            return Ok(ExitCode::FAILURE);
+        }
+        let _ = std::io::stdout().flush();
+        if !stdin_open {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for token in watch.wait(None)? {
+            match token {
+                TOKEN_SOCKET => {}
+                TOKEN_STDIN => {
+                    let mut buf = [0u8; 4096];
+                    let n = match rustix::io::read(std::io::stdin(), &mut buf) {
+                        Ok(n) => n,
+                        Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
+                        Err(e) => return Err(e).context("cannot read stdin"),
+                    };
+                    if n == 0 {
+                        stdin_open = false;
+                        // A last line without newline still counts.
+                        pending.push(b'\n');
+                    } else {
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=pos).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        for cmd in line.split(['\n', '\r', ';']) {
+                            match shell_command(cmd, client, mem) {
+                                Ok(Next::Continue) => {}
+                                Ok(Next::Quit) => return Ok(ExitCode::SUCCESS),
+                                Err(e) => println!("error: {e:#}"),
+                            }
+                        }
+                        prompt();
+                    }
+                }
+                v => {
+                    if let Some(c) = client.take_notifications(v as usize)? {
+                        println!("receive notification on vector {v} (count {c})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_num("0"), Ok(0));
+        assert_eq!(parse_num("4096"), Ok(4096));
+        assert_eq!(parse_num("0x10"), Ok(16));
+        assert_eq!(parse_num("4K"), Ok(4096));
+        assert_eq!(parse_num("8G"), Ok(8 << 30));
+        assert!(parse_num("x").is_err());
+        assert!(parse_num("").is_err());
+        assert!(parse_num("99999999999G").is_err());
+    }
+
+    #[test]
+    fn vectors() {
+        assert!(matches!(parse_vector("all"), Ok(VectorArg::All)));
+        assert!(matches!(parse_vector("3"), Ok(VectorArg::One(3))));
+        assert!(parse_vector("-1").is_err());
+    }
+
+    #[test]
+    fn hex_dump_format() {
+        let mut v = Vec::new();
+        hex_dump(&mut v, 16, b"hello\0").unwrap();
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "0000000000000010  68 65 6c 6c 6f 00                                |hello.|\n"
+        );
+    }
+}

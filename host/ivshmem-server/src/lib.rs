@@ -1,0 +1,59 @@
+//! A drop-in replacement for QEMU's `contrib/ivshmem-server`.
+//!
+//! The server creates the shared memory, listens on a Unix socket, gives
+//! every client that connects an id and one eventfd per vector, sends it
+//! the shared memory and everyone's eventfds, and tells the others when it
+//! joins or leaves (see [`ivshmem_proto`] for the protocol).
+//!
+//! The binary (`src/main.rs`) adds argument parsing, daemonizing, the pid
+//! file and signals; this library holds the rest, so that tests of other
+//! crates can run a server in-process.
+
+pub mod config;
+pub mod ids;
+pub mod server;
+pub mod shm;
+pub mod socket;
+
+pub use config::{Config, ShmBacking};
+pub use server::Server;
+pub use socket::BoundSocket;
+
+use std::os::fd::BorrowedFd;
+
+use anyhow::Result;
+
+impl Config {
+    /// Creates the shared memory and binds the socket: everything that can
+    /// fail before serving.
+    pub fn start(&self) -> Result<(Server, BoundSocket, shm::Shm)> {
+        let size = config::round_size(self.size).map_err(anyhow::Error::msg)?;
+        if size != self.size {
+            log::info!(
+                "size rounded up from {} to {size} bytes (a power of two)",
+                self.size
+            );
+        }
+        let shm = shm::open(&self.backing, size)?;
+        let sock = BoundSocket::bind(&self.socket)?;
+        let fd = shm
+            .fd
+            .try_clone()
+            .map_err(|e| anyhow::anyhow!("cannot duplicate the shared memory descriptor: {e}"))?;
+        let server = Server::new(
+            sock.listener.try_clone()?,
+            fd,
+            self.vectors as usize,
+            self.max_queue,
+        )?;
+        Ok((server, sock, shm))
+    }
+
+    /// Runs a server until `stop` is readable, then removes its socket.
+    pub fn run(&self, stop: BorrowedFd<'_>) -> Result<()> {
+        let (mut server, sock, _shm) = self.start()?;
+        let r = server.run(stop);
+        sock.remove();
+        r
+    }
+}

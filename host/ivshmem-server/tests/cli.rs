@@ -1,0 +1,298 @@
+//! The server binary's command line, QEMU's quirks, daemon mode, the pid
+//! file, signals and socket ownership.
+
+mod common;
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{SERVER, ServerProc, ShmName, TempDir, eventually, run_server, signal, wait_timeout};
+use ivshmem_proto::Client;
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn help_lists_the_reference_flags() {
+    let out = run_server(&["-h"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["-h", "-v", "-F", "-p", "-S", "-M", "-m", "-l", "-n"] {
+        assert!(
+            text.contains(&format!("{flag}, ")),
+            "help lacks {flag}:\n{text}"
+        );
+    }
+    assert!(text.contains("/tmp/ivshmem_socket"));
+    assert!(text.contains("/var/run/ivshmem-server.pid"));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let sock = sock.to_str().unwrap();
+    let shm = ShmName::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["-F", "-n", "0"], "0 is not in 1..=256"),
+        (&["-F", "-n", "257"], "257 is not in 1..=256"),
+        (&["-F", "-n", "two"], "invalid value 'two'"),
+        (&["-F", "-l", "3X"], "unknown unit \"X\""),
+        (&["-F", "-l", ""], "empty size"),
+        (&["-F", "-l", "16E"], "too large"),
+        (&["-F", "-M", "a", "-m", "/tmp"], "cannot be used with"),
+        (&["-F", "-x"], "unexpected argument '-x'"),
+        (&["-F", "-S"], "a value is required"),
+        (
+            &["-F", "-S", sock, "-M", &shm.0, "-l", "0"],
+            "size must not be 0",
+        ),
+        (
+            &["-F", "-S", sock, "-M", "a/b"],
+            "invalid POSIX shared memory name",
+        ),
+        (
+            &["-F", "-S", sock, "-m", "/nonexistent/dir"],
+            "cannot open directory /nonexistent/dir",
+        ),
+        (
+            &["-F", "-S", "/nonexistent/dir/sock", "-M", &shm.0],
+            "cannot bind socket /nonexistent/dir/sock",
+        ),
+    ];
+    for (args, msg) in cases {
+        let out = run_server(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: expected {msg:?} in:\n{err}");
+    }
+    assert!(!Path::new(sock).exists(), "a failed start left its socket");
+}
+
+#[test]
+fn sizes_round_up_to_powers_of_two_and_take_suffixes() {
+    for (arg, size, rounded) in [
+        ("3M", 4u64 << 20, true),
+        ("4M", 4 << 20, false),
+        ("4194304", 4 << 20, false),
+        ("1K", 1024, false),
+        ("1000", 1024, true),
+        ("1.5m", 2 << 20, true),
+        ("0x100000", 1 << 20, false),
+    ] {
+        let mut s = ServerProc::start(&["-l", arg]);
+        let c = s.connect(1);
+        assert_eq!(c.shm_size(), size, "-l {arg}");
+        let meta = std::fs::metadata(s.shm.as_ref().unwrap().path()).unwrap();
+        assert_eq!(meta.len(), size, "-l {arg}: /dev/shm object size");
+        assert_eq!(
+            s.wait_log("size rounded up", Duration::from_millis(50)),
+            rounded,
+            "-l {arg}: rounding notice"
+        );
+    }
+}
+
+#[test]
+fn default_size_and_vectors_are_qemus() {
+    let s = ServerProc::start(&[]);
+    let c = Client::connect(&s.sock).unwrap();
+    assert_eq!(c.shm_size(), 4 << 20);
+    assert_eq!(c.vectors().len(), 1);
+}
+
+#[test]
+fn a_live_server_keeps_its_socket() {
+    let s = ServerProc::start(&[]);
+    let shm = ShmName::new();
+    let out = run_server(&["-F", "-S", s.sock.to_str().unwrap(), "-M", &shm.0]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another server is already listening"), "{err}");
+    // The first server still serves on it.
+    let c = s.connect(1);
+    assert_eq!(c.shm_size(), 4 << 20);
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    // A socket file nobody listens on, as a killed server leaves behind.
+    drop(UnixListener::bind(&sock).unwrap());
+    assert!(UnixStream::connect(&sock).is_err());
+    let mut s = ServerProc::start_at(dir, sock, &[])
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    assert!(s.wait_log("removing stale socket", LONG));
+    let c = s.connect(1);
+    assert_eq!(c.id(), 0);
+}
+
+#[test]
+fn a_socket_left_by_a_killed_server_is_replaced() {
+    let mut first = ServerProc::start(&[]);
+    let sock = first.sock.clone();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(sock.exists());
+    let dir = TempDir::new();
+    let mut s = ServerProc::start_at(dir, sock.clone(), &[])
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    assert!(s.wait_log("removing stale socket", LONG));
+    assert_eq!(s.connect(1).id(), 0);
+}
+
+#[test]
+fn a_non_socket_file_is_not_replaced() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sock");
+    std::fs::write(&path, b"precious").unwrap();
+    let shm = ShmName::new();
+    let out = run_server(&["-F", "-S", path.to_str().unwrap(), "-M", &shm.0]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
+#[test]
+fn foreground_sigint_and_sigterm_remove_socket_and_pidfile() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let dir = TempDir::new();
+        let pidfile = dir.path().join("pid");
+        let sock = dir.path().join("sock");
+        let pid_arg = pidfile.to_str().unwrap().to_owned();
+        let mut s = ServerProc::start_at(dir, sock.clone(), &["-p", &pid_arg])
+            .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+        let content = std::fs::read_to_string(&pidfile).unwrap();
+        assert_eq!(content, format!("{}\n", s.pid()));
+        let _c = s.connect(1);
+        signal(s.pid(), sig);
+        let st = wait_timeout(&mut s.child, LONG).expect("server exits on the signal");
+        assert!(st.success(), "signal {sig}: {st:?}");
+        assert!(!sock.exists(), "socket left behind after signal {sig}");
+        assert!(!pidfile.exists(), "pid file left behind after signal {sig}");
+    }
+}
+
+#[test]
+fn foreground_without_p_writes_no_pidfile() {
+    let mut s = ServerProc::start(&[]);
+    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 1); // the socket
+    assert!(s.terminate().success());
+    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 0);
+}
+
+/// Kills a daemon by pid on drop, in case the test fails half way.
+struct DaemonGuard(Option<u32>);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+fn process_gone(pid: u32) -> bool {
+    // Gone, or a zombie waiting for a reaper that may not exist here.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[test]
+fn daemon_mode_writes_pidfile_and_cleans_up_on_sigterm() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let pidfile = dir.path().join("server.pid");
+    let logfile = dir.path().join("server.log");
+    let shm = ShmName::new();
+    let mut guard = DaemonGuard(None);
+    let out = Command::new(SERVER)
+        .args(["-S", sock.to_str().unwrap(), "-M", &shm.0, "-n", "2"])
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--log-file")
+        .arg(&logfile)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "daemon start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ready as soon as the starting command returns.
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written before the starting process exits")
+        .trim()
+        .parse()
+        .unwrap();
+    guard.0 = Some(pid);
+    assert!(!process_gone(pid));
+    assert!(sock.exists());
+    // Detached: its own session.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let (sid, pgrp) = (fields[3], fields[2]);
+    assert_ne!(
+        sid,
+        pid.to_string(),
+        "the daemon must not be a session leader"
+    );
+    assert_eq!(pgrp, sid);
+    // stdio detached from our pipes.
+    let fd1 = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    assert_eq!(fd1, Path::new("/dev/null"));
+
+    let c = Client::connect(&sock).unwrap();
+    assert_eq!(c.vectors().len(), 2);
+    drop(c);
+
+    signal(pid, libc::SIGTERM);
+    assert!(
+        eventually(LONG, || process_gone(pid)),
+        "daemon ignored SIGTERM"
+    );
+    guard.0 = None;
+    assert!(
+        eventually(LONG, || !pidfile.exists()),
+        "pid file left behind"
+    );
+    assert!(!sock.exists(), "socket left behind");
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    assert!(log.contains("listening on"), "log file:\n{log}");
+    assert!(log.contains("peer 0 connected"), "log file:\n{log}");
+    assert!(log.contains("shutting down"), "log file:\n{log}");
+}
+
+#[test]
+fn daemon_startup_errors_reach_the_terminal() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let shm = ShmName::new();
+    // The pid file cannot be written: the daemon reports it and exits.
+    let out = Command::new(SERVER)
+        .args(["-S", sock.to_str().unwrap(), "-M", &shm.0])
+        .args(["-p", "/nonexistent/dir/pid", "--log-file"])
+        .arg(dir.path().join("log"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write pid file /nonexistent/dir/pid"),
+        "{err}"
+    );
+    assert!(
+        eventually(LONG, || !sock.exists()),
+        "failed daemon left its socket"
+    );
+}
