@@ -27,9 +27,10 @@ step_host_packages() {
 	[ ${#missing[@]} -eq 0 ] && return 0
 	log "installing host packages: ${missing[*]}"
 	[ "$(id -u)" -eq 0 ] || die "step 'host packages': need root to install ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get update -q ||
+	mkdir -p "$IVSHMEM_CACHE"
+	DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null ||
 		die "step 'host packages': apt-get update failed (is the Debian mirror reachable?)"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$IVSHMEM_CACHE/apt-install.log" 2>&1 ||
 		die "step 'host packages': apt-get install ${missing[*]} failed"
 }
 

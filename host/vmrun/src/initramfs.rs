@@ -46,7 +46,9 @@ fn read(p: &Path) -> Result<Vec<u8>> {
 /// Writes the initramfs to `dest`.
 pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     let mut w = cpio::Writer::new(Vec::new());
-    for d in ["/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/run", "/root", "/etc", "/lib"] {
+    for d in [
+        "/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/run", "/root", "/etc", "/lib",
+    ] {
         w.dir(d)?;
     }
     w.dir("/lib/modules")?;

@@ -26,7 +26,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Boot QEMU guests with ivshmem devices and run the selftests")]
+#[command(
+    version,
+    about = "Boot QEMU guests with ivshmem devices and run the selftests"
+)]
 struct Cli {
     /// Guest kernel image (bzImage).
     #[arg(long, env = "IVSHMEM_KERNEL")]
@@ -134,7 +137,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         ("busybox", &cli.busybox),
     ] {
         if !p.is_file() {
-            bail!("{what} {} does not exist (build with `make`, or run `make check`)", p.display());
+            bail!(
+                "{what} {} does not exist (build with `make`, or run `make check`)",
+                p.display()
+            );
         }
     }
 
@@ -242,7 +248,8 @@ impl Regions {
                     std::process::id(),
                     sc.name
                 ));
-                let f = fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+                let f =
+                    fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
                 f.set_len(*size)
                     .with_context(|| format!("sizing {} to {size} bytes", p.display()))?;
                 paths.insert(region.clone(), p.clone());

@@ -206,7 +206,10 @@ impl Guest {
             .with_context(|| format!("starting {QEMU} (is qemu-system-x86 installed?)"))?;
         // The exact command, for running this guest by hand.
         let quoted: Vec<String> = std::iter::once(QEMU.to_string())
-            .chain(args.iter().map(|a| format!("'{}'", a.replace('\'', r"'\''"))))
+            .chain(
+                args.iter()
+                    .map(|a| format!("'{}'", a.replace('\'', r"'\''"))),
+            )
             .collect();
         fs::write(dir.join("qemu-cmdline.sh"), quoted.join(" ") + "\n")?;
         Ok(Self {

@@ -183,7 +183,10 @@ impl Verdict {
         if self.ok {
             format!("ok {number} {name}")
         } else {
-            format!("not ok {number} {name} # {}", self.reason.replace('\n', " "))
+            format!(
+                "not ok {number} {name} # {}",
+                self.reason.replace('\n', " ")
+            )
         }
     }
 }
@@ -272,7 +275,10 @@ fn judge_meta(guests: &[GuestReport], repro: &str, want_failure: bool) -> Verdic
                 wrong.push(format!("'{}' was not timed out: {:?}", g.name, g.ending));
             }
             if !problems.iter().any(|p| p.contains("timed out")) {
-                wrong.push(format!("'{}' timeout is not reported: {problems:?}", g.name));
+                wrong.push(format!(
+                    "'{}' timeout is not reported: {problems:?}",
+                    g.name
+                ));
             }
             if !g.reaped {
                 wrong.push(format!("'{}' QEMU process is still alive", g.name));
@@ -300,7 +306,10 @@ fn judge_meta(guests: &[GuestReport], repro: &str, want_failure: bool) -> Verdic
             rep.len()
         ));
         lines.extend(rep.iter().take(3).map(|l| format!("#   {l}")));
-        lines.push(format!("#   ... {}", rep.last().cloned().unwrap_or_default()));
+        lines.push(format!(
+            "#   ... {}",
+            rep.last().cloned().unwrap_or_default()
+        ));
     }
     let ok = wrong.is_empty();
     lines.extend(wrong.iter().map(|w| format!("# wrong: {w}")));
@@ -344,7 +353,14 @@ mod tests {
     fn passing_guest_passes() {
         let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), "boot\n")], "repro");
         assert!(v.ok, "{v:?}");
-        assert_eq!(v.totals, Totals { pass: 1, fail: 0, skip: 0 });
+        assert_eq!(
+            v.totals,
+            Totals {
+                pass: 1,
+                fail: 0,
+                skip: 0
+            }
+        );
     }
 
     #[test]

@@ -68,9 +68,10 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             name: "runner-detects-timeout",
             about: "a guest that never finishes is timed out and reported with its console",
             guests: vec![GuestSpec::new("guest", &["hang"])],
-            // Long enough to boot and start the test, short enough not to
-            // slow the suite down.
-            timeout: t(1) / 2,
+            // Long enough to boot (about 12 s under TCG with the debug
+            // kernel) and start the test, short enough not to slow the
+            // suite down; the console tail must show the boot either way.
+            timeout: Duration::from_secs(45).min(t(1)),
             expect: Expect::Timeout,
             in_suite: true,
         },

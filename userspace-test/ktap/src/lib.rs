@@ -219,9 +219,7 @@ impl Report {
     /// Whether the document is complete: a version and a plan were seen,
     /// the plan matches the results, and nothing bailed out.
     pub fn is_complete(&self) -> bool {
-        self.version.is_some()
-            && self.bail_out.is_none()
-            && self.plan == Some(self.results.len())
+        self.version.is_some() && self.bail_out.is_none() && self.plan == Some(self.results.len())
     }
 
     /// Counts of the leaf results: a test with subtests counts its
@@ -383,7 +381,14 @@ mod tests {
         assert_eq!(r.results[1].outcome, Outcome::Fail(String::new()));
         assert_eq!(r.results[2].outcome, Outcome::Skip("why not".into()));
         assert_eq!(r.results[2].name, "c");
-        assert_eq!(r.totals(), Totals { pass: 1, fail: 1, skip: 1 });
+        assert_eq!(
+            r.totals(),
+            Totals {
+                pass: 1,
+                fail: 1,
+                skip: 1
+            }
+        );
     }
 
     #[test]
@@ -417,6 +422,13 @@ mod tests {
         assert!(sub.is_complete());
         assert_eq!(sub.results[1].name, "y");
         assert!(r.results[1].subtests.is_none());
-        assert_eq!(r.leaf_totals(), Totals { pass: 2, fail: 1, skip: 0 });
+        assert_eq!(
+            r.leaf_totals(),
+            Totals {
+                pass: 2,
+                fail: 1,
+                skip: 0
+            }
+        );
     }
 }

@@ -98,8 +98,12 @@ impl PciDev {
 
 fn read_hex(path: &Path) -> io::Result<u32> {
     let s = fs::read_to_string(path)?;
-    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Every ivshmem function (`1af4:1110`) in the guest, in PCI address order.

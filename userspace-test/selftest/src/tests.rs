@@ -40,14 +40,25 @@ fn driver_dir() -> &'static Path {
 
 /// Checks the state after an unload: no module, no driver, no bindings.
 fn check_unloaded(devs: &[sys::PciDev]) -> TestResult {
-    check!(!sys::module_loaded()?, "ivshmem still in /proc/modules after rmmod");
+    check!(
+        !sys::module_loaded()?,
+        "ivshmem still in /proc/modules after rmmod"
+    );
     check!(
         !Path::new("/sys/module/ivshmem").exists(),
         "/sys/module/ivshmem still exists after rmmod"
     );
-    check!(!driver_dir().exists(), "{} still exists after rmmod", driver_dir().display());
+    check!(
+        !driver_dir().exists(),
+        "{} still exists after rmmod",
+        driver_dir().display()
+    );
     for d in devs {
-        check!(d.driver().is_none(), "{} still has a driver after rmmod", d.address());
+        check!(
+            d.driver().is_none(),
+            "{} still has a driver after rmmod",
+            d.address()
+        );
     }
     Ok(())
 }
@@ -89,10 +100,20 @@ fn module_nodev() -> TestResult {
         skip!("this guest has {} ivshmem devices", devs.len());
     }
     let module = Loaded::load().map_err(crate::Failure::Fail)?;
-    check!(sys::module_loaded()?, "ivshmem not in /proc/modules after insmod");
-    check!(driver_dir().exists(), "driver not registered: no {}", driver_dir().display());
+    check!(
+        sys::module_loaded()?,
+        "ivshmem not in /proc/modules after insmod"
+    );
+    check!(
+        driver_dir().exists(),
+        "driver not registered: no {}",
+        driver_dir().display()
+    );
     let bound = sys::driver_bound_devices()?;
-    check!(bound.is_empty(), "driver bound {bound:?} with no ivshmem device present");
+    check!(
+        bound.is_empty(),
+        "driver bound {bound:?} with no ivshmem device present"
+    );
     module.unload().map_err(crate::Failure::Fail)?;
     check_unloaded(&devs)
 }
