@@ -7,22 +7,50 @@
 //! subsystem ids. The device is described in QEMU's
 //! `docs/specs/ivshmem-spec.rst`: BAR0 holds four 32-bit registers, BAR1
 //! the MSI-X table of doorbell devices, BAR2 the shared memory.
+//!
+//! Each device becomes a misc character device, `/dev/ivshmemN` (lowest
+//! free N, mode 0600, parent the PCI function), whose user API is in
+//! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls.
+//!
+//! Layout: [`shm`] is the device logic, [`raw`] the few wrappers over C
+//! APIs the kernel crate lacks, [`regs`] the registers, [`uapi`] the user
+//! API structures, [`ids`] the device numbers.
 
 use kernel::{
     device::Core,
-    io::Io,
     pci,
-    prelude::*, //
+    prelude::*,
+    str::CString,
+    sync::Arc, //
 };
 
+mod ids;
+mod raw;
 mod regs;
+mod shm;
+mod uapi;
+
+use raw::{
+    miscdev,
+    vma::IoWindow, //
+};
+use shm::{
+    Facts,
+    Shm,
+    ShmFile, //
+};
 
 /// Per-device state, alive while the driver is bound to the device.
+///
+/// Fields drop in order: the misc device goes first (no new opens), then
+/// the device number, then BAR2's reservation. [`IvshmemDriver::unbind`]
+/// has already revoked every open file and mapping by then.
+#[pin_data]
 struct Ivshmem<'bound> {
-    pdev: &'bound pci::Device,
-    /// The register BAR; kept mapped for the lifetime of the binding.
-    #[expect(dead_code, reason = "used by the character device (next step)")]
-    bar0: regs::Bar0<'bound>,
+    #[pin]
+    misc: miscdev::Registration<ShmFile>,
+    _index: ids::Index,
+    _shm_region: raw::pci::Region<'bound>,
 }
 
 /// The PCI driver.
@@ -47,37 +75,74 @@ impl pci::Driver for IvshmemDriver {
         pdev: &'bound pci::Device<Core<'_>>,
         _info: Option<&'bound Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
-        pdev.enable_device_mem()?;
+        pin_init::pin_init_scope(move || {
+            pdev.enable_device_mem()?;
 
-        let shm_len = pdev.resource_len(regs::SHM_BAR)?;
-        if shm_len == 0 {
-            dev_err!(pdev, "BAR2 (shared memory) is absent\n");
-            return Err(ENODEV);
-        }
+            let size = pdev.resource_len(regs::SHM_BAR)?;
+            let phys = pdev.resource_start(regs::SHM_BAR)?;
+            if size == 0 {
+                dev_err!(pdev, "BAR2 (shared memory) is absent\n");
+                return Err(ENODEV);
+            }
+            // Reserved, not mapped: user space maps it.
+            let shm_region = raw::pci::Region::request(pdev, regs::SHM_BAR, c"ivshmem/shm")?;
+            // SAFETY: BAR2 is I/O memory reserved just above for as long as
+            // `Ivshmem` lives; `unbind` revokes `Shm` (after which its
+            // `IoMap::lock` never returns the window) before the
+            // reservation drops.
+            let window = unsafe { IoWindow::new(phys, size) }.inspect_err(|_| {
+                dev_err!(
+                    pdev,
+                    "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
+                )
+            })?;
 
-        let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
-        let ivposition = regs::ivposition(&bar0);
-        let msix = regs::msix_table_size(pdev)?;
+            let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
+            let ivposition = regs::ivposition(&bar0);
+            let bar0 = bar0.into_devres()?;
+            let vectors = regs::msix_table_size(pdev)?.unwrap_or(0);
 
-        let rev = pdev.revision_id();
-        match msix {
-            Some(vectors) => dev_info!(
+            let index = ids::Index::alloc()
+                .inspect_err(|_| dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES))?;
+            let facts = Facts {
+                index: index.get(),
+                size,
+                phys,
+                revision: pdev.revision_id(),
+                vectors,
+                address: raw::pci::address(pdev),
+                subsystem_vendor: pdev.subsystem_vendor_id(),
+                subsystem_device: pdev.subsystem_device_id(),
+            };
+            let name = CString::try_from_fmt(fmt!("ivshmem{}", index.get()))?;
+            dev_info!(
                 pdev,
-                "revision {rev}, {shm_len} bytes of shared memory, IVPosition {ivposition}, doorbell with {vectors} MSI-X vectors\n"
-            ),
-            None => dev_info!(
-                pdev,
-                "revision {rev}, {shm_len} bytes of shared memory, IVPosition {ivposition}, plain (no interrupts)\n"
-            ),
-        }
+                "{}: revision {}, {} bytes of shared memory, IVPosition {}, {} MSI-X vectors\n",
+                name.to_str()?,
+                facts.revision,
+                size,
+                ivposition,
+                vectors
+            );
+            let shm = Arc::pin_init(Shm::new(facts, window, bar0), GFP_KERNEL)?;
 
-        Ok(Ivshmem { pdev, bar0 })
+            Ok(try_pin_init!(Ivshmem {
+                misc <- miscdev::Registration::register(
+                    name,
+                    pdev.as_ref(),
+                    0o600,
+                    shm::attributes(),
+                    shm,
+                ),
+                _index: index,
+                _shm_region: shm_region,
+            }))
+        })
     }
-}
 
-impl Drop for Ivshmem<'_> {
-    fn drop(&mut self) {
-        dev_info!(self.pdev, "unbound\n");
+    fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        this.misc.data().revoke();
+        dev_info!(pdev, "unbound; open files and mappings revoked\n");
     }
 }
 

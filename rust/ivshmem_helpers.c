@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Forwarders to kernel macros and inline functions that have no Rust
+ * binding. Each is one line; all logic stays in Rust.
+ */
+#include <linux/mm.h>
+#include <linux/pci.h>
+
+#include "ivshmem_helpers.h"
+
+pgprot_t ivshmem_pgprot_noncached(pgprot_t prot)
+{
+	return pgprot_noncached(prot);
+}
+
+pgprot_t ivshmem_pgprot_writecombine(pgprot_t prot)
+{
+	return pgprot_writecombine(prot);
+}
+
+int ivshmem_pci_domain_nr(struct pci_dev *pdev)
+{
+	return pci_domain_nr(pdev->bus);
+}

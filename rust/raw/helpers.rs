@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Declarations of the C forwarders in `rust/ivshmem_helpers.c`, for kernel
+//! macros and inline functions that have no Rust binding.
+
+use kernel::bindings;
+
+extern "C" {
+    /// `pgprot_noncached()`: the protection bits with the UC- cache mode.
+    pub(crate) fn ivshmem_pgprot_noncached(prot: bindings::pgprot_t) -> bindings::pgprot_t;
+    /// `pgprot_writecombine()`: the protection bits with the WC cache mode.
+    pub(crate) fn ivshmem_pgprot_writecombine(prot: bindings::pgprot_t) -> bindings::pgprot_t;
+    /// `pci_domain_nr(pdev->bus)` of a `struct pci_dev *`. (The pointee is
+    /// opaque here: `struct pci_dev` ends in a flexible array Rust deems
+    /// not FFI-safe.)
+    pub(crate) fn ivshmem_pci_domain_nr(pdev: *mut c_void) -> c_int;
+}
+
+use kernel::prelude::{
+    c_int,
+    c_void, //
+};

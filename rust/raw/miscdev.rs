@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A misc character device registration with what 7.3's
+//! `kernel::miscdevice` lacks: an owned name (`ivshmem3`), a parent device
+//! (so `/sys/class/misc/<name>/device` links to the PCI function), a mode,
+//! sysfs attributes, data shared with every open file, and (later) poll.
+//!
+//! Modelled on `rust/kernel/miscdevice.rs`: the driver implements
+//! [`FileOps`] in safe Rust, this module turns it into a C
+//! `file_operations` table.
+
+use super::StaticTable;
+use core::fmt;
+use core::marker::PhantomData;
+use kernel::{
+    bindings,
+    device,
+    error::to_result,
+    fs::File,
+    mm::virt::VmaNew,
+    prelude::*,
+    str::CString,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    }, //
+};
+
+/// The file operations of a misc device, implemented by the driver.
+pub(crate) trait FileOps: Sized + 'static {
+    /// Data of the device, shared by its open files.
+    type Device: Send + Sync;
+    /// State of one open file.
+    type Ptr: ForeignOwnable + Send + Sync;
+
+    /// Opens the device.
+    fn open(dev: &Self::Device, file: &File) -> Result<Self::Ptr>;
+
+    /// Releases an open file.
+    fn release(this: Self::Ptr, _file: &File) {
+        drop(this);
+    }
+
+    /// Sets up a mapping.
+    fn mmap(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, file: &File, vma: &VmaNew)
+        -> Result;
+
+    /// Handles an ioctl.
+    fn ioctl(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        file: &File,
+        cmd: u32,
+        arg: usize,
+    ) -> Result<isize>;
+
+    /// Prints sysfs attribute `name` of the device (without the newline).
+    fn show(dev: &Self::Device, name: &CStr, out: &mut dyn fmt::Write) -> Result;
+}
+
+/// A registered misc device.
+///
+/// # Invariants
+///
+/// `inner` is registered with `misc_register()` from creation until drop.
+/// Its `name` points into `name`, its `fops` to [`Vtable::FOPS`] of `T`.
+/// `inner` is the first field, so a pointer to it is a pointer to `Self`.
+#[repr(C)]
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: FileOps> {
+    #[pin]
+    inner: Opaque<bindings::miscdevice>,
+    data: T::Device,
+    name: CString,
+}
+
+// SAFETY: `misc_deregister` may be called from any thread; `T::Device` is
+// `Send`.
+unsafe impl<T: FileOps> Send for Registration<T> {}
+// SAFETY: `&self` only gives out `&T::Device`, which is `Sync`.
+unsafe impl<T: FileOps> Sync for Registration<T> {}
+
+impl<T: FileOps> Registration<T> {
+    /// Registers a misc device named `name`, child of `parent`, with
+    /// permission bits `mode`, sysfs attributes `groups`, and `data`
+    /// available to every open.
+    pub(crate) fn register<'a>(
+        name: CString,
+        parent: &'a device::Device,
+        mode: u16,
+        groups: &'static Groups,
+        data: T::Device,
+    ) -> impl PinInit<Self, Error> + 'a
+    where
+        T::Device: 'a,
+    {
+        // CAST: `device::Device` is a transparent wrapper of `struct device`.
+        let parent = core::ptr::from_ref(parent)
+            .cast::<bindings::device>()
+            .cast_mut();
+        try_pin_init!(Self {
+            data,
+            name,
+            inner <- {
+                let name_ptr = name.as_char_ptr();
+                Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                    let mut misc: bindings::miscdevice = pin_init::zeroed();
+                    misc.minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                    misc.name = name_ptr;
+                    misc.fops = &Vtable::<T>::FOPS;
+                    misc.parent = parent;
+                    misc.mode = mode;
+                    misc.groups = groups.0 .0.as_ptr().cast_mut();
+                    // SAFETY: the initializer may write to `slot`.
+                    unsafe { slot.write(misc) };
+                    // SAFETY: `slot` holds a filled-in miscdevice whose name
+                    // and data are fields of this pinned registration, and
+                    // which is deregistered in `drop` before they go.
+                    // INVARIANT: registered on success.
+                    to_result(unsafe { bindings::misc_register(slot) })
+                })
+            },
+        })
+    }
+
+    /// The device data.
+    pub(crate) fn data(&self) -> &T::Device {
+        &self.data
+    }
+}
+
+#[pinned_drop]
+impl<T: FileOps> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: registered, by the type invariant. On return, no open or
+        // sysfs read can reach this registration any more.
+        unsafe { bindings::misc_deregister(self.inner.get()) };
+    }
+}
+
+/// Formats into a sysfs buffer.
+struct SysfsBuf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl fmt::Write for SysfsBuf<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A read-only sysfs attribute.
+#[repr(transparent)]
+pub(crate) struct Attribute(bindings::device_attribute);
+
+/// Makes the attribute table of [`misc_attribute_groups!`].
+pub(crate) const fn attributes<T: FileOps, const N: usize>(
+    names: &[&'static CStr],
+) -> [Attribute; N] {
+    // SAFETY: all-zero is a valid `device_attribute`.
+    let mut out: [Attribute; N] = unsafe { core::mem::zeroed() };
+    let mut i = 0;
+    while i < N {
+        out[i].0.attr.name = kernel::str::as_char_ptr_in_const_context(names[i]);
+        out[i].0.attr.mode = 0o444;
+        out[i].0.__bindgen_anon_1.show = Some(show::<T>);
+        i += 1;
+    }
+    out
+}
+
+/// Makes the NULL-terminated pointer list of [`misc_attribute_groups!`].
+pub(crate) const fn attribute_list<const N: usize, const M: usize>(
+    attrs: &'static [Attribute; N],
+) -> [*mut bindings::attribute; M] {
+    let mut out = [core::ptr::null_mut(); M];
+    let mut i = 0;
+    while i < N {
+        out[i] = (&raw const attrs[i].0.attr).cast_mut();
+        i += 1;
+    }
+    out
+}
+
+/// The NULL-terminated attribute group list of a misc device.
+pub(crate) struct Groups(pub(crate) StaticTable<[*const bindings::attribute_group; 2]>);
+
+/// Defines `static $name: Groups` with read-only attributes named
+/// `$names`, printed by `<$ops as FileOps>::show`.
+macro_rules! misc_attribute_groups {
+    ($name:ident: $ops:ty = [$($attr:expr),* $(,)?]) => {
+        static $name: $crate::raw::miscdev::Groups = {
+            const NAMES: &[&::kernel::str::CStr] = &[$($attr),*];
+            const N: usize = NAMES.len();
+            static ATTRS: $crate::raw::StaticTable<[$crate::raw::miscdev::Attribute; N]> =
+                $crate::raw::StaticTable($crate::raw::miscdev::attributes::<$ops, N>(NAMES));
+            static LIST: $crate::raw::StaticTable<[*mut ::kernel::bindings::attribute; N + 1]> =
+                $crate::raw::StaticTable($crate::raw::miscdev::attribute_list::<N, { N + 1 }>(&ATTRS.0));
+            static GROUP: $crate::raw::StaticTable<::kernel::bindings::attribute_group> =
+                $crate::raw::StaticTable(::kernel::bindings::attribute_group {
+                    __bindgen_anon_2: ::kernel::bindings::attribute_group__bindgen_ty_2 {
+                        attrs: LIST.0.as_ptr().cast_mut(),
+                    },
+                    // SAFETY: all-zero is a valid `attribute_group`.
+                    ..unsafe { ::core::mem::zeroed() }
+                });
+            $crate::raw::miscdev::Groups($crate::raw::StaticTable([&raw const GROUP.0, ::core::ptr::null()]))
+        };
+    };
+}
+pub(crate) use misc_attribute_groups;
+
+/// # Safety
+///
+/// Called by sysfs for an attribute made by [`attributes`] of a device
+/// registered by [`Registration<T>`], while that device is registered.
+unsafe extern "C" fn show<T: FileOps>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut c_char,
+) -> isize {
+    // SAFETY: `misc_register` made `dev` with the miscdevice as its driver
+    // data; by the `Registration` invariant that is a pointer to it, alive
+    // while the attribute can be read.
+    let reg = unsafe { &*(*dev).driver_data.cast::<Registration<T>>() };
+    // SAFETY: the attribute's name is a static C string (`attributes`).
+    let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+    // SAFETY: sysfs hands `show` a buffer of one page.
+    let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
+    let mut out = SysfsBuf { buf: page, len: 0 };
+    match T::show(&reg.data, name, &mut out)
+        .and_then(|()| fmt::Write::write_str(&mut out, "\n").map_err(|_| EINVAL))
+    {
+        // CAST: at most one page.
+        Ok(()) => out.len as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+struct Vtable<T: FileOps>(PhantomData<T>);
+
+impl<T: FileOps> Vtable<T> {
+    const FOPS: bindings::file_operations = bindings::file_operations {
+        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        open: Some(Self::open),
+        release: Some(Self::release),
+        mmap: Some(Self::mmap),
+        unlocked_ioctl: Some(Self::ioctl),
+        #[cfg(CONFIG_COMPAT)]
+        compat_ioctl: bindings::compat_ptr_ioctl,
+        // PMD-align mappings (with the file offset) so that huge entries fit.
+        get_unmapped_area: Some(bindings::thp_get_unmapped_area),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// Called by `misc_open()` with the misc device as private data, under
+    /// `misc_mtx`, so the registration cannot go away meanwhile.
+    unsafe extern "C" fn open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        // SAFETY: see above; the misc device is the first field of the
+        // registration (type invariant).
+        let reg = unsafe { &*(*raw).private_data.cast::<Registration<T>>() };
+        // SAFETY: the file is valid for the call and not shared yet.
+        let ret = unsafe { bindings::stream_open(inode, raw) };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: the file is valid for the call; no fdget_pos region.
+        let file = unsafe { File::from_raw_file(raw) };
+        match T::open(&reg.data, file) {
+            Ok(ptr) => {
+                // SAFETY: the open call owns the private data; the other
+                // callbacks read it back as `T::Ptr`.
+                unsafe { (*raw).private_data = ptr.into_foreign() };
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called once per successfully opened file.
+    unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        // SAFETY: `open` stored a `T::Ptr`; release takes it back once.
+        let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
+        // SAFETY: the file is valid for the call.
+        T::release(ptr, unsafe { File::from_raw_file(raw) });
+        0
+    }
+
+    /// # Safety
+    ///
+    /// Called on an open file with a VMA being set up.
+    unsafe extern "C" fn mmap(
+        raw: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: between open and release, private data is a `T::Ptr`.
+        let this = unsafe { T::Ptr::borrow((*raw).private_data) };
+        // SAFETY: the VMA is undergoing setup for this call.
+        let vma = unsafe { VmaNew::from_raw(vma) };
+        // SAFETY: the file is valid for the call.
+        match T::mmap(this, unsafe { File::from_raw_file(raw) }, vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called on an open file.
+    unsafe extern "C" fn ioctl(raw: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+        // SAFETY: between open and release, private data is a `T::Ptr`.
+        let this = unsafe { T::Ptr::borrow((*raw).private_data) };
+        // SAFETY: the file is valid for the call.
+        match T::ioctl(this, unsafe { File::from_raw_file(raw) }, cmd, arg) {
+            // CAST: ioctl results fit a `c_long`.
+            Ok(v) => v as c_long,
+            Err(e) => e.to_errno() as c_long,
+        }
+    }
+}

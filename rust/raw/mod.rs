@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Small wrappers over C APIs that 7.3's Rust abstractions do not cover.
+//!
+//! Every raw `bindings` call of the driver lives here, behind types whose
+//! safe methods cannot be misused from the driver logic. Each wrapper
+//! documents its invariants; the rest of the crate is safe Rust.
+
+pub(crate) mod helpers;
+pub(crate) mod mappings;
+pub(crate) mod miscdev;
+pub(crate) mod pat;
+pub(crate) mod pci;
+pub(crate) mod vma;
+
+/// A wrapper that lets a static hold C structures with raw pointers.
+///
+/// # Invariants
+///
+/// The wrapped value is only read after initialisation: it is a constant
+/// table handed to C code that never writes to it.
+#[repr(transparent)]
+pub(crate) struct StaticTable<T>(pub(crate) T);
+
+// SAFETY: By the type invariant the value is never written after
+// initialisation, so sharing it between threads is sound.
+unsafe impl<T> Sync for StaticTable<T> {}

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! PCI helpers missing from `kernel::pci`: reserving a BAR without mapping
+//! it into the kernel, and the device's PCI address.
+
+use super::helpers;
+use kernel::{
+    bindings,
+    device::Bound,
+    error::to_result,
+    pci,
+    prelude::*, //
+};
+
+/// Returns the C `struct pci_dev` of `pdev`.
+fn raw(pdev: &pci::Device<Bound>) -> *mut bindings::pci_dev {
+    // CAST: `pci::Device` is `#[repr(transparent)]` over
+    // `Opaque<bindings::pci_dev>`, itself a transparent wrapper of the C
+    // struct, so a reference to it points to the C `struct pci_dev`.
+    core::ptr::from_ref(pdev)
+        .cast::<bindings::pci_dev>()
+        .cast_mut()
+}
+
+/// A BAR's resource, reserved for this driver with `pci_request_region()`
+/// but not mapped into the kernel: user space maps it.
+///
+/// # Invariants
+///
+/// `bar` of `pdev` is reserved by this object and released when it drops.
+pub(crate) struct Region<'bound> {
+    pdev: &'bound pci::Device<Bound>,
+    bar: u32,
+}
+
+impl<'bound> Region<'bound> {
+    /// Reserves BAR `bar` of `pdev` under `name` (shown in `/proc/iomem`).
+    pub(crate) fn request(
+        pdev: &'bound pci::Device<Bound>,
+        bar: u32,
+        name: &'static CStr,
+    ) -> Result<Self> {
+        let bar_c = c_int::try_from(bar)?;
+        // SAFETY: `raw(pdev)` is a valid, bound PCI device for `'bound`, and
+        // `name` is a NUL-terminated string that lives forever, as the
+        // resource keeps a pointer to it.
+        to_result(unsafe { bindings::pci_request_region(raw(pdev), bar_c, name.as_char_ptr()) })
+            .inspect_err(|_| dev_err!(pdev, "BAR{bar} is in use by someone else\n"))?;
+        // INVARIANT: the region was just reserved.
+        Ok(Self { pdev, bar })
+    }
+}
+
+impl Drop for Region<'_> {
+    fn drop(&mut self) {
+        // CAST: `bar` fitted in a `c_int` when it was requested.
+        let bar = self.bar as c_int;
+        // SAFETY: by the type invariant this object reserved `bar` of the
+        // still bound `pdev`, so it is released exactly once, here.
+        unsafe { bindings::pci_release_region(raw(self.pdev), bar) };
+    }
+}
+
+/// The PCI address of a device.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Address {
+    /// The PCI domain (segment).
+    pub(crate) domain: u32,
+    /// The bus number.
+    pub(crate) bus: u8,
+    /// `(slot << 3) | function`.
+    pub(crate) devfn: u8,
+}
+
+/// Returns the PCI address of `pdev`.
+pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
+    // SAFETY: `raw(pdev)` is a valid PCI device with a valid bus.
+    let domain = unsafe { helpers::ivshmem_pci_domain_nr(raw(pdev).cast()) };
+    let id = pdev.dev_id();
+    Address {
+        // CAST: PCI domains are non-negative.
+        domain: domain as u32,
+        bus: (id >> 8) as u8,
+        devfn: (id & 0xff) as u8,
+    }
+}

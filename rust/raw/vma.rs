@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! User mappings of I/O memory, populated at fault time, the way vfio-pci
+//! maps BARs.
+//!
+//! `mmap` only checks and sets up the VMA ([`install`]); pages are inserted
+//! when first touched, with PMD or PUD entries where the virtual address,
+//! the physical address and the VMA allow it. The driver's [`IoMap`] says,
+//! under its own lock, whether the memory is still there: after the device
+//! is gone it says no and the access raises SIGBUS. The driver zaps
+//! existing entries under that same lock, so no entry can be inserted
+//! after the zap.
+
+use super::pat::CacheMode;
+use kernel::{
+    bindings,
+    mm::virt::{
+        flags,
+        VmaNew, //
+    },
+    prelude::*,
+    sync::Arc,
+    types::ForeignOwnable, //
+};
+
+const PAGE_SHIFT: u32 = bindings::PAGE_SHIFT;
+const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+const PMD_ORDER: u32 = bindings::PMD_SHIFT - PAGE_SHIFT;
+const PUD_ORDER: u32 = bindings::PUD_SHIFT - PAGE_SHIFT;
+
+// CAST: the `vm_fault_reason` constants fit `vm_fault_t`.
+const VM_FAULT_SIGBUS: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+const VM_FAULT_FALLBACK: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_FALLBACK as bindings::vm_fault_t;
+const VM_FAULT_NOPAGE: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
+
+/// A range of page frames of I/O memory that user space may map.
+///
+/// # Invariants
+///
+/// `[pfn, pfn + pages)` is I/O memory (a PCI BAR), not RAM, reserved by
+/// the driver that made this window for as long as the window is
+/// returned by its [`IoMap::lock`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IoWindow {
+    pfn: usize,
+    pages: usize,
+}
+
+impl IoWindow {
+    /// A window over `[phys, phys + len)`; both must be page-aligned.
+    ///
+    /// # Safety
+    ///
+    /// The range must be I/O memory reserved by the caller (e.g. a BAR
+    /// held with `pci::Region`), and its [`IoMap::lock`] must stop
+    /// returning the window before the reservation ends.
+    pub(crate) unsafe fn new(phys: u64, len: u64) -> Result<Self> {
+        let page = PAGE_SIZE as u64;
+        if phys % page != 0 || len % page != 0 || len == 0 {
+            return Err(EINVAL);
+        }
+        // INVARIANT: guaranteed by the caller.
+        Ok(Self {
+            pfn: usize::try_from(phys >> PAGE_SHIFT)?,
+            pages: usize::try_from(len >> PAGE_SHIFT)?,
+        })
+    }
+}
+
+/// Fault counts by page table level, for diagnostics.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FaultKind {
+    /// The order of the entry inserted: 0 (PTE), 9 (PMD) or 18 (PUD).
+    pub(crate) order: u32,
+}
+
+/// What user mappings of a device map, implemented by the driver.
+pub(crate) trait IoMap: Send + Sync + Sized + 'static {
+    /// Held while a fault inserts an entry; the device's removal waits for it.
+    type Guard<'a>
+    where
+        Self: 'a;
+
+    /// Returns the window to map and a guard keeping it valid, or `None`
+    /// once the device is gone.
+    fn lock(&self) -> Option<(Self::Guard<'_>, IoWindow)>;
+
+    /// Called after an entry of `kind` was inserted, under the guard.
+    fn faulted(&self, _kind: FaultKind) {}
+
+    /// A VMA of this mapping was duplicated (fork) or split.
+    fn vma_opened(&self);
+
+    /// A VMA of this mapping was unmapped.
+    fn vma_closed(&self);
+}
+
+/// The page offset (`mmap` offset in pages) a VMA being set up maps.
+pub(crate) fn pgoff(vma: &VmaNew) -> usize {
+    // SAFETY: `vma` is being set up by mmap, which the caller's `&VmaNew`
+    // guarantees; `vm_pgoff` is set and not changing.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// Turns a VMA being set up into an I/O mapping of `map`: sets `VM_IO`,
+/// `VM_PFNMAP`, `VM_DONTEXPAND` and `VM_DONTDUMP`, the protection bits of
+/// `mode`, and the fault handler. Infallible, so that it can be the last
+/// step of `mmap`: on success the VMA owns the reference to `map`, released
+/// through [`IoMap::vma_closed`] when it goes.
+pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) {
+    vma.set_io();
+    vma.set_dontexpand();
+    vma.set_dontdump();
+    let raw = vma.as_ptr();
+    // SAFETY: the VMA is being set up by mmap and not yet shared, so these
+    // writes do not race. `VM_PFNMAP` is valid with `VM_IO` and without
+    // `VM_MIXEDMAP` (never set by this driver). The operations table is a
+    // static; the private data is released by its `close`.
+    unsafe {
+        (*raw).__bindgen_anon_2.vm_flags |= flags::PFNMAP;
+        (*raw).vm_page_prot = mode.pgprot((*raw).vm_page_prot);
+        (*raw).vm_ops = &VmOps::<M>::TABLE;
+        (*raw).vm_private_data = map.into_foreign();
+    }
+}
+
+struct VmOps<M: IoMap>(PhantomData<M>);
+
+use core::marker::PhantomData;
+
+impl<M: IoMap> VmOps<M> {
+    const TABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        open: Some(Self::open),
+        close: Some(Self::close),
+        fault: Some(Self::fault),
+        huge_fault: Some(Self::huge_fault),
+        // SAFETY: all-zero is a valid `vm_operations_struct` (no callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// # Safety
+    ///
+    /// `vma` is a VMA set up by [`install`] with this `M`.
+    unsafe fn map<'a>(
+        vma: *mut bindings::vm_area_struct,
+    ) -> <Arc<M> as ForeignOwnable>::Borrowed<'a> {
+        // SAFETY: `install` stored an `Arc<M>` from `into_foreign`, which is
+        // released only by `close`, after which the VMA is gone.
+        unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm on a new copy of a VMA set up by [`install`].
+    unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: the copy has the private data of its original.
+        let map = unsafe { Self::map(vma) };
+        // The copy owns a reference of its own, released by its `close`.
+        let copy: Arc<M> = map.into();
+        copy.vma_opened();
+        let _ = copy.into_foreign();
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm once per VMA set up by [`install`] or `open`.
+    unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: this VMA owns one reference, given up here, once.
+        let map = unsafe { <Arc<M> as ForeignOwnable>::from_foreign((*vma).vm_private_data) };
+        map.vma_closed();
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm with a valid fault on a VMA set up by [`install`].
+    unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: forwarded with the same guarantees.
+        unsafe { Self::huge_fault(vmf, 0) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm with a valid fault on a VMA set up by [`install`],
+    /// holding the mmap or VMA lock.
+    unsafe extern "C" fn huge_fault(
+        vmf: *mut bindings::vm_fault,
+        order: c_uint,
+    ) -> bindings::vm_fault_t {
+        // SAFETY: the mm passes a valid fault, whose VMA is valid and locked.
+        let (vma, address, pgoff, write, start, end) = unsafe {
+            let f = &(*vmf).__bindgen_anon_1;
+            let range = &(*f.vma).__bindgen_anon_1.__bindgen_anon_1;
+            (
+                f.vma,
+                f.address,
+                f.pgoff,
+                (*vmf).flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0,
+                range.vm_start,
+                range.vm_end,
+            )
+        };
+        // SAFETY: the VMA was set up by `install`.
+        let map = unsafe { Self::map(vma) };
+        let Some((guard, win)) = map.lock() else {
+            // The device is gone.
+            return VM_FAULT_SIGBUS;
+        };
+        let ret = if order == 0 {
+            if pgoff >= win.pages {
+                VM_FAULT_SIGBUS
+            } else {
+                // SAFETY: by the `IoWindow` invariant, the frame is I/O
+                // memory of this driver, reserved while `guard` lives; the
+                // address is within the locked VMA.
+                unsafe {
+                    bindings::vmf_insert_pfn(vma, address & !(PAGE_SIZE - 1), win.pfn + pgoff)
+                }
+            }
+        } else if order == PMD_ORDER || order == PUD_ORDER {
+            let size = PAGE_SIZE << order;
+            let pages = 1usize << order;
+            let base = address & !(size - 1);
+            let head = (address - base) >> PAGE_SHIFT;
+            match pgoff.checked_sub(head) {
+                Some(first)
+                    if base >= start
+                        && base.checked_add(size).is_some_and(|e| e <= end)
+                        && first.checked_add(pages).is_some_and(|e| e <= win.pages)
+                        && (win.pfn + first) % pages == 0 =>
+                {
+                    let pfn = win.pfn + first;
+                    if order == PMD_ORDER {
+                        // SAFETY: as for a PTE; the whole aligned block lies
+                        // within both the VMA and the window.
+                        unsafe { bindings::vmf_insert_pfn_pmd(vmf, pfn, write) }
+                    } else {
+                        // SAFETY: as for a PMD.
+                        unsafe { bindings::vmf_insert_pfn_pud(vmf, pfn, write) }
+                    }
+                }
+                _ => VM_FAULT_FALLBACK,
+            }
+        } else {
+            VM_FAULT_FALLBACK
+        };
+        if ret & VM_FAULT_NOPAGE != 0 {
+            map.faulted(FaultKind { order });
+        }
+        drop(guard);
+        ret
+    }
+}

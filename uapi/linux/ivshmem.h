@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note OR MIT */
+/*
+ * ivshmem: user API of the guest driver for QEMU's inter-VM shared memory
+ * device. Each device is a misc character device, /dev/ivshmemN.
+ *
+ *   open("/dev/ivshmem0", O_RDWR)
+ *   ioctl(fd, IVSHMEM_IOCTL_INFO, &info)         size, IVPosition, vectors...
+ *   ioctl(fd, IVSHMEM_IOCTL_SET_CACHE, &cache)   cache mode of later mmaps
+ *   mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)
+ *
+ * Extending structures: every structure is passed with its size encoded in
+ * the ioctl number (_IOC_SIZE), the way DRM does it. A newer kernel
+ * accepts the older, shorter structure (it fills or reads only that much);
+ * an older kernel accepts a newer, longer structure as long as the fields
+ * it does not know are zero (-E2BIG otherwise), and zero-fills them on
+ * output. Reserved fields must be zero on input; unknown flags get -EINVAL.
+ *
+ * Once the device is gone (unbind, hot-unplug), every call on an open file
+ * fails with -ENODEV and existing mappings raise SIGBUS on access.
+ */
+#ifndef _UAPI_LINUX_IVSHMEM_H
+#define _UAPI_LINUX_IVSHMEM_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+/* Not used in Documentation/userspace-api/ioctl/ioctl-number.rst (7.3). */
+#define IVSHMEM_IOCTL_MAGIC 0xB9
+
+/* ivshmem_info.features */
+#define IVSHMEM_FEATURE_DOORBELL (1U << 0) /* can ring peers (ivshmem-doorbell) */
+#define IVSHMEM_FEATURE_MSIX     (1U << 1) /* doorbells arrive as MSI-X */
+#define IVSHMEM_FEATURE_INTX     (1U << 2) /* doorbells arrive as INTx (revision 0) */
+
+/* ivshmem_info.flags */
+/*
+ * IVPosition reads -1: a revision 0 device whose shared memory has not
+ * arrived from the server yet. mmap fails with -EAGAIN meanwhile; ask again.
+ */
+#define IVSHMEM_INFO_NOT_READY   (1U << 0)
+
+/**
+ * struct ivshmem_info - what the device is (IVSHMEM_IOCTL_INFO)
+ * @size:            bytes of shared memory (BAR2); mmap offsets and
+ *                   lengths must stay within it
+ * @ivposition:      this peer's id given by the ivshmem server (doorbell
+ *                   devices); 0 on ivshmem-plain; -1 while not ready
+ * @vectors:         MSI-X vectors, i.e. doorbell vectors this peer can
+ *                   receive on (0 on ivshmem-plain)
+ * @features:        IVSHMEM_FEATURE_*
+ * @flags:           IVSHMEM_INFO_*
+ * @index:           N of /dev/ivshmemN
+ * @revision:        PCI revision (1 for current QEMU)
+ * @pci_bus:         PCI bus number
+ * @pci_devfn:       PCI device and function, (slot << 3) | function
+ * @pad0:            zero
+ * @pci_domain:      PCI domain (segment)
+ * @subsystem_vendor: PCI subsystem vendor id
+ * @subsystem_device: PCI subsystem id (lets a VM owner tell devices apart)
+ * @reserved:        zero
+ */
+struct ivshmem_info {
+	__u64 size;
+	__s32 ivposition;
+	__u32 vectors;
+	__u32 features;
+	__u32 flags;
+	__u32 index;
+	__u8  revision;
+	__u8  pci_bus;
+	__u8  pci_devfn;
+	__u8  pad0;
+	__u32 pci_domain;
+	__u16 subsystem_vendor;
+	__u16 subsystem_device;
+	__u64 reserved[4];
+};
+
+/* ivshmem_cache.mode: how later mmaps of this open file are cached. */
+#define IVSHMEM_CACHE_WB 0 /* write-back (default): fastest, coherent in QEMU */
+#define IVSHMEM_CACHE_WC 1 /* write-combining */
+#define IVSHMEM_CACHE_UC 2 /* uncached (UC-) */
+
+/**
+ * struct ivshmem_cache - cache mode of later mmaps (IVSHMEM_IOCTL_SET_CACHE)
+ * @mode:     IVSHMEM_CACHE_*
+ * @flags:    zero
+ * @reserved: zero
+ *
+ * The setting belongs to the open file and applies to its later mmaps;
+ * existing mappings keep theirs. The CPU forbids mapping the same memory
+ * with different cache modes at once (PAT aliasing), so while any mapping
+ * of a device exists, mmap with a different mode fails with -EBUSY.
+ */
+struct ivshmem_cache {
+	__u32 mode;
+	__u32 flags;
+	__u64 reserved;
+};
+
+#define IVSHMEM_IOCTL_INFO      _IOR(IVSHMEM_IOCTL_MAGIC, 0x00, struct ivshmem_info)
+#define IVSHMEM_IOCTL_SET_CACHE _IOW(IVSHMEM_IOCTL_MAGIC, 0x01, struct ivshmem_cache)
+
+#endif /* _UAPI_LINUX_IVSHMEM_H */
