@@ -1,0 +1,378 @@
+//! Userspace library for `/dev/ivshmemN`, the Linux guest driver of QEMU's
+//! inter-VM shared memory device.
+//!
+//! ```no_run
+//! use ivshmem::{CacheMode, Device};
+//!
+//! let dev = Device::open(0)?;
+//! let info = dev.info()?;
+//! println!("{} bytes, peer id {:?}", info.size, info.ivposition);
+//! let shm = dev.map(0, info.size as usize, CacheMode::WriteBack)?;
+//! shm.write_slice(0, b"hello")?;
+//! let n: u32 = shm.read_volatile(64)?;
+//! # let _ = n;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Errors are [`std::io::Error`]s that say what was being done to which
+//! device; [`errno`] gives the OS error number behind one. Once the device is gone (unbind, hot-unplug), calls fail with
+//! `ENODEV` and touching an old [`Mapping`] raises SIGBUS.
+
+pub mod uapi;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::ioctl::{Getter, Setter, ioctl};
+use rustix::mm::{MapFlags, ProtFlags};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// How a mapping is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Write-back: the default and the fastest.
+    #[default]
+    WriteBack,
+    /// Write-combining.
+    WriteCombining,
+    /// Uncached (UC-).
+    Uncached,
+}
+
+impl CacheMode {
+    fn raw(self) -> u32 {
+        match self {
+            Self::WriteBack => uapi::IVSHMEM_CACHE_WB,
+            Self::WriteCombining => uapi::IVSHMEM_CACHE_WC,
+            Self::Uncached => uapi::IVSHMEM_CACHE_UC,
+        }
+    }
+}
+
+/// What a device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// Bytes of shared memory.
+    pub size: u64,
+    /// This peer's id (IVPosition): given by the ivshmem server on
+    /// doorbell devices, 0 on ivshmem-plain, `None` while a revision 0
+    /// device waits for its memory.
+    pub ivposition: Option<u16>,
+    /// Doorbell vectors this peer receives on (0 on ivshmem-plain).
+    pub vectors: u32,
+    /// Whether peers can be rung (ivshmem-doorbell).
+    pub doorbell: bool,
+    /// N of `/dev/ivshmemN`.
+    pub index: u32,
+    /// PCI revision.
+    pub revision: u8,
+    /// PCI address: domain, bus, device, function.
+    pub pci: (u32, u8, u8, u8),
+    /// PCI subsystem vendor and device ids.
+    pub subsystem: (u16, u16),
+    /// The raw structure, for fields this version does not name.
+    pub raw: uapi::ivshmem_info,
+}
+
+impl From<uapi::ivshmem_info> for Info {
+    fn from(r: uapi::ivshmem_info) -> Self {
+        Self {
+            size: r.size,
+            ivposition: u16::try_from(r.ivposition).ok(),
+            vectors: r.vectors,
+            doorbell: r.features & uapi::IVSHMEM_FEATURE_DOORBELL != 0,
+            index: r.index,
+            revision: r.revision,
+            pci: (r.pci_domain, r.pci_bus, r.pci_devfn >> 3, r.pci_devfn & 7),
+            subsystem: (r.subsystem_vendor, r.subsystem_device),
+            raw: r,
+        }
+    }
+}
+
+/// An open ivshmem device.
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// An OS error with what was being done when it happened.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn context(e: impl Into<io::Error>, what: fmt::Arguments<'_>) -> io::Error {
+    let source = e.into();
+    io::Error::new(
+        source.kind(),
+        Context {
+            what: what.to_string(),
+            source,
+        },
+    )
+}
+
+/// The OS error number (`errno`) behind an error of this library, e.g.
+/// `libc::ENODEV` once the device is gone.
+pub fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Context>())
+            .and_then(|c| c.source.raw_os_error())
+    })
+}
+
+impl Device {
+    /// Opens `/dev/ivshmem<index>`.
+    pub fn open(index: u32) -> io::Result<Self> {
+        Self::open_path(format!("/dev/ivshmem{index}"))
+    }
+
+    /// Opens a device node by path, read-write.
+    pub fn open_path(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| context(e, format_args!("opening {}", path.display())))?;
+        Ok(Self { fd, path })
+    }
+
+    /// The device node's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the device's facts.
+    pub fn info(&self) -> io::Result<Info> {
+        // SAFETY: IVSHMEM_IOCTL_INFO writes a `struct ivshmem_info`.
+        let raw = unsafe {
+            ioctl(
+                &self.fd,
+                Getter::<{ uapi::IVSHMEM_IOCTL_INFO }, uapi::ivshmem_info>::new(),
+            )
+        }
+        .map_err(|e| {
+            context(
+                e,
+                format_args!("IVSHMEM_IOCTL_INFO on {}", self.path.display()),
+            )
+        })?;
+        Ok(raw.into())
+    }
+
+    /// Chooses the cache mode of this open file's later mappings.
+    pub fn set_cache_mode(&self, mode: CacheMode) -> io::Result<()> {
+        let arg = uapi::ivshmem_cache {
+            mode: mode.raw(),
+            ..Default::default()
+        };
+        // SAFETY: IVSHMEM_IOCTL_SET_CACHE reads a `struct ivshmem_cache`.
+        unsafe {
+            ioctl(
+                &self.fd,
+                Setter::<{ uapi::IVSHMEM_IOCTL_SET_CACHE }, uapi::ivshmem_cache>::new(arg),
+            )
+        }
+        .map_err(|e| {
+            context(
+                e,
+                format_args!(
+                    "IVSHMEM_IOCTL_SET_CACHE {mode:?} on {}",
+                    self.path.display()
+                ),
+            )
+        })
+    }
+
+    /// Maps `len` bytes of shared memory at `offset` (page-aligned) with
+    /// `mode`.
+    pub fn map(&self, offset: u64, len: usize, mode: CacheMode) -> io::Result<Mapping> {
+        self.set_cache_mode(mode)?;
+        // SAFETY: a new shared mapping at an address the kernel picks,
+        // owned by the returned `Mapping`.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &self.fd,
+                offset,
+            )
+        }
+        .map_err(|e| {
+            context(
+                e,
+                format_args!(
+                    "mapping {len} bytes at {offset:#x} of {}",
+                    self.path.display()
+                ),
+            )
+        })?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Maps all of the shared memory, write-back.
+    pub fn map_all(&self) -> io::Result<Mapping> {
+        let size = self.info()?.size;
+        let len = usize::try_from(size).map_err(io::Error::other)?;
+        self.map(0, len, CacheMode::WriteBack)
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A mapping of shared memory, unmapped on drop.
+///
+/// Other VMs may write the memory at any time, so plain Rust references
+/// into it would be unsound: access goes through volatile reads and
+/// writes, or bulk copies, each bounds-checked.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access is a volatile or
+// raw copy, which is as thread-safe as the memory itself.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+fn out_of_range(offset: usize, n: usize, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{n} bytes at offset {offset:#x} are outside the {len}-byte mapping"),
+    )
+}
+
+impl Mapping {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: mmap refuses empty mappings).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start address.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn check(&self, offset: usize, n: usize, align: usize) -> io::Result<*mut u8> {
+        let end = offset
+            .checked_add(n)
+            .ok_or_else(|| out_of_range(offset, n, self.len))?;
+        if end > self.len {
+            return Err(out_of_range(offset, n, self.len));
+        }
+        if offset % align != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {offset:#x} is not {align}-aligned"),
+            ));
+        }
+        // SAFETY: `offset` is within the mapping.
+        Ok(unsafe { self.ptr.as_ptr().add(offset) })
+    }
+
+    /// Reads a `T` at `offset` (aligned for `T`) with one volatile access.
+    pub fn read_volatile<T: Copy>(&self, offset: usize) -> io::Result<T> {
+        let p = self.check(offset, size_of::<T>(), align_of::<T>())?;
+        // SAFETY: in bounds and aligned; `T: Copy` is read by value.
+        Ok(unsafe { p.cast::<T>().read_volatile() })
+    }
+
+    /// Writes a `T` at `offset` (aligned for `T`) with one volatile access.
+    pub fn write_volatile<T: Copy>(&self, offset: usize, value: T) -> io::Result<()> {
+        let p = self.check(offset, size_of::<T>(), align_of::<T>())?;
+        // SAFETY: in bounds and aligned.
+        unsafe { p.cast::<T>().write_volatile(value) };
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read_slice(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let p = self.check(offset, buf.len(), 1)?;
+        // SAFETY: in bounds; `buf` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `buf` to `offset`.
+    pub fn write_slice(&self, offset: usize, buf: &[u8]) -> io::Result<()> {
+        let p = self.check(offset, buf.len(), 1)?;
+        // SAFETY: in bounds; `buf` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
+        Ok(())
+    }
+
+    /// The memory as a byte slice.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write the memory while the slice lives: no other
+    /// process, VM or host, and no other handle in this one.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller guarantees the memory does not change.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The memory as a mutable byte slice.
+    ///
+    /// # Safety
+    ///
+    /// Nothing else may read or write the memory while the slice lives.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the caller guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made by `Device::map`, unmapped once.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_errno_and_say_what_failed() {
+        let e = Device::open_path("/nonexistent/ivshmem9").unwrap_err();
+        assert_eq!(errno(&e), Some(2));
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(
+            e.to_string().contains("opening /nonexistent/ivshmem9"),
+            "{e}"
+        );
+    }
+}

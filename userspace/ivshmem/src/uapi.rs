@@ -1,0 +1,62 @@
+//! The raw user API of `uapi/linux/ivshmem.h`, field for field.
+//!
+//! `tests/abi.rs` compiles the C header and checks every size, offset and
+//! ioctl number below against it.
+
+use rustix::ioctl::{Opcode, opcode};
+
+/// The ioctl type byte.
+pub const IVSHMEM_IOCTL_MAGIC: u8 = 0xB9;
+
+/// `ivshmem_info.features`: can ring peers (ivshmem-doorbell).
+pub const IVSHMEM_FEATURE_DOORBELL: u32 = 1 << 0;
+/// `ivshmem_info.features`: doorbells arrive as MSI-X.
+pub const IVSHMEM_FEATURE_MSIX: u32 = 1 << 1;
+/// `ivshmem_info.features`: doorbells arrive as INTx (revision 0).
+pub const IVSHMEM_FEATURE_INTX: u32 = 1 << 2;
+/// `ivshmem_info.flags`: IVPosition is -1, the memory is not there yet.
+pub const IVSHMEM_INFO_NOT_READY: u32 = 1 << 0;
+
+/// `ivshmem_cache.mode`: write-back.
+pub const IVSHMEM_CACHE_WB: u32 = 0;
+/// `ivshmem_cache.mode`: write-combining.
+pub const IVSHMEM_CACHE_WC: u32 = 1;
+/// `ivshmem_cache.mode`: uncached (UC-).
+pub const IVSHMEM_CACHE_UC: u32 = 2;
+
+/// `struct ivshmem_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_info {
+    pub size: u64,
+    pub ivposition: i32,
+    pub vectors: u32,
+    pub features: u32,
+    pub flags: u32,
+    pub index: u32,
+    pub revision: u8,
+    pub pci_bus: u8,
+    pub pci_devfn: u8,
+    pub pad0: u8,
+    pub pci_domain: u32,
+    pub subsystem_vendor: u16,
+    pub subsystem_device: u16,
+    pub reserved: [u64; 4],
+}
+
+/// `struct ivshmem_cache`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_cache {
+    pub mode: u32,
+    pub flags: u32,
+    pub reserved: u64,
+}
+
+/// `IVSHMEM_IOCTL_INFO`.
+pub const IVSHMEM_IOCTL_INFO: Opcode = opcode::read::<ivshmem_info>(IVSHMEM_IOCTL_MAGIC, 0x00);
+/// `IVSHMEM_IOCTL_SET_CACHE`.
+pub const IVSHMEM_IOCTL_SET_CACHE: Opcode =
+    opcode::write::<ivshmem_cache>(IVSHMEM_IOCTL_MAGIC, 0x01);

@@ -1,0 +1,128 @@
+//! Checks the Rust mirror of the user API against the C header itself: a
+//! C program built against `uapi/linux/ivshmem.h` prints every size,
+//! offset and ioctl number, and they must equal the Rust ones.
+
+use ivshmem::uapi::*;
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+const PROGRAM: &str = r#"
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/ivshmem.h>
+#define S(t) printf("sizeof %s %zu\n", #t, sizeof(struct t))
+#define O(t, f) printf("offsetof %s.%s %zu\n", #t, #f, offsetof(struct t, f))
+#define C(c) printf("const %s %llu\n", #c, (unsigned long long)(c))
+int main(void)
+{
+	S(ivshmem_info); S(ivshmem_cache);
+	O(ivshmem_info, size); O(ivshmem_info, ivposition); O(ivshmem_info, vectors);
+	O(ivshmem_info, features); O(ivshmem_info, flags); O(ivshmem_info, index);
+	O(ivshmem_info, revision); O(ivshmem_info, pci_bus); O(ivshmem_info, pci_devfn);
+	O(ivshmem_info, pad0); O(ivshmem_info, pci_domain); O(ivshmem_info, subsystem_vendor);
+	O(ivshmem_info, subsystem_device); O(ivshmem_info, reserved);
+	O(ivshmem_cache, mode); O(ivshmem_cache, flags); O(ivshmem_cache, reserved);
+	C(IVSHMEM_IOCTL_MAGIC); C(IVSHMEM_IOCTL_INFO); C(IVSHMEM_IOCTL_SET_CACHE);
+	C(IVSHMEM_FEATURE_DOORBELL); C(IVSHMEM_FEATURE_MSIX); C(IVSHMEM_FEATURE_INTX);
+	C(IVSHMEM_INFO_NOT_READY);
+	C(IVSHMEM_CACHE_WB); C(IVSHMEM_CACHE_WC); C(IVSHMEM_CACHE_UC);
+	return 0;
+}
+"#;
+
+fn c_facts() -> Option<BTreeMap<String, u64>> {
+    let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("abi.c");
+    let exe = dir.join("abi");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(top.join("uapi"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status();
+    match built {
+        Err(e) => {
+            eprintln!("SKIP: abi: no C compiler ({cc}: {e})");
+            return None;
+        }
+        Ok(s) => assert!(s.success(), "the C header does not compile"),
+    }
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        text.lines()
+            .map(|l| {
+                let mut w = l.split_whitespace().skip(1);
+                let k = w.next().unwrap().to_string();
+                (k, w.next().unwrap().parse().unwrap())
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn rust_matches_the_c_header() {
+    let Some(c) = c_facts() else { return };
+    let mut rust: BTreeMap<String, u64> = BTreeMap::new();
+    let mut put = |k: &str, v: usize| {
+        rust.insert(k.to_string(), v as u64);
+    };
+    put("ivshmem_info", size_of::<ivshmem_info>());
+    put("ivshmem_cache", size_of::<ivshmem_cache>());
+    macro_rules! off {
+        ($t:ident, $($f:ident),*) => {
+            $( put(concat!(stringify!($t), ".", stringify!($f)), offset_of!($t, $f)); )*
+        };
+    }
+    off!(
+        ivshmem_info,
+        size,
+        ivposition,
+        vectors,
+        features,
+        flags,
+        index,
+        revision,
+        pci_bus,
+        pci_devfn,
+        pad0,
+        pci_domain,
+        subsystem_vendor,
+        subsystem_device,
+        reserved
+    );
+    off!(ivshmem_cache, mode, flags, reserved);
+    let mut konst = |k: &str, v: u64| {
+        rust.insert(k.to_string(), v);
+    };
+    konst("IVSHMEM_IOCTL_MAGIC", IVSHMEM_IOCTL_MAGIC.into());
+    konst("IVSHMEM_IOCTL_INFO", IVSHMEM_IOCTL_INFO.into());
+    konst("IVSHMEM_IOCTL_SET_CACHE", IVSHMEM_IOCTL_SET_CACHE.into());
+    konst("IVSHMEM_FEATURE_DOORBELL", IVSHMEM_FEATURE_DOORBELL.into());
+    konst("IVSHMEM_FEATURE_MSIX", IVSHMEM_FEATURE_MSIX.into());
+    konst("IVSHMEM_FEATURE_INTX", IVSHMEM_FEATURE_INTX.into());
+    konst("IVSHMEM_INFO_NOT_READY", IVSHMEM_INFO_NOT_READY.into());
+    konst("IVSHMEM_CACHE_WB", IVSHMEM_CACHE_WB.into());
+    konst("IVSHMEM_CACHE_WC", IVSHMEM_CACHE_WC.into());
+    konst("IVSHMEM_CACHE_UC", IVSHMEM_CACHE_UC.into());
+    assert_eq!(rust.len(), c.len(), "C and Rust check different things");
+    for (k, v) in &c {
+        assert_eq!(
+            rust.get(k),
+            Some(v),
+            "{k}: C says {v}, Rust says {:?}",
+            rust.get(k)
+        );
+    }
+}
