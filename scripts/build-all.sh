@@ -21,11 +21,16 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest
 cargo build --release --locked --bins
 
+log "userspace: building the static C example against uapi/"
+mkdir -p build/userspace
+gcc -static -O2 -Wall -Wextra -Werror -I uapi -o build/userspace/ivshmem-info userspace/c/ivshmem-info.c
+
 cat >"build/$flavour/env" <<ENV
 IVSHMEM_KERNEL=$kdir/arch/x86/boot/bzImage
 IVSHMEM_KDIR=$kdir
 IVSHMEM_MODULE=$IVSHMEM_TOP/build/$flavour/ivshmem.ko
 IVSHMEM_SELFTEST=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-selftest
 IVSHMEM_VMRUN=$IVSHMEM_TOP/target/release/ivshmem-vmrun
+IVSHMEM_C_EXAMPLE=$IVSHMEM_TOP/build/userspace/ivshmem-info
 ENV
 log "built; paths in build/$flavour/env"

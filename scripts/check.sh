@@ -39,7 +39,7 @@ step "lint"
 if [ $built = 1 ]; then
 	kdir=$(. build/test/env && echo "$IVSHMEM_KDIR")
 	ksrc=$(kernel_src_dir)
-	if in_buildroot rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" rust/*.rs; then
+	if in_buildroot rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" rust/*.rs rust/raw/*.rs; then
 		ok "rustfmt (module)"
 	else
 		ko "rustfmt (module)"

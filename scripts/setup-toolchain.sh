@@ -16,7 +16,7 @@
 
 . "$(dirname "$0")/lib.sh"
 
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev)
 
 step_host_packages() {
 	local missing=() p

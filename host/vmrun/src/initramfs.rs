@@ -37,6 +37,8 @@ pub struct Contents {
     pub module: PathBuf,
     /// The statically linked selftest harness.
     pub selftest: PathBuf,
+    /// The statically linked C example, if built.
+    pub c_example: Option<PathBuf>,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -58,6 +60,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     w.symlink("/bin/sh", "busybox")?;
     w.file("/lib/modules/ivshmem.ko", 0o644, &read(&c.module)?)?;
     w.file("/bin/ivshmem-selftest", 0o755, &read(&c.selftest)?)?;
+    if let Some(p) = &c.c_example {
+        w.file("/bin/ivshmem-info", 0o755, &read(p)?)?;
+    }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
 }

@@ -8,8 +8,10 @@
 //! last line is `vmrun: N passed, N failed, N skipped`.
 
 mod cpio;
+mod hostcheck;
 mod initramfs;
 mod qemu;
+mod qmp;
 mod report;
 mod scenarios;
 
@@ -40,6 +42,9 @@ struct Cli {
     /// The statically linked in-guest harness (ivshmem-selftest).
     #[arg(long, env = "IVSHMEM_SELFTEST")]
     selftest: PathBuf,
+    /// The statically linked C example (ivshmem-info), if built.
+    #[arg(long, env = "IVSHMEM_C_EXAMPLE")]
+    c_example: Option<PathBuf>,
     /// A statically linked busybox.
     #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
@@ -155,6 +160,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             busybox: cli.busybox.clone(),
             module: cli.module.clone(),
             selftest: cli.selftest.clone(),
+            c_example: cli.c_example.clone(),
         },
         &initrd,
     )?;
@@ -166,12 +172,16 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
         abs(&cli.selftest).display(),
         abs(&cli.busybox).display(),
+        cli.c_example
+            .as_ref()
+            .map(|p| format!(" --c-example {}", abs(p).display()))
+            .unwrap_or_default(),
         cli.timeout
     );
     let ctx = Ctx {
@@ -220,14 +230,20 @@ fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
         return false;
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    qemu::wait_all(std::slice::from_mut(&mut g), deadline, &mut || {});
+    qemu::wait_all(
+        std::slice::from_mut(&mut g),
+        deadline,
+        &mut || {},
+        &mut |_, _| {},
+    );
     fs::read_to_string(&g.ktap)
         .map(|s| s.contains("ivt-probe-ok"))
         .unwrap_or(false)
 }
 
 /// Shared memory files of a scenario, removed when dropped.
-struct Regions {
+#[derive(Debug)]
+pub struct Regions {
     paths: BTreeMap<String, PathBuf>,
 }
 
@@ -259,7 +275,8 @@ impl Regions {
         Ok(r)
     }
 
-    fn path(&self, region: &str) -> PathBuf {
+    /// The backing file of `region`.
+    pub fn path(&self, region: &str) -> PathBuf {
         self.paths.get(region).cloned().unwrap_or_default()
     }
 }
@@ -288,8 +305,15 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
     let start = Instant::now();
     let result = boot_and_collect(ctx, sc, &dir);
     let elapsed = start.elapsed();
+    let repro = format!("{} {}", ctx.repro, sc.name);
     let verdict = match result {
-        Ok(guests) => report::judge(sc, &guests, &format!("{} {}", ctx.repro, sc.name)),
+        Ok((guests, host_errors)) => {
+            let mut v = report::judge(sc, &guests, &repro);
+            if !host_errors.is_empty() {
+                v.fail_host(&host_errors, &repro);
+            }
+            v
+        }
         Err(e) => Verdict::error(format!("{e:#}")),
     };
     for l in &verdict.lines {
@@ -303,8 +327,18 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
     (verdict.ok, verdict.totals)
 }
 
-fn boot_and_collect(ctx: &Ctx, sc: &Scenario, dir: &Path) -> Result<Vec<GuestReport>> {
+/// Boots the scenario's guests and waits for them. Returns their reports
+/// and what went wrong on the host side (hooks, guest requests).
+fn boot_and_collect(
+    ctx: &Ctx,
+    sc: &Scenario,
+    dir: &Path,
+) -> Result<(Vec<GuestReport>, Vec<String>)> {
     let regions = Regions::create(sc)?;
+    let mut host_errors = Vec::new();
+    if let Some(before) = sc.before {
+        before(&regions).context("the host's preparation of the shared memory failed")?;
+    }
     let mut guests = Vec::new();
     for spec in &sc.guests {
         guests.push(Guest::start(
@@ -316,13 +350,32 @@ fn boot_and_collect(ctx: &Ctx, sc: &Scenario, dir: &Path) -> Result<Vec<GuestRep
         )?);
     }
     let start = Instant::now();
-    let endings = qemu::wait_all(&mut guests, start + sc.timeout, &mut || {
-        println!(
-            "# {}: still running after {} s",
-            sc.name,
-            start.elapsed().as_secs()
-        );
-    });
+    let endings = qemu::wait_all(
+        &mut guests,
+        start + sc.timeout,
+        &mut || {
+            println!(
+                "# {}: still running after {} s",
+                sc.name,
+                start.elapsed().as_secs()
+            );
+        },
+        &mut |g, req| {
+            let t = Instant::now();
+            match hostcheck::carry_out(g, req) {
+                Ok(()) => println!(
+                    "# {}: guest '{}' asked for `{req}`: done in {:.1} s",
+                    sc.name,
+                    g.name,
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => {
+                    println!("# {}: guest '{}' asked for `{req}`: {e:#}", sc.name, g.name);
+                    host_errors.push(format!("`{req}` for guest '{}' failed: {e:#}", g.name));
+                }
+            }
+        },
+    );
     let mut reports = Vec::new();
     for (g, ending) in guests.iter().zip(endings) {
         reports.push(GuestReport::collect(g, ending, sc.timeout));
@@ -334,5 +387,15 @@ fn boot_and_collect(ctx: &Ctx, sc: &Scenario, dir: &Path) -> Result<Vec<GuestRep
     for (g, r) in guests.iter().zip(reports.iter_mut()) {
         r.reaped = !Path::new(&format!("/proc/{}", g.pid())).exists();
     }
-    Ok(reports)
+    if let Some(after) = sc.after {
+        // Only meaningful when the guests finished.
+        if reports.iter().all(|r| r.exit_code.is_some()) {
+            if let Err(e) = after(&regions) {
+                host_errors.push(format!(
+                    "the host's check of the shared memory failed: {e:#}"
+                ));
+            }
+        }
+    }
+    Ok((reports, host_errors))
 }

@@ -55,6 +55,12 @@ pub struct GuestSpec {
     pub smp: u32,
     /// Memory in MiB.
     pub mem_mib: u32,
+    /// Settings for the tests, passed as `ivt_KEY=VALUE` on the kernel
+    /// command line (the guest's init sees them as environment variables).
+    pub env: Vec<(String, String)>,
+    /// Put the first ivshmem device behind a `pcie-root-port` (id `shm0`,
+    /// bus `rp0`) so QMP can hot-unplug and re-plug it.
+    pub hotplug: bool,
 }
 
 impl GuestSpec {
@@ -66,7 +72,21 @@ impl GuestSpec {
             tests: tests.iter().map(|t| t.to_string()).collect(),
             smp: 2,
             mem_mib: 512,
+            env: Vec::new(),
+            hotplug: false,
         }
+    }
+
+    /// Adds a setting for the tests.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Makes the first device hot-pluggable.
+    pub fn hotplug(mut self) -> Self {
+        self.hotplug = true;
+        self
     }
 
     /// Adds an `ivshmem-plain` device.
@@ -77,6 +97,12 @@ impl GuestSpec {
         });
         self
     }
+}
+
+/// The `-device` argument of the `i`th ivshmem-plain device (id `shm<i>`,
+/// memory `mem<i>`).
+pub fn plain_device(i: usize) -> String {
+    format!("ivshmem-plain,id=shm{i},memdev=mem{i}")
 }
 
 /// Files a guest boots from.
@@ -102,6 +128,10 @@ pub struct Guest {
     pub ktap: PathBuf,
     /// QEMU's own stderr.
     pub qemu_log: PathBuf,
+    /// QEMU's QMP socket.
+    pub qmp: PathBuf,
+    /// Backing file and size of each ivshmem-plain device, by index.
+    pub plain: Vec<(PathBuf, u64)>,
 }
 
 /// How a guest ended.
@@ -127,12 +157,16 @@ impl Guest {
         let console = dir.join("console.log");
         let ktap = dir.join("ktap.log");
         let qemu_log = dir.join("qemu.log");
+        let qmp = dir.join("qmp.sock");
         let mut append = format!(
             "console=ttyS0 panic=-1 oops=panic printk.time=1 ivt_name={}",
             spec.name
         );
         if !spec.tests.is_empty() {
             append += &format!(" ivt_tests={}", spec.tests.join(","));
+        }
+        for (k, v) in &spec.env {
+            append += &format!(" ivt_{k}={v}");
         }
         if !extra_append.is_empty() {
             append += " ";
@@ -150,7 +184,10 @@ impl Guest {
             "-cpu".into(),
             match boot.accel {
                 Accel::Kvm => "host".into(),
-                Accel::Tcg => "max".into(),
+                // TCG's `max` has 5-level paging, with which the 7.3.4 KASAN
+                // kernel intermittently reported a wild-memory-access from an
+                // early interrupt (during identify_cpu, before any module).
+                Accel::Tcg => "max,la57=off".into(),
             },
             "-smp".into(),
             spec.smp.to_string(),
@@ -170,17 +207,31 @@ impl Guest {
             format!("file,id=ktap,path={}", ktap.display()),
             "-serial".into(),
             "chardev:ktap".into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
         ];
+        if spec.hotplug {
+            // Native PCIe hot-plug (pciehp): since QEMU 6.1, q35 hands
+            // hot-plug of root ports to ACPI unless told otherwise.
+            args.push("-global".into());
+            args.push("ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off".into());
+            args.push("-device".into());
+            args.push("pcie-root-port,id=rp0,chassis=1,slot=1".into());
+        }
         for (i, d) in spec.devices.iter().enumerate() {
             match d {
                 Device::Plain { region, size } => {
                     args.push("-object".into());
                     args.push(format!(
-                        "memory-backend-file,id=shm{i},size={size},share=on,mem-path={}",
+                        "memory-backend-file,id=mem{i},size={size},share=on,mem-path={}",
                         region_path(region).display()
                     ));
                     args.push("-device".into());
-                    args.push(format!("ivshmem-plain,memdev=shm{i}"));
+                    args.push(if spec.hotplug && i == 0 {
+                        format!("{},bus=rp0", plain_device(i))
+                    } else {
+                        plain_device(i)
+                    });
                 }
             }
         }
@@ -218,6 +269,14 @@ impl Guest {
             console,
             ktap,
             qemu_log,
+            qmp,
+            plain: spec
+                .devices
+                .iter()
+                .map(|d| match d {
+                    Device::Plain { region, size } => (region_path(region), *size),
+                })
+                .collect(),
         })
     }
 
@@ -246,9 +305,20 @@ impl Drop for Guest {
     }
 }
 
+/// The prefix of a line a guest prints on its KTAP channel to ask the
+/// runner to act on it, e.g. `# vmrun-request: device_del shm0`.
+pub const REQUEST: &str = "# vmrun-request: ";
+
 /// Waits for every guest to end, or kills those still running at
-/// `deadline`. Prints a heartbeat every `beat` while waiting.
-pub fn wait_all(guests: &mut [Guest], deadline: Instant, beat: &mut dyn FnMut()) -> Vec<Ending> {
+/// `deadline`. Prints a heartbeat every 30 s while waiting, and carries
+/// out the guests' requests (see [`REQUEST`]) with `on_request`.
+pub fn wait_all(
+    guests: &mut [Guest],
+    deadline: Instant,
+    beat: &mut dyn FnMut(),
+    on_request: &mut dyn FnMut(&Guest, &str),
+) -> Vec<Ending> {
+    let mut seen = vec![0usize; guests.len()];
     let mut endings: Vec<Option<Ending>> = vec![None; guests.len()];
     let mut next_beat = Instant::now() + Duration::from_secs(30);
     loop {
@@ -269,6 +339,11 @@ pub fn wait_all(guests: &mut [Guest], deadline: Instant, beat: &mut dyn FnMut())
             }
             break;
         }
+        for (g, n) in guests.iter().zip(seen.iter_mut()) {
+            for req in new_requests(&g.ktap, n) {
+                on_request(g, &req);
+            }
+        }
         if Instant::now() >= next_beat {
             beat();
             next_beat += Duration::from_secs(30);
@@ -276,6 +351,26 @@ pub fn wait_all(guests: &mut [Guest], deadline: Instant, beat: &mut dyn FnMut())
         std::thread::sleep(Duration::from_millis(50));
     }
     endings.into_iter().flatten().collect()
+}
+
+/// Returns the requests in `ktap` past byte `*seen` on complete lines, and
+/// moves `*seen` past them.
+fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<String> {
+    let Ok(bytes) = fs::read(ktap) else {
+        return Vec::new();
+    };
+    let Some(fresh) = bytes.get(*seen..) else {
+        return Vec::new();
+    };
+    let Some(last_nl) = fresh.iter().rposition(|b| *b == b'\n') else {
+        return Vec::new();
+    };
+    *seen += last_nl + 1;
+    String::from_utf8_lossy(&fresh[..=last_nl])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(REQUEST.trim_start()))
+        .map(|r| r.trim().to_string())
+        .collect()
 }
 
 /// Picks the accelerator. `requested` is "kvm", "tcg" or "auto". Returns

@@ -31,6 +31,25 @@ const SPLATS: &[&str] = &[
     "kunit: FAIL",
 ];
 
+/// Kernel reports known to come from elsewhere (upstream kernel code, not
+/// this driver), tolerated only when every marker is in the report and no
+/// frame of the driver is. They are still printed.
+struct KnownSplat {
+    what: &'static str,
+    markers: &'static [&'static str],
+}
+
+const KNOWN_SPLATS: &[KnownSplat] = &[KnownSplat {
+    what: "7.3.4 pciehp lockdep report on hot-unplug (pci_rescan_remove_lock vs reset_lock), \
+           inside pciehp_unconfigure_device",
+    markers: &[
+        "possible circular locking dependency",
+        "pci_rescan_remove_lock",
+        "reset_lock",
+        "pciehp_unconfigure_device",
+    ],
+}];
+
 /// Everything one guest left behind.
 #[derive(Debug)]
 pub struct GuestReport {
@@ -46,6 +65,8 @@ pub struct GuestReport {
     pub exit_code: Option<i32>,
     /// Kernel complaints found on the console.
     pub splats: Vec<String>,
+    /// Known reports from outside this driver, tolerated.
+    pub tolerated: Vec<String>,
     /// The end of the console.
     pub console_tail: Vec<String>,
     /// Where the console log is.
@@ -64,13 +85,39 @@ fn read_lossy(p: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// The kernel complaints in a console log.
-pub fn find_splats(console: &str) -> Vec<String> {
-    console
-        .lines()
-        .filter(|l| SPLATS.iter().any(|s| l.contains(s)))
-        .map(str::to_string)
-        .collect()
+/// The kernel complaints in a console log, and the known foreign ones.
+pub fn find_splats(console: &str) -> (Vec<String>, Vec<String>) {
+    let lines: Vec<&str> = console.lines().collect();
+    let (mut splats, mut tolerated) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < lines.len() {
+        if !SPLATS.iter().any(|s| lines[i].contains(s)) {
+            i += 1;
+            continue;
+        }
+        // The report runs to the end of its stack trace.
+        let end = (i..lines.len().min(i + 150))
+            .find(|j| lines[*j].contains("</TASK>") || lines[*j].contains("end trace"))
+            .map_or(lines.len().min(i + 150), |j| j + 1);
+        let block = &lines[i..end];
+        let known = KNOWN_SPLATS.iter().find(|k| {
+            k.markers
+                .iter()
+                .all(|m| block.iter().any(|l| l.contains(m)))
+                && !block.iter().any(|l| l.contains("ivshmem"))
+        });
+        match known {
+            Some(k) => {
+                tolerated.push(format!("{} ({})", k.what, lines[i].trim()));
+                i = end;
+            }
+            None => {
+                splats.push(lines[i].to_string());
+                i += 1;
+            }
+        }
+    }
+    (splats, tolerated)
 }
 
 /// The harness exit code from init's `# ivshmem-selftest exit=N` line.
@@ -86,6 +133,7 @@ impl GuestReport {
     pub fn collect(g: &Guest, ending: Ending, timeout: Duration) -> Self {
         let ktap_text = read_lossy(&g.ktap);
         let console = read_lossy(&g.console);
+        let (splats, tolerated) = find_splats(&console);
         let lines: Vec<&str> = console.lines().collect();
         let console_tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
             .iter()
@@ -96,7 +144,8 @@ impl GuestReport {
             ending,
             ktap: ktap::parse(&ktap_text),
             exit_code: exit_marker(&ktap_text),
-            splats: find_splats(&console),
+            splats,
+            tolerated,
             console_tail,
             console_path: g.console.clone(),
             qemu_log: read_lossy(&g.qemu_log),
@@ -178,6 +227,21 @@ impl Verdict {
         }
     }
 
+    /// Fails the scenario for host-side problems (hooks, requests).
+    pub fn fail_host(&mut self, errors: &[String], repro: &str) {
+        for e in errors {
+            self.lines.push(format!("# host: {e}"));
+        }
+        self.lines.push(format!("# --- reproduce: {repro}"));
+        if self.ok {
+            self.ok = false;
+            self.totals.fail += 1;
+            self.reason = errors.join("; ");
+        } else {
+            self.reason = format!("{}; {}", self.reason, errors.join("; "));
+        }
+    }
+
     /// The scenario's KTAP result line.
     pub fn result_line(&self, number: usize, name: &str) -> String {
         if self.ok {
@@ -216,6 +280,9 @@ fn judge_pass(guests: &[GuestReport], repro: &str) -> Verdict {
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| format!("  {l}")),
         );
+        for k in &g.tolerated {
+            lines.push(format!("# tolerated known kernel report: {k}"));
+        }
         let mut t = g.ktap.leaf_totals();
         let mut problems = g.problems();
         if t.fail > 0 {
@@ -336,7 +403,8 @@ mod tests {
             ending,
             ktap: ktap::parse(ktap_text),
             exit_code: exit_marker(ktap_text),
-            splats: find_splats(console),
+            splats: find_splats(console).0,
+            tolerated: find_splats(console).1,
             console_tail: lines,
             console_path: "/tmp/console.log".into(),
             qemu_log: String::new(),
@@ -379,6 +447,29 @@ mod tests {
         let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
         assert!(!v.ok);
         assert!(v.reason.contains("kernel complained"), "{}", v.reason);
+    }
+
+    #[test]
+    fn known_foreign_reports_are_tolerated_only_without_driver_frames() {
+        let report = |extra: &str| {
+            format!(
+                "[ 1.0] WARNING: possible circular locking dependency detected\n\
+                 [ 1.0] irq/24-pciehp is trying to acquire lock: (&ctrl->reset_lock)\n\
+                 [ 1.0] holding (pci_rescan_remove_lock)\n\
+                 [ 1.0]  pciehp_unconfigure_device+0x144/0x1d0\n{extra}\
+                 [ 1.0]  </TASK>\n[ 2.0] WARNING: CPU: 0 PID: 1 at x.c:1 y\n"
+            )
+        };
+        let (splats, tolerated) = find_splats(&report(""));
+        assert_eq!(tolerated.len(), 1);
+        assert_eq!(
+            splats.len(),
+            1,
+            "the later, unrelated WARN still counts: {splats:?}"
+        );
+        let (splats, tolerated) = find_splats(&report("[ 1.0]  ivshmem_fault+0x1/0x2 [ivshmem]\n"));
+        assert!(tolerated.is_empty());
+        assert_eq!(splats.len(), 2);
     }
 
     #[test]

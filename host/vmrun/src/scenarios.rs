@@ -1,6 +1,8 @@
 //! The scenarios of the suite: which guests boot, with which devices, and
 //! which selftests each runs.
 
+use crate::Regions;
+use crate::hostcheck;
 use crate::qemu::GuestSpec;
 use std::time::Duration;
 
@@ -32,6 +34,10 @@ pub struct Scenario {
     pub expect: Expect,
     /// Whether `suite` runs it (the demo does not).
     pub in_suite: bool,
+    /// Prepares the shared memory files before the guests boot.
+    pub before: Option<fn(&Regions) -> anyhow::Result<()>>,
+    /// Checks the shared memory files after the guests finished.
+    pub after: Option<fn(&Regions) -> anyhow::Result<()>>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -43,10 +49,15 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         Scenario {
             name: "plain-bind",
             about: "one ivshmem-plain device: the module binds it and unloads cleanly",
-            guests: vec![GuestSpec::new("guest", &["module_bind"]).plain("shm", 4 * MIB)],
+            guests: vec![
+                GuestSpec::new("guest", &["module_bind", "module_cycles", "rmmod_busy"])
+                    .plain("shm", 4 * MIB),
+            ],
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            before: None,
+            after: None,
         },
         Scenario {
             name: "no-device",
@@ -55,6 +66,98 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "shm-basic",
+            about: "a 4 MiB plain device: node, INFO, sysfs, data both ways, the C example",
+            guests: vec![
+                GuestSpec::new("guest", &["info_sysfs", "host_data", "c_example"])
+                    .plain("shm", 4 * MIB)
+                    .env("sizes", 4 * MIB),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: Some(hostcheck::host_writes),
+            after: Some(hostcheck::guest_wrote),
+        },
+        Scenario {
+            name: "shm-mm",
+            about: "bad mmaps and ioctls, cache modes in the PAT list, huge faults, KUnit",
+            guests: vec![
+                GuestSpec::new(
+                    "guest",
+                    &[
+                        "mmap_bad",
+                        "ioctl_bad",
+                        "pat_memtype",
+                        "huge_faults",
+                        "kunit",
+                    ],
+                )
+                .plain("shm", 4 * MIB),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "shm-three",
+            about: "three plain devices of different sizes become ivshmem0..2 in PCI order",
+            guests: vec![
+                GuestSpec::new("guest", &["info_sysfs"])
+                    .plain("a", MIB)
+                    .plain("b", 4 * MIB)
+                    .plain("c", 2 * MIB)
+                    .env("sizes", format!("{},{},{}", MIB, 4 * MIB, 2 * MIB)),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "shm-big",
+            about: "an 8 GiB BAR (sparse file, above 4 GiB): markers at both ends and across 4 GiB, write-back",
+            guests: vec![
+                GuestSpec::new("guest", &["big_bar", "pat_memtype"])
+                    .plain("big", 8 << 30)
+                    .env("big", 8u64 << 30),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: Some(hostcheck::big_markers),
+            after: Some(hostcheck::big_replies),
+        },
+        Scenario {
+            name: "shm-unbind",
+            about: "sysfs unbind under a mapping and an ioctl loop, then rebind",
+            guests: vec![GuestSpec::new("guest", &["unbind_rebind"]).plain("shm", 4 * MIB)],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "shm-hotplug",
+            about: "QMP device_del/device_add (q35, pcie-root-port) under a mapping",
+            guests: vec![
+                GuestSpec::new("guest", &["hotplug"])
+                    .plain("shm", 4 * MIB)
+                    .hotplug(),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            before: None,
+            after: None,
         },
         Scenario {
             name: "runner-detects-failure",
@@ -63,6 +166,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::GuestFailure,
             in_suite: true,
+            before: None,
+            after: None,
         },
         Scenario {
             name: "runner-detects-timeout",
@@ -74,6 +179,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: Duration::from_secs(45).min(t(1)),
             expect: Expect::Timeout,
             in_suite: true,
+            before: None,
+            after: None,
         },
         Scenario {
             name: "demo",
@@ -82,6 +189,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: false,
+            before: None,
+            after: None,
         },
     ]
 }

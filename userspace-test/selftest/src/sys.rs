@@ -132,3 +132,87 @@ pub fn driver_bound_devices() -> io::Result<Vec<String>> {
     v.sort();
     Ok(v)
 }
+
+/// A test setting from the kernel command line (`ivt_KEY=VALUE`).
+pub fn setting(key: &str) -> Option<String> {
+    std::env::var(format!("ivt_{key}")).ok()
+}
+
+/// A comma-separated list of numbers from a setting.
+pub fn setting_u64s(key: &str) -> Result<Vec<u64>, String> {
+    let Some(s) = setting(key) else {
+        return Err(format!("the runner gave no ivt_{key}"));
+    };
+    s.split(',')
+        .map(|v| v.parse().map_err(|e| format!("ivt_{key}={s}: {e}")))
+        .collect()
+}
+
+/// Reads a sysfs file, trimmed.
+pub fn read_trim(path: impl AsRef<Path>) -> Result<String, String> {
+    let p = path.as_ref();
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("reading {}: {e}", p.display()))
+}
+
+/// Writes a sysfs file.
+pub fn write_sysfs(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
+    let p = path.as_ref();
+    fs::write(p, value).map_err(|e| format!("writing {value:?} to {}: {e}", p.display()))
+}
+
+impl PciDev {
+    /// The physical range of BAR `n`: (start, end inclusive).
+    pub fn bar(&self, n: usize) -> Result<(u64, u64), String> {
+        let text = read_trim(self.path.join("resource"))?;
+        let line = text.lines().nth(n).ok_or("no such BAR")?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .map(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap_or(0))
+            .collect();
+        Ok((f[0], f[1]))
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `secs` seconds.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// The errno of the last failed libc call.
+pub fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The name of an errno value, for messages.
+pub fn errname(e: i32) -> String {
+    let name = match e {
+        0 => "success",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFAULT => "EFAULT",
+        libc::ENODEV => "ENODEV",
+        libc::EBUSY => "EBUSY",
+        libc::E2BIG => "E2BIG",
+        libc::EAGAIN => "EAGAIN",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EACCES => "EACCES",
+        libc::ENXIO => "ENXIO",
+        libc::ENOENT => "ENOENT",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+/// Whether `/dev/ivshmem<i>` exists.
+pub fn node_exists(i: usize) -> bool {
+    Path::new(&format!("/dev/ivshmem{i}")).exists()
+}
