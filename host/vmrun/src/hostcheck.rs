@@ -15,10 +15,47 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static PLUGS: AtomicUsize = AtomicUsize::new(0);
 use std::time::Duration;
 
-/// Carries out a guest's request: `device_del shm0` or `device_add shm0`.
-pub fn carry_out(g: &Guest, req: &str) -> Result<()> {
+/// Carries out a guest's request: `device_del shm0`, `device_add shm0`,
+/// or `peers ID` (is peer ID in the host client's peer list? If so, the
+/// host acknowledges in the shared memory, at 4096 + 8 * ID).
+pub fn carry_out(g: &Guest, req: &str, peers: &mut Peers) -> Result<()> {
     let words: Vec<&str> = req.split_whitespace().collect();
     match words.as_slice() {
+        ["peers", id] => {
+            let id: u16 = id.parse().context("bad peer id")?;
+            let srv = g
+                .server
+                .as_ref()
+                .context("no ivshmem server in this scenario")?;
+            let out = std::process::Command::new(crate::server::tool("ivshmem-client"))
+                .arg("-S")
+                .arg(&srv.socket)
+                .args(["peers", "--json"])
+                .output()
+                .context("running ivshmem-client")?;
+            ensure!(
+                out.status.success(),
+                "ivshmem-client peers failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let ids: Vec<u64> = list
+                .as_array()
+                .context("peers --json is not an array")?
+                .iter()
+                .filter_map(|p| p["id"].as_u64())
+                .collect();
+            println!("# host: ivshmem-client peers: {ids:?}");
+            ensure!(
+                ids.contains(&u64::from(id)),
+                "peer {id} is not in the host client's list {ids:?}"
+            );
+            peers.confirmed.push(id);
+            peers.listings.push(ids);
+            let f = OpenOptions::new().write(true).open(&srv.shm)?;
+            f.write_all_at(&ack(id).to_le_bytes(), 4096 + 8 * u64::from(id))?;
+            Ok(())
+        }
         ["device_del", id] => {
             let mut q = Qmp::connect(&g.qmp)?;
             q.execute("device_del", json!({ "id": id }))?;
@@ -51,6 +88,41 @@ pub fn carry_out(g: &Guest, req: &str) -> Result<()> {
         }
         _ => bail!("unknown request"),
     }
+}
+
+/// The host's acknowledgement for peer `id`.
+pub fn ack(id: u16) -> u64 {
+    0xacc0_0000 | u64::from(id)
+}
+
+/// What the host client saw of the peers during a doorbell scenario.
+#[derive(Debug, Default)]
+pub struct Peers {
+    /// IVPositions the guests reported and the host confirmed.
+    pub confirmed: Vec<u16>,
+    /// Every peer list the host client printed.
+    pub listings: Vec<Vec<u64>>,
+}
+
+/// Every guest reported a distinct IVPosition, and one listing of the host
+/// client held them all at once.
+pub fn distinct_peers(p: &Peers, guests: usize) -> Result<()> {
+    let mut s = p.confirmed.clone();
+    s.sort_unstable();
+    s.dedup();
+    ensure!(
+        s.len() == p.confirmed.len() && s.len() == guests,
+        "{guests} guests, but the host confirmed peers {:?}",
+        p.confirmed
+    );
+    ensure!(
+        p.listings
+            .iter()
+            .any(|l| s.iter().all(|id| l.contains(&u64::from(*id)))),
+        "no peer list of the host client showed all of {s:?}: {:?}",
+        p.listings
+    );
+    Ok(())
 }
 
 /// The test pattern: byte `off` of a region written with `seed`. The
@@ -123,6 +195,27 @@ fn check(region: &Regions, name: &str, seed: u8) -> Result<()> {
 /// Before boot: the host's pattern and text in region "shm".
 pub fn host_writes(r: &Regions) -> Result<()> {
     fill(r, "shm", HOST_SEED)
+}
+
+/// The demo, before boot: as [`host_writes`], saying so.
+pub fn demo_before(r: &Regions) -> Result<()> {
+    host_writes(r)?;
+    println!(
+        "# demo: the host wrote {:?} at offset 0 of {}",
+        String::from_utf8_lossy(HOST_TEXT),
+        r.path("shm").display()
+    );
+    Ok(())
+}
+
+/// The demo, after the guest: as [`guest_wrote`], showing the answer.
+pub fn demo_after(r: &Regions) -> Result<()> {
+    guest_wrote(r)?;
+    println!(
+        "# demo: the host reads back {:?} written by the guest's C program through /dev/ivshmem0",
+        String::from_utf8_lossy(GUEST_TEXT)
+    );
+    Ok(())
 }
 
 /// After the guest: its pattern and text must be in region "shm".

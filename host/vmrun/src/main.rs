@@ -14,6 +14,7 @@ mod qemu;
 mod qmp;
 mod report;
 mod scenarios;
+mod server;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -226,7 +227,8 @@ fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
         initrd: initrd.to_path_buf(),
         accel,
     };
-    let Ok(mut g) = Guest::start(&spec, &boot, dir, "ivt_probe=1", &|_| PathBuf::new()) else {
+    let Ok(mut g) = Guest::start(&spec, &boot, dir, "ivt_probe=1", &|_| PathBuf::new(), None)
+    else {
         return false;
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -255,7 +257,9 @@ impl Regions {
         };
         for g in &sc.guests {
             for d in &g.devices {
-                let Device::Plain { region, size } = d;
+                let Device::Plain { region, size } = d else {
+                    continue;
+                };
                 if paths.contains_key(region) {
                     continue;
                 }
@@ -336,6 +340,12 @@ fn boot_and_collect(
 ) -> Result<(Vec<GuestReport>, Vec<String>)> {
     let regions = Regions::create(sc)?;
     let mut host_errors = Vec::new();
+    let server = match &sc.server {
+        Some(spec) => Some(server::Server::start(spec, dir, sc.name)?),
+        None => None,
+    };
+    let link = server.as_ref().map(server::Server::link);
+    let mut peers_seen = hostcheck::Peers::default();
     if let Some(before) = sc.before {
         before(&regions).context("the host's preparation of the shared memory failed")?;
     }
@@ -347,6 +357,7 @@ fn boot_and_collect(
             &dir.join(&spec.name),
             "",
             &|r| regions.path(r),
+            link.as_ref(),
         )?);
     }
     let start = Instant::now();
@@ -362,7 +373,7 @@ fn boot_and_collect(
         },
         &mut |g, req| {
             let t = Instant::now();
-            match hostcheck::carry_out(g, req) {
+            match hostcheck::carry_out(g, req, &mut peers_seen) {
                 Ok(()) => println!(
                     "# {}: guest '{}' asked for `{req}`: done in {:.1} s",
                     sc.name,
@@ -387,6 +398,12 @@ fn boot_and_collect(
     for (g, r) in guests.iter().zip(reports.iter_mut()) {
         r.reaped = !Path::new(&format!("/proc/{}", g.pid())).exists();
     }
+    if sc.server.is_some() {
+        if let Err(e) = hostcheck::distinct_peers(&peers_seen, sc.guests.len()) {
+            host_errors.push(format!("{e:#}"));
+        }
+    }
+    drop(server);
     if let Some(after) = sc.after {
         // Only meaningful when the guests finished.
         if reports.iter().all(|r| r.exit_code.is_some()) {

@@ -40,6 +40,20 @@ pub enum Device {
         /// Size in bytes.
         size: u64,
     },
+    /// `ivshmem-doorbell` on the scenario's ivshmem server.
+    Doorbell {
+        /// MSI-X vectors.
+        vectors: u32,
+    },
+}
+
+/// The scenario's ivshmem server, as the guests' QEMUs see it.
+#[derive(Debug, Clone)]
+pub struct ServerLink {
+    /// Its socket.
+    pub socket: PathBuf,
+    /// The shared memory it hands out (a file under /dev/shm).
+    pub shm: PathBuf,
 }
 
 /// One guest of a scenario.
@@ -89,6 +103,12 @@ impl GuestSpec {
         self
     }
 
+    /// Adds an `ivshmem-doorbell` device on the scenario's server.
+    pub fn doorbell(mut self, vectors: u32) -> Self {
+        self.devices.push(Device::Doorbell { vectors });
+        self
+    }
+
     /// Adds an `ivshmem-plain` device.
     pub fn plain(mut self, region: &str, size: u64) -> Self {
         self.devices.push(Device::Plain {
@@ -132,6 +152,8 @@ pub struct Guest {
     pub qmp: PathBuf,
     /// Backing file and size of each ivshmem-plain device, by index.
     pub plain: Vec<(PathBuf, u64)>,
+    /// The ivshmem server of the scenario, if any.
+    pub server: Option<ServerLink>,
 }
 
 /// How a guest ended.
@@ -152,6 +174,7 @@ impl Guest {
         dir: &Path,
         extra_append: &str,
         region_path: &dyn Fn(&str) -> PathBuf,
+        server: Option<&ServerLink>,
     ) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let console = dir.join("console.log");
@@ -233,6 +256,17 @@ impl Guest {
                         plain_device(i)
                     });
                 }
+                Device::Doorbell { vectors } => {
+                    let Some(srv) = server else {
+                        bail!("a doorbell device needs the scenario's ivshmem server");
+                    };
+                    args.push("-chardev".into());
+                    args.push(format!("socket,path={},id=srv{i}", srv.socket.display()));
+                    args.push("-device".into());
+                    args.push(format!(
+                        "ivshmem-doorbell,id=shm{i},chardev=srv{i},vectors={vectors}"
+                    ));
+                }
             }
         }
         let stderr = File::create(&qemu_log)?;
@@ -273,10 +307,12 @@ impl Guest {
             plain: spec
                 .devices
                 .iter()
-                .map(|d| match d {
-                    Device::Plain { region, size } => (region_path(region), *size),
+                .filter_map(|d| match d {
+                    Device::Plain { region, size } => Some((region_path(region), *size)),
+                    Device::Doorbell { .. } => None,
                 })
                 .collect(),
+            server: server.cloned(),
         })
     }
 

@@ -19,6 +19,15 @@ pub enum Expect {
     Timeout,
 }
 
+/// An ivshmem server for a scenario (our `ivshmem-server`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSpec {
+    /// Vectors per peer (`-n`).
+    pub vectors: u32,
+    /// Shared memory size (`-l`).
+    pub size: u64,
+}
+
 /// A scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -34,6 +43,8 @@ pub struct Scenario {
     pub expect: Expect,
     /// Whether `suite` runs it (the demo does not).
     pub in_suite: bool,
+    /// The ivshmem server the doorbell devices connect to.
+    pub server: Option<ServerSpec>,
     /// Prepares the shared memory files before the guests boot.
     pub before: Option<fn(&Regions) -> anyhow::Result<()>>,
     /// Checks the shared memory files after the guests finished.
@@ -56,6 +67,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -66,6 +78,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -80,6 +93,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: Some(hostcheck::host_writes),
             after: Some(hostcheck::guest_wrote),
         },
@@ -102,6 +116,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -118,6 +133,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -132,6 +148,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: Some(hostcheck::big_markers),
             after: Some(hostcheck::big_replies),
         },
@@ -142,6 +159,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -156,6 +174,28 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: true,
+            server: None,
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "doorbell-server",
+            about: "two ivshmem-doorbell guests on our server: distinct IVPositions, both in the host client's peer list",
+            guests: vec![
+                GuestSpec::new("a", &["doorbell_info"])
+                    .doorbell(2)
+                    .env("vectors", 2),
+                GuestSpec::new("b", &["doorbell_info"])
+                    .doorbell(2)
+                    .env("vectors", 2),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 2,
+                size: 4 * MIB,
+            }),
             before: None,
             after: None,
         },
@@ -166,6 +206,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: t(1),
             expect: Expect::GuestFailure,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
@@ -179,18 +220,24 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             timeout: Duration::from_secs(45).min(t(1)),
             expect: Expect::Timeout,
             in_suite: true,
+            server: None,
             before: None,
             after: None,
         },
         Scenario {
             name: "demo",
-            about: "a guest binds an ivshmem-plain device",
-            guests: vec![GuestSpec::new("guest", &["module_bind"]).plain("demo", 4 * MIB)],
+            about: "the host writes into an ivshmem-plain device, a guest reads it through /dev/ivshmem0 and answers",
+            guests: vec![
+                GuestSpec::new("guest", &["info_sysfs", "host_data", "c_example"])
+                    .plain("shm", 4 * MIB)
+                    .env("sizes", 4 * MIB),
+            ],
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: false,
-            before: None,
-            after: None,
+            server: None,
+            before: Some(hostcheck::demo_before),
+            after: Some(hostcheck::demo_after),
         },
     ]
 }

@@ -826,3 +826,50 @@ pub fn module_cycles() -> TestResult {
     check!(!sys::node_exists(0), "/dev/ivshmem0 outlives the module");
     Ok(())
 }
+
+/// An ivshmem-doorbell device on the runner's ivshmem server: INFO and
+/// sysfs say doorbell, the configured vectors, and the IVPosition the
+/// server gave, which the host then finds in its client's peer list.
+pub fn doorbell_info() -> TestResult {
+    let vectors = sys::setting_u64s("vectors").map_err(Failure::Fail)?[0];
+    devices(1)?;
+    let _m = load()?;
+    let dev = Device::open(0)?;
+    let info = dev.info()?;
+    println!("# {info:?}");
+    check!(
+        info.doorbell && info.raw.features & IVSHMEM_FEATURE_MSIX != 0,
+        "not a doorbell device"
+    );
+    check!(
+        u64::from(info.vectors) == vectors,
+        "{} vectors, QEMU has {vectors}",
+        info.vectors
+    );
+    let Some(id) = info.ivposition else {
+        fail!(
+            "IVPosition {} on a revision 1 doorbell device",
+            info.raw.ivposition
+        );
+    };
+    let class = "/sys/class/misc/ivshmem0";
+    for (attr, want) in [
+        ("ivposition", id.to_string()),
+        ("vectors", vectors.to_string()),
+        ("features", "doorbell msix".into()),
+    ] {
+        let got = sys::read_trim(format!("{class}/{attr}")).map_err(Failure::Fail)?;
+        check!(got == want, "{class}/{attr} is {got:?}, want {want:?}");
+    }
+    println!("# ivposition={id}");
+    let map = dev.map_all()?;
+    let ack_at = PAGE + 8 * usize::from(id);
+    println!("{REQUEST}peers {id}");
+    let want = 0xacc0_0000u64 | u64::from(id);
+    let acked = sys::wait_for(60, || map.read_volatile::<u64>(ack_at).ok() == Some(want));
+    check!(
+        acked,
+        "the host did not confirm peer {id} in its client's peer list"
+    );
+    Ok(())
+}

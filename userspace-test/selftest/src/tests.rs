@@ -98,6 +98,12 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::hotplug,
         },
         Test {
+            name: "doorbell_info",
+            default: false,
+            about: "a doorbell device's IVPosition is the server's, listed by the host client",
+            run: crate::shm::doorbell_info,
+        },
+        Test {
             name: "deliberate_fail",
             default: false,
             about: "always fails: proves a failure turns the run red",
