@@ -18,6 +18,11 @@ pgprot_t ivshmem_pgprot_writecombine(pgprot_t prot)
 	return pgprot_writecombine(prot);
 }
 
+pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot)
+{
+	return pgprot_decrypted(prot);
+}
+
 int ivshmem_pci_domain_nr(struct pci_dev *pdev)
 {
 	return pci_domain_nr(pdev->bus);

@@ -11,6 +11,7 @@
 
 pgprot_t ivshmem_pgprot_noncached(pgprot_t prot);
 pgprot_t ivshmem_pgprot_writecombine(pgprot_t prot);
+pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot);
 int ivshmem_pci_domain_nr(struct pci_dev *pdev);
 
 #endif

@@ -43,14 +43,16 @@ use shm::{
 /// Per-device state, alive while the driver is bound to the device.
 ///
 /// Fields drop in order: the misc device goes first (no new opens), then
-/// the device number, then BAR2's reservation. [`IvshmemDriver::unbind`]
-/// has already revoked every open file and mapping by then.
+/// the device number, BAR2's reservation, and last the device is disabled.
+/// [`IvshmemDriver::unbind`] has already revoked every open file and
+/// mapping by then.
 #[pin_data]
 struct Ivshmem<'bound> {
     #[pin]
     misc: miscdev::Registration<ShmFile>,
     _index: ids::Index,
     _shm_region: raw::pci::Region<'bound>,
+    _enabled: raw::pci::Enabled<'bound>,
 }
 
 /// The PCI driver.
@@ -76,7 +78,7 @@ impl pci::Driver for IvshmemDriver {
         _info: Option<&'bound Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
-            pdev.enable_device_mem()?;
+            let enabled = raw::pci::Enabled::new(pdev)?;
 
             let size = pdev.resource_len(regs::SHM_BAR)?;
             let phys = pdev.resource_start(regs::SHM_BAR)?;
@@ -136,6 +138,7 @@ impl pci::Driver for IvshmemDriver {
                 ),
                 _index: index,
                 _shm_region: shm_region,
+                _enabled: enabled,
             }))
         })
     }

@@ -11,7 +11,10 @@
 //! file and mapping are gone.
 
 use crate::raw::{
-    mappings::Mappings,
+    mappings::{
+        Mapping,
+        Mappings, //
+    },
     miscdev::FileOps,
     pat::{
         CacheMode,
@@ -38,10 +41,7 @@ use kernel::{
         _IOC_SIZE,
         _IOC_TYPE, //
     },
-    mm::virt::{
-        flags,
-        VmaNew, //
-    },
+    mm::virt::VmaNew,
     new_mutex, pci,
     prelude::*,
     sync::{
@@ -94,11 +94,9 @@ impl Facts {
 pub(crate) struct Live {
     /// The device is gone: no new mapping, fault or call succeeds.
     gone: bool,
-    /// VMAs mapping the device.
-    vmas: usize,
     /// The memtype reserved for BAR2 while any VMA maps it.
     memtype: Option<Memtype>,
-    /// Where the VMAs are, to zap them.
+    /// The VMAs, by address space, to zap them.
     mappings: Mappings,
 }
 
@@ -127,7 +125,6 @@ impl Shm {
             bar0,
             live <- new_mutex!(Live {
                 gone: false,
-                vmas: 0,
                 memtype: None,
                 mappings: Mappings::new(),
             }),
@@ -199,22 +196,26 @@ impl IoMap for Shm {
     }
 
     fn faulted(&self, kind: FaultKind) {
-        let i = match kind.order {
-            0 => 0,
-            o if o < 18 => 1,
-            _ => 2,
+        let i = match kind {
+            FaultKind::Pte => 0,
+            FaultKind::Pmd => 1,
+            FaultKind::Pud => 2,
         };
         self.faults[i].fetch_add(1, Relaxed);
     }
 
-    fn vma_opened(&self) {
-        self.live.lock().vmas += 1;
+    fn vma_opened(&self, m: Mapping) {
+        // A failed allocation leaves the copy uncounted: it is then not
+        // zapped on removal. Never seen; warn if it happens.
+        if self.live.lock().mappings.add(m).is_err() {
+            pr_warn!("ivshmem: out of memory counting a mapping\n");
+        }
     }
 
-    fn vma_closed(&self) {
+    fn vma_closed(&self, m: Mapping) {
         let mut live = self.live.lock();
-        live.vmas -= 1;
-        if live.vmas == 0 {
+        live.mappings.remove(m);
+        if live.mappings.is_empty() {
             // The last mapping is gone: another cache mode may be used.
             live.memtype = None;
         }
@@ -298,6 +299,11 @@ impl OpenFile {
     }
 }
 
+/// Undoes the counting of a VMA that was not installed after all.
+fn self_uncount(shm: &Shm, m: Mapping) {
+    shm.vma_closed(m);
+}
+
 /// The file operations of `/dev/ivshmemN`.
 pub(crate) struct ShmFile;
 
@@ -320,29 +326,37 @@ impl FileOps for ShmFile {
     fn mmap(this: &OpenFile, file: &File, vma: &VmaNew) -> Result {
         let shm = &this.shm;
         // Private copies of device memory make no sense.
-        if vma.flags() & flags::MAYSHARE == 0 {
-            return Err(EINVAL);
-        }
+        vma::check_shared(vma)?;
         check_range(vma::pgoff(vma), vma.end() - vma.start(), shm.facts.size)?;
         // A revision 0 device has no memory before IVPosition is set.
         if shm.ivposition()? < 0 {
             return Err(EAGAIN);
         }
         let mode = this.cache_mode();
+        let m = Mapping::of_file(file)?;
         let mut live = shm.live.lock();
         if live.gone {
             return Err(ENODEV);
         }
-        live.mappings.add(file)?;
         match &live.memtype {
-            Some(m) if m.mode() != mode => return Err(EBUSY),
+            Some(t) if t.mode() != mode => return Err(EBUSY),
             Some(_) => {}
-            None => live.memtype = Some(Memtype::reserve(shm.facts.phys, shm.facts.size, mode)?),
+            None => {
+                // SAFETY: BAR2 is reserved by this driver while `Shm` is
+                // not revoked, which `live.gone` says it is not.
+                let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
+                live.memtype = Some(t);
+            }
         }
-        live.vmas += 1;
+        if let Err(e) = live.mappings.add(m) {
+            if live.mappings.is_empty() {
+                live.memtype = None;
+            }
+            return Err(e);
+        }
         drop(live);
-        vma::install(vma, shm.clone(), mode);
-        Ok(())
+        // Cannot fail: the VMA was checked to be shared above.
+        vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
     }
 
     fn ioctl(this: &OpenFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

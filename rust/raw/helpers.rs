@@ -10,6 +10,9 @@ extern "C" {
     pub(crate) fn ivshmem_pgprot_noncached(prot: bindings::pgprot_t) -> bindings::pgprot_t;
     /// `pgprot_writecombine()`: the protection bits with the WC cache mode.
     pub(crate) fn ivshmem_pgprot_writecombine(prot: bindings::pgprot_t) -> bindings::pgprot_t;
+    /// `pgprot_decrypted()`: the protection bits for memory shared with
+    /// the host (a no-op outside confidential guests).
+    pub(crate) fn ivshmem_pgprot_decrypted(prot: bindings::pgprot_t) -> bindings::pgprot_t;
     /// `pci_domain_nr(pdev->bus)` of a `struct pci_dev *`. (The pointee is
     /// opaque here: `struct pci_dev` ends in a flexible array Rust deems
     /// not FFI-safe.)

@@ -5,9 +5,11 @@
 //!
 //! A VMA of a character device is linked into `vm_file->f_mapping`, the
 //! address space of the device node's inode. Each node (devtmpfs, or one
-//! made with mknod elsewhere) has its own inode, so the device records
-//! every one its files were mapped through, holding a reference on the
-//! inode so that the address space outlives the record.
+//! made with mknod elsewhere) has its own, so the device counts its live
+//! VMAs per address space. No reference is taken: a live VMA's `vm_file`
+//! keeps the inode, and with it the address space, alive; the count drops
+//! in `vm_ops->close`, before the mm releases `vm_file`. An address space
+//! whose count reaches zero is forgotten.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -17,62 +19,88 @@ use kernel::{
     prelude::*, //
 };
 
-/// A set of inodes whose address spaces hold user mappings.
+/// The address space a VMA or an open file maps through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mapping(NonNull<bindings::address_space>);
+
+// SAFETY: only an identity here; dereferenced under the rules of `Mappings`.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The address space `file` maps through.
+    pub(crate) fn of_file(file: &File) -> Result<Self> {
+        // SAFETY: `file` is a valid open file; `f_mapping` is set at open.
+        let m = unsafe { (*file.as_ptr()).f_mapping };
+        NonNull::new(m).map(Self).ok_or(EINVAL)
+    }
+
+    /// The address space a VMA with a file maps through.
+    ///
+    /// # Safety
+    ///
+    /// `vma` is a valid VMA with a `vm_file`, locked by the caller.
+    pub(crate) unsafe fn of_vma(vma: *const bindings::vm_area_struct) -> Option<Self> {
+        // SAFETY: guaranteed by the caller.
+        let m = unsafe { (*(*vma).vm_file).f_mapping };
+        NonNull::new(m).map(Self)
+    }
+}
+
+/// Live VMAs per address space.
 ///
 /// # Invariants
 ///
-/// Every pointer in `inodes` is a valid inode on which this set holds a
-/// reference (`ihold`), dropped (`iput`) when the set drops.
+/// Each entry's count is the number of live VMAs of the device linked into
+/// that address space, and is never zero: while it is not, those VMAs'
+/// files keep the address space valid.
 pub(crate) struct Mappings {
-    inodes: KVec<NonNull<bindings::inode>>,
+    entries: KVec<(Mapping, usize)>,
 }
-
-// SAFETY: inode references may be taken and dropped on any thread.
-unsafe impl Send for Mappings {}
-// SAFETY: `&self` methods only call `unmap_mapping_range`, which is
-// thread-safe.
-unsafe impl Sync for Mappings {}
 
 impl Mappings {
     /// An empty set.
     pub(crate) fn new() -> Self {
         Self {
-            inodes: KVec::new(),
+            entries: KVec::new(),
         }
     }
 
-    /// Records the address space `file` maps through.
-    pub(crate) fn add(&mut self, file: &File) -> Result {
-        // SAFETY: `file` is a valid open file, so its inode is valid.
-        let inode = unsafe { (*file.as_ptr()).f_inode };
-        let inode = NonNull::new(inode).ok_or(EINVAL)?;
-        if self.inodes.iter().any(|i| *i == inode) {
+    /// Counts a new VMA in `m`.
+    pub(crate) fn add(&mut self, m: Mapping) -> Result {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == m) {
+            e.1 += 1;
             return Ok(());
         }
-        self.inodes.push(inode, GFP_KERNEL)?;
-        // SAFETY: `inode` is valid (the open file holds it); the reference
-        // taken here keeps it valid until `drop`.
-        // INVARIANT: the pointer was pushed and a reference is now held.
-        unsafe { bindings::ihold(inode.as_ptr()) };
+        // INVARIANT: the caller is setting up (or copying) a VMA of `m`.
+        self.entries.push((m, 1), GFP_KERNEL)?;
         Ok(())
     }
 
-    /// Removes every page table entry of every user mapping in the set.
-    /// Later accesses fault again, to the VMA's fault handler.
-    pub(crate) fn zap_all(&self) {
-        for inode in &self.inodes {
-            // SAFETY: by the type invariant the inode is valid; a zero
-            // length means "to the end", `even_cows` = 1 removes all.
-            unsafe { bindings::unmap_mapping_range((*inode.as_ptr()).i_mapping, 0, 0, 1) };
+    /// Uncounts a VMA of `m` that is going away.
+    pub(crate) fn remove(&mut self, m: Mapping) {
+        if let Some(i) = self.entries.iter().position(|e| e.0 == m) {
+            self.entries[i].1 -= 1;
+            if self.entries[i].1 == 0 {
+                // INVARIANT: no live VMA left: forget the address space.
+                let _ = self.entries.remove(i);
+            }
         }
     }
-}
 
-impl Drop for Mappings {
-    fn drop(&mut self) {
-        for inode in self.inodes.drain_all() {
-            // SAFETY: by the type invariant this set holds a reference.
-            unsafe { bindings::iput(inode.as_ptr()) };
+    /// Whether any VMA is counted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes every page table entry of every VMA counted. Later accesses
+    /// fault again, to the VMA's fault handler.
+    pub(crate) fn zap_all(&self) {
+        for (m, _) in self.entries.iter() {
+            // SAFETY: by the type invariant the address space is valid; a
+            // zero length means "to the end", `even_cows` = 1 removes all.
+            unsafe { bindings::unmap_mapping_range(m.0.as_ptr(), 0, 0, 1) };
         }
     }
 }

@@ -109,7 +109,7 @@ impl<T: FileOps> Registration<T> {
                     misc.fops = &Vtable::<T>::FOPS;
                     misc.parent = parent;
                     misc.mode = mode;
-                    misc.groups = groups.0 .0.as_ptr().cast_mut();
+                    misc.groups = groups.0.get().as_ptr().cast_mut();
                     // SAFETY: the initializer may write to `slot`.
                     unsafe { slot.write(misc) };
                     // SAFETY: `slot` holds a filled-in miscdevice whose name
@@ -199,18 +199,25 @@ macro_rules! misc_attribute_groups {
             const NAMES: &[&::kernel::str::CStr] = &[$($attr),*];
             const N: usize = NAMES.len();
             static ATTRS: $crate::raw::StaticTable<[$crate::raw::miscdev::Attribute; N]> =
-                $crate::raw::StaticTable($crate::raw::miscdev::attributes::<$ops, N>(NAMES));
-            static LIST: $crate::raw::StaticTable<[*mut ::kernel::bindings::attribute; N + 1]> =
-                $crate::raw::StaticTable($crate::raw::miscdev::attribute_list::<N, { N + 1 }>(&ATTRS.0));
-            static GROUP: $crate::raw::StaticTable<::kernel::bindings::attribute_group> =
-                $crate::raw::StaticTable(::kernel::bindings::attribute_group {
+                // SAFETY: sysfs only reads attributes and attribute groups.
+                unsafe { $crate::raw::StaticTable::new($crate::raw::miscdev::attributes::<$ops, N>(NAMES)) };
+            // SAFETY: as above.
+            static LIST: $crate::raw::StaticTable<[*mut ::kernel::bindings::attribute; N + 1]> = unsafe {
+                $crate::raw::StaticTable::new($crate::raw::miscdev::attribute_list::<N, { N + 1 }>(ATTRS.get()))
+            };
+            // SAFETY: as above; all-zero is a valid `attribute_group`.
+            static GROUP: $crate::raw::StaticTable<::kernel::bindings::attribute_group> = unsafe {
+                $crate::raw::StaticTable::new(::kernel::bindings::attribute_group {
                     __bindgen_anon_2: ::kernel::bindings::attribute_group__bindgen_ty_2 {
-                        attrs: LIST.0.as_ptr().cast_mut(),
+                        attrs: LIST.get().as_ptr().cast_mut(),
                     },
-                    // SAFETY: all-zero is a valid `attribute_group`.
-                    ..unsafe { ::core::mem::zeroed() }
-                });
-            $crate::raw::miscdev::Groups($crate::raw::StaticTable([&raw const GROUP.0, ::core::ptr::null()]))
+                    ..::core::mem::zeroed()
+                })
+            };
+            // SAFETY: as above.
+            $crate::raw::miscdev::Groups(unsafe {
+                $crate::raw::StaticTable::new([::core::ptr::from_ref(GROUP.get()), ::core::ptr::null()])
+            })
         };
     };
 }
@@ -255,6 +262,7 @@ impl<T: FileOps> Vtable<T> {
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: bindings::compat_ptr_ioctl,
         // PMD-align mappings (with the file offset) so that huge entries fit.
+        #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
         get_unmapped_area: Some(bindings::thp_get_unmapped_area),
         ..pin_init::zeroed()
     };

@@ -20,7 +20,25 @@ pub(crate) mod vma;
 /// The wrapped value is only read after initialisation: it is a constant
 /// table handed to C code that never writes to it.
 #[repr(transparent)]
-pub(crate) struct StaticTable<T>(pub(crate) T);
+pub(crate) struct StaticTable<T>(T);
+
+impl<T> StaticTable<T> {
+    /// Wraps a table.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write to the table (or through interior mutability in
+    /// it) once it is in a static.
+    pub(crate) const unsafe fn new(table: T) -> Self {
+        // INVARIANT: guaranteed by the caller.
+        Self(table)
+    }
+
+    /// The table.
+    pub(crate) const fn get(&self) -> &T {
+        &self.0
+    }
+}
 
 // SAFETY: By the type invariant the value is never written after
 // initialisation, so sharing it between threads is sound.

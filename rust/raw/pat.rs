@@ -30,15 +30,19 @@ pub(crate) enum CacheMode {
 }
 
 impl CacheMode {
-    /// The protection bits for this mode, starting from `prot`.
+    /// The protection bits for this mode, starting from `prot`, marked
+    /// decrypted: the memory is shared with the host, so a confidential
+    /// guest must not map it private.
     pub(crate) fn pgprot(self, prot: bindings::pgprot_t) -> bindings::pgprot_t {
-        match self {
+        let prot = match self {
             Self::WriteBack => prot,
             // SAFETY: a pure function of its argument.
             Self::WriteCombining => unsafe { helpers::ivshmem_pgprot_writecombine(prot) },
             // SAFETY: a pure function of its argument.
             Self::Uncached => unsafe { helpers::ivshmem_pgprot_noncached(prot) },
-        }
+        };
+        // SAFETY: a pure function of its argument.
+        unsafe { helpers::ivshmem_pgprot_decrypted(prot) }
     }
 }
 
@@ -61,8 +65,16 @@ unsafe impl Sync for Memtype {}
 
 impl Memtype {
     /// Reserves `[phys, phys + len)` as `mode`. Fails with `EBUSY` when the
-    /// range is already reserved with a conflicting mode.
-    pub(crate) fn reserve(phys: u64, len: u64, mode: CacheMode) -> Result<Self> {
+    /// range is reserved with a conflicting mode (or, indistinguishably,
+    /// when the kernel mapping cannot be made). The effective mode can be
+    /// weaker than `mode` without an error: firmware MTRRs turn write-back
+    /// into UC-, an existing UC- reservation is shared by a WC request.
+    ///
+    /// # Safety
+    ///
+    /// The range must be I/O memory the caller owns (a BAR it reserved),
+    /// as it gets mapped into the kernel, although never accessed.
+    pub(crate) unsafe fn reserve(phys: u64, len: u64, mode: CacheMode) -> Result<Self> {
         let size = usize::try_from(len)?;
         // SAFETY: the caller's range is a BAR of its device; the ioremap
         // family accepts any physical range and fails cleanly on conflicts.

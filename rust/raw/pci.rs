@@ -6,7 +6,10 @@
 use super::helpers;
 use kernel::{
     bindings,
-    device::Bound,
+    device::{
+        Bound,
+        Core, //
+    },
     error::to_result,
     pci,
     prelude::*, //
@@ -20,6 +23,33 @@ fn raw(pdev: &pci::Device<Bound>) -> *mut bindings::pci_dev {
     core::ptr::from_ref(pdev)
         .cast::<bindings::pci_dev>()
         .cast_mut()
+}
+
+/// The device enabled for memory accesses, disabled again on drop: 7.3's
+/// `pci::Device::enable_device_mem` has no counterpart.
+///
+/// # Invariants
+///
+/// `pdev` was enabled by this object and is disabled only by its drop.
+pub(crate) struct Enabled<'bound> {
+    pdev: &'bound pci::Device<Bound>,
+}
+
+impl<'bound> Enabled<'bound> {
+    /// Enables `pdev`'s memory space.
+    pub(crate) fn new(pdev: &'bound pci::Device<Core<'_>>) -> Result<Self> {
+        pdev.enable_device_mem()?;
+        // INVARIANT: just enabled.
+        Ok(Self { pdev })
+    }
+}
+
+impl Drop for Enabled<'_> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant this object enabled the (still
+        // bound) device once; this balances it.
+        unsafe { bindings::pci_disable_device(raw(self.pdev)) };
+    }
 }
 
 /// A BAR's resource, reserved for this driver with `pci_request_region()`

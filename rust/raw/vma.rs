@@ -11,7 +11,10 @@
 //! existing entries under that same lock, so no entry can be inserted
 //! after the zap.
 
-use super::pat::CacheMode;
+use super::{
+    mappings::Mapping,
+    pat::CacheMode, //
+};
 use kernel::{
     bindings,
     mm::virt::{
@@ -70,11 +73,15 @@ impl IoWindow {
     }
 }
 
-/// Fault counts by page table level, for diagnostics.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct FaultKind {
-    /// The order of the entry inserted: 0 (PTE), 9 (PMD) or 18 (PUD).
-    pub(crate) order: u32,
+/// The page table level a fault filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// A 4 KiB page table entry.
+    Pte,
+    /// A 2 MiB entry.
+    Pmd,
+    /// A 1 GiB entry.
+    Pud,
 }
 
 /// What user mappings of a device map, implemented by the driver.
@@ -91,11 +98,11 @@ pub(crate) trait IoMap: Send + Sync + Sized + 'static {
     /// Called after an entry of `kind` was inserted, under the guard.
     fn faulted(&self, _kind: FaultKind) {}
 
-    /// A VMA of this mapping was duplicated (fork) or split.
-    fn vma_opened(&self);
+    /// A VMA linked into `m` was duplicated (fork) or split off.
+    fn vma_opened(&self, m: Mapping);
 
-    /// A VMA of this mapping was unmapped.
-    fn vma_closed(&self);
+    /// A VMA linked into `m` is going away.
+    fn vma_closed(&self, m: Mapping);
 }
 
 /// The page offset (`mmap` offset in pages) a VMA being set up maps.
@@ -105,12 +112,25 @@ pub(crate) fn pgoff(vma: &VmaNew) -> usize {
     unsafe { (*vma.as_ptr()).vm_pgoff }
 }
 
+/// Checks that a VMA being set up can map I/O memory: it must be shared
+/// (`MAP_SHARED`), since a private copy-on-write mapping of device memory
+/// makes no sense (and the fault path would hit a `BUG_ON`).
+pub(crate) fn check_shared(vma: &VmaNew) -> Result {
+    if vma.flags() & flags::MAYSHARE == 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
 /// Turns a VMA being set up into an I/O mapping of `map`: sets `VM_IO`,
 /// `VM_PFNMAP`, `VM_DONTEXPAND` and `VM_DONTDUMP`, the protection bits of
-/// `mode`, and the fault handler. Infallible, so that it can be the last
-/// step of `mmap`: on success the VMA owns the reference to `map`, released
-/// through [`IoMap::vma_closed`] when it goes.
-pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) {
+/// `mode` (decrypted, for confidential guests: the memory is shared with
+/// the host), and the fault handler. The caller has counted this VMA in
+/// `map` already; from here on the VMA owns the reference to `map`,
+/// released through [`IoMap::vma_closed`] when it goes. Fails, changing
+/// nothing, for a VMA that is not shared.
+pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) -> Result {
+    check_shared(vma)?;
     vma.set_io();
     vma.set_dontexpand();
     vma.set_dontdump();
@@ -125,9 +145,22 @@ pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) {
         (*raw).vm_ops = &VmOps::<M>::TABLE;
         (*raw).vm_private_data = map.into_foreign();
     }
+    Ok(())
 }
 
 struct VmOps<M: IoMap>(PhantomData<M>);
+
+/// The parts of a `struct vm_fault` the handler uses.
+#[derive(Clone, Copy)]
+struct Fault {
+    vmf: *mut bindings::vm_fault,
+    vma: *mut bindings::vm_area_struct,
+    address: usize,
+    pgoff: usize,
+    write: bool,
+    start: usize,
+    end: usize,
+}
 
 use core::marker::PhantomData;
 
@@ -141,15 +174,17 @@ impl<M: IoMap> VmOps<M> {
         ..unsafe { core::mem::zeroed() }
     };
 
+    /// Calls `f` with the `M` of a VMA.
+    ///
     /// # Safety
     ///
-    /// `vma` is a VMA set up by [`install`] with this `M`.
-    unsafe fn map<'a>(
-        vma: *mut bindings::vm_area_struct,
-    ) -> <Arc<M> as ForeignOwnable>::Borrowed<'a> {
+    /// `vma` is a live VMA set up by [`install`] with this `M`.
+    unsafe fn with_map<R>(vma: *mut bindings::vm_area_struct, f: impl FnOnce(&M) -> R) -> R {
         // SAFETY: `install` stored an `Arc<M>` from `into_foreign`, which is
-        // released only by `close`, after which the VMA is gone.
-        unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) }
+        // released only by `close`, after which the VMA is gone; the borrow
+        // does not outlive this call.
+        let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
+        f(&map)
     }
 
     /// # Safety
@@ -157,11 +192,16 @@ impl<M: IoMap> VmOps<M> {
     /// Called by the mm on a new copy of a VMA set up by [`install`].
     unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
         // SAFETY: the copy has the private data of its original.
-        let map = unsafe { Self::map(vma) };
+        let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
         // The copy owns a reference of its own, released by its `close`.
         let copy: Arc<M> = map.into();
-        copy.vma_opened();
-        let _ = copy.into_foreign();
+        // SAFETY: a live VMA of this driver has a `vm_file`.
+        if let Some(m) = unsafe { Mapping::of_vma(vma) } {
+            copy.vma_opened(m);
+        }
+        // SAFETY: the VMA is being set up by the mm; its private data
+        // becomes the copy's own reference.
+        unsafe { (*vma).vm_private_data = copy.into_foreign() };
     }
 
     /// # Safety
@@ -170,7 +210,10 @@ impl<M: IoMap> VmOps<M> {
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
         // SAFETY: this VMA owns one reference, given up here, once.
         let map = unsafe { <Arc<M> as ForeignOwnable>::from_foreign((*vma).vm_private_data) };
-        map.vma_closed();
+        // SAFETY: the VMA is still live (and has its file) during `close`.
+        if let Some(m) = unsafe { Mapping::of_vma(vma) } {
+            map.vma_closed(m);
+        }
     }
 
     /// # Safety
@@ -190,20 +233,39 @@ impl<M: IoMap> VmOps<M> {
         order: c_uint,
     ) -> bindings::vm_fault_t {
         // SAFETY: the mm passes a valid fault, whose VMA is valid and locked.
-        let (vma, address, pgoff, write, start, end) = unsafe {
-            let f = &(*vmf).__bindgen_anon_1;
-            let range = &(*f.vma).__bindgen_anon_1.__bindgen_anon_1;
-            (
-                f.vma,
-                f.address,
-                f.pgoff,
-                (*vmf).flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0,
-                range.vm_start,
-                range.vm_end,
-            )
+        let f = unsafe {
+            let raw = &(*vmf).__bindgen_anon_1;
+            let range = &(*raw.vma).__bindgen_anon_1.__bindgen_anon_1;
+            Fault {
+                vmf,
+                vma: raw.vma,
+                address: raw.address,
+                pgoff: raw.pgoff,
+                write: (*vmf).flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0,
+                start: range.vm_start,
+                end: range.vm_end,
+            }
         };
-        // SAFETY: the VMA was set up by `install`.
-        let map = unsafe { Self::map(vma) };
+        // SAFETY: the VMA was set up by `install` and is locked.
+        unsafe { Self::with_map(f.vma, |map| Self::insert(map, &f, order)) }
+    }
+
+    /// Inserts the entry for a fault of `order`, under the map's lock.
+    ///
+    /// # Safety
+    ///
+    /// `f` describes a valid fault on a locked VMA set up by [`install`]
+    /// with `map`.
+    unsafe fn insert(map: &M, f: &Fault, order: c_uint) -> bindings::vm_fault_t {
+        let Fault {
+            vmf,
+            vma,
+            address,
+            pgoff,
+            write,
+            start,
+            end,
+        } = *f;
         let Some((guard, win)) = map.lock() else {
             // The device is gone.
             return VM_FAULT_SIGBUS;
@@ -247,7 +309,11 @@ impl<M: IoMap> VmOps<M> {
             VM_FAULT_FALLBACK
         };
         if ret & VM_FAULT_NOPAGE != 0 {
-            map.faulted(FaultKind { order });
+            map.faulted(match order {
+                0 => FaultKind::Pte,
+                PMD_ORDER => FaultKind::Pmd,
+                _ => FaultKind::Pud,
+            });
         }
         drop(guard);
         ret

@@ -9,11 +9,12 @@
  *   mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)
  *
  * Extending structures: every structure is passed with its size encoded in
- * the ioctl number (_IOC_SIZE), the way DRM does it. A newer kernel
- * accepts the older, shorter structure (it fills or reads only that much);
- * an older kernel accepts a newer, longer structure as long as the fields
- * it does not know are zero (-E2BIG otherwise), and zero-fills them on
- * output. Reserved fields must be zero on input; unknown flags get -EINVAL.
+ * the ioctl number (_IOC_SIZE), the way DRM does it. Fields are only ever
+ * appended. A kernel accepts any size from the structure's first version
+ * up (smaller gets -EINVAL): it reads or fills the fields both sides know,
+ * requires the input fields it does not know to be zero (-E2BIG
+ * otherwise) and zero-fills the output fields it does not know. Reserved
+ * fields must be zero on input; unknown flags get -EINVAL.
  *
  * Once the device is gone (unbind, hot-unplug), every call on an open file
  * fails with -ENODEV and existing mappings raise SIGBUS on access.

@@ -99,7 +99,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "shm-mm",
-            about: "bad mmaps and ioctls, cache modes in the PAT list, huge faults, KUnit",
+            about: "bad mmaps and ioctls, cache modes in the PAT list, huge faults, a mknod node, KUnit",
             guests: vec![
                 GuestSpec::new(
                     "guest",
@@ -108,6 +108,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "ioctl_bad",
                         "pat_memtype",
                         "huge_faults",
+                        "other_node",
                         "kunit",
                     ],
                 )

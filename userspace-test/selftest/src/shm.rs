@@ -873,3 +873,62 @@ pub fn doorbell_info() -> TestResult {
     );
     Ok(())
 }
+
+/// A device node made with mknod on another file system works, and the
+/// driver does not pin that file system: it is busy while mapped, and
+/// unmounts cleanly (no "Busy inodes") once the mapping is gone.
+pub fn other_node() -> TestResult {
+    devices(1)?;
+    let _m = load()?;
+    let dev = sys::read_trim("/sys/class/misc/ivshmem0/dev").map_err(Failure::Fail)?;
+    let (major, minor) = dev
+        .split_once(':')
+        .ok_or("bad dev attribute")
+        .map_err(|e| Failure::Fail(e.into()))?;
+    let (major, minor): (u32, u32) = (major.parse()?, minor.parse()?);
+    let dir = c"/tmp/other-node";
+    let node = c"/tmp/other-node/ivshmem";
+    fs::create_dir_all("/tmp/other-node")?;
+    // SAFETY: plain system calls on NUL-terminated paths.
+    unsafe {
+        if libc::mount(
+            c"none".as_ptr(),
+            dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            fail!("mounting a tmpfs: {}", errname(errno()));
+        }
+        if libc::mknod(
+            node.as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(major, minor),
+        ) != 0
+        {
+            fail!("mknod: {}", errname(errno()));
+        }
+    }
+    let d = Device::open_path("/tmp/other-node/ivshmem")?;
+    let map = d.map(0, PAGE, CacheMode::WriteBack)?;
+    map.write_volatile(0, 0x0dd_0de_u32)?;
+    drop(d);
+    // SAFETY: a plain system call.
+    let busy = unsafe { libc::umount(dir.as_ptr()) };
+    let busy_errno = errno();
+    check!(
+        busy != 0 && busy_errno == libc::EBUSY,
+        "unmount while mapped: {}",
+        errname(if busy == 0 { 0 } else { busy_errno })
+    );
+    drop(map);
+    // SAFETY: a plain system call.
+    let r = unsafe { libc::umount(dir.as_ptr()) };
+    check!(
+        r == 0,
+        "unmount after the mapping is gone: {}",
+        errname(errno())
+    );
+    Ok(())
+}

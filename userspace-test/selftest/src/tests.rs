@@ -80,6 +80,12 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::huge_faults,
         },
         Test {
+            name: "other_node",
+            default: true,
+            about: "a mknod'ed node on a tmpfs works; the driver pins no file system",
+            run: crate::shm::other_node,
+        },
+        Test {
             name: "big_bar",
             default: false,
             about: "a BAR of 4 GiB or more maps and reads at both ends",
