@@ -5,6 +5,7 @@
  */
 #include <linux/mm.h>
 #include <linux/pci.h>
+#include <linux/timekeeping.h>
 
 #include "ivshmem_helpers.h"
 
@@ -26,4 +27,14 @@ pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot)
 int ivshmem_pci_domain_nr(struct pci_dev *pdev)
 {
 	return pci_domain_nr(pdev->bus);
+}
+
+void ivshmem_wmb(void)
+{
+	wmb();
+}
+
+u64 ivshmem_ktime_ns(void)
+{
+	return ktime_get_ns();
 }

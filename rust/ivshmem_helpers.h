@@ -13,5 +13,7 @@ pgprot_t ivshmem_pgprot_noncached(pgprot_t prot);
 pgprot_t ivshmem_pgprot_writecombine(pgprot_t prot);
 pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot);
 int ivshmem_pci_domain_nr(struct pci_dev *pdev);
+void ivshmem_wmb(void);
+u64 ivshmem_ktime_ns(void);
 
 #endif

@@ -17,13 +17,16 @@
 //! API structures, [`ids`] the device numbers.
 
 use kernel::{
+    alloc::KVec,
     device::Core,
+    irq,
     pci,
     prelude::*,
     str::CString,
     sync::Arc, //
 };
 
+mod doorbell;
 mod ids;
 mod raw;
 mod regs;
@@ -36,6 +39,7 @@ use raw::{
 };
 use shm::{
     Facts,
+    IrqHandler,
     Shm,
     ShmFile, //
 };
@@ -50,9 +54,41 @@ use shm::{
 struct Ivshmem<'bound> {
     #[pin]
     misc: miscdev::Registration<ShmFile>,
+    /// One handler per MSI-X vector; must drop before `vectors`.
+    _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
+    /// The MSI-X vectors of a doorbell device.
+    _vectors: Option<pci::IrqVectorRegistration<'bound>>,
     _index: ids::Index,
     _shm_region: raw::pci::Region<'bound>,
     _enabled: raw::pci::Enabled<'bound>,
+}
+
+/// Requests an interrupt handler for every vector of `vectors` (one
+/// shared line for INTx).
+fn request_irqs<'bound>(
+    vectors: Option<&'bound pci::IrqVectorRegistration<'bound>>,
+    shm: &Arc<Shm>,
+    intx: bool,
+) -> Result<KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>> {
+    let mut irqs = KVec::new();
+    let Some(vectors) = vectors else {
+        return Ok(irqs);
+    };
+    let flags = if intx {
+        irq::Flags::SHARED
+    } else {
+        irq::Flags::TRIGGER_NONE
+    };
+    for vector in 0..vectors.len() {
+        let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
+        let handler = IrqHandler::new(shm.clone(), vector, intx);
+        // SAFETY: the registration goes into the driver data, which drops
+        // it on unbind; it is never forgotten.
+        let reg =
+            unsafe { irq::Registration::new(request, flags, c"ivshmem", Ok::<_, Error>(handler)) };
+        irqs.push(KBox::pin_init(reg, GFP_KERNEL)?, GFP_KERNEL)?;
+    }
+    Ok(irqs)
 }
 
 /// The PCI driver.
@@ -103,6 +139,9 @@ impl pci::Driver for IvshmemDriver {
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
             let vectors = regs::msix_table_size(pdev)?.unwrap_or(0);
+            // Revision 0 devices without MSI-X raise INTx; current QEMU
+            // never does (its interrupt pin is 0).
+            let intx = vectors == 0 && regs::interrupt_pin(pdev)? != 0;
 
             let index = ids::Index::alloc()
                 .inspect_err(|_| dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES))?;
@@ -112,6 +151,7 @@ impl pci::Driver for IvshmemDriver {
                 phys,
                 revision: pdev.revision_id(),
                 vectors,
+                intx,
                 address: raw::pci::address(pdev),
                 subsystem_vendor: pdev.subsystem_vendor_id(),
                 subsystem_device: pdev.subsystem_device_id(),
@@ -126,9 +166,43 @@ impl pci::Driver for IvshmemDriver {
                 ivposition,
                 vectors
             );
-            let shm = Arc::pin_init(Shm::new(facts, window, bar0), GFP_KERNEL)?;
+            // QEMU honours 8 bits of the vector: more could never be rung.
+            let nvec = if intx {
+                1
+            } else {
+                usize::from(vectors).min(uapi::MAX_VECTORS)
+            };
+            let shm = Arc::pin_init(Shm::new(facts, window, bar0, nvec)?, GFP_KERNEL)?;
+            let irq_vectors = if nvec > 0 {
+                pdev.set_master();
+                let n = u32::try_from(nvec)?;
+                let kind = if intx {
+                    shm.intx_enable()?;
+                    pci::IrqType::Intx
+                } else {
+                    pci::IrqType::MsiX
+                };
+                let types = pci::IrqTypes::default().with(kind);
+                Some(pdev.alloc_irq_vectors(n, n, types).inspect_err(|e| {
+                    dev_err!(pdev, "cannot allocate {n} MSI-X vectors: {e:?}\n")
+                })?)
+            } else {
+                None
+            };
 
             Ok(try_pin_init!(Ivshmem {
+                _vectors: irq_vectors,
+                _irqs: request_irqs(
+                    _vectors.as_ref().map(|v| {
+                        // SAFETY: `_vectors` is initialised above (pin-init
+                        // runs the fields in this order), lives pinned in the
+                        // driver data for `'bound`, and drops after `_irqs`,
+                        // declared before it.
+                        unsafe { &*core::ptr::from_ref(v) }
+                    }),
+                    &shm,
+                    intx
+                )?,
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),
@@ -145,7 +219,7 @@ impl pci::Driver for IvshmemDriver {
 
     fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         this.misc.data().revoke();
-        dev_info!(pdev, "unbound; open files and mappings revoked\n");
+        dev_info!(pdev, "unbound; open files, mappings and waiters revoked\n");
     }
 }
 

@@ -10,6 +10,11 @@
 //! raise SIGBUS. The `Arc` keeps the state itself alive until the last
 //! file and mapping are gone.
 
+use crate::doorbell::{self, Events};
+use crate::raw::{
+    eventfd::EventFd,
+    helpers, //
+};
 use crate::raw::{
     mappings::{
         Mapping,
@@ -44,6 +49,7 @@ use kernel::{
     mm::virt::VmaNew,
     new_mutex, pci,
     prelude::*,
+    sync::poll::PollTable,
     sync::{
         atomic::{
             Atomic,
@@ -54,7 +60,9 @@ use kernel::{
     transmute::AsBytes,
     uaccess::{
         UserPtr,
-        UserSlice, //
+        UserSlice,
+        UserSliceReader,
+        UserSliceWriter, //
     },
 };
 
@@ -72,6 +80,8 @@ pub(crate) struct Facts {
     pub(crate) revision: u8,
     /// MSI-X table size; 0 on `ivshmem-plain`.
     pub(crate) vectors: u16,
+    /// Doorbells arrive on INTx (a revision 0 device without MSI-X).
+    pub(crate) intx: bool,
     /// PCI address.
     pub(crate) address: Address,
     /// PCI subsystem vendor id.
@@ -84,6 +94,8 @@ impl Facts {
     fn features(&self) -> u32 {
         if self.vectors > 0 {
             uapi::FEATURE_DOORBELL | uapi::FEATURE_MSIX
+        } else if self.intx {
+            uapi::FEATURE_DOORBELL | uapi::FEATURE_INTX
         } else {
             0
         }
@@ -110,6 +122,48 @@ pub(crate) struct Shm {
     live: Mutex<Live>,
     /// Entries inserted by faults: PTEs, PMDs, PUDs.
     faults: [Atomic<u64>; 3],
+    /// Doorbells received.
+    #[pin]
+    events: Events,
+}
+
+/// The interrupt handler of one vector of a device.
+pub(crate) struct IrqHandler {
+    shm: Arc<Shm>,
+    vector: usize,
+    intx: bool,
+}
+
+impl IrqHandler {
+    /// A handler for `vector` (MSI-X), or for the INTx line.
+    pub(crate) fn new(shm: Arc<Shm>, vector: usize, intx: bool) -> Self {
+        Self { shm, vector, intx }
+    }
+}
+
+impl kernel::irq::Handler for IrqHandler {
+    fn handle(&self) -> kernel::irq::IrqReturn {
+        if self.intx {
+            // The line may be shared: IntrStatus says whether it is ours.
+            match self.shm.bar0.try_access() {
+                Some(bar) => doorbell::intx_service(&*bar, &self.shm.events),
+                None => kernel::irq::IrqReturn::None,
+            }
+        } else {
+            // MSI-X: the interrupt is ours; IntrStatus is not involved.
+            self.shm.events.fire(self.vector);
+            kernel::irq::IrqReturn::Handled
+        }
+    }
+}
+
+impl Shm {
+    /// Enables INTx in the device's IntrMask.
+    pub(crate) fn intx_enable(&self) -> Result {
+        let bar = self.bar0.try_access().ok_or(ENODEV)?;
+        doorbell::intx_enable(&*bar);
+        Ok(())
+    }
 }
 
 impl Shm {
@@ -118,8 +172,10 @@ impl Shm {
         facts: Facts,
         window: IoWindow,
         bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
-    ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
+        nvec: usize,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let events = Events::new(nvec)?;
+        Ok(try_pin_init!(Self {
             facts,
             window,
             bar0,
@@ -129,7 +185,8 @@ impl Shm {
                 mappings: Mappings::new(),
             }),
             faults: [const { Atomic::new(0) }; 3],
-        })
+            events <- events,
+        }))
     }
 
     /// The device is going away: refuse everything from now on and zap
@@ -140,6 +197,20 @@ impl Shm {
         live.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
         live.memtype = None;
+        drop(live);
+        // Blocked readers return ENODEV, pollers see EPOLLHUP | EPOLLERR.
+        self.events.revoke();
+    }
+
+    /// Rings `vector` of `peer`. Earlier writes of the caller (to shared
+    /// memory, through any mapping) reach memory before the doorbell.
+    fn ring(&self, peer: u16, vector: u16) -> Result {
+        let bar = self.bar0.try_access().ok_or(ENODEV)?;
+        // `writel` orders earlier writes to ordinary memory, but not
+        // write-combined ones on every CPU: a full write barrier does.
+        helpers::wmb();
+        regs::ring(&bar, peer, vector);
+        Ok(())
     }
 
     fn check_alive(&self) -> Result {
@@ -164,7 +235,7 @@ impl Shm {
         Ok(uapi::Info {
             size: f.size,
             ivposition,
-            vectors: f.vectors.into(),
+            vectors: if f.intx { 1 } else { f.vectors.into() },
             features: f.features(),
             flags: if ivposition < 0 {
                 uapi::INFO_NOT_READY
@@ -234,13 +305,176 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
 }
 
 /// An open `/dev/ivshmemN`.
+#[pin_data]
 pub(crate) struct OpenFile {
     shm: Arc<Shm>,
     /// `uapi::CACHE_*` for later mmaps.
     cache: Atomic<u32>,
+    /// Per vector, the interrupt count this file has reported.
+    seen: KVec<Atomic<u64>>,
+    /// The vectors this file waits on.
+    mask: [Atomic<u64>; uapi::MAX_VECTORS / 64],
+    /// Serialises readers of this file.
+    #[pin]
+    read_lock: Mutex<()>,
+}
+
+/// Reads a structure of at least `size_of::<T>()` bytes from user space,
+/// requiring any longer tail (a newer caller's fields) to be zero.
+fn read_struct<T: kernel::transmute::FromBytes>(arg: usize, size: usize) -> Result<T> {
+    if size < core::mem::size_of::<T>() {
+        return Err(EINVAL);
+    }
+    let mut r: UserSliceReader = UserSlice::new(UserPtr::from_addr(arg), size).reader();
+    let v: T = r.read()?;
+    let mut rest = [0u8; 64];
+    while !r.is_empty() {
+        let n = r.len().min(rest.len());
+        r.read_slice(&mut rest[..n])?;
+        if rest[..n].iter().any(|b| *b != 0) {
+            return Err(E2BIG);
+        }
+    }
+    Ok(v)
 }
 
 impl OpenFile {
+    /// This file's identity, for its eventfd bindings.
+    fn id(&self) -> usize {
+        core::ptr::from_ref(self) as usize
+    }
+
+    fn events(&self) -> Result<&Events> {
+        match self.shm.events.vectors() {
+            0 => Err(EOPNOTSUPP),
+            _ => Ok(&self.shm.events),
+        }
+    }
+
+    fn mask_now(&self) -> [u64; uapi::MAX_VECTORS / 64] {
+        let mut m = [0u64; uapi::MAX_VECTORS / 64];
+        for (d, s) in m.iter_mut().zip(&self.mask) {
+            *d = s.load(Relaxed);
+        }
+        m
+    }
+
+    fn seen_now(&self) -> Result<KVec<u64>> {
+        let mut v = KVec::with_capacity(self.seen.len(), GFP_KERNEL)?;
+        for s in &self.seen {
+            v.push(s.load(Relaxed), GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    /// Waits for events and writes them to `out`.
+    fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        let ev = self.events()?;
+        let rec = core::mem::size_of::<uapi::Event>();
+        let max = (out.len() / rec).min(ev.vectors());
+        if max == 0 {
+            return Err(EINVAL);
+        }
+        let _reader = self.read_lock.lock();
+        let seen = self.seen_now()?;
+        let mask = self.mask_now();
+        let mut found = KVec::with_capacity(max, GFP_KERNEL)?;
+        let mut st = ev.state.lock();
+        loop {
+            if st.gone {
+                return Err(ENODEV);
+            }
+            doorbell::pending(&st, &seen, &mask, max, &mut found)?;
+            if !found.is_empty() {
+                break;
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if ev.wait.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        drop(st);
+        for (v, _, n, stamp) in found.iter() {
+            let e = uapi::Event {
+                vector: u16::try_from(*v)?,
+                flags: 0,
+                count: u32::try_from(*n).unwrap_or(u32::MAX),
+                timestamp_ns: *stamp,
+            };
+            out.write(&e)?;
+        }
+        // Only what reached the caller counts as seen.
+        for (v, count, _, _) in found.iter() {
+            self.seen[*v].store(*count, Relaxed);
+        }
+        Ok(found.len() * rec)
+    }
+
+    fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        let Ok(ev) = self.events() else {
+            return uapi::EPOLLERR;
+        };
+        table.register_wait(file, &ev.wait);
+        let Ok(seen) = self.seen_now() else {
+            return uapi::EPOLLERR;
+        };
+        let mask = self.mask_now();
+        let mut one = KVec::new();
+        let st = ev.state.lock();
+        if st.gone {
+            return uapi::EPOLLHUP | uapi::EPOLLERR;
+        }
+        let r = doorbell::pending(&st, &seen, &mask, 1, &mut one);
+        drop(st);
+        match r {
+            Ok(()) if !one.is_empty() => uapi::EPOLLIN | uapi::EPOLLRDNORM,
+            Ok(()) => 0,
+            Err(_) => uapi::EPOLLERR,
+        }
+    }
+
+    /// `IVSHMEM_IOCTL_RING`.
+    fn ioctl_ring(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::Ring = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved != 0 || usize::from(req.vector) >= uapi::MAX_VECTORS {
+            return Err(EINVAL);
+        }
+        self.events()?;
+        self.shm.ring(req.peer, req.vector)
+    }
+
+    /// `IVSHMEM_IOCTL_SET_MASK`.
+    fn ioctl_set_mask(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::Mask = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved0 != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        self.events()?;
+        for (d, s) in self.mask.iter().zip(req.mask) {
+            d.store(s, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// `IVSHMEM_IOCTL_BIND_EVENTFD`.
+    fn ioctl_bind_eventfd(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::EventFdBind = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let ev = self.events()?;
+        if usize::from(req.vector) >= ev.vectors() {
+            return Err(EINVAL);
+        }
+        let efd = match req.fd {
+            -1 => None,
+            fd => Some(EventFd::from_fd(fd)?),
+        };
+        ev.bind(self.id(), usize::from(req.vector), efd)
+    }
+
     fn cache_mode(&self) -> CacheMode {
         match self.cache.load(Relaxed) {
             uapi::CACHE_WC => CacheMode::WriteCombining,
@@ -271,21 +505,8 @@ impl OpenFile {
 
     /// `IVSHMEM_IOCTL_SET_CACHE`.
     fn ioctl_set_cache(&self, arg: usize, size: usize) -> Result {
-        let known = core::mem::size_of::<uapi::Cache>();
-        if size < known {
-            return Err(EINVAL);
-        }
-        let mut r = UserSlice::new(UserPtr::from_addr(arg), size).reader();
-        let req: uapi::Cache = r.read()?;
         // A newer caller's extra fields must be zero: we cannot honour them.
-        let mut rest = [0u8; 64];
-        while !r.is_empty() {
-            let n = r.len().min(rest.len());
-            r.read_slice(&mut rest[..n])?;
-            if rest[..n].iter().any(|b| *b != 0) {
-                return Err(E2BIG);
-            }
-        }
+        let req: uapi::Cache = read_struct(arg, size)?;
         if req.flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
@@ -309,21 +530,46 @@ pub(crate) struct ShmFile;
 
 impl FileOps for ShmFile {
     type Device = Arc<Shm>;
-    type Ptr = KBox<OpenFile>;
+    type Ptr = Pin<KBox<OpenFile>>;
 
-    fn open(shm: &Arc<Shm>, _file: &File) -> Result<KBox<OpenFile>> {
+    fn open(shm: &Arc<Shm>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
         shm.check_alive()?;
-        KBox::new(
-            OpenFile {
+        // Every interrupt from now on, on every vector, is this file's.
+        let counts = shm.events.counts()?;
+        let mut seen = KVec::with_capacity(counts.len(), GFP_KERNEL)?;
+        for c in counts.iter() {
+            seen.push(Atomic::new(*c), GFP_KERNEL)?;
+        }
+        KBox::pin_init(
+            try_pin_init!(OpenFile {
                 shm: shm.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
-            },
+                seen,
+                mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
+                read_lock <- new_mutex!(()),
+            }),
             GFP_KERNEL,
         )
-        .map_err(Into::into)
     }
 
-    fn mmap(this: &OpenFile, file: &File, vma: &VmaNew) -> Result {
+    fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
+        this.shm.events.unbind_file(this.id());
+    }
+
+    fn read(
+        this: Pin<&OpenFile>,
+        _file: &File,
+        out: &mut UserSliceWriter,
+        nonblock: bool,
+    ) -> Result<usize> {
+        this.read_events(out, nonblock)
+    }
+
+    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable<'_>) -> u32 {
+        this.poll_events(file, table)
+    }
+
+    fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
         let shm = &this.shm;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
@@ -359,7 +605,7 @@ impl FileOps for ShmFile {
         vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
     }
 
-    fn ioctl(this: &OpenFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: Pin<&OpenFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         if _IOC_TYPE(cmd) != uapi::MAGIC {
             return Err(ENOTTY);
         }
@@ -372,6 +618,12 @@ impl FileOps for ShmFile {
             this.ioctl_info(arg, size)?;
         } else if is(uapi::IOCTL_SET_CACHE) {
             this.ioctl_set_cache(arg, size)?;
+        } else if is(uapi::IOCTL_RING) {
+            this.ioctl_ring(arg, size)?;
+        } else if is(uapi::IOCTL_SET_MASK) {
+            this.ioctl_set_mask(arg, size)?;
+        } else if is(uapi::IOCTL_BIND_EVENTFD) {
+            this.ioctl_bind_eventfd(arg, size)?;
         } else {
             return Err(ENOTTY);
         }
@@ -387,6 +639,7 @@ impl FileOps for ShmFile {
             b"revision" => write!(out, "{}", f.revision),
             b"features" => match f.features() {
                 0 => write!(out, "plain"),
+                x if x & uapi::FEATURE_INTX != 0 => write!(out, "doorbell intx"),
                 _ => write!(out, "doorbell msix"),
             },
             b"faults" => write!(

@@ -23,7 +23,6 @@ pub(crate) const FEATURE_DOORBELL: u32 = 1 << 0;
 /// `ivshmem_info.features`: doorbells arrive as MSI-X.
 pub(crate) const FEATURE_MSIX: u32 = 1 << 1;
 /// `ivshmem_info.features`: doorbells arrive as INTx.
-#[expect(dead_code, reason = "reported by INTx support (doorbell issue)")]
 pub(crate) const FEATURE_INTX: u32 = 1 << 2;
 
 /// `ivshmem_info.flags`: IVPosition reads -1, the memory is not there yet.
@@ -72,12 +71,92 @@ unsafe impl AsBytes for Cache {}
 // SAFETY: any bit pattern is a valid `Cache`.
 unsafe impl FromBytes for Cache {}
 
+/// `poll` events (`include/uapi/linux/eventpoll.h`).
+pub(crate) const EPOLLIN: u32 = 0x0001;
+/// `EPOLLERR`.
+pub(crate) const EPOLLERR: u32 = 0x0008;
+/// `EPOLLHUP`.
+pub(crate) const EPOLLHUP: u32 = 0x0010;
+/// `EPOLLRDNORM`.
+pub(crate) const EPOLLRDNORM: u32 = 0x0040;
+
+/// Vectors a doorbell can address (QEMU honours 8 bits).
+pub(crate) const MAX_VECTORS: usize = 256;
+
+/// `struct ivshmem_ring`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ring {
+    pub(crate) peer: u16,
+    pub(crate) vector: u16,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u64,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding.
+unsafe impl AsBytes for Ring {}
+// SAFETY: any bit pattern is a valid `Ring`.
+unsafe impl FromBytes for Ring {}
+
+/// `struct ivshmem_mask`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Mask {
+    pub(crate) mask: [u64; MAX_VECTORS / 64],
+    pub(crate) flags: u32,
+    pub(crate) reserved0: u32,
+    pub(crate) reserved: u64,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding.
+unsafe impl AsBytes for Mask {}
+// SAFETY: any bit pattern is a valid `Mask`.
+unsafe impl FromBytes for Mask {}
+
+/// `struct ivshmem_eventfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct EventFdBind {
+    pub(crate) fd: i32,
+    pub(crate) vector: u16,
+    pub(crate) flags: u16,
+    pub(crate) reserved: u64,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding.
+unsafe impl AsBytes for EventFdBind {}
+// SAFETY: any bit pattern is a valid `EventFdBind`.
+unsafe impl FromBytes for EventFdBind {}
+
+/// `struct ivshmem_event`, what read() returns.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Event {
+    pub(crate) vector: u16,
+    pub(crate) flags: u16,
+    pub(crate) count: u32,
+    pub(crate) timestamp_ns: u64,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding.
+unsafe impl AsBytes for Event {}
+
 /// `IVSHMEM_IOCTL_INFO`.
 pub(crate) const IOCTL_INFO: u32 = _IOR::<Info>(MAGIC, 0x00);
 /// `IVSHMEM_IOCTL_SET_CACHE`.
 pub(crate) const IOCTL_SET_CACHE: u32 = _IOW::<Cache>(MAGIC, 0x01);
+/// `IVSHMEM_IOCTL_RING`.
+pub(crate) const IOCTL_RING: u32 = _IOW::<Ring>(MAGIC, 0x02);
+/// `IVSHMEM_IOCTL_SET_MASK`.
+pub(crate) const IOCTL_SET_MASK: u32 = _IOW::<Mask>(MAGIC, 0x03);
+/// `IVSHMEM_IOCTL_BIND_EVENTFD`.
+pub(crate) const IOCTL_BIND_EVENTFD: u32 = _IOW::<EventFdBind>(MAGIC, 0x04);
 
 const _: () = assert!(core::mem::size_of::<Info>() == 72);
 const _: () = assert!(core::mem::size_of::<Cache>() == 16);
 const _: () = assert!(IOCTL_INFO == 0x8048_b900);
 const _: () = assert!(IOCTL_SET_CACHE == 0x4010_b901);
+const _: () = assert!(core::mem::size_of::<Ring>() == 16);
+const _: () = assert!(core::mem::size_of::<Mask>() == 48);
+const _: () = assert!(core::mem::size_of::<EventFdBind>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 16);

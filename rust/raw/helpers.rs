@@ -17,6 +17,23 @@ extern "C" {
     /// opaque here: `struct pci_dev` ends in a flexible array Rust deems
     /// not FFI-safe.)
     pub(crate) fn ivshmem_pci_domain_nr(pdev: *mut c_void) -> c_int;
+    /// `wmb()`: orders earlier memory writes (write-combined ones too)
+    /// before later ones, including MMIO.
+    pub(crate) fn ivshmem_wmb();
+    /// `ktime_get_ns()`: CLOCK_MONOTONIC in nanoseconds; NMI-safe.
+    pub(crate) fn ivshmem_ktime_ns() -> u64;
+}
+
+/// `wmb()`.
+pub(crate) fn wmb() {
+    // SAFETY: a barrier; no memory is touched.
+    unsafe { ivshmem_wmb() }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, callable in interrupt context.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: reads the clock.
+    unsafe { ivshmem_ktime_ns() }
 }
 
 use kernel::prelude::{

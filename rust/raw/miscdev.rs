@@ -20,10 +20,16 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     str::CString,
+    sync::poll::PollTable,
     types::{
         ForeignOwnable,
         Opaque, //
     }, //
+    uaccess::{
+        UserPtr,
+        UserSlice,
+        UserSliceWriter, //
+    },
 };
 
 /// The file operations of a misc device, implemented by the driver.
@@ -44,6 +50,22 @@ pub(crate) trait FileOps: Sized + 'static {
     /// Sets up a mapping.
     fn mmap(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, file: &File, vma: &VmaNew)
         -> Result;
+
+    /// Reads into `out`; `nonblock` is the file's O_NONBLOCK.
+    fn read(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        file: &File,
+        out: &mut UserSliceWriter,
+        nonblock: bool,
+    ) -> Result<usize>;
+
+    /// Registers `table` on the file's wait queues and returns the
+    /// `EPOLL*` events ready now.
+    fn poll(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        file: &File,
+        table: &PollTable<'_>,
+    ) -> u32;
 
     /// Handles an ioctl.
     fn ioctl(
@@ -259,6 +281,8 @@ impl<T: FileOps> Vtable<T> {
         release: Some(Self::release),
         mmap: Some(Self::mmap),
         unlocked_ioctl: Some(Self::ioctl),
+        read: Some(Self::read),
+        poll: Some(Self::poll),
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: bindings::compat_ptr_ioctl,
         // PMD-align mappings (with the file offset) so that huge entries fit.
@@ -320,6 +344,44 @@ impl<T: FileOps> Vtable<T> {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
+    }
+
+    /// # Safety
+    ///
+    /// Called on an open file with a user buffer of `len` bytes.
+    unsafe extern "C" fn read(
+        raw: *mut bindings::file,
+        buf: *mut c_char,
+        len: usize,
+        _pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: between open and release, private data is a `T::Ptr`.
+        let this = unsafe { T::Ptr::borrow((*raw).private_data) };
+        // SAFETY: the file is valid for the call.
+        let file = unsafe { File::from_raw_file(raw) };
+        let nonblock = file.flags() & bindings::O_NONBLOCK != 0;
+        let mut out = UserSlice::new(UserPtr::from_addr(buf as usize), len).writer();
+        match T::read(this, file, &mut out, nonblock) {
+            // CAST: at most `len`, which fits an `isize`.
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called on an open file with a valid poll table (or NULL).
+    unsafe extern "C" fn poll(
+        raw: *mut bindings::file,
+        wait: *mut bindings::poll_table_struct,
+    ) -> bindings::__poll_t {
+        // SAFETY: between open and release, private data is a `T::Ptr`.
+        let this = unsafe { T::Ptr::borrow((*raw).private_data) };
+        // SAFETY: the file is valid for the call.
+        let file = unsafe { File::from_raw_file(raw) };
+        // SAFETY: the caller provides a valid poll table for this call.
+        let table = unsafe { PollTable::from_raw(wait) };
+        T::poll(this, file, &table)
     }
 
     /// # Safety

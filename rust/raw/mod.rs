@@ -6,6 +6,7 @@
 //! safe methods cannot be misused from the driver logic. Each wrapper
 //! documents its invariants; the rest of the crate is safe Rust.
 
+pub(crate) mod eventfd;
 pub(crate) mod helpers;
 pub(crate) mod mappings;
 pub(crate) mod miscdev;

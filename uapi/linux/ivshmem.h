@@ -7,6 +7,11 @@
  *   ioctl(fd, IVSHMEM_IOCTL_INFO, &info)         size, IVPosition, vectors...
  *   ioctl(fd, IVSHMEM_IOCTL_SET_CACHE, &cache)   cache mode of later mmaps
  *   mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)
+ *   ioctl(fd, IVSHMEM_IOCTL_RING, &ring)         interrupt a peer
+ *   read(fd, events, n * sizeof(*events))        wait for doorbells
+ *   poll(fd) / select / epoll                    POLLIN while some are pending
+ *   ioctl(fd, IVSHMEM_IOCTL_SET_MASK, &mask)     which vectors this file sees
+ *   ioctl(fd, IVSHMEM_IOCTL_BIND_EVENTFD, &efd)  signal an eventfd on a vector
  *
  * Extending structures: every structure is passed with its size encoded in
  * the ioctl number (_IOC_SIZE), the way DRM does it. Fields are only ever
@@ -99,7 +104,92 @@ struct ivshmem_cache {
 	__u64 reserved;
 };
 
-#define IVSHMEM_IOCTL_INFO      _IOR(IVSHMEM_IOCTL_MAGIC, 0x00, struct ivshmem_info)
-#define IVSHMEM_IOCTL_SET_CACHE _IOW(IVSHMEM_IOCTL_MAGIC, 0x01, struct ivshmem_cache)
+/* The doorbell carries 8 bits of vector: QEMU ignores the rest. */
+#define IVSHMEM_MAX_VECTORS 256
+
+/**
+ * struct ivshmem_ring - interrupt a peer (IVSHMEM_IOCTL_RING)
+ * @peer:     the peer's id (its IVPosition), 0..65535
+ * @vector:   the vector to raise at that peer, 0..IVSHMEM_MAX_VECTORS - 1
+ * @flags:    zero
+ * @reserved: zero
+ *
+ * Whether that peer exists and has that vector cannot be known from the
+ * guest: QEMU drops a ring to an absent peer or vector silently. Writes to
+ * the shared memory made before the ring are visible to the peer when its
+ * interrupt arrives. Fails with -EOPNOTSUPP on ivshmem-plain devices.
+ */
+struct ivshmem_ring {
+	__u16 peer;
+	__u16 vector;
+	__u32 flags;
+	__u64 reserved;
+};
+
+/**
+ * struct ivshmem_mask - vectors this open file waits on (IVSHMEM_IOCTL_SET_MASK)
+ * @mask:     bit v (mask[v / 64] & (1 << v % 64)) selects vector v; all set
+ *            when a file is opened
+ * @flags:    zero
+ * @reserved: zero
+ *
+ * Interrupts on other vectors still count: they are reported when the mask
+ * selects them again.
+ */
+struct ivshmem_mask {
+	__u64 mask[IVSHMEM_MAX_VECTORS / 64];
+	__u32 flags;
+	__u32 reserved0;
+	__u64 reserved;
+};
+
+/**
+ * struct ivshmem_eventfd - signal an eventfd on a vector (IVSHMEM_IOCTL_BIND_EVENTFD)
+ * @fd:       an eventfd; -1 removes this file's binding of @vector
+ * @vector:   the vector, below the device's vector count
+ * @flags:    zero
+ * @reserved: zero
+ *
+ * Each interrupt on @vector adds 1 to the eventfd. A file binds at most
+ * one eventfd per vector (binding again replaces it); closing the file or
+ * removing the device releases its bindings.
+ */
+struct ivshmem_eventfd {
+	__s32 fd;
+	__u16 vector;
+	__u16 flags;
+	__u64 reserved;
+};
+
+/**
+ * struct ivshmem_event - what read() returns, one per vector that fired
+ * @vector:       the vector
+ * @flags:        zero
+ * @count:        interrupts on it since this file last read it (or opened);
+ *                QEMU merges rings that arrive before it has delivered the
+ *                previous one, so this counts interrupts, not rings
+ * @timestamp_ns: CLOCK_MONOTONIC time of its latest interrupt, taken in the
+ *                interrupt handler: compare with clock_gettime() after
+ *                waking to measure wake-up latency
+ *
+ * read() needs room for at least one event (-EINVAL otherwise), returns as
+ * many whole events as fit (vectors not returned stay pending), blocks
+ * until one is pending unless O_NONBLOCK (-EAGAIN), is interrupted by
+ * signals, and fails with -ENODEV once the device is gone and
+ * -EOPNOTSUPP on ivshmem-plain devices. Every open file sees every
+ * interrupt that arrives after it was opened.
+ */
+struct ivshmem_event {
+	__u16 vector;
+	__u16 flags;
+	__u32 count;
+	__u64 timestamp_ns;
+};
+
+#define IVSHMEM_IOCTL_INFO         _IOR(IVSHMEM_IOCTL_MAGIC, 0x00, struct ivshmem_info)
+#define IVSHMEM_IOCTL_SET_CACHE    _IOW(IVSHMEM_IOCTL_MAGIC, 0x01, struct ivshmem_cache)
+#define IVSHMEM_IOCTL_RING         _IOW(IVSHMEM_IOCTL_MAGIC, 0x02, struct ivshmem_ring)
+#define IVSHMEM_IOCTL_SET_MASK     _IOW(IVSHMEM_IOCTL_MAGIC, 0x03, struct ivshmem_mask)
+#define IVSHMEM_IOCTL_BIND_EVENTFD _IOW(IVSHMEM_IOCTL_MAGIC, 0x04, struct ivshmem_eventfd)
 
 #endif /* _UAPI_LINUX_IVSHMEM_H */

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Doorbells: the interrupts peers ring on this device, counted per vector
+//! and delivered to every open file (read, poll, eventfd).
+//!
+//! The interrupt handler only counts, timestamps, signals bound eventfds
+//! and wakes waiters. Each open file keeps the counts it has seen, so
+//! readers never take events from each other.
+
+use crate::raw::{
+    eventfd::EventFd,
+    helpers, //
+};
+use crate::uapi;
+use kernel::{
+    alloc::KVec,
+    irq, new_poll_condvar,
+    prelude::*,
+    sync::{
+        new_spinlock_irq,
+        poll::PollCondVar,
+        SpinLockIrq, //
+    },
+};
+
+/// An eventfd bound by an open file to a vector.
+struct Binding {
+    file: usize,
+    vector: usize,
+    efd: EventFd,
+}
+
+/// What the interrupt handler updates, under [`Events::state`].
+pub(crate) struct State {
+    /// The device is gone: readers get `ENODEV`.
+    pub(crate) gone: bool,
+    /// Interrupts so far, per vector.
+    pub(crate) counts: KVec<u64>,
+    /// CLOCK_MONOTONIC of the latest interrupt, per vector.
+    pub(crate) stamps: KVec<u64>,
+    bindings: KVec<Binding>,
+}
+
+/// The doorbell state of a device.
+#[pin_data]
+pub(crate) struct Events {
+    nvec: usize,
+    #[pin]
+    pub(crate) state: SpinLockIrq<State>,
+    #[pin]
+    pub(crate) wait: PollCondVar,
+}
+
+impl Events {
+    /// State for `nvec` vectors (0 on ivshmem-plain).
+    pub(crate) fn new(nvec: usize) -> Result<impl PinInit<Self, Error>> {
+        let mut counts = KVec::with_capacity(nvec, GFP_KERNEL)?;
+        let mut stamps = KVec::with_capacity(nvec, GFP_KERNEL)?;
+        for _ in 0..nvec {
+            counts.push(0, GFP_KERNEL)?;
+            stamps.push(0, GFP_KERNEL)?;
+        }
+        Ok(try_pin_init!(Self {
+            nvec,
+            state <- new_spinlock_irq!(State {
+                gone: false,
+                counts,
+                stamps,
+                bindings: KVec::new(),
+            }),
+            wait <- new_poll_condvar!(),
+        }))
+    }
+
+    /// Vectors this device receives on.
+    pub(crate) fn vectors(&self) -> usize {
+        self.nvec
+    }
+
+    /// An interrupt on `vector`. Interrupt context.
+    pub(crate) fn fire(&self, vector: usize) {
+        let now = helpers::now_ns();
+        let mut st = self.state.lock();
+        if let Some(c) = st.counts.get_mut(vector) {
+            *c = c.wrapping_add(1);
+        }
+        if let Some(t) = st.stamps.get_mut(vector) {
+            *t = now;
+        }
+        for b in st.bindings.iter().filter(|b| b.vector == vector) {
+            b.efd.signal();
+        }
+        drop(st);
+        self.wait.notify_all();
+    }
+
+    /// The device is gone: wake every reader and poller, release every
+    /// eventfd.
+    pub(crate) fn revoke(&self) {
+        let released = {
+            let mut st = self.state.lock();
+            st.gone = true;
+            core::mem::take(&mut st.bindings)
+        };
+        drop(released);
+        self.wait.notify_all();
+    }
+
+    /// The counts now, for a new file to start from.
+    pub(crate) fn counts(&self) -> Result<KVec<u64>> {
+        let mut v = KVec::with_capacity(self.nvec, GFP_KERNEL)?;
+        let st = self.state.lock();
+        for c in st.counts.iter() {
+            v.push(*c, GFP_ATOMIC)?;
+        }
+        Ok(v)
+    }
+
+    /// Binds `efd` to `vector` for `file`, replacing its previous binding
+    /// of that vector; `None` only removes it.
+    pub(crate) fn bind(&self, file: usize, vector: usize, efd: Option<EventFd>) -> Result {
+        if vector >= self.nvec {
+            return Err(EINVAL);
+        }
+        let old = {
+            let mut st = self.state.lock();
+            if st.gone {
+                return Err(ENODEV);
+            }
+            let old = st
+                .bindings
+                .iter()
+                .position(|b| b.file == file && b.vector == vector)
+                .and_then(|i| st.bindings.remove(i).ok());
+            if let Some(efd) = efd {
+                st.bindings
+                    .push(Binding { file, vector, efd }, GFP_ATOMIC)?;
+            }
+            old
+        };
+        // Released outside the interrupt-disabling lock.
+        drop(old);
+        Ok(())
+    }
+
+    /// Releases every binding of `file` (it is closing).
+    pub(crate) fn unbind_file(&self, file: usize) {
+        let mut gone = KVec::new();
+        {
+            let mut st = self.state.lock();
+            while let Some(i) = st.bindings.iter().position(|b| b.file == file) {
+                if let Ok(b) = st.bindings.remove(i) {
+                    // On allocation failure the binding drops right here.
+                    let _ = gone.push(b, GFP_ATOMIC);
+                }
+            }
+        }
+        drop(gone);
+    }
+}
+
+/// The registers an INTx handler touches (revision 0 devices): a trait so
+/// that KUnit can check the logic without a device that raises INTx.
+pub(crate) trait IntxRegs {
+    /// Reads IntrStatus; the read clears it.
+    fn read_status(&self) -> u32;
+    /// Writes IntrMask.
+    fn write_mask(&self, mask: u32);
+}
+
+/// Enables INTx on the device: the spec's IntrMask selects which status
+/// bits raise the line.
+pub(crate) fn intx_enable(regs: &impl IntxRegs) {
+    regs.write_mask(u32::MAX);
+}
+
+/// Services an INTx interrupt: acknowledges it by reading IntrStatus (the
+/// read clears it), and reports `IrqReturn::None` when it reads zero, since
+/// the line may be shared with other devices. A doorbell counts on
+/// vector 0, the only one INTx has.
+pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqReturn {
+    if regs.read_status() == 0 {
+        return irq::IrqReturn::None;
+    }
+    events.fire(0);
+    irq::IrqReturn::Handled
+}
+
+/// Pending events of a file: for each selected vector whose count differs
+/// from what the file saw, `(vector, new count, events, timestamp)`, at
+/// most `max` of them.
+pub(crate) fn pending(
+    st: &State,
+    seen: &[u64],
+    mask: &[u64; uapi::MAX_VECTORS / 64],
+    max: usize,
+    out: &mut KVec<(usize, u64, u64, u64)>,
+) -> Result {
+    for (v, (c, s)) in st.counts.iter().zip(seen).enumerate() {
+        if out.len() >= max {
+            break;
+        }
+        let selected = mask
+            .get(v / 64)
+            .is_some_and(|m| m & (1u64 << (v % 64)) != 0);
+        if selected && c != s {
+            out.push((v, *c, c.wrapping_sub(*s), st.stamps[v]), GFP_ATOMIC)?;
+        }
+    }
+    Ok(())
+}
+
+#[kunit_tests(ivshmem_intx)]
+mod tests {
+    use super::*;
+    use core::cell::Cell;
+
+    /// Registers that read as a device would: the status clears on read.
+    struct FakeRegs {
+        status: Cell<u32>,
+        mask: Cell<u32>,
+        reads: Cell<u32>,
+    }
+
+    impl IntxRegs for FakeRegs {
+        fn read_status(&self) -> u32 {
+            self.reads.set(self.reads.get() + 1);
+            self.status.replace(0)
+        }
+
+        fn write_mask(&self, mask: u32) {
+            self.mask.set(mask);
+        }
+    }
+
+    fn fake(status: u32) -> FakeRegs {
+        FakeRegs {
+            status: Cell::new(status),
+            mask: Cell::new(0),
+            reads: Cell::new(0),
+        }
+    }
+
+    fn count(ev: &Events) -> u64 {
+        ev.state.lock().counts[0]
+    }
+
+    #[test]
+    fn intx_enable_sets_the_mask() {
+        let regs = fake(0);
+        intx_enable(&regs);
+        assert_eq!(regs.mask.get(), u32::MAX);
+    }
+
+    #[test]
+    fn intx_status_zero_is_not_ours() -> Result {
+        let ev = KBox::pin_init(Events::new(1)?, GFP_KERNEL)?;
+        let regs = fake(0);
+        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
+        assert_eq!(regs.reads.get(), 1);
+        assert_eq!(count(&ev), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn intx_status_set_is_acknowledged_and_counted() -> Result {
+        let ev = KBox::pin_init(Events::new(1)?, GFP_KERNEL)?;
+        let regs = fake(1);
+        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::Handled));
+        // The status was read, and so cleared.
+        assert_eq!(regs.status.get(), 0);
+        assert_eq!(count(&ev), 1);
+        // The status is clear now: a second interrupt on a shared line is
+        // someone else's.
+        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
+        assert_eq!(count(&ev), 1);
+        assert_eq!(regs.reads.get(), 2);
+        Ok(())
+    }
+}
