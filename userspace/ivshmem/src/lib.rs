@@ -14,13 +14,26 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! Doorbells (`ivshmem-doorbell` devices):
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! let dev = ivshmem::Device::open(0)?;
+//! dev.ring(1, 0)?; // interrupt peer 1 on vector 0
+//! for ev in dev.wait(Some(Duration::from_secs(1)))? {
+//!     println!("vector {} rang {} times", ev.vector, ev.count);
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! Errors are [`std::io::Error`]s that say what was being done to which
 //! device; [`errno`] gives the OS error number behind one. Once the device is gone (unbind, hot-unplug), calls fail with
 //! `ENODEV` and touching an old [`Mapping`] raises SIGBUS.
 
 pub mod uapi;
 
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::ioctl::{Getter, Setter, ioctl};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -235,6 +248,156 @@ impl Device {
         let size = self.info()?.size;
         let len = usize::try_from(size).map_err(io::Error::other)?;
         self.map(0, len, CacheMode::WriteBack)
+    }
+}
+
+/// Doorbells that rang on one vector, as `read` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The vector.
+    pub vector: u16,
+    /// Rings since this file last reported the vector.
+    pub count: u32,
+    /// CLOCK_MONOTONIC time of the latest ring, in nanoseconds, taken in
+    /// the interrupt handler.
+    pub timestamp_ns: u64,
+}
+
+impl Device {
+    fn ioctl_set<const OP: rustix::ioctl::Opcode, T: Copy>(
+        &self,
+        arg: T,
+        what: fmt::Arguments<'_>,
+    ) -> io::Result<()> {
+        // SAFETY: every IVSHMEM `_IOW` ioctl reads exactly a `T`.
+        unsafe { ioctl(&self.fd, Setter::<OP, T>::new(arg)) }
+            .map_err(|e| context(e, format_args!("{what} on {}", self.path.display())))
+    }
+
+    /// Interrupts `peer` on `vector`. Earlier writes to the shared memory
+    /// are visible to the peer when its interrupt arrives. Whether the peer
+    /// exists cannot be known: QEMU drops rings to absent peers.
+    pub fn ring(&self, peer: u16, vector: u16) -> io::Result<()> {
+        let arg = uapi::ivshmem_ring {
+            peer,
+            vector,
+            ..Default::default()
+        };
+        self.ioctl_set::<{ uapi::IVSHMEM_IOCTL_RING }, _>(
+            arg,
+            format_args!("ringing peer {peer} vector {vector}"),
+        )
+    }
+
+    /// Chooses the vectors this open file waits on (all, when opened).
+    pub fn set_vector_mask(&self, vectors: impl IntoIterator<Item = u16>) -> io::Result<()> {
+        let mut arg = uapi::ivshmem_mask::default();
+        for v in vectors {
+            let v = usize::from(v);
+            if v >= uapi::IVSHMEM_MAX_VECTORS {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("vector {v}"),
+                ));
+            }
+            arg.mask[v / 64] |= 1 << (v % 64);
+        }
+        self.ioctl_set::<{ uapi::IVSHMEM_IOCTL_SET_MASK }, _>(
+            arg,
+            format_args!("setting the vector mask"),
+        )
+    }
+
+    /// Makes each ring on `vector` add 1 to the eventfd `efd`, until this
+    /// file closes or [`Device::unbind_eventfd`].
+    pub fn bind_eventfd(&self, vector: u16, efd: BorrowedFd<'_>) -> io::Result<()> {
+        let arg = uapi::ivshmem_eventfd {
+            fd: efd.as_raw_fd(),
+            vector,
+            ..Default::default()
+        };
+        self.ioctl_set::<{ uapi::IVSHMEM_IOCTL_BIND_EVENTFD }, _>(
+            arg,
+            format_args!("binding an eventfd to vector {vector}"),
+        )
+    }
+
+    /// Removes this file's eventfd of `vector`.
+    pub fn unbind_eventfd(&self, vector: u16) -> io::Result<()> {
+        let arg = uapi::ivshmem_eventfd {
+            fd: -1,
+            vector,
+            ..Default::default()
+        };
+        self.ioctl_set::<{ uapi::IVSHMEM_IOCTL_BIND_EVENTFD }, _>(
+            arg,
+            format_args!("unbinding the eventfd of vector {vector}"),
+        )
+    }
+
+    /// Reads the pending events, blocking until there is one.
+    pub fn read_events(&self) -> io::Result<Vec<Event>> {
+        let mut buf = [uapi::ivshmem_event::default(); 32];
+        // SAFETY: the buffer is valid for its size in bytes; the kernel
+        // fills whole `ivshmem_event`s, plain integers.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), size_of_val(&buf))
+        };
+        let n = rustix::io::read(&self.fd, bytes)
+            .map_err(|e| context(e, format_args!("reading events of {}", self.path.display())))?;
+        Ok(buf[..n / size_of::<uapi::ivshmem_event>()]
+            .iter()
+            .map(|e| Event {
+                vector: e.vector,
+                count: e.count,
+                timestamp_ns: e.timestamp_ns,
+            })
+            .collect())
+    }
+
+    /// Waits up to `timeout` (forever for `None`) for events; an empty
+    /// list means the time ran out.
+    pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<Vec<Event>> {
+        let ts = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs() as _,
+            tv_nsec: t.subsec_nanos() as _,
+        });
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let ready = rustix::event::poll(&mut fds, ts.as_ref())
+            .map_err(|e| context(e, format_args!("polling {}", self.path.display())))?;
+        if ready == 0 {
+            return Ok(Vec::new());
+        }
+        let revents = fds[0].revents();
+        if revents.intersects(PollFlags::HUP | PollFlags::ERR) && !revents.contains(PollFlags::IN) {
+            return Err(context(
+                rustix::io::Errno::NODEV,
+                format_args!("waiting on {}", self.path.display()),
+            ));
+        }
+        self.read_events()
+    }
+
+    /// Events as they come, blocking: an endless iterator that stops at the
+    /// first error (e.g. `ENODEV` when the device goes away).
+    pub fn events(&self) -> impl Iterator<Item = io::Result<Event>> + '_ {
+        let mut pending = std::collections::VecDeque::new();
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            while pending.is_empty() {
+                match self.read_events() {
+                    Ok(evs) => pending.extend(evs),
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            pending.pop_front().map(Ok)
+        })
     }
 }
 

@@ -55,8 +55,62 @@ pub struct ivshmem_cache {
     pub reserved: u64,
 }
 
+/// Vectors a doorbell can address (QEMU honours 8 bits).
+pub const IVSHMEM_MAX_VECTORS: usize = 256;
+
+/// `struct ivshmem_ring`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_ring {
+    pub peer: u16,
+    pub vector: u16,
+    pub flags: u32,
+    pub reserved: u64,
+}
+
+/// `struct ivshmem_mask`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_mask {
+    pub mask: [u64; IVSHMEM_MAX_VECTORS / 64],
+    pub flags: u32,
+    pub reserved0: u32,
+    pub reserved: u64,
+}
+
+/// `struct ivshmem_eventfd`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_eventfd {
+    pub fd: i32,
+    pub vector: u16,
+    pub flags: u16,
+    pub reserved: u64,
+}
+
+/// `struct ivshmem_event`, what read() returns.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ivshmem_event {
+    pub vector: u16,
+    pub flags: u16,
+    pub count: u32,
+    pub timestamp_ns: u64,
+}
+
 /// `IVSHMEM_IOCTL_INFO`.
 pub const IVSHMEM_IOCTL_INFO: Opcode = opcode::read::<ivshmem_info>(IVSHMEM_IOCTL_MAGIC, 0x00);
 /// `IVSHMEM_IOCTL_SET_CACHE`.
 pub const IVSHMEM_IOCTL_SET_CACHE: Opcode =
     opcode::write::<ivshmem_cache>(IVSHMEM_IOCTL_MAGIC, 0x01);
+/// `IVSHMEM_IOCTL_RING`.
+pub const IVSHMEM_IOCTL_RING: Opcode = opcode::write::<ivshmem_ring>(IVSHMEM_IOCTL_MAGIC, 0x02);
+/// `IVSHMEM_IOCTL_SET_MASK`.
+pub const IVSHMEM_IOCTL_SET_MASK: Opcode = opcode::write::<ivshmem_mask>(IVSHMEM_IOCTL_MAGIC, 0x03);
+/// `IVSHMEM_IOCTL_BIND_EVENTFD`.
+pub const IVSHMEM_IOCTL_BIND_EVENTFD: Opcode =
+    opcode::write::<ivshmem_eventfd>(IVSHMEM_IOCTL_MAGIC, 0x04);

@@ -17,7 +17,16 @@ const PROGRAM: &str = r#"
 #define C(c) printf("const %s %llu\n", #c, (unsigned long long)(c))
 int main(void)
 {
-	S(ivshmem_info); S(ivshmem_cache);
+	S(ivshmem_info); S(ivshmem_cache); S(ivshmem_ring); S(ivshmem_mask);
+	S(ivshmem_eventfd); S(ivshmem_event);
+	O(ivshmem_ring, peer); O(ivshmem_ring, vector); O(ivshmem_ring, flags); O(ivshmem_ring, reserved);
+	O(ivshmem_mask, mask); O(ivshmem_mask, flags); O(ivshmem_mask, reserved0); O(ivshmem_mask, reserved);
+	O(ivshmem_eventfd, fd); O(ivshmem_eventfd, vector); O(ivshmem_eventfd, flags);
+	O(ivshmem_eventfd, reserved);
+	O(ivshmem_event, vector); O(ivshmem_event, flags); O(ivshmem_event, count);
+	O(ivshmem_event, timestamp_ns);
+	C(IVSHMEM_MAX_VECTORS); C(IVSHMEM_IOCTL_RING); C(IVSHMEM_IOCTL_SET_MASK);
+	C(IVSHMEM_IOCTL_BIND_EVENTFD);
 	O(ivshmem_info, size); O(ivshmem_info, ivposition); O(ivshmem_info, vectors);
 	O(ivshmem_info, features); O(ivshmem_info, flags); O(ivshmem_info, index);
 	O(ivshmem_info, revision); O(ivshmem_info, pci_bus); O(ivshmem_info, pci_devfn);
@@ -80,6 +89,10 @@ fn rust_matches_the_c_header() {
     };
     put("ivshmem_info", size_of::<ivshmem_info>());
     put("ivshmem_cache", size_of::<ivshmem_cache>());
+    put("ivshmem_ring", size_of::<ivshmem_ring>());
+    put("ivshmem_mask", size_of::<ivshmem_mask>());
+    put("ivshmem_eventfd", size_of::<ivshmem_eventfd>());
+    put("ivshmem_event", size_of::<ivshmem_event>());
     macro_rules! off {
         ($t:ident, $($f:ident),*) => {
             $( put(concat!(stringify!($t), ".", stringify!($f)), offset_of!($t, $f)); )*
@@ -103,6 +116,10 @@ fn rust_matches_the_c_header() {
         reserved
     );
     off!(ivshmem_cache, mode, flags, reserved);
+    off!(ivshmem_ring, peer, vector, flags, reserved);
+    off!(ivshmem_mask, mask, flags, reserved0, reserved);
+    off!(ivshmem_eventfd, fd, vector, flags, reserved);
+    off!(ivshmem_event, vector, flags, count, timestamp_ns);
     let mut konst = |k: &str, v: u64| {
         rust.insert(k.to_string(), v);
     };
@@ -116,6 +133,13 @@ fn rust_matches_the_c_header() {
     konst("IVSHMEM_CACHE_WB", IVSHMEM_CACHE_WB.into());
     konst("IVSHMEM_CACHE_WC", IVSHMEM_CACHE_WC.into());
     konst("IVSHMEM_CACHE_UC", IVSHMEM_CACHE_UC.into());
+    konst("IVSHMEM_MAX_VECTORS", IVSHMEM_MAX_VECTORS as u64);
+    konst("IVSHMEM_IOCTL_RING", IVSHMEM_IOCTL_RING.into());
+    konst("IVSHMEM_IOCTL_SET_MASK", IVSHMEM_IOCTL_SET_MASK.into());
+    konst(
+        "IVSHMEM_IOCTL_BIND_EVENTFD",
+        IVSHMEM_IOCTL_BIND_EVENTFD.into(),
+    );
     assert_eq!(rust.len(), c.len(), "C and Rust check different things");
     for (k, v) in &c {
         assert_eq!(
