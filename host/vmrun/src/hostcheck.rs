@@ -15,12 +15,123 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static PLUGS: AtomicUsize = AtomicUsize::new(0);
 use std::time::Duration;
 
-/// Carries out a guest's request: `device_del shm0`, `device_add shm0`,
-/// or `peers ID` (is peer ID in the host client's peer list? If so, the
-/// host acknowledges in the shared memory, at 4096 + 8 * ID).
-pub fn carry_out(g: &Guest, req: &str, peers: &mut Peers) -> Result<()> {
+/// What the host keeps while carrying out a scenario's requests.
+#[derive(Debug, Default)]
+pub struct HostCtx {
+    /// What the host client saw of the peers.
+    pub peers: Peers,
+    /// Each guest's name and QEMU pid.
+    pub pids: Vec<(String, u32)>,
+    /// Guests killed on request.
+    pub killed: Vec<String>,
+    /// Host clients waiting for a guest's ring, their output, and what
+    /// they wait for.
+    pub waiters: Vec<Waiter>,
+}
+
+/// A host client waiting for a guest's ring.
+#[derive(Debug)]
+pub struct Waiter {
+    /// The `ivshmem-client wait` process.
+    pub child: std::process::Child,
+    /// Its standard output, past the `id` line.
+    pub out: std::io::BufReader<std::process::ChildStdout>,
+    /// The vector it waits on.
+    pub vector: String,
+    /// What it waits for, for messages.
+    pub what: String,
+}
+
+/// Where a guest finds the id of the host client waiting for its ring.
+pub fn host_id_slot(guest_id: u16) -> u64 {
+    0x3000 + 8 * u64::from(guest_id)
+}
+
+/// The marked value at [`host_id_slot`].
+pub fn host_id_value(host: u16) -> u64 {
+    0x4057_0000_0000 | u64::from(host)
+}
+
+/// Carries out a guest's request:
+/// - `device_del shm0` / `device_add shm0`: QMP hot-unplug and re-plug;
+/// - `peers ID`: is peer ID in the host client's peer list? If so the host
+///   acknowledges in the shared memory, at 4096 + 8 * ID;
+/// - `host-ring PEER VECTOR`: the host client rings a guest;
+/// - `host-wait ID VECTOR`: a host client waits for one ring on VECTOR and
+///   leaves its own id at [`host_id_slot`]`(ID)` for guest ID to ring;
+/// - `kill NAME`: kill guest NAME's QEMU.
+pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
     let words: Vec<&str> = req.split_whitespace().collect();
+    let peers = &mut ctx.peers;
     match words.as_slice() {
+        ["kill", name] => {
+            let (_, pid) = ctx
+                .pids
+                .iter()
+                .find(|(n, _)| n == name)
+                .with_context(|| format!("no guest {name}"))?;
+            let pid = rustix::process::Pid::from_raw(*pid as i32).context("bad pid")?;
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+            ctx.killed.push((*name).to_string());
+            Ok(())
+        }
+        ["host-ring", peer, vector] => {
+            let srv = g
+                .server
+                .as_ref()
+                .context("no ivshmem server in this scenario")?;
+            let out = std::process::Command::new(crate::server::tool("ivshmem-client"))
+                .arg("-S")
+                .arg(&srv.socket)
+                .args(["ring", peer, vector])
+                .output()
+                .context("running ivshmem-client ring")?;
+            ensure!(
+                out.status.success(),
+                "ivshmem-client ring failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        }
+        ["host-wait", id, vector] => {
+            let id: u16 = id.parse().context("bad guest id")?;
+            let srv = g
+                .server
+                .as_ref()
+                .context("no ivshmem server in this scenario")?;
+            let mut child = std::process::Command::new(crate::server::tool("ivshmem-client"))
+                .arg("-S")
+                .arg(&srv.socket)
+                .args([
+                    "wait",
+                    "--count",
+                    "1",
+                    "--timeout",
+                    "60",
+                    "--vector",
+                    vector,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("running ivshmem-client wait")?;
+            let mut first = String::new();
+            let mut out = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+            std::io::BufRead::read_line(&mut out, &mut first)?;
+            let host: u16 = first
+                .trim()
+                .strip_prefix("id ")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("ivshmem-client wait said {first:?}"))?;
+            let f = OpenOptions::new().write(true).open(&srv.shm)?;
+            f.write_all_at(&host_id_value(host).to_le_bytes(), host_id_slot(id))?;
+            ctx.waiters.push(Waiter {
+                child,
+                out,
+                vector: (*vector).to_string(),
+                what: format!("host client {host} waiting for guest {id} on vector {vector}"),
+            });
+            Ok(())
+        }
         ["peers", id] => {
             let id: u16 = id.parse().context("bad peer id")?;
             let srv = g
@@ -195,27 +306,6 @@ fn check(region: &Regions, name: &str, seed: u8) -> Result<()> {
 /// Before boot: the host's pattern and text in region "shm".
 pub fn host_writes(r: &Regions) -> Result<()> {
     fill(r, "shm", HOST_SEED)
-}
-
-/// The demo, before boot: as [`host_writes`], saying so.
-pub fn demo_before(r: &Regions) -> Result<()> {
-    host_writes(r)?;
-    println!(
-        "# demo: the host wrote {:?} at offset 0 of {}",
-        String::from_utf8_lossy(HOST_TEXT),
-        r.path("shm").display()
-    );
-    Ok(())
-}
-
-/// The demo, after the guest: as [`guest_wrote`], showing the answer.
-pub fn demo_after(r: &Regions) -> Result<()> {
-    guest_wrote(r)?;
-    println!(
-        "# demo: the host reads back {:?} written by the guest's C program through /dev/ivshmem0",
-        String::from_utf8_lossy(GUEST_TEXT)
-    );
-    Ok(())
 }
 
 /// After the guest: its pattern and text must be in region "shm".

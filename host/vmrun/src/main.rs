@@ -345,7 +345,7 @@ fn boot_and_collect(
         None => None,
     };
     let link = server.as_ref().map(server::Server::link);
-    let mut peers_seen = hostcheck::Peers::default();
+    let mut host = hostcheck::HostCtx::default();
     if let Some(before) = sc.before {
         before(&regions).context("the host's preparation of the shared memory failed")?;
     }
@@ -360,6 +360,7 @@ fn boot_and_collect(
             link.as_ref(),
         )?);
     }
+    host.pids = guests.iter().map(|g| (g.name.clone(), g.pid())).collect();
     let start = Instant::now();
     let endings = qemu::wait_all(
         &mut guests,
@@ -373,7 +374,7 @@ fn boot_and_collect(
         },
         &mut |g, req| {
             let t = Instant::now();
-            match hostcheck::carry_out(g, req, &mut peers_seen) {
+            match hostcheck::carry_out(g, req, &mut host) {
                 Ok(()) => println!(
                     "# {}: guest '{}' asked for `{req}`: done in {:.1} s",
                     sc.name,
@@ -398,8 +399,37 @@ fn boot_and_collect(
     for (g, r) in guests.iter().zip(reports.iter_mut()) {
         r.reaped = !Path::new(&format!("/proc/{}", g.pid())).exists();
     }
-    if sc.server.is_some() {
-        if let Err(e) = hostcheck::distinct_peers(&peers_seen, sc.guests.len()) {
+    for r in reports.iter_mut() {
+        r.killed = host.killed.contains(&r.name);
+    }
+    // The host clients that waited for guests' rings must have got them.
+    for mut w in host.waiters.drain(..) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match w.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut w.out, &mut rest);
+        let what = &w.what;
+        let notified = rest.contains(&format!("notify vector={} count=", w.vector));
+        match status {
+            Some(s) if s.success() && notified => println!("# {}: {what}: got it", sc.name),
+            other => {
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+                host_errors.push(format!(
+                    "{what}: did not get it ({other:?}, printed {rest:?})"
+                ));
+            }
+        }
+    }
+    // Only for scenarios whose guests asked the host about the peers.
+    if !host.peers.confirmed.is_empty() {
+        if let Err(e) = hostcheck::distinct_peers(&host.peers, sc.guests.len()) {
             host_errors.push(format!("{e:#}"));
         }
     }

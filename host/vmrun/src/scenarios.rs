@@ -201,6 +201,69 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "doorbell-local",
+            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, unbind; a plain device refuses",
+            guests: vec![
+                GuestSpec::new(
+                    "guest",
+                    &["doorbell_local", "doorbell_signal", "doorbell_unbind"],
+                )
+                .doorbell(4)
+                .plain("shm", 4 * MIB),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "doorbell-pair",
+            about: "two guests and the host client ring each other on our server; 100k rings, none lost",
+            guests: vec![
+                GuestSpec::new("a", &["doorbell_pair"])
+                    .doorbell(4)
+                    .env("rings", 100_000),
+                GuestSpec::new("b", &["doorbell_pair"])
+                    .doorbell(4)
+                    .env("rings", 100_000),
+            ],
+            timeout: t(2),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "doorbell-kill",
+            about: "a guest dies mid-stream: the other keeps working, its rings to the dead one are harmless",
+            guests: vec![
+                GuestSpec::new("a", &["doorbell_kill"])
+                    .doorbell(2)
+                    .env("victim", "b"),
+                GuestSpec::new("b", &["doorbell_kill"])
+                    .doorbell(2)
+                    .env("victim", "b"),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 2,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "runner-detects-failure",
             about: "a deliberately failing selftest turns the run red",
             guests: vec![GuestSpec::new("guest", &["deliberate_fail"])],
@@ -227,18 +290,20 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "demo",
-            about: "the host writes into an ivshmem-plain device, a guest reads it through /dev/ivshmem0 and answers",
+            about: "two guests on our ivshmem-server: a message and its answer, each woken by a doorbell",
             guests: vec![
-                GuestSpec::new("guest", &["info_sysfs", "host_data", "c_example"])
-                    .plain("shm", 4 * MIB)
-                    .env("sizes", 4 * MIB),
+                GuestSpec::new("alice", &["demo_chat"]).doorbell(1),
+                GuestSpec::new("bob", &["demo_chat"]).doorbell(1),
             ],
             timeout: t(1),
             expect: Expect::Pass,
             in_suite: false,
-            server: None,
-            before: Some(hostcheck::demo_before),
-            after: Some(hostcheck::demo_after),
+            server: Some(ServerSpec {
+                vectors: 1,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
         },
     ]
 }

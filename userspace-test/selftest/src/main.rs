@@ -7,6 +7,7 @@
 //! 4 all skipped, 2 usage error.
 
 mod data;
+mod doorbell;
 mod shm;
 mod sys;
 mod tests;

@@ -762,24 +762,40 @@ pub fn hotplug() -> TestResult {
 }
 
 /// What the runner watches for (`host/vmrun/src/qemu.rs`).
-const REQUEST: &str = "# vmrun-request: ";
+pub const REQUEST: &str = "# vmrun-request: ";
 
 /// The module's KUnit suites pass (they run when it loads).
 pub fn kunit() -> TestResult {
-    let dir = Path::new("/sys/kernel/debug/kunit/ivshmem_shm");
     let _m = load()?;
     if !Path::new("/sys/kernel/debug/kunit").exists() {
         skip!("no KUnit in this kernel (CONFIG_KUNIT)");
     }
-    let results = sys::read_trim(dir.join("results")).map_err(Failure::Fail)?;
-    for l in results.lines() {
-        println!("#   {l}");
+    for (suite, cases) in [
+        ("ivshmem_shm", &["mmap_ranges"][..]),
+        (
+            "ivshmem_intx",
+            &[
+                "intx_enable_sets_the_mask",
+                "intx_status_zero_is_not_ours",
+                "intx_status_set_is_acknowledged_and_counted",
+            ][..],
+        ),
+    ] {
+        let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))
+            .map_err(Failure::Fail)?;
+        for l in results.lines() {
+            println!("#   {l}");
+        }
+        for c in cases {
+            check!(
+                results
+                    .lines()
+                    .any(|l| l.trim().starts_with("ok ") && l.trim().ends_with(c)),
+                "{suite}: {c} did not pass"
+            );
+        }
+        check!(!results.contains("not ok"), "{suite}: a KUnit case failed");
     }
-    check!(
-        results.contains("ok 1 mmap_ranges"),
-        "mmap_ranges did not pass"
-    );
-    check!(!results.contains("not ok"), "a KUnit case failed");
     Ok(())
 }
 

@@ -207,6 +207,9 @@ pub fn errname(e: i32) -> String {
         libc::EACCES => "EACCES",
         libc::ENXIO => "ENXIO",
         libc::ENOENT => "ENOENT",
+        libc::EBADF => "EBADF",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EINTR => "EINTR",
         _ => return format!("errno {e}"),
     };
     name.to_string()

@@ -110,6 +110,42 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::doorbell_info,
         },
         Test {
+            name: "doorbell_local",
+            default: false,
+            about: "self-rings wake read, poll and eventfds on exactly their vector; mask; bad input",
+            run: crate::doorbell::doorbell_local,
+        },
+        Test {
+            name: "doorbell_signal",
+            default: false,
+            about: "a signal interrupts a blocked read",
+            run: crate::doorbell::doorbell_signal,
+        },
+        Test {
+            name: "doorbell_unbind",
+            default: false,
+            about: "unbind wakes a blocked reader (ENODEV) and a poller (HUP|ERR)",
+            run: crate::doorbell::doorbell_unbind,
+        },
+        Test {
+            name: "doorbell_pair",
+            default: false,
+            about: "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host",
+            run: crate::doorbell::doorbell_pair,
+        },
+        Test {
+            name: "doorbell_kill",
+            default: false,
+            about: "a peer killed mid-stream: rings to it are harmless, the survivor works",
+            run: crate::doorbell::doorbell_kill,
+        },
+        Test {
+            name: "demo_chat",
+            default: false,
+            about: "the demo: a message and its answer between two guests, by doorbell",
+            run: crate::doorbell::demo_chat,
+        },
+        Test {
             name: "deliberate_fail",
             default: false,
             about: "always fails: proves a failure turns the run red",

@@ -1,0 +1,585 @@
+//! Selftests of doorbells: ringing, and waking on interrupts through
+//! read, poll and eventfds.
+
+use crate::sys::{self, Loaded, errname, errno};
+use crate::{Failure, TestResult, check, fail, skip};
+use ivshmem::{Device, Event};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The first doorbell device and the first plain one, by index.
+fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
+    let (mut bell, mut plain) = (None, None);
+    for i in 0..sys::ivshmem_devices()?.len() as u32 {
+        let info = Device::open(i)?.info()?;
+        if info.doorbell {
+            bell.get_or_insert(i);
+        } else {
+            plain.get_or_insert(i);
+        }
+    }
+    Ok((bell, plain))
+}
+
+fn eventfd() -> Result<OwnedFd, Failure> {
+    // SAFETY: creates a new fd, owned below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        fail!("eventfd: {}", errname(errno()));
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads an eventfd's counter (0 when nothing was signalled).
+fn efd_count(fd: &OwnedFd) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into `v`.
+    let r = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
+    if r == 8 { v } else { 0 }
+}
+
+fn err_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| ivshmem::errno(&e))
+}
+
+fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> TestResult {
+    let got = err_of(r);
+    println!(
+        "# {what}: {}",
+        got.map(errname).unwrap_or_else(|| "success".into())
+    );
+    check!(
+        got == Some(want),
+        "{what}: got {:?}, want {}",
+        got.map(errname),
+        errname(want)
+    );
+    Ok(())
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: fills `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Waits for exactly the given events (vector, count), within 10 s.
+fn expect_events(dev: &Device, want: &[(u16, u32)], what: &str) -> Result<Vec<Event>, Failure> {
+    let mut got: Vec<Event> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let total = |g: &[Event]| g.iter().map(|e| e.count).sum::<u32>();
+    let want_total: u32 = want.iter().map(|w| w.1).sum();
+    while total(&got) < want_total && std::time::Instant::now() < deadline {
+        got.extend(dev.wait(Some(Duration::from_millis(500)))?);
+    }
+    let mut summary: Vec<(u16, u32)> = Vec::new();
+    for e in &got {
+        match summary.iter_mut().find(|s| s.0 == e.vector) {
+            Some(s) => s.1 += e.count,
+            None => summary.push((e.vector, e.count)),
+        }
+    }
+    summary.sort();
+    check!(summary == want, "{what}: got {summary:?}, want {want:?}");
+    Ok(got)
+}
+
+/// One doorbell device (rung by this guest itself) and one plain device.
+pub fn doorbell_local() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), plain) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let info = dev.info()?;
+    let me = info
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let n = info.vectors as u16;
+    check!(
+        n >= 2,
+        "the test needs 2 vectors or more, the device has {n}"
+    );
+    let other = Device::open(bell)?;
+    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
+    for (v, fd) in efds.iter().enumerate() {
+        dev.bind_eventfd(v as u16, fd.as_fd())?;
+    }
+    let nb = Device::open(bell)?;
+    // SAFETY: sets O_NONBLOCK on our own fd.
+    unsafe { libc::fcntl(nb.as_fd().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    expect_err(
+        "read with nothing pending, O_NONBLOCK",
+        nb.read_events(),
+        libc::EAGAIN,
+    )?;
+
+    for v in 0..n {
+        let before = monotonic_ns();
+        dev.ring(me, v)?;
+        let got = expect_events(&dev, &[(v, 1)], &format!("ring vector {v}"))?;
+        let ts = got[0].timestamp_ns;
+        check!(
+            ts >= before && ts <= monotonic_ns(),
+            "vector {v}: timestamp {ts} out of range"
+        );
+        for (w, fd) in efds.iter().enumerate() {
+            let c = efd_count(fd);
+            check!(
+                c == u64::from(w as u16 == v),
+                "vector {v}: eventfd of vector {w} counts {c}"
+            );
+        }
+        // Another open file sees the same ring: readers do not steal.
+        expect_events(&other, &[(v, 1)], &format!("second reader, vector {v}"))?;
+        let nb_got = nb.read_events()?;
+        check!(
+            nb_got.len() == 1 && nb_got[0].vector == v,
+            "third reader, vector {v}: {nb_got:?}"
+        );
+    }
+    println!("# each of {n} vectors woke read/poll and its eventfd only, in all three files");
+
+    // A mask narrows what a file waits on; masked rings stay pending.
+    dev.set_vector_mask([1])?;
+    dev.ring(me, 0)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let quiet = dev.wait(Some(Duration::from_millis(300)))?;
+    check!(quiet.is_empty(), "a masked vector woke the file: {quiet:?}");
+    dev.ring(me, 1)?;
+    expect_events(&dev, &[(1, 1)], "unmasked vector 1")?;
+    dev.set_vector_mask(0..n)?;
+    expect_events(&dev, &[(0, 1)], "vector 0 after unmasking")?;
+    // Rings coalesce: QEMU raises one interrupt per read of the peer's
+    // eventfd, so rings that pile up before it reads arrive as one; the
+    // driver adds up the interrupts into one event.
+    for _ in 0..3 {
+        dev.ring(me, 1)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let got = dev.wait(Some(Duration::from_secs(5)))?;
+    let total: u32 = got.iter().filter(|e| e.vector == 1).map(|e| e.count).sum();
+    println!("# three quick rings on vector 1 arrived as {total} interrupt(s)");
+    check!(
+        got.iter().all(|e| e.vector == 1) && (1..=3).contains(&total),
+        "three rings on vector 1: {got:?}"
+    );
+    for fd in &efds {
+        efd_count(fd);
+    }
+    for f in [&other, &nb] {
+        while !f.wait(Some(Duration::from_millis(100)))?.is_empty() {}
+    }
+
+    // Bad input.
+    expect_err("ring vector 256", dev.ring(me, 256), libc::EINVAL)?;
+    expect_err(
+        "eventfd on vector N",
+        dev.bind_eventfd(n, efds[0].as_fd()),
+        libc::EINVAL,
+    )?;
+    // SAFETY: a number that is no open fd, for the error path.
+    let bad = unsafe { std::os::fd::BorrowedFd::borrow_raw(999) };
+    expect_err(
+        "eventfd from a closed fd",
+        dev.bind_eventfd(0, bad),
+        libc::EBADF,
+    )?;
+    expect_err(
+        "eventfd from a non-eventfd",
+        dev.bind_eventfd(0, other.as_fd()),
+        libc::EINVAL,
+    )?;
+    let mut small = [0u8; 8];
+    // SAFETY: reads into an 8-byte buffer.
+    let r = unsafe { libc::read(nb.as_fd().as_raw_fd(), small.as_mut_ptr().cast(), 8) };
+    check!(
+        r < 0 && errno() == libc::EINVAL,
+        "read of 8 bytes: {r}, {}",
+        errname(errno())
+    );
+    // Unbinding stops the eventfd.
+    dev.unbind_eventfd(0)?;
+    dev.ring(me, 0)?;
+    expect_events(&dev, &[(0, 1)], "vector 0 after unbinding its eventfd")?;
+    check!(efd_count(&efds[0]) == 0, "an unbound eventfd was signalled");
+
+    // Plain devices have no doorbells.
+    if let Some(p) = plain {
+        let pd = Device::open(p)?;
+        expect_err("ring on ivshmem-plain", pd.ring(0, 0), libc::EOPNOTSUPP)?;
+        expect_err("read on ivshmem-plain", pd.read_events(), libc::EOPNOTSUPP)?;
+        expect_err(
+            "eventfd on ivshmem-plain",
+            pd.bind_eventfd(0, efds[0].as_fd()),
+            libc::EOPNOTSUPP,
+        )?;
+        expect_err(
+            "wait on ivshmem-plain",
+            pd.wait(Some(Duration::from_millis(100))),
+            libc::ENODEV,
+        )?;
+    }
+    Ok(())
+}
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// A signal interrupts a blocked read (EINTR without SA_RESTART).
+pub fn doorbell_signal() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    // SAFETY: installs a handler that does nothing, without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let dev = Arc::new(Device::open(bell)?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            // SAFETY: the calling thread's id.
+            tx.send(unsafe { libc::pthread_self() }).ok();
+            err_of(dev.read_events())
+        })
+    };
+    let tid = rx.recv().map_err(|e| Failure::Fail(e.to_string()))?;
+    std::thread::sleep(Duration::from_millis(500));
+    check!(!reader.is_finished(), "read returned with nothing pending");
+    // SAFETY: signals a thread of ours that is still running.
+    unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+    let got = reader
+        .join()
+        .map_err(|_| Failure::Fail("reader panicked".into()))?;
+    check!(
+        got == Some(libc::EINTR),
+        "blocked read after a signal: {:?}, want EINTR",
+        got.map(errname)
+    );
+    Ok(())
+}
+
+/// Unbinding the device wakes a blocked reader with ENODEV and a poller
+/// with POLLHUP | POLLERR; rebinding works.
+pub fn doorbell_unbind() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let pci = sys::ivshmem_devices()?[bell as usize].clone();
+    let dev = Arc::new(Device::open(bell)?);
+    let efd = eventfd()?;
+    dev.bind_eventfd(0, efd.as_fd())?;
+    let reader = {
+        let dev = dev.clone();
+        std::thread::spawn(move || err_of(dev.read_events()))
+    };
+    let poller = {
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            let mut p = libc::pollfd {
+                fd: dev.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, 30 s.
+            unsafe { libc::poll(&mut p, 1, 30_000) };
+            p.revents
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
+        .map_err(Failure::Fail)?;
+    let r = reader
+        .join()
+        .map_err(|_| Failure::Fail("reader panicked".into()))?;
+    let p = poller
+        .join()
+        .map_err(|_| Failure::Fail("poller panicked".into()))?;
+    println!("# blocked read: {:?}; poll revents {p:#x}", r.map(errname));
+    check!(
+        r == Some(libc::ENODEV),
+        "blocked read after unbind: {:?}, want ENODEV",
+        r.map(errname)
+    );
+    check!(
+        p & (libc::POLLHUP | libc::POLLERR) == libc::POLLHUP | libc::POLLERR,
+        "poll after unbind: {p:#x}"
+    );
+    expect_err("ring after unbind", dev.ring(0, 0), libc::ENODEV)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    check!(
+        sys::wait_for(10, || sys::node_exists(bell as usize)),
+        "the device did not come back"
+    );
+    let again = Device::open(bell)?;
+    let me = again
+        .info()?
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    again.ring(me, 0)?;
+    expect_events(&again, &[(0, 1)], "ring after rebinding")?;
+    Ok(())
+}
+
+/// Peer discovery and protocol offsets in the server's shared memory.
+const SLOTS: usize = 0x100;
+const SEQ: usize = 0x1000;
+const STREAM: usize = 0x2000;
+const HOST_IDS: usize = 0x3000;
+const READY: u64 = 0x5245_4144_0000;
+
+/// Announces this guest in its slot and waits for another's: returns the
+/// other guest's IVPosition.
+fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
+    map.write_volatile(SLOTS + 8 * usize::from(me), READY | u64::from(me))?;
+    let mut peer = None;
+    sys::wait_for(120, || {
+        peer = (0..64u16).filter(|id| *id != me).find(|id| {
+            map.read_volatile::<u64>(SLOTS + 8 * usize::from(*id)).ok()
+                == Some(READY | u64::from(*id))
+        });
+        peer.is_some()
+    });
+    peer.ok_or_else(|| Failure::Fail("no other guest showed up in the shared memory".into()))
+}
+
+/// Drains a file's pending events.
+fn drain(dev: &Device) -> Result<(), Failure> {
+    while !dev.wait(Some(Duration::from_millis(50)))?.is_empty() {}
+    Ok(())
+}
+
+/// Two guests ring each other on every vector (read, poll and eventfd wake
+/// on exactly that vector, with the sender's data visible), then stream
+/// rings with a sequence number in shared memory, then the host client
+/// rings each guest and each guest rings a host client.
+pub fn doorbell_pair() -> TestResult {
+    let rings: u64 = sys::setting_u64s("rings").map(|v| v[0]).unwrap_or(100_000);
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let info = dev.info()?;
+    let me = info
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let n = info.vectors as u16;
+    check!(n >= 4, "the test needs 4 vectors, the device has {n}");
+    let map = dev.map_all()?;
+    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
+    for (v, fd) in efds.iter().enumerate() {
+        dev.bind_eventfd(v as u16, fd.as_fd())?;
+    }
+    let peer = find_peer(&map, me)?;
+    let first = me < peer;
+    println!("# I am {me}, my peer is {peer}; I ring first: {first}");
+    check!(me != peer, "both guests have IVPosition {me}");
+
+    // Every vector, both ways.
+    for v in 0..n {
+        let slot = SEQ + 8 * usize::from(v);
+        if first {
+            map.write_volatile(slot, 0xda7a_0000 | u64::from(v))?;
+            dev.ring(peer, v)?;
+            expect_events(&dev, &[(v, 1)], &format!("answer on vector {v}"))?;
+        } else {
+            expect_events(&dev, &[(v, 1)], &format!("ring on vector {v}"))?;
+            let d: u64 = map.read_volatile(slot)?;
+            check!(
+                d == 0xda7a_0000 | u64::from(v),
+                "vector {v}: the sender's data is not visible: {d:#x}"
+            );
+            dev.ring(peer, v)?;
+        }
+        for (w, fd) in efds.iter().enumerate() {
+            let c = efd_count(fd);
+            check!(
+                c == u64::from(w as u16 == v),
+                "vector {v}: eventfd of vector {w} counts {c}"
+            );
+        }
+    }
+    println!("# {n} vectors each way: read/poll and eventfd woke on exactly the vector rung");
+
+    // A stream: the receiver must end up seeing the last sequence number.
+    let start = std::time::Instant::now();
+    if first {
+        for i in 1..=rings {
+            map.write_volatile(STREAM, i)?;
+            dev.ring(peer, 0)?;
+        }
+        let sent = start.elapsed();
+        expect_events(&dev, &[(1, 1)], "the receiver's end of stream")?;
+        println!(
+            "# sent {rings} rings in {:.2} s: {:.0} rings/s",
+            sent.as_secs_f64(),
+            rings as f64 / sent.as_secs_f64()
+        );
+    } else {
+        let (mut wakes, mut interrupts) = (0u64, 0u64);
+        loop {
+            let evs = dev.wait(Some(Duration::from_secs(60)))?;
+            let seq: u64 = map.read_volatile(STREAM)?;
+            if evs.is_empty() {
+                fail!("no wake-up for 60 s with sequence {seq} of {rings}: a lost wake-up");
+            }
+            check!(
+                evs.iter().all(|e| e.vector == 0),
+                "stream events on other vectors: {evs:?}"
+            );
+            wakes += 1;
+            interrupts += evs.iter().map(|e| u64::from(e.count)).sum::<u64>();
+            if seq == rings {
+                break;
+            }
+        }
+        println!(
+            "# received up to sequence {rings} in {:.2} s: {wakes} wake-ups, {interrupts} interrupts",
+            start.elapsed().as_secs_f64()
+        );
+        dev.ring(peer, 1)?;
+    }
+    for fd in &efds {
+        efd_count(fd);
+    }
+    drain(&dev)?;
+
+    // The host client rings this guest, and this guest rings a host client.
+    println!("{}host-ring {me} 2", crate::shm::REQUEST);
+    expect_events(&dev, &[(2, 1)], "the host client's ring on vector 2")?;
+    println!("{}host-wait {me} 3", crate::shm::REQUEST);
+    let slot = HOST_IDS + 8 * usize::from(me);
+    let mut host = None;
+    sys::wait_for(30, || {
+        host = map
+            .read_volatile::<u64>(slot)
+            .ok()
+            .filter(|v| v >> 16 == 0x4057_0000)
+            .map(|v| v as u16);
+        host.is_some()
+    });
+    let host = host.ok_or(Failure::Fail("the host client's id never arrived".into()))?;
+    dev.ring(host, 3)?;
+    println!("# rang host client {host} on vector 3");
+    Ok(())
+}
+
+/// Mid-stream, one guest asks the runner to kill the other; the survivor
+/// keeps ringing the dead peer (harmless) and still gets its own rings.
+pub fn doorbell_kill() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let me = dev
+        .info()?
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let map = dev.map_all()?;
+    let peer = find_peer(&map, me)?;
+    let victim = sys::setting("victim").unwrap_or_default();
+    if sys::setting("name").as_deref() == Some(victim.as_str()) {
+        // The victim: receive until killed.
+        loop {
+            dev.wait(Some(Duration::from_secs(1)))?;
+        }
+    }
+    for i in 0..2000u64 {
+        map.write_volatile(STREAM, i)?;
+        dev.ring(peer, 0)?;
+        if i == 1000 {
+            println!(
+                "{}kill {}",
+                crate::shm::REQUEST,
+                sys::setting("victim").unwrap_or_default()
+            );
+        }
+    }
+    // Let the server announce the death, then keep ringing the dead peer.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..10_000 {
+        dev.ring(peer, 0)?;
+    }
+    drain(&dev)?;
+    dev.ring(me, 1)?;
+    expect_events(&dev, &[(1, 1)], "own ring after the peer died")?;
+    println!("# the peer died mid-stream; 10000 rings to it were harmless; rings still arrive");
+    Ok(())
+}
+
+const MESSAGE: usize = 0x4000;
+
+fn read_text(map: &ivshmem::Mapping) -> Result<String, Failure> {
+    let mut buf = [0u8; 128];
+    map.read_slice(MESSAGE, &mut buf)?;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn write_text(map: &ivshmem::Mapping, text: &str) -> Result<(), Failure> {
+    let mut buf = [0u8; 128];
+    let n = text.len().min(buf.len() - 1);
+    buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+    map.write_slice(MESSAGE, &buf)?;
+    Ok(())
+}
+
+/// The demo: one guest writes a message into the shared memory and rings
+/// the other, which wakes, prints it and answers the same way.
+pub fn demo_chat() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let me = dev
+        .info()?
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let map = dev.map_all()?;
+    let peer = find_peer(&map, me)?;
+    let wait = |what: &str| -> Result<u64, Failure> {
+        let ev = dev.wait(Some(Duration::from_secs(60)))?;
+        let Some(e) = ev.first() else {
+            fail!("no ring for {what}");
+        };
+        Ok(monotonic_ns().saturating_sub(e.timestamp_ns))
+    };
+    if me < peer {
+        let text = format!("hello from guest {me}, over ivshmem");
+        write_text(&map, &text)?;
+        dev.ring(peer, 0)?;
+        println!("# guest {me}: wrote {text:?} and rang guest {peer}");
+        let latency = wait("the answer")?;
+        println!(
+            "# guest {me}: woke {} us after its interrupt: {:?}",
+            latency / 1000,
+            read_text(&map)?
+        );
+    } else {
+        let latency = wait("the message")?;
+        let text = read_text(&map)?;
+        println!(
+            "# guest {me}: woke {} us after the interrupt of guest {peer}'s ring: {text:?}",
+            latency / 1000
+        );
+        let reply = format!("hi back from guest {me}");
+        write_text(&map, &reply)?;
+        dev.ring(peer, 0)?;
+        println!("# guest {me}: answered {reply:?}");
+    }
+    Ok(())
+}
