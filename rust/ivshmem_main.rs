@@ -81,11 +81,10 @@ fn request_irqs<'bound>(
     };
     for vector in 0..vectors.len() {
         let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
-        let handler = IrqHandler::new(shm.clone(), vector, intx);
+        let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
         // SAFETY: the registration goes into the driver data, which drops
         // it on unbind; it is never forgotten.
-        let reg =
-            unsafe { irq::Registration::new(request, flags, c"ivshmem", Ok::<_, Error>(handler)) };
+        let reg = unsafe { irq::Registration::new(request, flags, c"ivshmem", handler) };
         irqs.push(KBox::pin_init(reg, GFP_KERNEL)?, GFP_KERNEL)?;
     }
     Ok(irqs)

@@ -119,6 +119,19 @@ impl GuestSpec {
     }
 }
 
+/// Makes a child process die with the runner, however the runner dies, so
+/// that no QEMU or server outlives it.
+pub fn die_with_runner(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes one async-signal-safe system call (prctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+}
+
 /// The `-device` argument of the `i`th ivshmem-plain device (id `shm<i>`,
 /// memory `mem<i>`).
 pub fn plain_device(i: usize) -> String {
@@ -275,17 +288,7 @@ impl Guest {
             .stdin(Stdio::null())
             .stdout(stderr.try_clone()?)
             .stderr(stderr);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes one async-signal-safe system call (prctl).
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the runner dies, however it dies, QEMU goes with it.
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                Ok(())
-            });
-        }
+        die_with_runner(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {QEMU} (is qemu-system-x86 installed?)"))?;

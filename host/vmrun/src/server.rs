@@ -6,7 +6,6 @@ use crate::scenarios::ServerSpec;
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,15 +46,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: only prctl, which is async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                Ok(())
-            });
-        }
+        crate::qemu::die_with_runner(&mut cmd);
         let child = cmd
             .spawn()
             .context("starting ivshmem-server (built with the workspace)")?;
