@@ -21,9 +21,11 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest
 cargo build --release --locked --bins
 
-log "userspace: building the static C example against uapi/"
+log "userspace: building the static C examples against uapi/"
 mkdir -p build/userspace
-gcc -static -O2 -Wall -Wextra -Werror -I uapi -o build/userspace/ivshmem-info userspace/c/ivshmem-info.c
+for prog in ivshmem-info ivshmem-ring; do
+	gcc -static -O2 -Wall -Wextra -Werror -I uapi -o "build/userspace/$prog" "userspace/c/$prog.c"
+done
 
 cat >"build/$flavour/env" <<ENV
 IVSHMEM_KERNEL=$kdir/arch/x86/boot/bzImage

@@ -37,7 +37,8 @@ pub struct Contents {
     pub module: PathBuf,
     /// The statically linked selftest harness.
     pub selftest: PathBuf,
-    /// The statically linked C example, if built.
+    /// The statically linked C example (ivshmem-info, with ivshmem-ring
+    /// beside it), if built.
     pub c_example: Option<PathBuf>,
 }
 
@@ -62,6 +63,11 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     w.file("/bin/ivshmem-selftest", 0o755, &read(&c.selftest)?)?;
     if let Some(p) = &c.c_example {
         w.file("/bin/ivshmem-info", 0o755, &read(p)?)?;
+        // Its sibling, built the same way.
+        let ring = p.with_file_name("ivshmem-ring");
+        if ring.is_file() {
+            w.file("/bin/ivshmem-ring", 0o755, &read(&ring)?)?;
+        }
     }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))

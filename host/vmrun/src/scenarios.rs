@@ -206,7 +206,12 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             guests: vec![
                 GuestSpec::new(
                     "guest",
-                    &["doorbell_local", "doorbell_signal", "doorbell_unbind"],
+                    &[
+                        "doorbell_local",
+                        "c_ring",
+                        "doorbell_signal",
+                        "doorbell_unbind",
+                    ],
                 )
                 .doorbell(4)
                 .plain("shm", 4 * MIB),

@@ -210,6 +210,29 @@ pub fn doorbell_local() -> TestResult {
     expect_events(&dev, &[(0, 1)], "vector 0 after unbinding its eventfd")?;
     check!(efd_count(&efds[0]) == 0, "an unbound eventfd was signalled");
 
+    // Closing a file releases its eventfds: a binding of a closed file
+    // is never signalled again.
+    let closing = Device::open(bell)?;
+    let efd = eventfd()?;
+    closing.bind_eventfd(2, efd.as_fd())?;
+    drop(closing);
+    dev.ring(me, 2)?;
+    expect_events(
+        &dev,
+        &[(2, 1)],
+        "vector 2 after closing a file that bound it",
+    )?;
+    check!(
+        efd_count(&efd) == 0,
+        "the eventfd of a closed file was signalled"
+    );
+    for fd in &efds {
+        efd_count(fd);
+    }
+    for f in [&other, &nb] {
+        while !f.wait(Some(Duration::from_millis(100)))?.is_empty() {}
+    }
+
     // Plain devices have no doorbells.
     if let Some(p) = plain {
         let pd = Device::open(p)?;
@@ -581,5 +604,37 @@ pub fn demo_chat() -> TestResult {
         dev.ring(peer, 0)?;
         println!("# guest {me}: answered {reply:?}");
     }
+    Ok(())
+}
+
+/// The C example rings this guest itself and polls for the event, using
+/// only the UAPI header.
+pub fn c_ring() -> TestResult {
+    if !std::path::Path::new("/bin/ivshmem-ring").exists() {
+        skip!("/bin/ivshmem-ring (the C example) is not in this initramfs");
+    }
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let me = dev
+        .info()?
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let out = std::process::Command::new("/bin/ivshmem-ring")
+        .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for l in text.lines() {
+        println!("# ivshmem-ring: {l}");
+    }
+    check!(
+        out.status.success() && text.contains("event vector=3 count=1"),
+        "the C program did not get its own ring: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another open file saw the same ring.
+    expect_events(&dev, &[(3, 1)], "vector 3 rung by the C program")?;
     Ok(())
 }

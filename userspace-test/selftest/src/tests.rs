@@ -116,6 +116,12 @@ pub fn all() -> Vec<Test> {
             run: crate::doorbell::doorbell_local,
         },
         Test {
+            name: "c_ring",
+            default: false,
+            about: "a C program built against the UAPI header rings and polls",
+            run: crate::doorbell::c_ring,
+        },
+        Test {
             name: "doorbell_signal",
             default: false,
             about: "a signal interrupts a blocked read",
