@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# build-kernel.sh [test|release]: build the guest kernel of that flavour and
-# print its build directory (the KDIR for the module build) on stdout.
+# build-kernel.sh [test|release] [--config-only]: build the guest kernel of
+# that flavour and print its build directory (the KDIR for the module
+# build) on stdout. --config-only stops after making and checking the
+# config.
 #
 # The config is tinyconfig + guest/kconfig/base.config + <flavour>.config.
 # Builds are cached under $IVSHMEM_CACHE/kernel, keyed by kernel version,
@@ -13,6 +15,8 @@
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:-test}
+config_only=0
+[ "${2:-}" = --config-only ] && config_only=1
 frags=("$IVSHMEM_TOP/guest/kconfig/base.config" "$IVSHMEM_TOP/guest/kconfig/$flavour.config")
 [ -f "${frags[1]}" ] || die "unknown kernel flavour '$flavour' (test or release)"
 
@@ -50,6 +54,11 @@ while IFS= read -r line; do
 	esac
 done < <(cat "${frags[@]}")
 [ $bad -eq 0 ] || die "the kernel config lost options asked for by guest/kconfig (unmet dependencies?); see $out/config.log"
+if [ $config_only = 1 ]; then
+	log "guest kernel ($flavour): config $out/.config has every option guest/kconfig asks for"
+	echo "$out"
+	exit 0
+fi
 
 jobs=${IVSHMEM_JOBS:-$(nproc)}
 log "guest kernel ($flavour): building with $jobs jobs, log in $out/build.log (a debug build takes 15-30 min on 2 cores)"

@@ -6,7 +6,7 @@
 #   1. build everything (toolchain, test kernel, module with CLIPPY=1,
 #      static harness, host tools);
 #   2. lint: rustfmt of the module and the workspace, clippy of the
-#      workspace;
+#      workspace, the release kernel's config;
 #   3. host tests: cargo test for the workspace (KTAP, runner, server...);
 #   4. guest tests: every suite scenario in QEMU, through ivshmem-vmrun.
 #
@@ -43,6 +43,15 @@ if [ $built = 1 ]; then
 		ok "rustfmt (module)"
 	else
 		ko "rustfmt (module)"
+	fi
+fi
+if [ $built = 1 ]; then
+	# The release flavour is built on demand (benchmarks); its config is
+	# checked here so that it cannot rot.
+	if scripts/build-kernel.sh release --config-only >/dev/null; then
+		ok "kernel config (release)"
+	else
+		ko "kernel config (release)"
 	fi
 fi
 if cargo fmt --all --check; then ok "rustfmt (workspace)"; else ko "rustfmt (workspace)"; fi
