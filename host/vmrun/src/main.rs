@@ -307,19 +307,42 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
         ctx.boot.accel
     );
     let start = Instant::now();
-    let result = boot_and_collect(ctx, sc, &dir);
-    let elapsed = start.elapsed();
     let repro = format!("{} {}", ctx.repro, sc.name);
-    let verdict = match result {
-        Ok((guests, host_errors)) => {
-            let mut v = report::judge(sc, &guests, &repro);
-            if !host_errors.is_empty() {
-                v.fail_host(&host_errors, &repro);
+    let mut attempt = 1;
+    let verdict = loop {
+        let result = boot_and_collect(ctx, sc, &dir);
+        // A guest that hung before user space, with no kernel report, is
+        // a boot flake of the emulator (seen under heavy host load with
+        // TCG), not a result: neither the module nor a test ran. Say so
+        // and retry once; a second hang fails.
+        if let Ok((guests, _)) = &result {
+            let hung: Vec<&str> = guests
+                .iter()
+                .filter(|g| !g.reached_user_space && g.splats.is_empty())
+                .map(|g| g.name.as_str())
+                .collect();
+            if !hung.is_empty() && attempt == 1 && sc.expect == scenarios::Expect::Pass {
+                println!(
+                    "# {}: guest(s) {hung:?} hung in early boot (before user space, no kernel report); retrying once",
+                    sc.name
+                );
+                attempt += 1;
+                let _ = fs::remove_dir_all(&dir);
+                continue;
             }
-            v
         }
-        Err(e) => Verdict::error(format!("{e:#}")),
+        break match result {
+            Ok((guests, host_errors)) => {
+                let mut v = report::judge(sc, &guests, &repro);
+                if !host_errors.is_empty() {
+                    v.fail_host(&host_errors, &repro);
+                }
+                v
+            }
+            Err(e) => Verdict::error(format!("{e:#}")),
+        };
     };
+    let elapsed = start.elapsed();
     for l in &verdict.lines {
         println!("  {l}");
     }

@@ -79,6 +79,8 @@ pub struct GuestReport {
     pub reaped: bool,
     /// Killed on another guest's request.
     pub killed: bool,
+    /// The kernel started init (the console says so).
+    pub reached_user_space: bool,
 }
 
 fn read_lossy(p: &std::path::Path) -> String {
@@ -155,6 +157,7 @@ impl GuestReport {
             timeout,
             reaped: false,
             killed: false,
+            reached_user_space: console.contains("Run /init as init process"),
         }
     }
 
@@ -425,6 +428,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             reaped: true,
             killed: false,
+            reached_user_space: true,
         }
     }
 
