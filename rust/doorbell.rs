@@ -17,6 +17,10 @@ use kernel::{
     irq, new_poll_condvar,
     prelude::*,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         new_spinlock_irq,
         poll::PollCondVar,
         SpinLockIrq, //
@@ -186,28 +190,25 @@ pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqRet
     irq::IrqReturn::Handled
 }
 
-/// Pending events of a file: for each selected vector whose count differs
-/// from what the file saw, `(vector, new count, events, timestamp)`, at
-/// most `max` of them.
-pub(crate) fn pending(
-    st: &State,
-    seen: &[u64],
-    mask: &[u64; uapi::MAX_VECTORS / 64],
-    max: usize,
-    out: &mut KVec<(usize, u64, u64, u64)>,
-) -> Result {
-    for (v, (c, s)) in st.counts.iter().zip(seen).enumerate() {
-        if out.len() >= max {
-            break;
-        }
-        let selected = mask
-            .get(v / 64)
-            .is_some_and(|m| m & (1u64 << (v % 64)) != 0);
-        if selected && c != s {
-            out.push((v, *c, c.wrapping_sub(*s), st.stamps[v]), GFP_ATOMIC)?;
-        }
-    }
-    Ok(())
+/// The pending events of a file: for each selected vector whose count
+/// differs from what the file saw, `(vector, count now, interrupts since,
+/// timestamp of the latest)`. Allocates nothing (poll calls it).
+pub(crate) fn pending<'a>(
+    st: &'a State,
+    seen: &'a [Atomic<u64>],
+    mask: &'a [u64; uapi::MAX_VECTORS / 64],
+) -> impl Iterator<Item = (usize, u64, u64, u64)> + 'a {
+    st.counts
+        .iter()
+        .zip(seen)
+        .enumerate()
+        .filter_map(move |(v, (c, s))| {
+            let selected = mask
+                .get(v / 64)
+                .is_some_and(|m| m & (1u64 << (v % 64)) != 0);
+            let s = s.load(Relaxed);
+            (selected && *c != s).then(|| (v, *c, c.wrapping_sub(s), st.stamps[v]))
+        })
 }
 
 #[kunit_tests(ivshmem_intx)]

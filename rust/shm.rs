@@ -359,14 +359,6 @@ impl OpenFile {
         m
     }
 
-    fn seen_now(&self) -> Result<KVec<u64>> {
-        let mut v = KVec::with_capacity(self.seen.len(), GFP_KERNEL)?;
-        for s in &self.seen {
-            v.push(s.load(Relaxed), GFP_KERNEL)?;
-        }
-        Ok(v)
-    }
-
     /// Waits for events and writes them to `out`.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
         let ev = self.events()?;
@@ -376,15 +368,18 @@ impl OpenFile {
             return Err(EINVAL);
         }
         let _reader = self.read_lock.lock();
-        let seen = self.seen_now()?;
         let mask = self.mask_now();
+        // Allocated before the interrupt-disabling lock; filled within
+        // its capacity under it.
         let mut found = KVec::with_capacity(max, GFP_KERNEL)?;
         let mut st = ev.state.lock();
         loop {
             if st.gone {
                 return Err(ENODEV);
             }
-            doorbell::pending(&st, &seen, &mask, max, &mut found)?;
+            for p in doorbell::pending(&st, &self.seen, &mask).take(max) {
+                found.push(p, GFP_ATOMIC)?;
+            }
             if !found.is_empty() {
                 break;
             }
@@ -417,21 +412,14 @@ impl OpenFile {
             return uapi::EPOLLERR;
         };
         table.register_wait(file, &ev.wait);
-        let Ok(seen) = self.seen_now() else {
-            return uapi::EPOLLERR;
-        };
         let mask = self.mask_now();
-        let mut one = KVec::new();
         let st = ev.state.lock();
         if st.gone {
-            return uapi::EPOLLHUP | uapi::EPOLLERR;
-        }
-        let r = doorbell::pending(&st, &seen, &mask, 1, &mut one);
-        drop(st);
-        match r {
-            Ok(()) if !one.is_empty() => uapi::EPOLLIN | uapi::EPOLLRDNORM,
-            Ok(()) => 0,
-            Err(_) => uapi::EPOLLERR,
+            uapi::EPOLLHUP | uapi::EPOLLERR
+        } else if doorbell::pending(&st, &self.seen, &mask).next().is_some() {
+            uapi::EPOLLIN | uapi::EPOLLRDNORM
+        } else {
+            0
         }
     }
 

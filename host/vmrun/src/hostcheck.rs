@@ -29,6 +29,13 @@ pub struct HostCtx {
     pub waiters: Vec<Waiter>,
 }
 
+/// An `ivshmem-client` command on the scenario's server.
+fn client(srv: &crate::qemu::ServerLink) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::server::tool("ivshmem-client"));
+    c.arg("-S").arg(&srv.socket);
+    c
+}
+
 /// A host client waiting for a guest's ring.
 #[derive(Debug)]
 pub struct Waiter {
@@ -80,9 +87,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                 .server
                 .as_ref()
                 .context("no ivshmem server in this scenario")?;
-            let out = std::process::Command::new(crate::server::tool("ivshmem-client"))
-                .arg("-S")
-                .arg(&srv.socket)
+            let out = client(srv)
                 .args(["ring", peer, vector])
                 .output()
                 .context("running ivshmem-client ring")?;
@@ -99,9 +104,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                 .server
                 .as_ref()
                 .context("no ivshmem server in this scenario")?;
-            let mut child = std::process::Command::new(crate::server::tool("ivshmem-client"))
-                .arg("-S")
-                .arg(&srv.socket)
+            let mut child = client(srv)
                 .args([
                     "wait",
                     "--count",
@@ -138,9 +141,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                 .server
                 .as_ref()
                 .context("no ivshmem server in this scenario")?;
-            let out = std::process::Command::new(crate::server::tool("ivshmem-client"))
-                .arg("-S")
-                .arg(&srv.socket)
+            let out = client(srv)
                 .args(["peers", "--json"])
                 .output()
                 .context("running ivshmem-client")?;

@@ -90,6 +90,33 @@ fn expect_events(dev: &Device, want: &[(u16, u32)], what: &str) -> Result<Vec<Ev
     Ok(got)
 }
 
+/// The module, loaded, and the first doorbell device, open.
+struct Bell {
+    _m: Loaded,
+    index: u32,
+    dev: Device,
+    me: u16,
+}
+
+/// Loads the module and opens the first doorbell device (SKIP without).
+fn open_bell() -> Result<Bell, Failure> {
+    let m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(index), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(index)?;
+    let me = dev
+        .info()?
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    Ok(Bell {
+        _m: m,
+        index,
+        dev,
+        me,
+    })
+}
+
 /// One doorbell device (rung by this guest itself) and one plain device.
 pub fn doorbell_local() -> TestResult {
     let _m = Loaded::load().map_err(Failure::Fail)?;
@@ -502,15 +529,12 @@ pub fn doorbell_pair() -> TestResult {
 /// Mid-stream, one guest asks the runner to kill the other; the survivor
 /// keeps ringing the dead peer (harmless) and still gets its own rings.
 pub fn doorbell_kill() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: _,
+        dev,
+        me,
+    } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let victim = sys::setting("victim").unwrap_or_default();
@@ -563,15 +587,12 @@ fn write_text(map: &ivshmem::Mapping, text: &str) -> Result<(), Failure> {
 /// The demo: one guest writes a message into the shared memory and rings
 /// the other, which wakes, prints it and answers the same way.
 pub fn demo_chat() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: _,
+        dev,
+        me,
+    } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let wait = |what: &str| -> Result<u64, Failure> {
@@ -613,15 +634,12 @@ pub fn c_ring() -> TestResult {
     if !std::path::Path::new("/bin/ivshmem-ring").exists() {
         skip!("/bin/ivshmem-ring (the C example) is not in this initramfs");
     }
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: bell,
+        dev,
+        me,
+    } = open_bell()?;
     let out = std::process::Command::new("/bin/ivshmem-ring")
         .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
         .output()?;
