@@ -18,6 +18,7 @@ BUILDROOT_PACKAGES=(
 	rustc rust-src rustfmt rust-clippy bindgen clang lld llvm libclang-dev
 	build-essential flex bison bc libelf-dev libssl-dev
 	cpio kmod python3 xz-utils ca-certificates
+	dwarves dkms debhelper dh-dkms fakeroot
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

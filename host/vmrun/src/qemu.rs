@@ -198,8 +198,11 @@ impl Guest {
         // under TCG on a loaded host, misjudges the emulated timer and
         // panics ("IO-APIC + timer doesn't work!"), as virtual machine
         // images commonly avoid with this parameter.
+        // hung_task_timeout_secs: a task stuck in D state is reported
+        // (and fails the scenario) well before the scenario times out.
         let mut append = format!(
-            "console=ttyS0 panic=-1 oops=panic printk.time=1 no_timer_check ivt_name={}",
+            "console=ttyS0 panic=-1 oops=panic printk.time=1 no_timer_check \
+             sysctl.kernel.hung_task_timeout_secs=20 ivt_name={}",
             spec.name
         );
         if !spec.tests.is_empty() {
