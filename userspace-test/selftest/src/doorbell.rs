@@ -437,13 +437,27 @@ pub fn doorbell_pair() -> TestResult {
     println!("# I am {me}, my peer is {peer}; I ring first: {first}");
     check!(me != peer, "both guests have IVPosition {me}");
 
-    // Every vector, both ways.
+    // Every vector, both ways, in lockstep. Each side checks its eventfds
+    // while the other is waiting on it: the first after the answer (the
+    // peer rings nothing more until it gets the next vector), the second
+    // before it answers (once answered, the first may ring the next one).
+    let check_efds = |v: u16| -> TestResult {
+        for (w, fd) in efds.iter().enumerate() {
+            let c = efd_count(fd);
+            check!(
+                c == u64::from(w as u16 == v),
+                "vector {v}: eventfd of vector {w} counts {c}"
+            );
+        }
+        Ok(())
+    };
     for v in 0..n {
         let slot = SEQ + 8 * usize::from(v);
         if first {
             map.write_volatile(slot, 0xda7a_0000 | u64::from(v))?;
             dev.ring(peer, v)?;
             expect_events(&dev, &[(v, 1)], &format!("answer on vector {v}"))?;
+            check_efds(v)?;
         } else {
             expect_events(&dev, &[(v, 1)], &format!("ring on vector {v}"))?;
             let d: u64 = map.read_volatile(slot)?;
@@ -451,14 +465,8 @@ pub fn doorbell_pair() -> TestResult {
                 d == 0xda7a_0000 | u64::from(v),
                 "vector {v}: the sender's data is not visible: {d:#x}"
             );
+            check_efds(v)?;
             dev.ring(peer, v)?;
-        }
-        for (w, fd) in efds.iter().enumerate() {
-            let c = efd_count(fd);
-            check!(
-                c == u64::from(w as u16 == v),
-                "vector {v}: eventfd of vector {w} counts {c}"
-            );
         }
     }
     println!("# {n} vectors each way: read/poll and eventfd woke on exactly the vector rung");
