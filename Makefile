@@ -7,7 +7,15 @@
 #                          sets up the toolchain and builds the kernel)
 #   make KDIR=/path/linux  build against your own built, Rust-enabled kernel
 #                          tree, the usual out-of-tree way: ./ivshmem.ko
-#   make demo              build everything and run a short demo in QEMU
+#   make debian [KRELEASE=7.3.4+deb13-amd64]
+#                          on a Debian system: build ivshmem.ko for an
+#                          installed Debian kernel (the running one by
+#                          default): build/debian/<release>/ivshmem.ko
+#   make deb               build the ivshmem-dkms package: build/deb/
+#   make stock             build the module for Debian's stock kernel in
+#                          the project's build root (no kernel build)
+#   make demo              build for Debian's stock kernel and run a short
+#                          demo in QEMU
 #   make check             run the whole test suite (what .ci/run calls)
 #   make kernel            build (or find in the cache) the guest kernel
 #   make clean
@@ -24,7 +32,9 @@ else
 KBUILD := scripts/kmake.sh $(FLAVOUR)
 endif
 
-.PHONY: all modules clean kernel demo check
+KRELEASE ?= $(shell uname -r)
+
+.PHONY: all modules clean kernel demo check debian deb stock
 
 all: modules
 
@@ -38,6 +48,15 @@ clean:
 kernel:
 	scripts/setup-toolchain.sh
 	scripts/build-kernel.sh $(FLAVOUR)
+
+debian:
+	scripts/build-debian-module.sh $(KRELEASE) --out build/debian/$(KRELEASE)
+
+deb:
+	scripts/build-deb.sh
+
+stock:
+	scripts/build-stock.sh
 
 demo:
 	scripts/demo.sh

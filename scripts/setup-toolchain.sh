@@ -10,7 +10,8 @@
 #      to an older 7.x, then to sid), extracted under $IVSHMEM_CACHE/src.
 #
 # The kernel version is chosen once and remembered; set IVSHMEM_REFRESH=1
-# to look at the package index again.
+# to look at the package index again. --no-kernel-source stops after step 2
+# (work on Debian's stock kernel needs no kernel source of ours).
 #
 # Not needed when you build against your own kernel tree: see README.md.
 
@@ -127,4 +128,4 @@ step_kernel_source() {
 
 step_host_packages
 step_buildroot
-step_kernel_source
+[ "${1:-}" = --no-kernel-source ] || step_kernel_source
