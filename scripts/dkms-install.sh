@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# dkms-install.sh: build the ivshmem-dkms package and install it, with apt,
+# into a Debian system that has Debian's stock kernel headers, the way a
+# user installs it; DKMS builds the module there. Then collect what the
+# guest runs need and write build/dkms/env:
+#
+#   build/deb/ivshmem-dkms_<version>_all.deb   the package
+#   build/dkms/install.log                      apt's and DKMS's output
+#   build/dkms/ivshmem.ko                       the module DKMS installed
+#   build/dkms/debian-root.cpio                 the `debian` guest root with
+#                                               the package's files and the
+#                                               module in place (depmod's
+#                                               modules.alias included)
+#
+# The Debian system is a throw-away overlay over the build root (trixie,
+# which has the package's dependencies and, from stock-kernel.sh, the
+# stock kernel's linux-headers and linux-source-7.3). If the build root has
+# no prepared Rust metadata of the stock kernel in /var/cache/ivshmem-dkms
+# yet, DKMS prepares it (a few minutes), and it is kept there afterwards
+# for later runs (build-stock.sh prepares the same tree).
+
+. "$(dirname "$0")/lib.sh"
+cd "$IVSHMEM_TOP"
+
+stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh")
+release=$(cat "$stock/release")
+guestroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh")
+guestroot=${guestroot_cpio%.cpio}
+
+# 1. The package.
+deb=$("$IVSHMEM_TOP/scripts/build-deb.sh")
+
+# 2. Install it with apt into a Debian system that has the stock headers.
+out="$IVSHMEM_TOP/build/dkms"
+rm -rf "$out"
+mkdir -p "$out/root"
+ovl=$(mktemp -d "$IVSHMEM_CACHE/dkms-overlay.XXXXXX")
+trap 'rm -rf "$ovl"' EXIT
+mkdir -p "$ovl/upper" "$ovl/work" "$ovl/merged"
+log "ivshmem-dkms: apt-get install $deb in a Debian system with linux-headers-$release (DKMS builds the module)"
+start=$SECONDS
+set +e
+unshare --mount --propagation private -- /bin/sh -ec '
+	root=$1 ovl=$2 out=$3 deb=$4 release=$5
+	m=$ovl/merged
+	mount -t overlay overlay -o "lowerdir=$root,upperdir=$ovl/upper,workdir=$ovl/work" "$m"
+	mount --rbind /dev "$m/dev"
+	mount -t proc proc "$m/proc"
+	mount -t sysfs sysfs "$m/sys"
+	mkdir -p "$m/mnt/out" "$m/mnt/deb"
+	mount --bind "$out" "$m/mnt/out"
+	mount --bind "$(dirname "$deb")" "$m/mnt/deb"
+	exec chroot "$m" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -ec "
+		apt-get install -y --no-install-recommends /mnt/deb/$(basename "$deb") || {
+			echo \"== DKMS make.log\"
+			cat /var/lib/dkms/ivshmem/*/build/make.log
+			exit 1
+		}
+		echo \"== dkms status\"
+		dkms status
+		cd /mnt/out
+		mkdir -p root/lib/modules root/usr/lib/udev/rules.d root/etc
+		# What the package and DKMS put in place, for the guest root:
+		# the module and depmod indexes (the stock modules themselves
+		# stay out; udev finds no module for the other devices).
+		mkdir -p root/lib/modules/$release
+		cp -a /lib/modules/$release/updates /lib/modules/$release/modules.* root/lib/modules/$release/
+		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/lib/udev/rules.d/); do cp -a \$f root\$f; done
+		getent group ivshmem >group.line
+	"
+' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" \
+	>"$out/install.log" 2>&1
+status=$?
+set -e
+if [ $status -ne 0 ]; then
+	tail -n 40 "$out/install.log" >&2
+	die "step 'dkms install': apt-get install of the package failed; log: $out/install.log"
+fi
+grep -E '^ivshmem/.*: installed' "$out/install.log" | grep -q "$release" ||
+	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': dkms status does not show ivshmem installed for $release; log: $out/install.log"; }
+installed=$(find "$out/root/lib/modules/$release/updates/dkms" -name 'ivshmem.ko*' | head -n 1)
+[ -n "$installed" ] || die "step 'dkms install': no ivshmem.ko under /lib/modules/$release/updates/dkms"
+case "$installed" in
+*.ko.xz) xz -dc "$installed" >"$out/ivshmem.ko" ;;
+*.ko.zst) zstd -qdc "$installed" >"$out/ivshmem.ko" ;;
+*.ko) cp "$installed" "$out/ivshmem.ko" ;;
+*) die "step 'dkms install': unknown module file $installed" ;;
+esac
+grep -q "ivshmem" "$out/root/lib/modules/$release/modules.alias" ||
+	die "step 'dkms install': depmod's modules.alias has no ivshmem alias"
+log "ivshmem-dkms: installed in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log")"
+# Keep what DKMS prepared, if the build root had nothing yet.
+kept="$(buildroot_dir)/var/cache/ivshmem-dkms"
+if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepared >/dev/null 2>&1; then
+	rm -rf "$kept"
+	mv "$ovl/upper/var/cache/ivshmem-dkms" "$kept"
+	log "ivshmem-dkms: kept the prepared tree DKMS made in the build root's /var/cache/ivshmem-dkms"
+fi
+
+# 3. The debian guest root with the package installed: the base root, and
+# over it the module tree, the udev rule, and the group the package's
+# postinst makes (made the same way, `groupadd --system`, against the guest
+# root's own account files, so that its gid is free there).
+grep -q '^ivshmem:' "$out/group.line" || die "step 'dkms install': the package's postinst made no group ivshmem"
+for f in group gshadow passwd shadow login.defs; do
+	cp -a "$guestroot/etc/$f" "$out/root/etc/$f"
+done
+groupadd --root "$out/root" --system ivshmem ||
+	die "step 'dkms install': groupadd ivshmem in the guest root failed"
+rm -f "$out/root/etc/login.defs" "$out/root/etc/passwd" "$out/root/etc/shadow" "$out/root/etc/"*- "$out/root/etc/.pwd.lock"
+(cd "$out/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+	cpio --null --quiet -o -H newc --owner=0:0) >"$out/extra.cpio"
+cat "$guestroot_cpio" "$out/extra.cpio" >"$out/debian-root.cpio"
+rm -f "$out/extra.cpio"
+
+cat >"$out/env" <<ENV
+IVSHMEM_KERNEL=$stock/vmlinuz
+IVSHMEM_MODULE=$out/ivshmem.ko
+IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
+IVSHMEM_KERNEL_LABEL="Debian $release (stock), module built by DKMS"
+ENV
+log "ivshmem-dkms: guest files and build/dkms/env in $out"
