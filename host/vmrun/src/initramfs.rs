@@ -28,6 +28,53 @@ echo "# ivshmem-selftest exit=$?" >$out
 poweroff -f
 "##;
 
+/// `/init` of the Debian root: udev loads what the devices need, as on a
+/// distribution (nothing here calls insmod or modprobe), then the named
+/// selftests run as in the busybox root. Power-off is by sysrq, as the
+/// root has no init system.
+const DEBIAN_INIT: &str = r##"#!/bin/sh
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p /proc /sys /dev /run /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+out=/dev/ttyS1
+# init must not exit (the kernel would panic): power off and wait for it.
+off() {
+	echo o >/proc/sysrq-trigger
+	sleep 60
+}
+if [ -n "$ivt_probe" ]; then
+	echo ivt-probe-ok >$out
+	off
+fi
+echo "ivshmem-vmrun: guest $ivt_name up (Debian root), $(uname -r), $(nproc) cpus, running: $ivt_tests" >/dev/console
+/usr/lib/systemd/systemd-udevd --daemon
+udevadm trigger --type=subsystems --action=add
+udevadm trigger --type=devices --action=add
+udevadm settle --timeout=120 || echo "ivshmem-vmrun: udevadm settle timed out" >/dev/console
+/usr/local/bin/ivshmem-selftest $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
+echo "# ivshmem-selftest exit=$?" >$out
+off
+"##;
+
+/// Writes the Debian root's initramfs to `dest`: the root made by
+/// `scripts/dkms-install.sh` (`base`, a cpio), followed by a second cpio
+/// with its `/init` and the selftest harness. The kernel unpacks both.
+pub fn build_debian(base: &Path, selftest: &Path, dest: &Path) -> Result<()> {
+    let mut w = cpio::Writer::new(Vec::new());
+    w.file("/init", 0o755, DEBIAN_INIT.as_bytes())?;
+    w.dir("/usr/local/bin")?;
+    w.file("/usr/local/bin/ivshmem-selftest", 0o755, &read(selftest)?)?;
+    let mut bytes = read(base)?;
+    // Each archive of a concatenation starts 4-byte aligned.
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes.extend_from_slice(&w.finish()?);
+    fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
 /// What goes into the initramfs.
 #[derive(Debug, Clone)]
 pub struct Contents {

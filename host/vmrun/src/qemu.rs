@@ -56,6 +56,16 @@ pub struct ServerLink {
     pub shm: PathBuf,
 }
 
+/// What a guest's root file system is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// The runner's busybox initramfs: init insmods the module itself.
+    Busybox,
+    /// A small Debian system (the `debian` guest flavour) where an installed
+    /// package put the module and its udev rule; udev loads the module.
+    Debian,
+}
+
 /// One guest of a scenario.
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
@@ -75,6 +85,8 @@ pub struct GuestSpec {
     /// Put the first ivshmem device behind a `pcie-root-port` (id `shm0`,
     /// bus `rp0`) so QMP can hot-unplug and re-plug it.
     pub hotplug: bool,
+    /// Its root file system.
+    pub root: Root,
 }
 
 impl GuestSpec {
@@ -88,7 +100,16 @@ impl GuestSpec {
             mem_mib: 512,
             env: Vec::new(),
             hotplug: false,
+            root: Root::Busybox,
         }
+    }
+
+    /// Boots the guest on the Debian root instead of busybox (1 GiB of
+    /// memory: the root lives in RAM).
+    pub fn debian_root(mut self) -> Self {
+        self.root = Root::Debian;
+        self.mem_mib = self.mem_mib.max(1024);
+        self
     }
 
     /// Adds a setting for the tests.
@@ -145,6 +166,8 @@ pub struct Boot {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initrd: PathBuf,
+    /// The Debian root's initramfs, if the run has one.
+    pub debian_initrd: Option<PathBuf>,
     /// The accelerator.
     pub accel: Accel,
 }
@@ -194,6 +217,13 @@ impl Guest {
         let ktap = dir.join("ktap.log");
         let qemu_log = dir.join("qemu.log");
         let qmp = dir.join("qmp.sock");
+        let initrd = match spec.root {
+            Root::Busybox => boot.initrd.clone(),
+            Root::Debian => boot
+                .debian_initrd
+                .clone()
+                .context("this guest needs the Debian root (--debian-root)")?,
+        };
         // no_timer_check: the IO-APIC timer check busy-waits for ticks and,
         // under TCG on a loaded host, misjudges the emulated timer and
         // panics ("IO-APIC + timer doesn't work!"), as virtual machine
@@ -239,7 +269,7 @@ impl Guest {
             "-kernel".into(),
             boot.kernel.display().to_string(),
             "-initrd".into(),
-            boot.initrd.display().to_string(),
+            initrd.display().to_string(),
             "-append".into(),
             append,
             "-chardev".into(),

@@ -81,6 +81,9 @@ pub struct GuestReport {
     pub killed: bool,
     /// The kernel started init (the console says so).
     pub reached_user_space: bool,
+    /// Set when every kernel report came before the module was loaded and
+    /// none has a driver frame: the first report's line.
+    pub fault_before_module: Option<String>,
 }
 
 fn read_lossy(p: &std::path::Path) -> String {
@@ -100,9 +103,7 @@ pub fn find_splats(console: &str) -> (Vec<String>, Vec<String>) {
             continue;
         }
         // The report runs to the end of its stack trace.
-        let end = (i..lines.len().min(i + 150))
-            .find(|j| lines[*j].contains("</TASK>") || lines[*j].contains("end trace"))
-            .map_or(lines.len().min(i + 150), |j| j + 1);
+        let end = report_end(&lines, i);
         let block = &lines[i..end];
         let known = KNOWN_SPLATS.iter().find(|k| {
             k.markers
@@ -124,6 +125,36 @@ pub fn find_splats(console: &str) -> (Vec<String>, Vec<String>) {
     (splats, tolerated)
 }
 
+/// Where a report that starts at `lines[i]` ends: after its stack trace.
+fn report_end(lines: &[&str], i: usize) -> usize {
+    (i..lines.len().min(i + 150))
+        .find(|j| lines[*j].contains("</TASK>") || lines[*j].contains("end trace"))
+        .map_or(lines.len().min(i + 150), |j| j + 1)
+}
+
+/// If the console has kernel reports and every one of them came before the
+/// module was first loaded (its first `ivshmem:` message, e.g. the
+/// out-of-tree taint notice) with no driver frame in it, the first one.
+pub fn fault_before_module(console: &str) -> Option<String> {
+    let lines: Vec<&str> = console.lines().collect();
+    let loaded = lines
+        .iter()
+        .position(|l| l.contains("ivshmem:") || l.contains("[ivshmem]"))
+        .unwrap_or(lines.len());
+    let mut first = None;
+    for (i, l) in lines.iter().enumerate() {
+        if !SPLATS.iter().any(|s| l.contains(s)) {
+            continue;
+        }
+        let end = report_end(&lines, i);
+        if i >= loaded || lines[i..end].iter().any(|l| l.contains("ivshmem")) {
+            return None;
+        }
+        first.get_or_insert_with(|| l.trim().to_string());
+    }
+    first
+}
+
 /// The harness exit code from init's `# ivshmem-selftest exit=N` line.
 pub fn exit_marker(ktap: &str) -> Option<i32> {
     ktap.lines()
@@ -138,6 +169,11 @@ impl GuestReport {
         let ktap_text = read_lossy(&g.ktap);
         let console = read_lossy(&g.console);
         let (splats, tolerated) = find_splats(&console);
+        let early = if splats.is_empty() {
+            None
+        } else {
+            fault_before_module(&console)
+        };
         let lines: Vec<&str> = console.lines().collect();
         let console_tail = lines[lines.len().saturating_sub(TAIL_LINES)..]
             .iter()
@@ -158,6 +194,7 @@ impl GuestReport {
             reaped: false,
             killed: false,
             reached_user_space: console.contains("Run /init as init process"),
+            fault_before_module: early,
         }
     }
 
@@ -429,11 +466,37 @@ mod tests {
             reaped: true,
             killed: false,
             reached_user_space: true,
+            fault_before_module: fault_before_module(console),
         }
     }
 
     const PASS: &str = "KTAP version 1\n1..1\nok 1 t\n# ivshmem-selftest exit=0\n";
     const FAIL: &str = "KTAP version 1\n1..1\nnot ok 1 t\n# ivshmem-selftest exit=1\n";
+
+    #[test]
+    fn only_kernel_faults_before_the_module_count_as_the_kernels() {
+        let early = "[ 0.5] Oops: int3: 0000 [#1] SMP NOPTI\n[ 0.5] RIP: sched_clock_cpu+0x1/0x2\n\
+                     [ 0.5] </TASK>\n[ 2.0] ivshmem: loading out-of-tree module taints kernel.\n";
+        assert_eq!(
+            fault_before_module(early).as_deref(),
+            Some("[ 0.5] Oops: int3: 0000 [#1] SMP NOPTI")
+        );
+        // After the module loaded: the driver's, whatever the frames say.
+        let late = "[ 2.0] ivshmem: loading out-of-tree module taints kernel.\n\
+                    [ 3.0] Oops: int3: 0000 [#1] SMP NOPTI\n[ 3.0] </TASK>\n";
+        assert_eq!(fault_before_module(late), None);
+        // A driver frame, even before the taint line.
+        let framed = "[ 0.5] BUG: unable to handle page fault\n[ 0.5]  ivshmem_probe+0x1/0x2 [ivshmem]\n\
+                      [ 0.5] </TASK>\n";
+        assert_eq!(fault_before_module(framed), None);
+        // One early and one late: not retried.
+        let both = format!("{early}[ 3.0] WARNING: CPU: 0 PID: 1 at foo\n[ 3.0] </TASK>\n");
+        assert_eq!(fault_before_module(&both), None);
+        // No module at all (it never loaded): the kernel's.
+        let never = "[ 0.5] Kernel panic - not syncing: Fatal exception\n";
+        assert!(fault_before_module(never).is_some());
+        assert_eq!(fault_before_module("[ 1.0] all fine\n"), None);
+    }
 
     #[test]
     fn passing_guest_passes() {

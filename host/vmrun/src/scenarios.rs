@@ -72,6 +72,25 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "debian-autoload",
+            about: "a Debian root where ivshmem-dkms is installed: udev loads the module by modalias, \
+                    sets the node's group and mode, makes the by-path link",
+            guests: vec![
+                GuestSpec::new(
+                    "guest",
+                    &["autoload_module", "autoload_node", "autoload_symlink"],
+                )
+                .plain("shm", 4 * MIB)
+                .debian_root(),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: None,
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "no-device",
             about: "no ivshmem device: the module loads, binds nothing, unloads",
             guests: vec![GuestSpec::new("guest", &["module_nodev"])],

@@ -7,6 +7,7 @@
 //! 4 all skipped, 2 usage error.
 
 mod data;
+mod distro;
 mod doorbell;
 mod shm;
 mod sys;

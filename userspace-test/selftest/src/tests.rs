@@ -8,6 +8,24 @@ use std::path::Path;
 pub fn all() -> Vec<Test> {
     vec![
         Test {
+            name: "autoload_module",
+            default: false,
+            about: "udev loaded the DKMS-built module from the device's modalias (modules.alias)",
+            run: crate::distro::autoload_module,
+        },
+        Test {
+            name: "autoload_node",
+            default: false,
+            about: "udev gave /dev/ivshmem0 the rule's group (ivshmem) and mode (0660)",
+            run: crate::distro::autoload_node,
+        },
+        Test {
+            name: "autoload_symlink",
+            default: false,
+            about: "udev made /dev/ivshmem/by-path/pci-<address> point at the device's node",
+            run: crate::distro::autoload_symlink,
+        },
+        Test {
             name: "module_bind",
             default: true,
             about: "the module loads, binds every ivshmem device and unloads cleanly",
