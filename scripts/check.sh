@@ -8,7 +8,14 @@
 #   2. lint: rustfmt of the module and the workspace, clippy of the
 #      workspace, the release kernel's config;
 #   3. host tests: cargo test for the workspace (KTAP, runner, server...);
-#   4. guest tests: every suite scenario in QEMU, through ivshmem-vmrun.
+#   4. guest tests: every suite scenario in QEMU, through ivshmem-vmrun,
+#      on the project's debug kernel (for the sanitizers);
+#   5. Debian's stock kernel: the ivshmem-dkms package is built and
+#      installed with apt into a Debian system with that kernel's headers
+#      (DKMS builds the module), build-debian-module.sh's refusals are
+#      checked, and the whole guest suite runs again on the stock kernel
+#      with the module DKMS built, plus the scenarios that boot a Debian
+#      root (autoload by udev).
 #
 # Every step runs even when an earlier one failed (unless it needs what
 # failed). The last line is the summary: `check: N passed, N failed, N skipped`.
@@ -76,23 +83,63 @@ if [ "$status" -ne 0 ] && [ "$hf" -eq 0 ]; then ko "cargo test (did not run to t
 [ "$hf" -eq 0 ] || failed_steps+=("$hf host test(s)")
 echo "host tests: $hp passed, $hf failed, $hi ignored"
 
-step "guest tests (QEMU)"
-if [ $built = 1 ]; then
-	set -a
-	. build/test/env
-	set +a
+# guest_suite WHAT ENV-FILE...: the guest suite with the paths of the env
+# files (later ones override), its counts added to the summary.
+guest_suite() {
+	local what=$1 log summary
+	shift
 	log=$(mktemp)
-	"$IVSHMEM_VMRUN" suite "$@" 2>&1 | tee "$log"
+	(
+		set -a
+		for f in "$@"; do . "$f"; done
+		set +a
+		"$IVSHMEM_VMRUN" suite "${filters[@]}"
+	) 2>&1 | tee "$log"
 	summary=$(grep '^vmrun: ' "$log" | tail -n 1)
 	rm -f "$log"
 	if [[ $summary =~ ^vmrun:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
 		pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))
-		[ "${BASH_REMATCH[2]}" -eq 0 ] || failed_steps+=("${BASH_REMATCH[2]} guest test(s)")
+		[ "${BASH_REMATCH[2]}" -eq 0 ] || failed_steps+=("${BASH_REMATCH[2]} guest test(s) on the $what")
+		echo "guest tests on the $what: ${BASH_REMATCH[1]} passed, ${BASH_REMATCH[2]} failed, ${BASH_REMATCH[3]} skipped"
 	else
-		ko "guest tests (the runner printed no summary)"
+		ko "guest tests on the $what (the runner printed no summary)"
 	fi
+}
+filters=("$@")
+
+step "guest tests (QEMU), project debug kernel"
+if [ $built = 1 ]; then
+	guest_suite "debug kernel" build/test/env
 else
 	ko "guest tests (not run: the build failed)"
+fi
+
+step "Debian stock kernel: the ivshmem-dkms package, installed with apt, built by DKMS"
+dkms=0
+if [ $built = 1 ] && scripts/dkms-install.sh; then
+	ok "ivshmem-dkms: built, installed with apt, module built by DKMS"
+	dkms=1
+else
+	ko "ivshmem-dkms (build or install)"
+fi
+if [ $dkms = 1 ]; then
+	tap=$(mktemp)
+	in_buildroot sh scripts/test-build-debian-module.sh 2>&1 | tee "$tap"
+	tp=$(grep -c '^ok ' "$tap") tf=$(grep -c '^not ok ' "$tap")
+	rm -f "$tap"
+	pass=$((pass + tp)) fail=$((fail + tf))
+	if [ "$tp" -eq 0 ] && [ "$tf" -eq 0 ]; then
+		ko "build-debian-module refusals (no result)"
+	elif [ "$tf" -ne 0 ]; then
+		failed_steps+=("$tf build-debian-module refusal test(s)")
+	fi
+fi
+
+step "guest tests (QEMU), Debian stock kernel with the DKMS-built module"
+if [ $dkms = 1 ]; then
+	guest_suite "Debian stock kernel" build/test/env build/dkms/env
+else
+	ko "guest tests on the Debian stock kernel (not run: no DKMS-built module)"
 fi
 
 echo
