@@ -54,6 +54,13 @@ struct Cli {
     /// are skipped.
     #[arg(long, env = "IVSHMEM_DEBIAN_ROOT")]
     debian_root: Option<PathBuf>,
+    /// An ivshmem server already running (e.g. a packaged systemd unit's):
+    /// scenarios that need a server use its socket instead of starting one.
+    #[arg(long, env = "IVSHMEM_SERVER_SOCKET")]
+    server_socket: Option<PathBuf>,
+    /// That server's shared memory file (for the host's checks).
+    #[arg(long, requires = "server_socket", default_value = "/dev/shm/ivshmem")]
+    server_shm: PathBuf,
     /// What to call the kernel in the reports; the image's path by default.
     #[arg(long, env = "IVSHMEM_KERNEL_LABEL")]
     kernel_label: Option<String>,
@@ -95,6 +102,8 @@ enum Cmd {
 /// What every scenario of a run shares.
 struct Ctx {
     boot: Boot,
+    /// A server the runner did not start, if any.
+    external_server: Option<qemu::ServerLink>,
     /// The kernel, as the reports name it.
     kernel_label: String,
     workdir: PathBuf,
@@ -209,6 +218,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.timeout
     );
     let ctx = Ctx {
+        external_server: cli.server_socket.as_ref().map(|s| qemu::ServerLink {
+            socket: s.clone(),
+            shm: cli.server_shm.clone(),
+        }),
         kernel_label: cli
             .kernel_label
             .clone()
@@ -443,11 +456,14 @@ fn boot_and_collect(
 ) -> Result<(Vec<GuestReport>, Vec<String>)> {
     let regions = Regions::create(sc)?;
     let mut host_errors = Vec::new();
-    let server = match &sc.server {
-        Some(spec) => Some(server::Server::start(spec, dir, sc.name)?),
-        None => None,
+    let server = match (&sc.server, &ctx.external_server) {
+        (Some(spec), None) => Some(server::Server::start(spec, dir, sc.name)?),
+        _ => None,
     };
-    let link = server.as_ref().map(server::Server::link);
+    let link = match (&sc.server, &ctx.external_server) {
+        (Some(_), Some(external)) => Some(external.clone()),
+        _ => server.as_ref().map(server::Server::link),
+    };
     let mut host = hostcheck::HostCtx::default();
     if let Some(before) = sc.before {
         before(&regions).context("the host's preparation of the shared memory failed")?;

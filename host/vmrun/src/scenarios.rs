@@ -91,6 +91,25 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "doorbell-service",
+            about: "a doorbell guest rings itself through a server the runner did not start \
+                    (--server-socket: the packaged ivshmem-server@.service's, 4 vectors)",
+            guests: vec![
+                GuestSpec::new("guest", &["doorbell_local", "c_ring"])
+                    .doorbell(4)
+                    .plain("shm", 4 * MIB),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: false,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "no-device",
             about: "no ivshmem device: the module loads, binds nothing, unloads",
             guests: vec![GuestSpec::new("guest", &["module_nodev"])],
