@@ -72,6 +72,11 @@ else
 	ko "clippy (workspace)"
 fi
 
+step "libvirt recipes (docs/libvirt) against libvirt's schema"
+for f in docs/libvirt/*.xml; do
+	if virt-xml-validate "$f" domain; then ok "libvirt: $f"; else ko "libvirt: $f"; fi
+done
+
 step "host tests"
 log=$(mktemp)
 cargo test --locked --workspace 2>&1 | tee "$log"
