@@ -43,7 +43,7 @@ log "ivshmem-dkms: apt-get install $deb in a Debian system with linux-headers-$r
 start=$SECONDS
 set +e
 unshare --mount --propagation private -- /bin/sh -ec '
-	root=$1 ovl=$2 out=$3 deb=$4 release=$5
+	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6
 	m=$ovl/merged
 	mount -t overlay overlay -o "lowerdir=$root,upperdir=$ovl/upper,workdir=$ovl/work" "$m"
 	mount --rbind /dev "$m/dev"
@@ -61,6 +61,14 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		}
 		echo \"== dkms status\"
 		dkms status
+		# A kernel (headers) upgrade runs the kernel hooks, which rebuild
+		# the module: shown here for the same release, after unbuilding it.
+		echo \"== kernel upgrade: dkms unbuild, then /etc/kernel/header_postinst.d/dkms $release\"
+		dkms unbuild ivshmem/$version -k $release
+		test ! -e /lib/modules/$release/updates/dkms/ivshmem.ko.xz
+		/etc/kernel/header_postinst.d/dkms $release
+		echo \"== dkms status after the hook\"
+		dkms status
 		cd /mnt/out
 		mkdir -p root/lib/modules root/usr/lib/udev/rules.d root/etc
 		# What the package and DKMS put in place, for the guest root:
@@ -71,7 +79,7 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/lib/udev/rules.d/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
-' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" \
+' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" \
 	>"$out/install.log" 2>&1
 status=$?
 set -e
@@ -81,6 +89,8 @@ if [ $status -ne 0 ]; then
 fi
 grep -E '^ivshmem/.*: installed' "$out/install.log" | grep -q "$release" ||
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': dkms status does not show ivshmem installed for $release; log: $out/install.log"; }
+sed -n '/^== dkms status after the hook/,$p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
+	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': the kernel hook did not rebuild ivshmem for $release; log: $out/install.log"; }
 installed=$(find "$out/root/lib/modules/$release/updates/dkms" -name 'ivshmem.ko*' | head -n 1)
 [ -n "$installed" ] || die "step 'dkms install': no ivshmem.ko under /lib/modules/$release/updates/dkms"
 case "$installed" in
@@ -91,7 +101,7 @@ case "$installed" in
 esac
 grep -q "ivshmem" "$out/root/lib/modules/$release/modules.alias" ||
 	die "step 'dkms install': depmod's modules.alias has no ivshmem alias"
-log "ivshmem-dkms: installed in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log")"
+log "ivshmem-dkms: installed, unbuilt and rebuilt by the kernel hook in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | tail -n 1)"
 # Keep what DKMS prepared, if the build root had nothing yet.
 kept="$(buildroot_dir)/var/cache/ivshmem-dkms"
 if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepared >/dev/null 2>&1; then
