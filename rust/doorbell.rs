@@ -190,25 +190,39 @@ pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqRet
     irq::IrqReturn::Handled
 }
 
-/// The pending events of a file: for each selected vector whose count
-/// differs from what the file saw, `(vector, count now, interrupts since,
-/// timestamp of the latest)`. Allocates nothing (poll calls it).
+/// A file's vector mask: bit `v` selects vector `v`. Stored and loaded
+/// under [`Events::state`] only, so that nobody sees half of an update.
+pub(crate) type Mask = [Atomic<u64>; uapi::MAX_VECTORS / 64];
+
+/// Whether `mask` selects `vector`.
+fn selects(mask: &Mask, vector: usize) -> bool {
+    mask.get(vector / 64)
+        .is_some_and(|m| m.load(Relaxed) & (1u64 << (vector % 64)) != 0)
+}
+
+/// One pending event: `(vector, count now, interrupts since the file last
+/// reported it, timestamp of the latest)`.
+pub(crate) type Pending = (usize, u64, u64, u64);
+
+/// The pending events of a file: for each vector `mask` selects whose
+/// count differs from what the file saw, starting at vector `start` and
+/// wrapping around (so that a busy vector cannot starve the others of a
+/// reader that takes few at a time). Allocates nothing (poll calls it).
+/// Called under [`Events::state`], which also guards `seen` and `mask`.
 pub(crate) fn pending<'a>(
     st: &'a State,
     seen: &'a [Atomic<u64>],
-    mask: &'a [u64; uapi::MAX_VECTORS / 64],
-) -> impl Iterator<Item = (usize, u64, u64, u64)> + 'a {
-    st.counts
-        .iter()
-        .zip(seen)
-        .enumerate()
-        .filter_map(move |(v, (c, s))| {
-            let selected = mask
-                .get(v / 64)
-                .is_some_and(|m| m & (1u64 << (v % 64)) != 0);
-            let s = s.load(Relaxed);
-            (selected && *c != s).then(|| (v, *c, c.wrapping_sub(s), st.stamps[v]))
-        })
+    mask: &'a Mask,
+    start: usize,
+) -> impl Iterator<Item = Pending> + 'a {
+    let n = st.counts.len().min(seen.len());
+    let start = if n == 0 { 0 } else { start % n };
+    Iterator::chain(start..n, 0..start).filter_map(move |v: usize| {
+        let c = *st.counts.get(v)?;
+        let s = seen.get(v)?.load(Relaxed);
+        let stamp = *st.stamps.get(v)?;
+        (selects(mask, v) && c != s).then(|| (v, c, c.wrapping_sub(s), stamp))
+    })
 }
 
 #[kunit_tests(ivshmem_intx)]
@@ -276,6 +290,45 @@ mod tests {
         assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
         assert_eq!(count(&ev), 1);
         assert_eq!(regs.reads.get(), 2);
+        Ok(())
+    }
+}
+
+#[kunit_tests(ivshmem_doorbell)]
+mod doorbell_tests {
+    use super::*;
+
+    fn mask_of(vectors: &[usize]) -> Mask {
+        let m: Mask = [const { Atomic::new(0) }; uapi::MAX_VECTORS / 64];
+        for v in vectors {
+            if let Some(w) = m.get(v / 64) {
+                w.store(w.load(Relaxed) | 1u64 << (v % 64), Relaxed);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn pending_is_round_robin_and_masked() -> Result {
+        let ev = KBox::pin_init(Events::new(4)?, GFP_KERNEL)?;
+        for v in [0, 1, 3] {
+            ev.fire(v);
+        }
+        let seen = [const { Atomic::new(0u64) }; 4];
+        let all = mask_of(&[0, 1, 2, 3]);
+        let st = ev.state.lock();
+        let first =
+            |start: usize, mask: &Mask| pending(&st, &seen, mask, start).next().map(|p| p.0);
+        assert_eq!(first(0, &all), Some(0));
+        // After reporting vector 0, the scan starts at 1.
+        assert_eq!(first(1, &all), Some(1));
+        assert_eq!(first(2, &all), Some(3));
+        // Wraps around.
+        assert_eq!(first(4, &all), Some(0));
+        assert_eq!(first(7, &all), Some(3));
+        // The mask is honoured.
+        assert_eq!(first(0, &mask_of(&[1])), Some(1));
+        assert_eq!(first(0, &mask_of(&[2])), None);
         Ok(())
     }
 }

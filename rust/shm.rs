@@ -305,7 +305,11 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
 }
 
 /// An open `/dev/ivshmemN`.
-#[pin_data]
+///
+/// Readers of one file (threads, `dup`s, forked children) need no lock of
+/// their own: `seen`, `mask` and `next` are read and written under the
+/// device's [`Events::state`], so each interrupt is reported once per file
+/// and a reader never sleeps in a lock that an other reader's wait holds.
 pub(crate) struct OpenFile {
     shm: Arc<Shm>,
     /// `uapi::CACHE_*` for later mmaps.
@@ -313,10 +317,9 @@ pub(crate) struct OpenFile {
     /// Per vector, the interrupt count this file has reported.
     seen: KVec<Atomic<u64>>,
     /// The vectors this file waits on.
-    mask: [Atomic<u64>; uapi::MAX_VECTORS / 64],
-    /// Serialises readers of this file.
-    #[pin]
-    read_lock: Mutex<()>,
+    mask: doorbell::Mask,
+    /// The vector a read starts its scan at: one past the last reported.
+    next: Atomic<usize>,
 }
 
 /// Reads a structure of at least `size_of::<T>()` bytes from user space,
@@ -351,15 +354,13 @@ impl OpenFile {
         }
     }
 
-    fn mask_now(&self) -> [u64; uapi::MAX_VECTORS / 64] {
-        let mut m = [0u64; uapi::MAX_VECTORS / 64];
-        for (d, s) in m.iter_mut().zip(&self.mask) {
-            *d = s.load(Relaxed);
-        }
-        m
-    }
-
     /// Waits for events and writes them to `out`.
+    ///
+    /// The mask is read afresh on every wake-up (`SET_MASK` wakes the
+    /// waiters), and the events found are claimed (`seen` advanced) under
+    /// the same lock, so two readers of this file never report the same
+    /// interrupt. Nothing but the wait itself sleeps, and that wait is
+    /// interruptible.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
         let ev = self.events()?;
         let rec = core::mem::size_of::<uapi::Event>();
@@ -367,8 +368,6 @@ impl OpenFile {
         if max == 0 {
             return Err(EINVAL);
         }
-        let _reader = self.read_lock.lock();
-        let mask = self.mask_now();
         // Allocated before the interrupt-disabling lock; filled within
         // its capacity under it.
         let mut found = KVec::with_capacity(max, GFP_KERNEL)?;
@@ -377,8 +376,9 @@ impl OpenFile {
             if st.gone {
                 return Err(ENODEV);
             }
-            for p in doorbell::pending(&st, &self.seen, &mask).take(max) {
-                found.push(p, GFP_ATOMIC)?;
+            let start = self.next.load(Relaxed);
+            for p in doorbell::pending(&st, &self.seen, &self.mask, start).take(max) {
+                found.push_within_capacity(p)?;
             }
             if !found.is_empty() {
                 break;
@@ -390,21 +390,42 @@ impl OpenFile {
                 return Err(ERESTARTSYS);
             }
         }
+        for (v, count, _, _) in found.iter() {
+            if let Some(s) = self.seen.get(*v) {
+                s.store(*count, Relaxed);
+            }
+        }
+        if let Some((v, ..)) = found.last() {
+            self.next.store(v + 1, Relaxed);
+        }
         drop(st);
-        for (v, _, n, stamp) in found.iter() {
+        for (i, (v, _, n, stamp)) in found.iter().enumerate() {
             let e = uapi::Event {
                 vector: u16::try_from(*v)?,
                 flags: 0,
                 count: u32::try_from(*n).unwrap_or(u32::MAX),
                 timestamp_ns: *stamp,
             };
-            out.write(&e)?;
-        }
-        // Only what reached the caller counts as seen.
-        for (v, count, _, _) in found.iter() {
-            self.seen[*v].store(*count, Relaxed);
+            if let Err(err) = out.write(&e) {
+                self.unclaim(ev, found.get(i..).unwrap_or(&[]));
+                return if i == 0 { Err(err) } else { Ok(i * rec) };
+            }
         }
         Ok(found.len() * rec)
+    }
+
+    /// Gives back claimed events that did not reach the caller (a faulting
+    /// buffer), unless another reader of this file has meanwhile reported
+    /// newer interrupts of the vector: then those are lost.
+    fn unclaim(&self, ev: &Events, events: &[doorbell::Pending]) {
+        let _st = ev.state.lock();
+        for (v, count, n, _) in events {
+            if let Some(s) = self.seen.get(*v) {
+                if s.load(Relaxed) == *count {
+                    s.store(count.wrapping_sub(*n), Relaxed);
+                }
+            }
+        }
     }
 
     fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
@@ -412,11 +433,13 @@ impl OpenFile {
             return uapi::EPOLLERR;
         };
         table.register_wait(file, &ev.wait);
-        let mask = self.mask_now();
         let st = ev.state.lock();
         if st.gone {
             uapi::EPOLLHUP | uapi::EPOLLERR
-        } else if doorbell::pending(&st, &self.seen, &mask).next().is_some() {
+        } else if doorbell::pending(&st, &self.seen, &self.mask, 0)
+            .next()
+            .is_some()
+        {
             uapi::EPOLLIN | uapi::EPOLLRDNORM
         } else {
             0
@@ -433,16 +456,21 @@ impl OpenFile {
         self.shm.ring(req.peer, req.vector)
     }
 
-    /// `IVSHMEM_IOCTL_SET_MASK`.
+    /// `IVSHMEM_IOCTL_SET_MASK`: stored under the events lock, so that no
+    /// reader or poller sees half of it, then every waiter is woken to
+    /// look again with the new mask.
     fn ioctl_set_mask(&self, arg: usize, size: usize) -> Result {
         let req: uapi::Mask = read_struct(arg, size)?;
         if req.flags != 0 || req.reserved0 != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        self.events()?;
+        let ev = self.events()?;
+        let st = ev.state.lock();
         for (d, s) in self.mask.iter().zip(req.mask) {
             d.store(s, Relaxed);
         }
+        drop(st);
+        ev.wait.notify_all();
         Ok(())
     }
 
@@ -528,16 +556,16 @@ impl FileOps for ShmFile {
         for c in counts.iter() {
             seen.push(Atomic::new(*c), GFP_KERNEL)?;
         }
-        KBox::pin_init(
-            try_pin_init!(OpenFile {
+        Ok(KBox::pin(
+            OpenFile {
                 shm: shm.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
                 seen,
                 mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
-                read_lock <- new_mutex!(()),
-            }),
+                next: Atomic::new(0),
+            },
             GFP_KERNEL,
-        )
+        )?)
     }
 
     fn release(this: Pin<KBox<OpenFile>>, _file: &File) {

@@ -134,7 +134,8 @@ struct ivshmem_ring {
  * @reserved: zero
  *
  * Interrupts on other vectors still count: they are reported when the mask
- * selects them again.
+ * selects them again. A new mask applies at once, also to read() and poll()
+ * calls already waiting on this file (in other threads).
  */
 struct ivshmem_mask {
 	__u64 mask[IVSHMEM_MAX_VECTORS / 64];
@@ -173,11 +174,17 @@ struct ivshmem_eventfd {
  *                waking to measure wake-up latency
  *
  * read() needs room for at least one event (-EINVAL otherwise), returns as
- * many whole events as fit (vectors not returned stay pending), blocks
- * until one is pending unless O_NONBLOCK (-EAGAIN), is interrupted by
- * signals, and fails with -ENODEV once the device is gone and
+ * many whole events as fit (vectors not returned stay pending; the next
+ * read starts after the last vector returned, so a busy vector cannot
+ * starve the others), blocks until one is pending unless O_NONBLOCK
+ * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
+ * SA_RESTART), and fails with -ENODEV once the device is gone and
  * -EOPNOTSUPP on ivshmem-plain devices. Every open file sees every
- * interrupt that arrives after it was opened.
+ * interrupt that arrives after it was opened. Threads (or processes
+ * sharing the open file) may read it at once: each interrupt is reported
+ * to one of them, never twice; if the buffer faults part-way, the events
+ * that did not reach it stay pending unless another reader of the file has
+ * reported that vector meanwhile.
  */
 struct ivshmem_event {
 	__u16 vector;

@@ -202,7 +202,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "doorbell-local",
-            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, unbind; a plain device refuses",
+            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting readers, unbind; a plain device refuses",
             guests: vec![
                 GuestSpec::new(
                     "guest",
@@ -210,6 +210,9 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "doorbell_local",
                         "c_ring",
                         "doorbell_signal",
+                        "doorbell_mask_wakeup",
+                        "doorbell_two_readers",
+                        "doorbell_fairness",
                         "doorbell_unbind",
                     ],
                 )

@@ -70,7 +70,11 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Waits for exactly the given events (vector, count), within 10 s.
-fn expect_events(dev: &Device, want: &[(u16, u32)], what: &str) -> Result<Vec<Event>, Failure> {
+pub(crate) fn expect_events(
+    dev: &Device,
+    want: &[(u16, u32)],
+    what: &str,
+) -> Result<Vec<Event>, Failure> {
     let mut got: Vec<Event> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let total = |g: &[Event]| g.iter().map(|e| e.count).sum::<u32>();
@@ -91,15 +95,17 @@ fn expect_events(dev: &Device, want: &[(u16, u32)], what: &str) -> Result<Vec<Ev
 }
 
 /// The module, loaded, and the first doorbell device, open.
-struct Bell {
-    _m: Loaded,
-    index: u32,
-    dev: Device,
-    me: u16,
+///
+/// Fields drop in order: the file closes before the module unloads.
+pub(crate) struct Bell {
+    pub(crate) index: u32,
+    pub(crate) dev: Device,
+    pub(crate) me: u16,
+    pub(crate) _m: Loaded,
 }
 
 /// Loads the module and opens the first doorbell device (SKIP without).
-fn open_bell() -> Result<Bell, Failure> {
+pub(crate) fn open_bell() -> Result<Bell, Failure> {
     let m = Loaded::load().map_err(Failure::Fail)?;
     let (Some(index), _) = find()? else {
         skip!("no ivshmem-doorbell device");

@@ -8,6 +8,7 @@
 
 mod data;
 mod doorbell;
+mod readers;
 mod shm;
 mod sys;
 mod tests;

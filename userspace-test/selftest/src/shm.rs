@@ -780,6 +780,10 @@ pub fn kunit() -> TestResult {
                 "intx_status_set_is_acknowledged_and_counted",
             ][..],
         ),
+        (
+            "ivshmem_doorbell",
+            &["pending_is_round_robin_and_masked"][..],
+        ),
     ] {
         let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))
             .map_err(Failure::Fail)?;

@@ -134,6 +134,24 @@ pub fn all() -> Vec<Test> {
             run: crate::doorbell::doorbell_unbind,
         },
         Test {
+            name: "doorbell_mask_wakeup",
+            default: false,
+            about: "SET_MASK wakes a blocked poll and read; a narrowed mask is honoured by a waiting read",
+            run: crate::readers::doorbell_mask_wakeup,
+        },
+        Test {
+            name: "doorbell_two_readers",
+            default: false,
+            about: "two readers of one file: S not D, EINTR on a signal, EAGAIN with O_NONBLOCK, each event once",
+            run: crate::readers::doorbell_two_readers,
+        },
+        Test {
+            name: "doorbell_fairness",
+            default: false,
+            about: "one event per read: a busy vector 0 does not starve vector 1",
+            run: crate::readers::doorbell_fairness,
+        },
+        Test {
             name: "doorbell_pair",
             default: false,
             about: "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host",
