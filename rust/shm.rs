@@ -39,7 +39,13 @@ use crate::{
 };
 use core::fmt;
 use kernel::{
-    fs::File,
+    fs::{
+        file::flags::{
+            O_ACCMODE,
+            O_RDONLY, //
+        },
+        File, //
+    },
     ioctl::{
         _IOC_DIR,
         _IOC_NR,
@@ -621,7 +627,7 @@ impl FileOps for ShmFile {
         vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
     }
 
-    fn ioctl(this: Pin<&OpenFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         if _IOC_TYPE(cmd) != uapi::MAGIC {
             return Err(ENOTTY);
         }
@@ -630,15 +636,27 @@ impl FileOps for ShmFile {
         // The size may differ from ours (see `uapi`); number and direction
         // must match.
         let is = |known: u32| _IOC_NR(cmd) == _IOC_NR(known) && _IOC_DIR(cmd) == _IOC_DIR(known);
+        // Interrupting peers, signalling eventfds and choosing how the
+        // memory is mapped need a file opened for writing.
+        let writable = || {
+            if file.flags() & O_ACCMODE == O_RDONLY {
+                Err(EBADF)
+            } else {
+                Ok(())
+            }
+        };
         if is(uapi::IOCTL_INFO) {
             this.ioctl_info(arg, size)?;
         } else if is(uapi::IOCTL_SET_CACHE) {
+            writable()?;
             this.ioctl_set_cache(arg, size)?;
         } else if is(uapi::IOCTL_RING) {
+            writable()?;
             this.ioctl_ring(arg, size)?;
         } else if is(uapi::IOCTL_SET_MASK) {
             this.ioctl_set_mask(arg, size)?;
         } else if is(uapi::IOCTL_BIND_EVENTFD) {
+            writable()?;
             this.ioctl_bind_eventfd(arg, size)?;
         } else {
             return Err(ENOTTY);

@@ -23,6 +23,11 @@
  *
  * Once the device is gone (unbind, hot-unplug), every call on an open file
  * fails with -ENODEV and existing mappings raise SIGBUS on access.
+ *
+ * Calls that act on peers or on the device need a file opened for writing:
+ * IVSHMEM_IOCTL_RING, IVSHMEM_IOCTL_BIND_EVENTFD and IVSHMEM_IOCTL_SET_CACHE
+ * fail with -EBADF on an O_RDONLY file. INFO, SET_MASK, read, poll and
+ * read-only mmap work on it.
  */
 #ifndef _UAPI_LINUX_IVSHMEM_H
 #define _UAPI_LINUX_IVSHMEM_H

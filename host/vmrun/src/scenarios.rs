@@ -202,7 +202,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "doorbell-local",
-            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting readers, unbind; a plain device refuses",
+            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting readers, read-only files, unbind; a plain device refuses",
             guests: vec![
                 GuestSpec::new(
                     "guest",
@@ -213,6 +213,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "doorbell_mask_wakeup",
                         "doorbell_two_readers",
                         "doorbell_fairness",
+                        "readonly_open",
                         "doorbell_unbind",
                     ],
                 )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The first doorbell device and the first plain one, by index.
-fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
+pub(crate) fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
     let (mut bell, mut plain) = (None, None);
     for i in 0..sys::ivshmem_devices()?.len() as u32 {
         let info = Device::open(i)?.info()?;
@@ -22,7 +22,7 @@ fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
     Ok((bell, plain))
 }
 
-fn eventfd() -> Result<OwnedFd, Failure> {
+pub(crate) fn eventfd() -> Result<OwnedFd, Failure> {
     // SAFETY: creates a new fd, owned below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -33,7 +33,7 @@ fn eventfd() -> Result<OwnedFd, Failure> {
 }
 
 /// Reads an eventfd's counter (0 when nothing was signalled).
-fn efd_count(fd: &OwnedFd) -> u64 {
+pub(crate) fn efd_count(fd: &OwnedFd) -> u64 {
     let mut v = 0u64;
     // SAFETY: reads 8 bytes into `v`.
     let r = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
@@ -44,7 +44,7 @@ fn err_of<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| ivshmem::errno(&e))
 }
 
-fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> TestResult {
+pub(crate) fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> TestResult {
     let got = err_of(r);
     println!(
         "# {what}: {}",

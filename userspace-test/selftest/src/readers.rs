@@ -1,6 +1,6 @@
 //! Selftests of readers and pollers of a doorbell device that wait while
 //! other threads change the vector mask, read the same file, or keep one
-//! vector busy.
+//! vector busy; and of read-only opens.
 //!
 //! Every hand-off is a real one: a thread is known to be blocked when
 //! `/proc/self/task/TID/syscall` shows it inside `read` or `poll` and its
@@ -8,9 +8,9 @@
 //! second open file (which selects every vector) has reported it. Time
 //! limits are failure deadlines only.
 
-use crate::doorbell::{Bell, expect_events, open_bell};
-use crate::sys::{self, errname, errno};
-use crate::{Failure, TestResult, check, fail};
+use crate::doorbell::{Bell, efd_count, eventfd, expect_err, expect_events, find, open_bell};
+use crate::sys::{self, Loaded, errname, errno};
+use crate::{Failure, TestResult, check, fail, skip};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
@@ -501,5 +501,104 @@ pub fn doorbell_fairness() -> TestResult {
         summary(&rest) == [(0, 1)],
         "after the fairness reads: {rest:?}"
     );
+    Ok(())
+}
+
+/// Maps `len` bytes of `dev` at 0 with `prot`, shared; returns the errno
+/// (0 = mapped) and, if mapped, the first word.
+fn map_with(dev: &Device, len: usize, prot: i32) -> (i32, Option<u32>) {
+    // SAFETY: a new mapping at a kernel-chosen address, unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            dev.as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return (errno(), None);
+    }
+    // SAFETY: the mapping is at least 4 bytes long and readable.
+    let v = unsafe { p.cast::<u32>().read_volatile() };
+    // SAFETY: the mapping just made.
+    unsafe { libc::munmap(p, len) };
+    (0, Some(v))
+}
+
+/// An O_RDONLY file may look (INFO, read-only mmap, SET_MASK, read, poll)
+/// but not act: RING, BIND_EVENTFD and SET_CACHE fail with EBADF.
+pub fn readonly_open() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (bell, plain) = find()?;
+    let Some(bell) = bell else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let efd = eventfd()?;
+    for index in std::iter::once(bell).chain(plain) {
+        let rw = Device::open(index)?;
+        let ro = Device::open_read_only(index)?;
+        let info = ro.info()?;
+        check!(
+            info == rw.info()?,
+            "ivshmem{index}: INFO differs between read-only and read-write files"
+        );
+        let me = info.ivposition.unwrap_or(0);
+        let what = |w: &str| format!("ivshmem{index} O_RDONLY: {w}");
+        expect_err(&what("RING"), ro.ring(me, 0), libc::EBADF)?;
+        expect_err(
+            &what("BIND_EVENTFD"),
+            ro.bind_eventfd(0, efd.as_fd()),
+            libc::EBADF,
+        )?;
+        expect_err(
+            &what("unbinding an eventfd"),
+            ro.unbind_eventfd(0),
+            libc::EBADF,
+        )?;
+        expect_err(
+            &what("SET_CACHE"),
+            ro.set_cache_mode(ivshmem::CacheMode::WriteCombining),
+            libc::EBADF,
+        )?;
+        // Looking works.
+        let map = rw.map(0, 4096, ivshmem::CacheMode::WriteBack)?;
+        map.write_volatile(0, 0x0dd_f00du32 + index)?;
+        let (e, v) = map_with(&ro, 4096, libc::PROT_READ);
+        check!(
+            e == 0 && v == Some(0x0dd_f00d + index),
+            "{}: {} {v:?}",
+            what("read-only mmap"),
+            errname(e)
+        );
+        let (e, _) = map_with(&ro, 4096, libc::PROT_READ | libc::PROT_WRITE);
+        check!(
+            e == libc::EACCES,
+            "{}: {}, want EACCES",
+            what("writable mmap"),
+            errname(e)
+        );
+        if !info.doorbell {
+            continue;
+        }
+        ro.set_vector_mask([0, 1])?;
+        set_nonblock(&ro, true)?;
+        expect_err(
+            &what("read, nothing pending"),
+            ro.read_events(),
+            libc::EAGAIN,
+        )?;
+        set_nonblock(&ro, false)?;
+        rw.ring(me, 1)?;
+        expect_events(&ro, &[(1, 1)], &what("a ring from a read-write file"))?;
+        expect_events(&rw, &[(1, 1)], "the same ring, in the read-write file")?;
+        // The refused eventfd binding was never made.
+        check!(efd_count(&efd) == 0, "a refused eventfd was signalled");
+        println!(
+            "# ivshmem{index}: O_RDONLY refuses RING, BIND_EVENTFD, SET_CACHE with EBADF; reads work"
+        );
+    }
     Ok(())
 }

@@ -152,6 +152,12 @@ pub fn all() -> Vec<Test> {
             run: crate::readers::doorbell_fairness,
         },
         Test {
+            name: "readonly_open",
+            default: false,
+            about: "an O_RDONLY file: RING, BIND_EVENTFD, SET_CACHE get EBADF; INFO, read, read-only mmap work",
+            run: crate::readers::readonly_open,
+        },
+        Test {
             name: "doorbell_pair",
             default: false,
             about: "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host",
