@@ -171,7 +171,7 @@ impl pci::Driver for IvshmemDriver {
             } else {
                 usize::from(vectors).min(uapi::MAX_VECTORS)
             };
-            let shm = Arc::pin_init(Shm::new(facts, window, bar0, nvec)?, GFP_KERNEL)?;
+            let shm = Arc::pin_init(Shm::new(facts, window, bar0, ivposition, nvec)?, GFP_KERNEL)?;
             let irq_vectors = if nvec > 0 {
                 pdev.set_master();
                 let n = u32::try_from(nvec)?;

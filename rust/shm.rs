@@ -58,8 +58,10 @@ use kernel::{
     sync::poll::PollTable,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         Arc, Mutex,
     },
@@ -122,6 +124,12 @@ pub(crate) struct Live {
 #[pin_data]
 pub(crate) struct Shm {
     facts: Facts,
+    /// The device is gone (set by [`Shm::revoke`]): every call on an open
+    /// file fails with `ENODEV`, before anything else is checked.
+    gone: Atomic<bool>,
+    /// IVPosition, once it has read as valid (>= 0). It cannot change
+    /// after that, and a device that is surprise-removed reads -1.
+    ivposition: Atomic<i32>,
     window: IoWindow,
     bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
     #[pin]
@@ -173,16 +181,20 @@ impl Shm {
 }
 
 impl Shm {
-    /// The state of a newly probed device. `window` must cover BAR2.
+    /// The state of a newly probed device. `window` must cover BAR2;
+    /// `ivposition` is IVPosition as read at probe.
     pub(crate) fn new(
         facts: Facts,
         window: IoWindow,
         bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
+        ivposition: i32,
         nvec: usize,
     ) -> Result<impl PinInit<Self, Error>> {
         let events = Events::new(nvec)?;
         Ok(try_pin_init!(Self {
             facts,
+            gone: Atomic::new(false),
+            ivposition: Atomic::new(ivposition),
             window,
             bar0,
             live <- new_mutex!(Live {
@@ -200,6 +212,7 @@ impl Shm {
     pub(crate) fn revoke(&self) {
         let mut live = self.live.lock();
         live.gone = true;
+        self.gone.store(true, Release);
         live.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
         live.memtype = None;
@@ -219,20 +232,31 @@ impl Shm {
         Ok(())
     }
 
+    /// `ENODEV` once the device is gone. Takes no lock.
     fn check_alive(&self) -> Result {
-        if self.live.lock().gone {
+        if self.gone.load(Acquire) {
             Err(ENODEV)
         } else {
             Ok(())
         }
     }
 
-    /// IVPosition, read from the device.
+    /// IVPosition: cached once valid; read from the device until then
+    /// (revision 0 devices read -1 until their memory has arrived).
     fn ivposition(&self) -> Result<i32> {
-        self.bar0
+        let cached = self.ivposition.load(Relaxed);
+        if cached >= 0 {
+            return Ok(cached);
+        }
+        let now = self
+            .bar0
             .try_access()
             .map(|bar| regs::ivposition(&bar))
-            .ok_or(ENODEV)
+            .ok_or(ENODEV)?;
+        if now >= 0 {
+            self.ivposition.store(now, Relaxed);
+        }
+        Ok(now)
     }
 
     fn info(&self) -> Result<uapi::Info> {
@@ -368,6 +392,7 @@ impl OpenFile {
     /// interrupt. Nothing but the wait itself sleeps, and that wait is
     /// interruptible.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        self.shm.check_alive()?;
         let ev = self.events()?;
         let rec = core::mem::size_of::<uapi::Event>();
         let max = (out.len() / rec).min(ev.vectors());
@@ -435,13 +460,17 @@ impl OpenFile {
     }
 
     fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        let gone = uapi::EPOLLHUP | uapi::EPOLLERR;
+        if self.shm.check_alive().is_err() {
+            return gone;
+        }
         let Ok(ev) = self.events() else {
             return uapi::EPOLLERR;
         };
         table.register_wait(file, &ev.wait);
         let st = ev.state.lock();
         if st.gone {
-            uapi::EPOLLHUP | uapi::EPOLLERR
+            gone
         } else if doorbell::pending(&st, &self.seen, &self.mask, 0)
             .next()
             .is_some()
@@ -593,6 +622,7 @@ impl FileOps for ShmFile {
 
     fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
         let shm = &this.shm;
+        shm.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
         check_range(vma::pgoff(vma), vma.end() - vma.start(), shm.facts.size)?;
@@ -628,10 +658,11 @@ impl FileOps for ShmFile {
     }
 
     fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // ENODEV comes first, whatever the command.
+        this.shm.check_alive()?;
         if _IOC_TYPE(cmd) != uapi::MAGIC {
             return Err(ENOTTY);
         }
-        this.shm.check_alive()?;
         let size = _IOC_SIZE(cmd);
         // The size may differ from ours (see `uapi`); number and direction
         // must match.

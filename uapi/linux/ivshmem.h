@@ -22,7 +22,8 @@
  * fields must be zero on input; unknown flags get -EINVAL.
  *
  * Once the device is gone (unbind, hot-unplug), every call on an open file
- * fails with -ENODEV and existing mappings raise SIGBUS on access.
+ * fails with -ENODEV, before any other check (read, poll reports
+ * POLLHUP | POLLERR), and existing mappings raise SIGBUS on access.
  *
  * Calls that act on peers or on the device need a file opened for writing:
  * IVSHMEM_IOCTL_RING, IVSHMEM_IOCTL_BIND_EVENTFD and IVSHMEM_IOCTL_SET_CACHE
