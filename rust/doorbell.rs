@@ -48,7 +48,11 @@ pub(crate) struct State {
 /// The doorbell state of a device.
 #[pin_data]
 pub(crate) struct Events {
+    /// Vectors the state has room for.
     nvec: usize,
+    /// Vectors that have an interrupt handler: set once at probe, before
+    /// any file can be opened.
+    usable: Atomic<usize>,
     #[pin]
     pub(crate) state: SpinLockIrq<State>,
     #[pin]
@@ -56,7 +60,8 @@ pub(crate) struct Events {
 }
 
 impl Events {
-    /// State for `nvec` vectors (0 on ivshmem-plain).
+    /// State for up to `nvec` vectors (0 on ivshmem-plain); none is usable
+    /// before [`Events::set_usable`].
     pub(crate) fn new(nvec: usize) -> Result<impl PinInit<Self, Error>> {
         let mut counts = KVec::with_capacity(nvec, GFP_KERNEL)?;
         let mut stamps = KVec::with_capacity(nvec, GFP_KERNEL)?;
@@ -66,6 +71,7 @@ impl Events {
         }
         Ok(try_pin_init!(Self {
             nvec,
+            usable: Atomic::new(0),
             state <- new_spinlock_irq!(State {
                 gone: false,
                 counts,
@@ -76,9 +82,14 @@ impl Events {
         }))
     }
 
-    /// Vectors this device receives on.
+    /// Records how many vectors got an interrupt handler (the first `n`).
+    pub(crate) fn set_usable(&self, n: usize) {
+        self.usable.store(n.min(self.nvec), Relaxed);
+    }
+
+    /// Vectors this device receives on: those with an interrupt handler.
     pub(crate) fn vectors(&self) -> usize {
-        self.nvec
+        self.usable.load(Relaxed)
     }
 
     /// An interrupt on `vector`. Interrupt context.
@@ -123,7 +134,7 @@ impl Events {
     /// Binds `efd` to `vector` for `file`, replacing its previous binding
     /// of that vector; `None` only removes it.
     pub(crate) fn bind(&self, file: usize, vector: usize, efd: Option<EventFd>) -> Result {
-        if vector >= self.nvec {
+        if vector >= self.vectors() {
             return Err(EINVAL);
         }
         let old = {
@@ -311,6 +322,7 @@ mod doorbell_tests {
     #[test]
     fn pending_is_round_robin_and_masked() -> Result {
         let ev = KBox::pin_init(Events::new(4)?, GFP_KERNEL)?;
+        ev.set_usable(4);
         for v in [0, 1, 3] {
             ev.fire(v);
         }

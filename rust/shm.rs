@@ -86,7 +86,8 @@ pub(crate) struct Facts {
     pub(crate) phys: u64,
     /// PCI revision.
     pub(crate) revision: u8,
-    /// MSI-X table size; 0 on `ivshmem-plain`.
+    /// MSI-X table size; 0 on `ivshmem-plain`. Not all of them need be
+    /// usable: see [`Events::vectors`].
     pub(crate) vectors: u16,
     /// Doorbells arrive on INTx (a revision 0 device without MSI-X).
     pub(crate) intx: bool,
@@ -99,6 +100,12 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
+    /// Whether peers can be rung (`ivshmem-doorbell`), whether or not any
+    /// interrupt vector could be set up to receive.
+    fn doorbell(&self) -> bool {
+        self.vectors > 0 || self.intx
+    }
+
     fn features(&self) -> u32 {
         if self.vectors > 0 {
             uapi::FEATURE_DOORBELL | uapi::FEATURE_MSIX
@@ -182,7 +189,8 @@ impl Shm {
 
 impl Shm {
     /// The state of a newly probed device. `window` must cover BAR2;
-    /// `ivposition` is IVPosition as read at probe.
+    /// `ivposition` is IVPosition as read at probe; up to `nvec` vectors
+    /// can be made usable ([`Events::set_usable`]).
     pub(crate) fn new(
         facts: Facts,
         window: IoWindow,
@@ -241,6 +249,26 @@ impl Shm {
         }
     }
 
+    /// The events of a device that receives doorbells; `EOPNOTSUPP` on
+    /// ivshmem-plain, and on a doorbell device none of whose interrupt
+    /// vectors could be set up.
+    pub(crate) fn events(&self) -> Result<&Events> {
+        match self.events.vectors() {
+            0 => Err(EOPNOTSUPP),
+            _ => Ok(&self.events),
+        }
+    }
+
+    /// The vectors the device receives on (INFO and sysfs `vectors`).
+    pub(crate) fn usable_vectors(&self) -> usize {
+        self.events.vectors()
+    }
+
+    /// Records that the first `n` vectors have interrupt handlers.
+    pub(crate) fn set_usable_vectors(&self, n: usize) {
+        self.events.set_usable(n);
+    }
+
     /// IVPosition: cached once valid; read from the device until then
     /// (revision 0 devices read -1 until their memory has arrived).
     fn ivposition(&self) -> Result<i32> {
@@ -265,7 +293,7 @@ impl Shm {
         Ok(uapi::Info {
             size: f.size,
             ivposition,
-            vectors: if f.intx { 1 } else { f.vectors.into() },
+            vectors: u32::try_from(self.usable_vectors())?,
             features: f.features(),
             flags: if ivposition < 0 {
                 uapi::INFO_NOT_READY
@@ -378,10 +406,7 @@ impl OpenFile {
     }
 
     fn events(&self) -> Result<&Events> {
-        match self.shm.events.vectors() {
-            0 => Err(EOPNOTSUPP),
-            _ => Ok(&self.shm.events),
-        }
+        self.shm.events()
     }
 
     /// Waits for events and writes them to `out`.
@@ -487,7 +512,10 @@ impl OpenFile {
         if req.flags != 0 || req.reserved != 0 || usize::from(req.vector) >= uapi::MAX_VECTORS {
             return Err(EINVAL);
         }
-        self.events()?;
+        // Ringing needs no interrupt of our own.
+        if !self.shm.facts.doorbell() {
+            return Err(EOPNOTSUPP);
+        }
         self.shm.ring(req.peer, req.vector)
     }
 
@@ -700,7 +728,7 @@ impl FileOps for ShmFile {
         let r = match name.to_bytes() {
             b"size" => write!(out, "{}", f.size),
             b"ivposition" => write!(out, "{}", shm.ivposition()?),
-            b"vectors" => write!(out, "{}", f.vectors),
+            b"vectors" => write!(out, "{}", shm.usable_vectors()),
             b"revision" => write!(out, "{}", f.revision),
             b"features" => match f.features() {
                 0 => write!(out, "plain"),

@@ -57,8 +57,12 @@
  *                   lengths must stay within it
  * @ivposition:      this peer's id given by the ivshmem server (doorbell
  *                   devices); 0 on ivshmem-plain; -1 while not ready
- * @vectors:         MSI-X vectors, i.e. doorbell vectors this peer can
- *                   receive on (0 on ivshmem-plain)
+ * @vectors:         doorbell vectors this peer can receive on: 0..@vectors-1.
+ *                   At most IVSHMEM_MAX_VECTORS, and fewer than the device's
+ *                   MSI-X table when the guest ran out of interrupt vectors
+ *                   (even 0: ringing and the shared memory still work).
+ *                   1 for INTx, 0 on ivshmem-plain. sysfs "vectors" says
+ *                   the same.
  * @features:        IVSHMEM_FEATURE_*
  * @flags:           IVSHMEM_INFO_*
  * @index:           N of /dev/ivshmemN
@@ -185,7 +189,8 @@ struct ivshmem_eventfd {
  * starve the others), blocks until one is pending unless O_NONBLOCK
  * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
  * SA_RESTART), and fails with -ENODEV once the device is gone and
- * -EOPNOTSUPP on ivshmem-plain devices. Every open file sees every
+ * -EOPNOTSUPP on ivshmem-plain devices (and doorbell devices with no
+ * usable vector). Every open file sees every
  * interrupt that arrives after it was opened. Threads (or processes
  * sharing the open file) may read it at once: each interrupt is reported
  * to one of them, never twice; if the buffer faults part-way, the events

@@ -231,6 +231,26 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "doorbell-many-vectors",
+            about: "256 vectors on one vCPU: probe takes the vectors it can get, INFO and sysfs say how many",
+            guests: vec![GuestSpec {
+                // One CPU has fewer free interrupt vectors than 256.
+                smp: 1,
+                ..GuestSpec::new("guest", &["doorbell_vectors_256"])
+                    .doorbell(256)
+                    .env("vectors", 256)
+            }],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 256,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "doorbell-pair",
             about: "two guests and the host client ring each other on our server; 100k rings, none lost",
             guests: vec![

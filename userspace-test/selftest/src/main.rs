@@ -9,6 +9,7 @@
 mod data;
 mod doorbell;
 mod readers;
+mod scale;
 mod shm;
 mod sys;
 mod tests;

@@ -158,6 +158,12 @@ pub fn all() -> Vec<Test> {
             run: crate::readers::readonly_open,
         },
         Test {
+            name: "doorbell_vectors_256",
+            default: false,
+            about: "256 vectors on one vCPU: the device binds, maps, and INFO, sysfs and the handlers agree on the usable count",
+            run: crate::scale::doorbell_vectors_256,
+        },
+        Test {
             name: "doorbell_pair",
             default: false,
             about: "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host",
