@@ -3,9 +3,10 @@
 //! Doorbells: the interrupts peers ring on this device, counted per vector
 //! and delivered to every open file (read, poll, eventfd).
 //!
-//! The interrupt handler only counts, timestamps, signals bound eventfds
-//! and wakes waiters. Each open file keeps the counts it has seen, so
-//! readers never take events from each other.
+//! The interrupt handler only counts, timestamps, signals the eventfds
+//! bound to its vector (at most [`MAX_EVENTFDS_PER_VECTOR`]) and wakes
+//! waiters. Each open file keeps the counts it has seen, so readers never
+//! take events from each other.
 
 use crate::raw::{
     eventfd::EventFd,
@@ -13,7 +14,10 @@ use crate::raw::{
 };
 use crate::uapi;
 use kernel::{
-    alloc::KVec,
+    alloc::{
+        kvec::PushError,
+        KVec, //
+    },
     irq, new_poll_condvar,
     prelude::*,
     sync::{
@@ -27,10 +31,14 @@ use kernel::{
     },
 };
 
+/// Most eventfds bound to one vector of a device, over all its open files
+/// (`IVSHMEM_MAX_EVENTFDS`): one more gets `ENOSPC`. It bounds the work of
+/// the interrupt handler and the time spent with interrupts off.
+pub(crate) const MAX_EVENTFDS_PER_VECTOR: usize = uapi::MAX_EVENTFDS;
+
 /// An eventfd bound by an open file to a vector.
 struct Binding {
     file: usize,
-    vector: usize,
     efd: EventFd,
 }
 
@@ -42,7 +50,10 @@ pub(crate) struct State {
     pub(crate) counts: KVec<u64>,
     /// CLOCK_MONOTONIC of the latest interrupt, per vector.
     pub(crate) stamps: KVec<u64>,
-    bindings: KVec<Binding>,
+    /// Per vector, the eventfds bound to it. A list's storage is allocated
+    /// (outside the lock) when its vector is first bound, with room for
+    /// [`MAX_EVENTFDS_PER_VECTOR`]: nothing grows under the lock.
+    bindings: KVec<KVec<Binding>>,
 }
 
 /// The doorbell state of a device.
@@ -59,15 +70,27 @@ pub(crate) struct Events {
     pub(crate) wait: PollCondVar,
 }
 
+/// What one pass of [`Events::bind`] under the lock decided.
+enum BindStep {
+    /// Done; the eventfd replaced or removed, if any, is to be released.
+    Done(Option<EventFd>),
+    /// The vector already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds.
+    Full(EventFd),
+    /// The vector's list needs its storage, to be allocated unlocked.
+    Grow(EventFd),
+}
+
 impl Events {
     /// State for up to `nvec` vectors (0 on ivshmem-plain); none is usable
     /// before [`Events::set_usable`].
     pub(crate) fn new(nvec: usize) -> Result<impl PinInit<Self, Error>> {
         let mut counts = KVec::with_capacity(nvec, GFP_KERNEL)?;
         let mut stamps = KVec::with_capacity(nvec, GFP_KERNEL)?;
+        let mut bindings = KVec::with_capacity(nvec, GFP_KERNEL)?;
         for _ in 0..nvec {
             counts.push(0, GFP_KERNEL)?;
             stamps.push(0, GFP_KERNEL)?;
+            bindings.push(KVec::new(), GFP_KERNEL)?;
         }
         Ok(try_pin_init!(Self {
             nvec,
@@ -76,7 +99,7 @@ impl Events {
                 gone: false,
                 counts,
                 stamps,
-                bindings: KVec::new(),
+                bindings,
             }),
             wait <- new_poll_condvar!(),
         }))
@@ -102,8 +125,10 @@ impl Events {
         if let Some(t) = st.stamps.get_mut(vector) {
             *t = now;
         }
-        for b in st.bindings.iter().filter(|b| b.vector == vector) {
-            b.efd.signal();
+        if let Some(list) = st.bindings.get(vector) {
+            for b in list.iter() {
+                b.efd.signal();
+            }
         }
         drop(st);
         self.wait.notify_all();
@@ -126,51 +151,94 @@ impl Events {
         let mut v = KVec::with_capacity(self.nvec, GFP_KERNEL)?;
         let st = self.state.lock();
         for c in st.counts.iter() {
-            v.push(*c, GFP_ATOMIC)?;
+            v.push_within_capacity(*c)?;
         }
         Ok(v)
     }
 
     /// Binds `efd` to `vector` for `file`, replacing its previous binding
-    /// of that vector; `None` only removes it.
+    /// of that vector; `None` only removes it. `ENOSPC` when the vector
+    /// already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds of other files.
     pub(crate) fn bind(&self, file: usize, vector: usize, efd: Option<EventFd>) -> Result {
         if vector >= self.vectors() {
             return Err(EINVAL);
         }
-        let old = {
-            let mut st = self.state.lock();
-            if st.gone {
-                return Err(ENODEV);
-            }
-            let old = st
-                .bindings
-                .iter()
-                .position(|b| b.file == file && b.vector == vector)
-                .and_then(|i| st.bindings.remove(i).ok());
-            if let Some(efd) = efd {
-                st.bindings
-                    .push(Binding { file, vector, efd }, GFP_ATOMIC)?;
-            }
-            old
-        };
-        // Released outside the interrupt-disabling lock.
-        drop(old);
-        Ok(())
-    }
-
-    /// Releases every binding of `file` (it is closing).
-    pub(crate) fn unbind_file(&self, file: usize) {
-        let mut gone = KVec::new();
-        {
-            let mut st = self.state.lock();
-            while let Some(i) = st.bindings.iter().position(|b| b.file == file) {
-                if let Ok(b) = st.bindings.remove(i) {
-                    // On allocation failure the binding drops right here.
-                    let _ = gone.push(b, GFP_ATOMIC);
+        let mut efd = efd;
+        let mut storage: Option<KVec<Binding>> = None;
+        loop {
+            let step = {
+                let mut st = self.state.lock();
+                if st.gone {
+                    return Err(ENODEV);
+                }
+                let list = st.bindings.get_mut(vector).ok_or(EINVAL)?;
+                Self::bind_locked(list, file, efd.take(), &mut storage)
+            };
+            // Eventfds and storage are released outside the lock.
+            match step {
+                BindStep::Done(old) => {
+                    drop(old);
+                    return Ok(());
+                }
+                BindStep::Full(e) => {
+                    drop(e);
+                    return Err(ENOSPC);
+                }
+                BindStep::Grow(e) => {
+                    efd = Some(e);
+                    storage = Some(KVec::with_capacity(MAX_EVENTFDS_PER_VECTOR, GFP_KERNEL)?);
                 }
             }
         }
-        drop(gone);
+    }
+
+    /// One pass of [`Events::bind`] on a vector's list, under the lock.
+    fn bind_locked(
+        list: &mut KVec<Binding>,
+        file: usize,
+        efd: Option<EventFd>,
+        storage: &mut Option<KVec<Binding>>,
+    ) -> BindStep {
+        if let Some(i) = list.iter().position(|b| b.file == file) {
+            return BindStep::Done(match efd {
+                Some(e) => list.get_mut(i).map(|b| core::mem::replace(&mut b.efd, e)),
+                None => list.remove(i).ok().map(|b| b.efd),
+            });
+        }
+        let Some(efd) = efd else {
+            // Nothing bound, nothing to remove.
+            return BindStep::Done(None);
+        };
+        if list.len() >= MAX_EVENTFDS_PER_VECTOR {
+            return BindStep::Full(efd);
+        }
+        if list.capacity() == 0 {
+            match storage.take() {
+                // Empty, so nothing is lost by the swap; the old (empty)
+                // list owns no memory.
+                Some(s) => *list = s,
+                None => return BindStep::Grow(efd),
+            }
+        }
+        match list.push_within_capacity(Binding { file, efd }) {
+            Ok(()) => BindStep::Done(None),
+            Err(PushError(b)) => BindStep::Full(b.efd),
+        }
+    }
+
+    /// Releases every binding of `file` (it is closing). Each vector is
+    /// handled in its own short critical section.
+    pub(crate) fn unbind_file(&self, file: usize) {
+        for vector in 0..self.nvec {
+            let old = {
+                let mut st = self.state.lock();
+                st.bindings.get_mut(vector).and_then(|list| {
+                    let i = list.iter().position(|b| b.file == file)?;
+                    list.remove(i).ok()
+                })
+            };
+            drop(old);
+        }
     }
 }
 

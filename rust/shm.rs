@@ -378,6 +378,8 @@ pub(crate) struct OpenFile {
     mask: doorbell::Mask,
     /// The vector a read starts its scan at: one past the last reported.
     next: Atomic<usize>,
+    /// This file has bound an eventfd (to release on close).
+    bound: Atomic<bool>,
 }
 
 /// Reads a structure of at least `size_of::<T>()` bytes from user space,
@@ -551,6 +553,9 @@ impl OpenFile {
             -1 => None,
             fd => Some(EventFd::from_fd(fd)?),
         };
+        // Close then has bindings to release (release cannot run while
+        // this call holds the file).
+        self.bound.store(true, Relaxed);
         ev.bind(self.id(), usize::from(req.vector), efd)
     }
 
@@ -626,13 +631,16 @@ impl FileOps for ShmFile {
                 seen,
                 mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
                 next: Atomic::new(0),
+                bound: Atomic::new(false),
             },
             GFP_KERNEL,
         )?)
     }
 
     fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
-        this.shm.events.unbind_file(this.id());
+        if this.bound.load(Relaxed) {
+            this.shm.events.unbind_file(this.id());
+        }
     }
 
     fn read(

@@ -117,6 +117,13 @@ struct ivshmem_cache {
 /* The doorbell carries 8 bits of vector: QEMU ignores the rest. */
 #define IVSHMEM_MAX_VECTORS 256
 
+/*
+ * At most this many eventfds are bound to one vector of a device, over all
+ * its open files; IVSHMEM_IOCTL_BIND_EVENTFD beyond that fails with
+ * -ENOSPC. It bounds the work of the interrupt handler.
+ */
+#define IVSHMEM_MAX_EVENTFDS 64
+
 /**
  * struct ivshmem_ring - interrupt a peer (IVSHMEM_IOCTL_RING)
  * @peer:     the peer's id (its IVPosition), 0..65535
@@ -163,7 +170,10 @@ struct ivshmem_mask {
  *
  * Each interrupt on @vector adds 1 to the eventfd. A file binds at most
  * one eventfd per vector (binding again replaces it); closing the file or
- * removing the device releases its bindings.
+ * removing the device releases its bindings. A vector takes at most
+ * IVSHMEM_MAX_EVENTFDS eventfds over all open files of the device (-ENOSPC
+ * beyond). -EBADF if @fd is not open or the file is O_RDONLY, -EINVAL if
+ * @fd is no eventfd or @vector is not below ivshmem_info.vectors.
  */
 struct ivshmem_eventfd {
 	__s32 fd;

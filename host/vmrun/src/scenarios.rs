@@ -214,6 +214,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "doorbell_two_readers",
                         "doorbell_fairness",
                         "readonly_open",
+                        "doorbell_many_bindings",
                         "doorbell_unbind",
                     ],
                 )
@@ -232,11 +233,11 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "doorbell-many-vectors",
-            about: "256 vectors on one vCPU: probe takes the vectors it can get, INFO and sysfs say how many",
+            about: "256 vectors on one vCPU: probe takes the vectors it can get; 200 files bind eventfds up to the cap",
             guests: vec![GuestSpec {
                 // One CPU has fewer free interrupt vectors than 256.
                 smp: 1,
-                ..GuestSpec::new("guest", &["doorbell_vectors_256"])
+                ..GuestSpec::new("guest", &["doorbell_vectors_256", "doorbell_many_bindings"])
                     .doorbell(256)
                     .env("vectors", 256)
             }],

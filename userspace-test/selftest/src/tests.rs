@@ -164,6 +164,12 @@ pub fn all() -> Vec<Test> {
             run: crate::scale::doorbell_vectors_256,
         },
         Test {
+            name: "doorbell_many_bindings",
+            default: false,
+            about: "200 files bind every vector: IVSHMEM_MAX_EVENTFDS per vector, then ENOSPC; all signalled; close is quick",
+            run: crate::scale::doorbell_many_bindings,
+        },
+        Test {
             name: "doorbell_pair",
             default: false,
             about: "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host",
