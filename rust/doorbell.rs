@@ -253,15 +253,51 @@ pub(crate) trait IntxRegs {
 
 /// Enables INTx on the device: the spec's IntrMask selects which status
 /// bits raise the line.
-pub(crate) fn intx_enable(regs: &impl IntxRegs) {
+pub(crate) fn intx_enable(regs: &(impl IntxRegs + ?Sized)) {
     regs.write_mask(u32::MAX);
+}
+
+/// Disables INTx on the device: clears IntrMask, then acknowledges
+/// anything pending (the read of IntrStatus clears it), so the line is
+/// left deasserted.
+pub(crate) fn intx_disable(regs: &(impl IntxRegs + ?Sized)) {
+    regs.write_mask(0);
+    regs.read_status();
+}
+
+/// A device whose INTx registers may be gone (BAR0 unmapped).
+pub(crate) trait IntxDevice {
+    /// Runs `f` on the registers, unless they are gone.
+    fn with_regs(&self, f: &mut dyn FnMut(&dyn IntxRegs));
+}
+
+/// INTx enabled in the device's IntrMask; disabled again on drop, i.e. on
+/// unbind and when a probe fails after enabling it. Without that, a
+/// revision 0 device would keep a shared level-triggered line asserted
+/// with no handler left to acknowledge it ("nobody cared").
+pub(crate) struct IntxEnabled<D: IntxDevice> {
+    dev: D,
+}
+
+impl<D: IntxDevice> IntxEnabled<D> {
+    /// Enables INTx; call only once its handler is registered.
+    pub(crate) fn new(dev: D) -> Self {
+        dev.with_regs(&mut |r| intx_enable(r));
+        Self { dev }
+    }
+}
+
+impl<D: IntxDevice> Drop for IntxEnabled<D> {
+    fn drop(&mut self) {
+        self.dev.with_regs(&mut |r| intx_disable(r));
+    }
 }
 
 /// Services an INTx interrupt: acknowledges it by reading IntrStatus (the
 /// read clears it), and reports `IrqReturn::None` when it reads zero, since
 /// the line may be shared with other devices. A doorbell counts on
 /// vector 0, the only one INTx has.
-pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqReturn {
+pub(crate) fn intx_service(regs: &(impl IntxRegs + ?Sized), events: &Events) -> irq::IrqReturn {
     if regs.read_status() == 0 {
         return irq::IrqReturn::None;
     }
@@ -327,6 +363,12 @@ mod tests {
         }
     }
 
+    impl IntxDevice for &FakeRegs {
+        fn with_regs(&self, f: &mut dyn FnMut(&dyn IntxRegs)) {
+            f(*self);
+        }
+    }
+
     fn fake(status: u32) -> FakeRegs {
         FakeRegs {
             status: Cell::new(status),
@@ -344,6 +386,19 @@ mod tests {
         let regs = fake(0);
         intx_enable(&regs);
         assert_eq!(regs.mask.get(), u32::MAX);
+    }
+
+    #[test]
+    fn intx_unbind_clears_the_mask_and_the_status() {
+        let regs = fake(0);
+        let enabled = IntxEnabled::new(&regs);
+        assert_eq!(regs.mask.get(), u32::MAX);
+        // A doorbell after the handler is gone leaves the status set.
+        regs.status.set(1);
+        // What unbind, or a probe that fails later, does.
+        drop(enabled);
+        assert_eq!(regs.mask.get(), 0);
+        assert_eq!(regs.status.get(), 0);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod regs;
 mod shm;
 mod uapi;
 
+use doorbell::IntxEnabled;
 use raw::{
     miscdev,
     vma::IoWindow, //
@@ -47,13 +48,17 @@ use shm::{
 /// Per-device state, alive while the driver is bound to the device.
 ///
 /// Fields drop in order: the misc device goes first (no new opens), then
-/// the device number, BAR2's reservation, and last the device is disabled.
-/// [`IvshmemDriver::unbind`] has already revoked every open file and
-/// mapping by then.
+/// INTx is masked in the device, the interrupt handlers and vectors are
+/// freed, then the device number, BAR2's reservation, and last the device
+/// is disabled. [`IvshmemDriver::unbind`] has already revoked every open
+/// file and mapping by then.
 #[pin_data]
 struct Ivshmem<'bound> {
     #[pin]
     misc: miscdev::Registration<ShmFile>,
+    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
+    /// before its handler goes.
+    _intx: Option<IntxEnabled<Arc<Shm>>>,
     /// One handler per usable vector; must drop before `vectors`.
     _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
     /// The MSI-X vectors of a doorbell device.
@@ -194,7 +199,6 @@ impl pci::Driver for IvshmemDriver {
                 pdev.set_master();
                 let n = u32::try_from(nvec)?;
                 let kind = if intx {
-                    shm.intx_enable()?;
                     pci::IrqType::Intx
                 } else {
                     pci::IrqType::MsiX
@@ -228,6 +232,9 @@ impl pci::Driver for IvshmemDriver {
                     &shm,
                     intx
                 )?,
+                // Only now that its handler is registered; if a later field
+                // fails, dropping this masks INTx again.
+                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),

@@ -178,12 +178,11 @@ impl kernel::irq::Handler for IrqHandler {
     }
 }
 
-impl Shm {
-    /// Enables INTx in the device's IntrMask.
-    pub(crate) fn intx_enable(&self) -> Result {
-        let bar = self.bar0.try_access().ok_or(ENODEV)?;
-        doorbell::intx_enable(&*bar);
-        Ok(())
+impl doorbell::IntxDevice for Arc<Shm> {
+    fn with_regs(&self, f: &mut dyn FnMut(&dyn doorbell::IntxRegs)) {
+        if let Some(bar) = self.bar0.try_access() {
+            f(&*bar);
+        }
     }
 }
 

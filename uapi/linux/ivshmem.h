@@ -200,12 +200,11 @@ struct ivshmem_eventfd {
  * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
  * SA_RESTART), and fails with -ENODEV once the device is gone and
  * -EOPNOTSUPP on ivshmem-plain devices (and doorbell devices with no
- * usable vector). Every open file sees every
- * interrupt that arrives after it was opened. Threads (or processes
- * sharing the open file) may read it at once: each interrupt is reported
- * to one of them, never twice; if the buffer faults part-way, the events
- * that did not reach it stay pending unless another reader of the file has
- * reported that vector meanwhile.
+ * usable vector). Every open file sees every interrupt that arrives after
+ * it was opened. Threads (or processes sharing the open file) may read it
+ * at once: each interrupt is reported to one of them, never twice; if the
+ * buffer faults part-way, the events that did not reach it stay pending
+ * unless another reader of the file has reported that vector meanwhile.
  */
 struct ivshmem_event {
 	__u16 vector;

@@ -834,6 +834,7 @@ pub fn kunit() -> TestResult {
             "ivshmem_intx",
             &[
                 "intx_enable_sets_the_mask",
+                "intx_unbind_clears_the_mask_and_the_status",
                 "intx_status_zero_is_not_ours",
                 "intx_status_set_is_acknowledged_and_counted",
             ][..],
