@@ -240,7 +240,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "doorbell-local",
-            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, unbind; a plain device refuses",
+            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting readers, read-only files, unbind; a plain device refuses",
             guests: vec![
                 GuestSpec::new(
                     "guest",
@@ -248,6 +248,11 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "doorbell_local",
                         "c_ring",
                         "doorbell_signal",
+                        "doorbell_mask_wakeup",
+                        "doorbell_two_readers",
+                        "doorbell_fairness",
+                        "readonly_open",
+                        "doorbell_many_bindings",
                         "doorbell_unbind",
                     ],
                 )
@@ -259,6 +264,26 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             in_suite: true,
             server: Some(ServerSpec {
                 vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "doorbell-many-vectors",
+            about: "256 vectors on one vCPU: probe takes the vectors it can get; 200 files bind eventfds up to the cap",
+            guests: vec![GuestSpec {
+                // One CPU has fewer free interrupt vectors than 256.
+                smp: 1,
+                ..GuestSpec::new("guest", &["doorbell_vectors_256", "doorbell_many_bindings"])
+                    .doorbell(256)
+                    .env("vectors", 256)
+            }],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 256,
                 size: 4 * MIB,
             }),
             before: None,

@@ -9,6 +9,8 @@
 mod data;
 mod distro;
 mod doorbell;
+mod readers;
+mod scale;
 mod shm;
 mod sys;
 mod tests;
