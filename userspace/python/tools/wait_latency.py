@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only OR MIT
+"""What the Python package's wait path costs over a raw ``os.read``.
+
+On an ivshmem-doorbell device, rings this peer itself, many times, and
+times each ring-to-wake with every way of waiting, on the same open file,
+interleaved so that drift hits all alike:
+
+- ``raw os.read``: a blocking ``os.read`` of the fd, nothing decoded;
+- ``Device.wait``: ``poll`` then ``read``, decoded into ``Event``s;
+- ``Device.events``: the blocking iterator (``read``, decoded);
+- ``Device.wait_async``: ``loop.add_reader`` in a running asyncio loop.
+
+Every sample rings with the same raw ioctl, so the ring costs the same in
+each. Prints, per method, the median and the 99th percentile of
+ring-to-wake (clock before the ring to clock after the wait returned) and
+of interrupt-to-wake (the kernel's interrupt timestamp to the same clock),
+and the package's extra over raw ``os.read``. Each wait must return exactly
+the one interrupt rung (vector, count 1), else the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import ivshmem  # noqa: E402
+from ivshmem import uapi  # noqa: E402
+
+Sample = Tuple[int, int]  # (ring-to-wake ns, interrupt-to-wake ns)
+
+
+def pct(values: List[int], p: float) -> float:
+    """The p-th percentile (nearest rank), in microseconds."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k] / 1000
+
+
+def find_doorbell() -> str:
+    for path in ivshmem.devices():
+        with ivshmem.Device.open(path) as d:
+            if d.info.doorbell:
+                return path
+    raise SystemExit("wait_latency: no ivshmem-doorbell device")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=2000, help="rings per method")
+    ap.add_argument("--vector", type=int, default=0)
+    ap.add_argument("--device", default=None, help="node (default: the first doorbell device)")
+    args = ap.parse_args()
+
+    dev = ivshmem.Device.open(args.device or find_doorbell())
+    info = dev.info
+    assert info.ivposition is not None
+    fd = dev.fileno()
+    vec = args.vector
+    ring_arg = uapi.RING.pack(info.ivposition, vec, 0, 0)
+    ring_req = uapi.IVSHMEM_IOCTL_RING
+    size = 32 * uapi.EVENT.size
+    clock = time.monotonic_ns
+    bad: List[str] = []
+
+    def check(what: str, vector: int, count: int) -> None:
+        if (vector, count) != (vec, 1) and len(bad) < 5:
+            bad.append(f"{what}: got vector {vector} count {count}, want {vec} 1")
+
+    def raw() -> Sample:
+        t0 = clock()
+        fcntl.ioctl(fd, ring_req, ring_arg)
+        data = os.read(fd, size)
+        t1 = clock()
+        if len(data) != uapi.EVENT.size:
+            bad.append(f"raw read returned {len(data)} bytes, not one event")
+            return t1 - t0, 0
+        v, _f, n, ts = uapi.EVENT.unpack(data)
+        check("raw os.read", v, n)
+        return t1 - t0, t1 - ts
+
+    def wait() -> Sample:
+        t0 = clock()
+        fcntl.ioctl(fd, ring_req, ring_arg)
+        evs = dev.wait()
+        t1 = clock()
+        check("Device.wait", evs[0].vector, sum(e.count for e in evs))
+        return t1 - t0, t1 - evs[0].timestamp_ns
+
+    it = dev.events()
+
+    def iterate() -> Sample:
+        t0 = clock()
+        fcntl.ioctl(fd, ring_req, ring_arg)
+        ev = next(it)
+        t1 = clock()
+        check("Device.events", ev.vector, ev.count)
+        return t1 - t0, t1 - ev.timestamp_ns
+
+    async def run() -> Dict[str, List[Sample]]:
+        out: Dict[str, List[Sample]] = {
+            "raw os.read": [],
+            "Device.wait": [],
+            "Device.events": [],
+            "Device.wait_async": [],
+        }
+        sync: List[Tuple[str, Callable[[], Sample]]] = [
+            ("raw os.read", raw),
+            ("Device.wait", wait),
+            ("Device.events", iterate),
+        ]
+        for _ in range(args.samples):
+            for name, f in sync:
+                out[name].append(f())
+            t0 = clock()
+            fcntl.ioctl(fd, ring_req, ring_arg)
+            evs = await dev.wait_async()
+            t1 = clock()
+            check("Device.wait_async", evs[0].vector, sum(e.count for e in evs))
+            out["Device.wait_async"].append((t1 - t0, t1 - evs[0].timestamp_ns))
+        return out
+
+    # Warm up (page in code, the first interrupts), not counted.
+    for _ in range(20):
+        raw()
+    results = asyncio.run(run())
+    base_r = [s[0] for s in results["raw os.read"]]
+    print(
+        f"ring-to-wake on {dev.path} (vector {vec}, {args.samples} samples per method, "
+        f"interleaved; Python {sys.version.split()[0]}), microseconds:"
+    )
+    for name, samples in results.items():
+        r = [s[0] for s in samples]
+        k = [s[1] for s in samples]
+        line = (
+            f"{name:18} ring-to-wake median {pct(r, 50):8.1f} p99 {pct(r, 99):8.1f}"
+            f" | interrupt-to-wake median {pct(k, 50):8.1f} p99 {pct(k, 99):8.1f}"
+        )
+        if name != "raw os.read":
+            line += (
+                f" | over raw: median {pct(r, 50) - pct(base_r, 50):+7.1f}"
+                f" p99 {pct(r, 99) - pct(base_r, 99):+7.1f}"
+            )
+        print(line)
+    print(f"raw os.read ring-to-wake mean {statistics.mean(base_r) / 1000:.1f}")
+    for b in bad:
+        print(f"error: {b}")
+    dev.close()
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
