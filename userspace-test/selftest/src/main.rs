@@ -9,6 +9,7 @@
 mod data;
 mod distro;
 mod doorbell;
+mod python;
 mod shm;
 mod sys;
 mod tests;
