@@ -60,14 +60,56 @@ echo "# ivshmem-selftest exit=$?" >$out
 off
 "##;
 
+/// Where the Python package's tree goes in the Debian root with Python.
+pub const PYTHON_DIR: &str = "/usr/local/lib/ivshmem-python";
+
+/// Adds the Python package's tree (`userspace/python`: sources, tests,
+/// tools, examples, `pyproject.toml`) under `dest`, leaving out caches.
+fn add_tree(w: &mut cpio::Writer<Vec<u8>>, src: &Path, dest: &str) -> Result<()> {
+    w.dir(dest)?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", src.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "__pycache__" || name.ends_with(".pyc") {
+            continue;
+        }
+        let path = e.path();
+        let to = format!("{dest}/{name}");
+        let ty = e.file_type()?;
+        if ty.is_dir() {
+            add_tree(w, &path, &to)?;
+        } else if ty.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = e.metadata()?.permissions().mode() & 0o755;
+            w.file(&to, mode | 0o644, &read(&path)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the Debian root's initramfs to `dest`: the root made by
 /// `scripts/dkms-install.sh` (`base`, a cpio), followed by a second cpio
-/// with its `/init` and the selftest harness. The kernel unpacks both.
-pub fn build_debian(base: &Path, selftest: &Path, dest: &Path) -> Result<()> {
+/// with its `/init`, the selftest harness and, for the root with Python,
+/// the Python package's tree (`python`) in [`PYTHON_DIR`]. The kernel
+/// unpacks both.
+pub fn build_debian(
+    base: &Path,
+    selftest: &Path,
+    python: Option<&Path>,
+    dest: &Path,
+) -> Result<()> {
     let mut w = cpio::Writer::new(Vec::new());
     w.file("/init", 0o755, DEBIAN_INIT.as_bytes())?;
     w.dir("/usr/local/bin")?;
     w.file("/usr/local/bin/ivshmem-selftest", 0o755, &read(selftest)?)?;
+    if let Some(py) = python {
+        w.dir("/usr/local/lib")?;
+        add_tree(&mut w, py, PYTHON_DIR)?;
+    }
     let mut bytes = read(base)?;
     // Each archive of a concatenation starts 4-byte aligned.
     bytes.resize(bytes.len().next_multiple_of(4), 0);
