@@ -43,7 +43,10 @@ int main(void)
 
 fn c_facts() -> Option<BTreeMap<String, u64>> {
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}", std::process::id()));
+    // One directory per call: the tests run in parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("abi.c");
     let exe = dir.join("abi");
