@@ -100,6 +100,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                     .doorbell(4)
                     .plain("shm", 4 * MIB)
                     .env("pyrequire", "plain,doorbell")
+                    .env("samples", 3000)
                     .debian_python_root(),
             ],
             timeout: t(1),
