@@ -194,6 +194,9 @@ class Device:
         self._fd: Optional[int] = fd
         self.path: str = path
         self._ring = bytearray(uapi.RING.size)
+        # Made once: wait() is on the hot path.
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     @classmethod
     def open(cls, device: Union[int, PathLike] = 0) -> "Device":
@@ -362,10 +365,9 @@ class Device:
     def wait(self, timeout: Optional[float] = None) -> List[Event]:
         """Waits up to ``timeout`` seconds (``None``: forever, 0: just look)
         for doorbells; returns the events, ``[]`` when the time ran out."""
-        p = select.poll()
-        p.register(self.fileno(), select.POLLIN)
+        self.fileno()  # ValueError once closed
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        ready = p.poll(ms)
+        ready = self._poll.poll(ms)
         if not ready:
             return []
         # POLLIN: events to read. POLLERR/POLLHUP: the device is gone, or
