@@ -34,6 +34,16 @@ def test_open_by_index_and_by_path(plain: Device) -> None:
         assert by_path.info == info
 
 
+def test_open_by_udev_path(plain: Device) -> None:
+    """The distribution's stable name (the ivshmem-dkms udev rule)."""
+    info = plain.info
+    link = f"/dev/ivshmem/by-path/pci-{info.pci_address}"
+    if not os.path.exists(link):
+        pytest.skip(f"no {link} (no udev rule of ivshmem-dkms here)")
+    with Device.open(link) as dev:
+        assert dev.info == info
+
+
 def test_open_missing_says_which() -> None:
     with pytest.raises(FileNotFoundError) as e:
         Device.open("/dev/ivshmem-nonexistent")
