@@ -235,10 +235,12 @@ class Device:
         self.close()
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except OSError:
-            pass
+        # Also when __init__ did not finish (no _fd yet).
+        if getattr(self, "_fd", None) is not None:
+            try:
+                self.close()
+            except OSError:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else f"fd={self._fd}"
