@@ -13,6 +13,9 @@
 #                                               the package's files and the
 #                                               module in place (depmod's
 #                                               modules.alias included)
+#   build/dkms/debian-py-root.cpio              the same over the root with
+#                                               CPython and pytest (the
+#                                               `debian-python` flavour)
 #
 # The Debian system is a throw-away overlay over the build root (trixie,
 # which has the package's dependencies and, from stock-kernel.sh, the
@@ -27,7 +30,7 @@ cd "$IVSHMEM_TOP"
 stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh")
 release=$(cat "$stock/release")
 guestroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh")
-guestroot=${guestroot_cpio%.cpio}
+pyroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh" python)
 
 # 1. The package.
 deb=$("$IVSHMEM_TOP/scripts/build-deb.sh")
@@ -110,26 +113,35 @@ if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepa
 	log "ivshmem-dkms: kept the prepared tree DKMS made in the build root's /var/cache/ivshmem-dkms"
 fi
 
-# 3. The debian guest root with the package installed: the base root, and
-# over it the module tree, the udev rule, and the group the package's
-# postinst makes (made the same way, `groupadd --system`, against the guest
-# root's own account files, so that its gid is free there).
+# 3. The debian guest roots with the package installed: each base root,
+# and over it the module tree, the udev rule, and the group the package's
+# postinst makes (made the same way, `groupadd --system`, against that
+# guest root's own account files, so that its gid is free there).
 grep -q '^ivshmem:' "$out/group.line" || die "step 'dkms install': the package's postinst made no group ivshmem"
-for f in group gshadow passwd shadow login.defs; do
-	cp -a "$guestroot/etc/$f" "$out/root/etc/$f"
-done
-groupadd --root "$out/root" --system ivshmem ||
-	die "step 'dkms install': groupadd ivshmem in the guest root failed"
-rm -f "$out/root/etc/login.defs" "$out/root/etc/passwd" "$out/root/etc/shadow" "$out/root/etc/"*- "$out/root/etc/.pwd.lock"
-(cd "$out/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
-	cpio --null --quiet -o -H newc --owner=0:0) >"$out/extra.cpio"
-cat "$guestroot_cpio" "$out/extra.cpio" >"$out/debian-root.cpio"
-rm -f "$out/extra.cpio"
+# guest_root BASE_CPIO DEST_CPIO
+guest_root() {
+	local base=${1%.cpio} extra=$out/extra
+	rm -rf "$extra"
+	cp -a "$out/root" "$extra"
+	for f in group gshadow passwd shadow login.defs; do
+		cp -a "$base/etc/$f" "$extra/etc/$f"
+	done
+	groupadd --root "$extra" --system ivshmem ||
+		die "step 'dkms install': groupadd ivshmem in the guest root $base failed"
+	rm -f "$extra/etc/login.defs" "$extra/etc/passwd" "$extra/etc/shadow" "$extra/etc/"*- "$extra/etc/.pwd.lock"
+	(cd "$extra" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+		cpio --null --quiet -o -H newc --owner=0:0) >"$out/extra.cpio"
+	cat "$1" "$out/extra.cpio" >"$2"
+	rm -rf "$out/extra.cpio" "$extra"
+}
+guest_root "$guestroot_cpio" "$out/debian-root.cpio"
+guest_root "$pyroot_cpio" "$out/debian-py-root.cpio"
 
 cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
 IVSHMEM_MODULE=$out/ivshmem.ko
 IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
+IVSHMEM_DEBIAN_PY_ROOT=$out/debian-py-root.cpio
 IVSHMEM_KERNEL_LABEL="Debian $release (stock), module built by DKMS"
 ENV
 log "ivshmem-dkms: guest files and build/dkms/env in $out"

@@ -61,6 +61,14 @@ struct Cli {
     /// That server's shared memory file (for the host's checks).
     #[arg(long, requires = "server_socket", default_value = "/dev/shm/ivshmem")]
     server_shm: PathBuf,
+    /// The Debian guest root with CPython and pytest (a cpio from
+    /// scripts/dkms-install.sh), for the Python package's scenario; without
+    /// it that scenario is skipped.
+    #[arg(long, env = "IVSHMEM_DEBIAN_PY_ROOT")]
+    debian_py_root: Option<PathBuf>,
+    /// The Python package's tree, copied into the Debian root with Python.
+    #[arg(long, env = "IVSHMEM_PYTHON_PKG", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../userspace/python"))]
+    python_pkg: PathBuf,
     /// What to call the kernel in the reports; the image's path by default.
     #[arg(long, env = "IVSHMEM_KERNEL_LABEL")]
     kernel_label: Option<String>,
@@ -188,7 +196,15 @@ fn real_main(cli: Cli) -> Result<bool> {
     let debian_initrd = match &cli.debian_root {
         Some(base) => {
             let dest = workdir.join("debian-initramfs.cpio");
-            initramfs::build_debian(base, &cli.selftest, &dest)?;
+            initramfs::build_debian(base, &cli.selftest, None, &dest)?;
+            Some(dest)
+        }
+        None => None,
+    };
+    let debian_py_initrd = match &cli.debian_py_root {
+        Some(base) => {
+            let dest = workdir.join("debian-python-initramfs.cpio");
+            initramfs::build_debian(base, &cli.selftest, Some(&cli.python_pkg), &dest)?;
             Some(dest)
         }
         None => None,
@@ -201,7 +217,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -214,6 +230,14 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.debian_root
             .as_ref()
             .map(|p| format!(" --debian-root {}", abs(p).display()))
+            .unwrap_or_default(),
+        cli.debian_py_root
+            .as_ref()
+            .map(|p| format!(
+                " --debian-py-root {} --python-pkg {}",
+                abs(p).display(),
+                abs(&cli.python_pkg).display()
+            ))
             .unwrap_or_default(),
         cli.timeout
     );
@@ -230,6 +254,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             kernel,
             initrd,
             debian_initrd,
+            debian_py_initrd,
             accel,
         },
         workdir: workdir.clone(),
@@ -268,6 +293,7 @@ fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
         kernel: kernel.to_path_buf(),
         initrd: initrd.to_path_buf(),
         debian_initrd: None,
+        debian_py_initrd: None,
         accel,
     };
     let Ok(mut g) = Guest::start(&spec, &boot, dir, "ivt_probe=1", &|_| PathBuf::new(), None)
@@ -336,6 +362,19 @@ impl Drop for Regions {
     }
 }
 
+/// Why the scenario cannot run with this run's guest roots, if it cannot.
+fn missing_root(boot: &Boot, sc: &Scenario) -> Option<&'static str> {
+    sc.guests.iter().find_map(|g| match g.root {
+        qemu::Root::Busybox => None,
+        qemu::Root::Debian => boot.debian_initrd.is_none().then_some(
+            "needs the Debian guest root (--debian-root, made by scripts/dkms-install.sh)",
+        ),
+        qemu::Root::DebianPython => boot.debian_py_initrd.is_none().then_some(
+            "needs the Debian guest root with CPython (--debian-py-root, made by scripts/dkms-install.sh)",
+        ),
+    })
+}
+
 /// Runs one scenario and prints its KTAP result as test `number`. Returns
 /// whether it passed and its leaf counts.
 fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
@@ -350,11 +389,8 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
         ctx.boot.accel,
         ctx.kernel_label
     );
-    if ctx.boot.debian_initrd.is_none() && sc.guests.iter().any(|g| g.root == qemu::Root::Debian) {
-        println!(
-            "ok {number} {} # SKIP needs the Debian guest root (--debian-root, made by scripts/dkms-install.sh)",
-            sc.name
-        );
+    if let Some(why) = missing_root(&ctx.boot, sc) {
+        println!("ok {number} {} # SKIP {why}", sc.name);
         return (
             true,
             Totals {

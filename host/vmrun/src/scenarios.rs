@@ -110,6 +110,29 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "python",
+            about: "the Python package's pytest tests with Debian's CPython, on a doorbell device \
+                    (ringing itself, on the scenario's server) and a plain one; its wait \
+                    latency over raw os.read",
+            guests: vec![
+                GuestSpec::new("guest", &["python_pytest", "python_wait_latency"])
+                    .doorbell(4)
+                    .plain("shm", 4 * MIB)
+                    .env("pyrequire", "plain,doorbell")
+                    .env("samples", 3000)
+                    .debian_python_root(),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "no-device",
             about: "no ivshmem device: the module loads, binds nothing, unloads",
             guests: vec![GuestSpec::new("guest", &["module_nodev"])],

@@ -9,6 +9,7 @@
 mod data;
 mod distro;
 mod doorbell;
+mod python;
 mod readers;
 mod scale;
 mod shm;

@@ -26,6 +26,18 @@ pub fn all() -> Vec<Test> {
             run: crate::distro::autoload_symlink,
         },
         Test {
+            name: "python_pytest",
+            default: false,
+            about: "the Python package's pytest tests pass with Debian's CPython on the real devices",
+            run: crate::python::python_pytest,
+        },
+        Test {
+            name: "python_wait_latency",
+            default: false,
+            about: "the Python package's wait latency over raw os.read (ring-to-wake, median and p99)",
+            run: crate::python::python_wait_latency,
+        },
+        Test {
             name: "module_bind",
             default: true,
             about: "the module loads, binds every ivshmem device and unloads cleanly",
