@@ -34,7 +34,7 @@ pub struct Opts {
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
     /// Repetitions of the mapping and host benchmarks (interleaved across
-    /// contenders), instead of the default (7; 2 with --quick).
+    /// contenders), instead of the default (11; 2 with --quick).
     #[arg(long)]
     pub reps: Option<u64>,
 }
@@ -70,7 +70,7 @@ impl Budget {
             }
         } else {
             Self {
-                reps: o.reps.unwrap_or(7),
+                reps: o.reps.unwrap_or(11),
                 sizes: vec![4 * MIB, 256 * MIB, 8 << 30],
                 bw: 64 * MIB,
                 touch_max: 256 * MIB,
@@ -862,4 +862,71 @@ pub fn run(ctx: &Ctx, selected: &[&Scenario], o: &Opts, accel: Accel, why: &str)
         println!("# bench: some benchmarks did not run to the end; see above");
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(contender: &str, unit: &str, samples: &[f64]) -> Set {
+        Set {
+            bench: "mapping".into(),
+            case: "4 MiB".into(),
+            metric: "mmap, first".into(),
+            unit: unit.into(),
+            contender: contender.into(),
+            source: "guest".into(),
+            samples: samples.to_vec(),
+        }
+    }
+
+    #[test]
+    fn stats_median_and_spread() {
+        let s = Stats::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert_eq!((s.n, s.median, s.min, s.max), (5, 3.0, 1.0, 5.0));
+        assert!((s.p10 - 1.4).abs() < 1e-9 && (s.p90 - 4.6).abs() < 1e-9);
+        assert_eq!(Stats::of(&[2.0, 4.0]).unwrap().median, 3.0);
+        assert!(Stats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn cases_order_by_size_and_count() {
+        assert_eq!(case_bytes("256 MiB"), Some(256 << 20));
+        assert_eq!(case_bytes("8 GiB"), Some(8 << 30));
+        assert_eq!(case_num("1000 peers"), 1000);
+        assert!(case_num("4 MiB") < case_num("8 GiB"));
+    }
+
+    #[test]
+    fn table_divides_medians_by_each_baseline() {
+        let t = table(&[
+            set("ivshmem-wb", "ns", &[100.0, 300.0, 200.0]),
+            set("resource2", "ns", &[400.0]),
+            set("resource2_wc", "ns", &[800.0]),
+        ]);
+        let row = t.lines().find(|l| l.contains("ivshmem-wb")).unwrap();
+        assert!(row.ends_with("| 0.50 | 0.25 |"), "{row}");
+        assert!(t.contains("÷ resource2 | ÷ resource2_wc |"), "{t}");
+        let base = t.lines().find(|l| l.contains("| resource2 |")).unwrap();
+        assert!(base.ends_with("| 1 | 0.50 |"), "{base}");
+    }
+
+    #[test]
+    fn guest_lines_become_sets_and_facts() {
+        let dir = std::env::temp_dir().join(format!("bench-test.{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ktap.log");
+        fs::write(
+            &p,
+            "KTAP version 1\n  # bench-json: {\"bench\":\"doorbell\",\"case\":\"c\",\"metric\":\"p50\",\"unit\":\"ns\",\"contender\":\"x\",\"samples\":[1,2]}\n# bench-json: {\"guest\":{\"kernel\":\"k\"}}\n# other\n",
+        )
+        .unwrap();
+        let (mut sets, mut facts) = (Vec::new(), Vec::new());
+        guest_records(&p, "sc/g", &mut sets, &mut facts);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].samples, vec![1.0, 2.0]);
+        assert_eq!(sets[0].source, "sc/g");
+        assert_eq!(facts.len(), 1);
+    }
 }

@@ -4,8 +4,9 @@
 //! through eventfds; and rings per second, one way and ping-pong.
 //!
 //! Both guests follow the same schedule, so each knows what comes next
-//! without asking: rounds of (a chunk of ping-pongs per wake method, the
-//! floor in the pinger alone, a one-way stream). Every hand-off is a
+//! without asking: rounds of (a chunk of ping-pongs per wake method and
+//! the floor in the pinger alone, in an order that rotates every round,
+//! then a one-way stream). Every hand-off is a
 //! doorbell or a sequence number in the shared memory; nothing sleeps to
 //! wait for the other side.
 
@@ -326,7 +327,11 @@ pub fn run() -> BenchResult {
         if pinger {
             progress(&format!("doorbell: round {round}/{rounds} (0 warms up)"));
         }
-        for m in METHODS {
+        // Each round starts one method further, so that none always runs
+        // first (both guests rotate alike).
+        let mut order = METHODS;
+        order.rotate_left(round as usize % METHODS.len());
+        for m in order {
             let hist = hists.entry(m.contender()).or_insert_with(|| {
                 Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")
             });

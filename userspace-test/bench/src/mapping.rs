@@ -5,7 +5,9 @@
 //!
 //! One repetition visits every device and, for each, every contender in
 //! turn (the driver's three modes, unbind, the two sysfs files, bind), so
-//! the contenders' samples interleave: A B C D E, A B C D E, ...
+//! the contenders' samples interleave: A B C D E, A B C D E, ... Each
+//! repetition starts one contender further (B C A E D, C A B D E, ...), so
+//! that none is always the first after a bind.
 
 use crate::sys::{self, timed};
 use crate::{BenchResult, Failure, progress, samples};
@@ -245,11 +247,15 @@ pub fn run() -> BenchResult {
                 "mapping: repetition {rep}/{reps}, {} device",
                 sys::size_name(*size)
             ));
-            for way in DRIVER_WAYS {
+            let mut driver = DRIVER_WAYS;
+            driver.rotate_left(rep as usize % DRIVER_WAYS.len());
+            for way in driver {
                 measure(way, dev, *size, &plan, &mut bufs, &mut out)?;
             }
             sys::unbind(dev).map_err(Failure::Fail)?;
-            let sysfs = SYSFS_WAYS
+            let mut sysfs = SYSFS_WAYS;
+            sysfs.rotate_left(rep as usize % SYSFS_WAYS.len());
+            let sysfs = sysfs
                 .iter()
                 .try_for_each(|w| measure(*w, dev, *size, &plan, &mut bufs, &mut out));
             sys::bind(dev).map_err(Failure::Fail)?;
