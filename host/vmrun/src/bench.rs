@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1 << 20;
 
 /// Options of `bench`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Opts {
     /// Tiny sizes and few repetitions, only to prove that the benchmarks
     /// run (for `make check`); the figures mean nothing.
     #[arg(long)]
     pub quick: bool,
-    /// The results directory.
+    /// The results directory (`make bench`: build/bench/<UTC time>).
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
     /// Repetitions of the mapping and host benchmarks (interleaved across

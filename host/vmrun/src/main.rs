@@ -136,9 +136,11 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<bool> {
     let base = Duration::from_secs(cli.timeout);
     let all = scenarios::all(base);
+    // The bench scenarios, also for `run` (e.g. the rerun command a
+    // failing bench scenario prints), with the full budget there.
     let bench_all = match &cli.cmd {
         Cmd::Bench(o) => bench::scenarios(o),
-        _ => Vec::new(),
+        _ => bench::scenarios(&bench::Opts::default()),
     };
     let selected: Vec<&Scenario> = match &cli.cmd {
         Cmd::List => {
@@ -157,6 +159,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             .iter()
             .map(|n| {
                 all.iter()
+                    .chain(&bench_all)
                     .find(|s| s.name == n)
                     .with_context(|| format!("no scenario named '{n}' (see `list`)"))
             })
@@ -223,7 +226,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -236,6 +239,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.debian_root
             .as_ref()
             .map(|p| format!(" --debian-root {}", abs(p).display()))
+            .unwrap_or_default(),
+        cli.bench_bin
+            .as_ref()
+            .map(|p| format!(" --bench {}", abs(p).display()))
             .unwrap_or_default(),
         cli.timeout
     );
