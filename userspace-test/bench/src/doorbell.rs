@@ -324,13 +324,25 @@ pub fn run() -> BenchResult {
         } else {
             pings
         };
-        if pinger {
-            progress(&format!("doorbell: round {round}/{rounds} (0 warms up)"));
-        }
         // Each round starts one method further, so that none always runs
         // first (both guests rotate alike).
         let mut order = METHODS;
         order.rotate_left(round as usize % METHODS.len());
+        if pinger {
+            progress(&format!(
+                "doorbell: round {round}/{rounds} (0 warms up), {n} ping-pongs each: {}, then {s} rings one way",
+                order
+                    .iter()
+                    .map(|m| m.contender())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                s = if round == 0 {
+                    (stream / 10).max(1)
+                } else {
+                    stream
+                }
+            ));
+        }
         for m in order {
             let hist = hists.entry(m.contender()).or_insert_with(|| {
                 Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")

@@ -243,18 +243,24 @@ pub fn run() -> BenchResult {
     let mut out = Samples::new();
     for rep in 1..=reps {
         for (dev, size) in &sized {
-            progress(&format!(
-                "mapping: repetition {rep}/{reps}, {} device",
-                sys::size_name(*size)
-            ));
             let mut driver = DRIVER_WAYS;
             driver.rotate_left(rep as usize % DRIVER_WAYS.len());
+            let mut sysfs = SYSFS_WAYS;
+            sysfs.rotate_left(rep as usize % SYSFS_WAYS.len());
+            progress(&format!(
+                "mapping: repetition {rep}/{reps}, {} device: {}",
+                sys::size_name(*size),
+                driver
+                    .iter()
+                    .chain(&sysfs)
+                    .map(|w| w.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             for way in driver {
                 measure(way, dev, *size, &plan, &mut bufs, &mut out)?;
             }
             sys::unbind(dev).map_err(Failure::Fail)?;
-            let mut sysfs = SYSFS_WAYS;
-            sysfs.rotate_left(rep as usize % SYSFS_WAYS.len());
             let sysfs = sysfs
                 .iter()
                 .try_for_each(|w| measure(*w, dev, *size, &plan, &mut bufs, &mut out));
