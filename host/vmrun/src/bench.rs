@@ -537,6 +537,7 @@ const CONTENDERS: &[&str] = &[
     "ivshmem read()",
     "ivshmem poll()",
     "ivshmem epoll(eventfd)",
+    "ivshmem ring ioctl",
     "eventfd, two threads",
 ];
 

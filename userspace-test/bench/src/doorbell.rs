@@ -267,6 +267,40 @@ fn floor_chunk(n: u64, hist: &mut Histogram<u64>, chunk: &mut Vec<u64>) -> Resul
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The floor of the one-way stream: one thread adds 1 to an eventfd `n`
+/// times as fast as it can, another reads it (blocking) until it has
+/// counted `n`. Returns the seconds until the last write, the seconds
+/// until the reader had counted them all, and the reader's wake-ups.
+fn floor_stream(n: u64) -> Result<(f64, f64, u64), Failure> {
+    let efd = eventfd(0)?;
+    let start = Instant::now();
+    std::thread::scope(|sc| -> Result<(f64, f64, u64), Failure> {
+        let reader = sc.spawn(|| -> Result<(f64, u64), Failure> {
+            let (mut total, mut wakes) = (0u64, 0u64);
+            while total < n {
+                let mut v = 0u64;
+                // SAFETY: reads 8 bytes into `v`.
+                let r = unsafe { libc::read(efd.as_raw_fd(), (&raw mut v).cast(), 8) };
+                if r == 8 {
+                    total += v;
+                    wakes += 1;
+                } else if sys_errno() != libc::EINTR {
+                    return Err(Failure::Fail("eventfd read failed".into()));
+                }
+            }
+            Ok((start.elapsed().as_secs_f64(), wakes))
+        });
+        for _ in 0..n {
+            signal(efd.as_fd())?;
+        }
+        let sent = start.elapsed().as_secs_f64();
+        let (done, wakes) = reader
+            .join()
+            .map_err(|_| Failure::Fail("the floor's reader panicked".into()))??;
+        Ok((sent, done, wakes))
+    })
+}
+
 /// The `q` quantile of a chunk's samples.
 fn quantile(v: &mut [u64], q: f64) -> f64 {
     v.sort_unstable();
@@ -403,14 +437,27 @@ pub fn run() -> BenchResult {
             let sent = start.elapsed().as_secs_f64();
             w.wait(Method::Read)?;
             let done = start.elapsed().as_secs_f64();
+            // The floor of the same stream, in this guest alone.
+            let (f_sent, f_done, f_wakes) = floor_stream(s)?;
             if round > 0 {
-                let c = "ivshmem ring ioctl";
-                out.entry(("one way, rings sent", "rings/s", c))
-                    .or_default()
-                    .push(s as f64 / sent);
-                out.entry(("one way, until the receiver saw the last", "rings/s", c))
-                    .or_default()
-                    .push(s as f64 / done);
+                for (c, sent, done) in [
+                    ("ivshmem ring ioctl", sent, done),
+                    (Method::Floor.contender(), f_sent, f_done),
+                ] {
+                    out.entry(("one way, rings sent", "rings/s", c))
+                        .or_default()
+                        .push(s as f64 / sent);
+                    out.entry(("one way, until the receiver saw the last", "rings/s", c))
+                        .or_default()
+                        .push(s as f64 / done);
+                }
+                out.entry((
+                    "one way, receiver wake-ups per ring",
+                    "ratio",
+                    Method::Floor.contender(),
+                ))
+                .or_default()
+                .push(f_wakes as f64 / s as f64);
             }
         } else {
             let mut interrupts = 0u64;
