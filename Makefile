@@ -17,6 +17,9 @@
 #   make demo              build for Debian's stock kernel and run a short
 #                          demo in QEMU
 #   make check             run the whole test suite (what .ci/run calls)
+#   make bench [QUICK=1]   benchmarks on Debian's stock kernel against what
+#                          users would use instead (docs/benchmarks.md);
+#                          QUICK=1: tiny sizes, only so that it cannot rot
 #   make kernel            build (or find in the cache) the guest kernel
 #   make clean
 #
@@ -34,7 +37,7 @@ endif
 
 KRELEASE ?= $(shell uname -r)
 
-.PHONY: all modules clean kernel demo check debian deb stock
+.PHONY: all modules clean kernel demo check debian deb stock bench
 
 all: modules
 
@@ -63,3 +66,6 @@ demo:
 
 check:
 	scripts/check.sh
+
+bench:
+	scripts/bench.sh $(if $(QUICK),--quick)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// The guest's `/init`. It runs the selftests named by the kernel command
 /// line (`ivt_tests=a,b`; none means the default set) with their KTAP on
 /// ttyS1, apart from the kernel's console on ttyS0, then powers off.
+/// `ivt_prog=bench` runs the benchmarks (`ivshmem-bench`) instead.
 /// `ivt_probe=1` only proves that the guest reached user space.
 const INIT: &str = r##"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run
@@ -22,8 +23,11 @@ if [ -n "$ivt_probe" ]; then
 	echo ivt-probe-ok >$out
 	poweroff -f
 fi
-echo "ivshmem-vmrun: guest $ivt_name up, $(uname -r), $(nproc) cpus, running: ${ivt_tests:-default set}" >/dev/console
-/bin/ivshmem-selftest $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
+prog=ivshmem-selftest
+[ "$ivt_prog" = bench ] && prog=ivshmem-bench
+echo "ivshmem-vmrun: guest $ivt_name up, $(uname -r), $(nproc) cpus, running $prog: ${ivt_tests:-default set}" >/dev/console
+/bin/$prog $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
+# The runner reads the exit code from this line, whichever program ran.
 echo "# ivshmem-selftest exit=$?" >$out
 poweroff -f
 "##;
@@ -160,6 +164,8 @@ pub struct Contents {
     /// The statically linked C example (ivshmem-info, with ivshmem-ring
     /// beside it), if built.
     pub c_example: Option<PathBuf>,
+    /// The statically linked benchmarks (ivshmem-bench), if built.
+    pub bench: Option<PathBuf>,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -181,6 +187,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     w.symlink("/bin/sh", "busybox")?;
     w.file("/lib/modules/ivshmem.ko", 0o644, &read(&c.module)?)?;
     w.file("/bin/ivshmem-selftest", 0o755, &read(&c.selftest)?)?;
+    if let Some(p) = &c.bench {
+        w.file("/bin/ivshmem-bench", 0o755, &read(p)?)?;
+    }
     if let Some(p) = &c.c_example {
         w.file("/bin/ivshmem-info", 0o755, &read(p)?)?;
         // Its sibling, built the same way.

@@ -7,6 +7,7 @@
 //! The runner's own output is KTAP, with the guests' results nested; its
 //! last line is `vmrun: N passed, N failed, N skipped`.
 
+mod bench;
 mod cpio;
 mod hostcheck;
 mod initramfs;
@@ -46,6 +47,9 @@ struct Cli {
     /// The statically linked C example (ivshmem-info), if built.
     #[arg(long, env = "IVSHMEM_C_EXAMPLE")]
     c_example: Option<PathBuf>,
+    /// The statically linked benchmarks (ivshmem-bench), for `bench`.
+    #[arg(long = "bench", env = "IVSHMEM_BENCH")]
+    bench_bin: Option<PathBuf>,
     /// A statically linked busybox.
     #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
@@ -105,6 +109,9 @@ enum Cmd {
     List,
     /// Run the demo.
     Demo,
+    /// Run the benchmarks (`make bench`): print a table of ratios and
+    /// write a results directory.
+    Bench(bench::Opts),
 }
 
 /// What every scenario of a run shares.
@@ -137,6 +144,12 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<bool> {
     let base = Duration::from_secs(cli.timeout);
     let all = scenarios::all(base);
+    // The bench scenarios, also for `run` (e.g. the rerun command a
+    // failing bench scenario prints), with the full budget there.
+    let bench_all = match &cli.cmd {
+        Cmd::Bench(o) => bench::scenarios(o),
+        _ => bench::scenarios(&bench::Opts::default()),
+    };
     let selected: Vec<&Scenario> = match &cli.cmd {
         Cmd::List => {
             for s in &all {
@@ -154,11 +167,21 @@ fn real_main(cli: Cli) -> Result<bool> {
             .iter()
             .map(|n| {
                 all.iter()
+                    .chain(&bench_all)
                     .find(|s| s.name == n)
                     .with_context(|| format!("no scenario named '{n}' (see `list`)"))
             })
             .collect::<Result<_>>()?,
         Cmd::Demo => all.iter().filter(|s| s.name == "demo").collect(),
+        Cmd::Bench(_) => {
+            if cli.bench_bin.as_ref().is_none_or(|p| !p.is_file()) {
+                bail!(
+                    "bench needs the static ivshmem-bench (--bench or IVSHMEM_BENCH; \
+                     scripts/build-userspace.sh builds it)"
+                );
+            }
+            bench_all.iter().collect()
+        }
     };
     if selected.is_empty() {
         bail!("no scenario matches");
@@ -177,9 +200,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         }
     }
 
-    let workdir = match &cli.workdir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("ivshmem-vmrun.{}", std::process::id())),
+    let workdir = match (&cli.workdir, &cli.cmd) {
+        (Some(d), _) => d.clone(),
+        (None, Cmd::Bench(o)) => o.out.join("logs"),
+        (None, _) => std::env::temp_dir().join(format!("ivshmem-vmrun.{}", std::process::id())),
     };
     fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let initrd = workdir.join("initramfs.cpio");
@@ -189,6 +213,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             module: cli.module.clone(),
             selftest: cli.selftest.clone(),
             c_example: cli.c_example.clone(),
+            bench: cli.bench_bin.clone(),
         },
         &initrd,
     )?;
@@ -217,7 +242,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -239,6 +264,10 @@ fn real_main(cli: Cli) -> Result<bool> {
                 abs(&cli.python_pkg).display()
             ))
             .unwrap_or_default(),
+        cli.bench_bin
+            .as_ref()
+            .map(|p| format!(" --bench {}", abs(p).display()))
+            .unwrap_or_default(),
         cli.timeout
     );
     let ctx = Ctx {
@@ -258,9 +287,13 @@ fn real_main(cli: Cli) -> Result<bool> {
             accel,
         },
         workdir: workdir.clone(),
-        keep: cli.keep,
+        // The benchmarks' samples are read from the guests' logs.
+        keep: cli.keep || matches!(cli.cmd, Cmd::Bench(_)),
         repro,
     };
+    if let Cmd::Bench(o) = &cli.cmd {
+        return bench::run(&ctx, &selected, o, accel, &why);
+    }
 
     println!("KTAP version 1");
     println!("1..{}", selected.len());
@@ -528,6 +561,10 @@ fn boot_and_collect(
             );
         },
         &mut |g, req| {
+            if let Some(what) = req.strip_prefix("progress ") {
+                println!("# {}: guest '{}': {what}", sc.name, g.name);
+                return;
+            }
             let t = Instant::now();
             match hostcheck::carry_out(g, req, &mut host) {
                 Ok(()) => println!(

@@ -1,0 +1,520 @@
+//! Doorbells between two guests on the scenario's ivshmem server: ring-to-
+//! wake latency by ping-pong, waking through `read`, `poll`, and `epoll` on
+//! a bound eventfd; the floor, two threads of one guest waking each other
+//! through eventfds; and rings per second, one way and ping-pong.
+//!
+//! Both guests follow the same schedule, so each knows what comes next
+//! without asking: rounds of (a chunk of ping-pongs per wake method and
+//! the floor in the pinger alone, in an order that rotates every round,
+//! then a one-way stream). Every hand-off is a
+//! doorbell or a sequence number in the shared memory; nothing sleeps to
+//! wait for the other side.
+
+use crate::sys::{self, timed};
+use crate::{BenchResult, Failure, progress, samples};
+use hdrhistogram::Histogram;
+use ivshmem::Device;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Where each guest announces itself: 8 bytes per IVPosition.
+const SLOTS: usize = 0x100;
+/// The one-way stream's sequence number.
+const STREAM: usize = 0x2000;
+const READY: u64 = 0x4245_4e43_0000;
+
+/// How the waiting side wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// Blocking `read()` of the device file.
+    Read,
+    /// `poll()` of the device file, then `read()`.
+    Poll,
+    /// `epoll_wait()` on an eventfd bound to the vector, then `read()` of it.
+    Epoll,
+    /// Two threads of one guest, blocking `read()`s of two eventfds.
+    Floor,
+}
+
+impl Method {
+    fn contender(self) -> &'static str {
+        match self {
+            Method::Read => "ivshmem read()",
+            Method::Poll => "ivshmem poll()",
+            Method::Epoll => "ivshmem epoll(eventfd)",
+            Method::Floor => "eventfd, two threads",
+        }
+    }
+    /// The vector its doorbells use.
+    fn vector(self) -> u16 {
+        match self {
+            Method::Read => 0,
+            Method::Poll => 1,
+            Method::Epoll => 2,
+            Method::Floor => u16::MAX,
+        }
+    }
+}
+
+const METHODS: [Method; 4] = [Method::Read, Method::Poll, Method::Epoll, Method::Floor];
+/// The stream's vector; the receiver acknowledges its end on vector 0.
+const STREAM_VECTOR: u16 = 3;
+
+fn eventfd(flags: i32) -> Result<OwnedFd, Failure> {
+    // SAFETY: creates a new fd, owned below.
+    let fd = unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Failure::Fail(format!(
+            "eventfd: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One blocking read of `fd` into a small buffer (device events or an
+/// eventfd counter).
+fn read_once(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads into `buf`, within its size.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r > 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Failure::Fail(format!("read: {e}")));
+        }
+    }
+}
+
+/// Adds 1 to an eventfd.
+fn signal(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let one = 1u64;
+    // SAFETY: writes 8 bytes from `one`.
+    let r = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+    if r == 8 {
+        Ok(())
+    } else {
+        Err(Failure::Fail(format!(
+            "eventfd write: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
+/// Blocks in poll() until `fd` is readable.
+fn poll_in(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r == 1 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Failure::Fail(format!("poll: {e}")));
+        }
+    }
+}
+
+/// The files a guest waits on, one per method, all opened before it
+/// announces itself (an open file sees every interrupt after its opening).
+struct Waiters {
+    dev: Device,
+    read: Device,
+    poll: Device,
+    /// Holds the eventfd binding of the epoll method's vector.
+    _bound: Device,
+    efd: OwnedFd,
+    epfd: OwnedFd,
+    stream: Device,
+}
+
+impl Waiters {
+    fn open(index: u32) -> Result<Self, Failure> {
+        let read = Device::open(index)?;
+        read.set_vector_mask([Method::Read.vector()])?;
+        let poll = Device::open(index)?;
+        poll.set_vector_mask([Method::Poll.vector()])?;
+        let stream = Device::open(index)?;
+        stream.set_vector_mask([STREAM_VECTOR])?;
+        let bound = Device::open(index)?;
+        let efd = eventfd(libc::EFD_NONBLOCK)?;
+        bound.bind_eventfd(Method::Epoll.vector(), efd.as_fd())?;
+        // SAFETY: creates a new fd, owned below.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(Failure::Fail("epoll_create1 failed".into()));
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        // SAFETY: adds our eventfd to our epoll set.
+        let r = unsafe {
+            libc::epoll_ctl(
+                epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                efd.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if r != 0 {
+            return Err(Failure::Fail("epoll_ctl failed".into()));
+        }
+        Ok(Self {
+            dev: Device::open(index)?,
+            read,
+            poll,
+            _bound: bound,
+            efd,
+            epfd,
+            stream,
+        })
+    }
+
+    /// Waits for the next doorbell of `m`'s vector, the way `m` says.
+    fn wait(&self, m: Method) -> Result<(), Failure> {
+        match m {
+            Method::Read => read_once(self.read.as_fd()),
+            Method::Poll => {
+                poll_in(self.poll.as_fd())?;
+                read_once(self.poll.as_fd())
+            }
+            Method::Epoll => {
+                let mut ev = libc::epoll_event { events: 0, u64: 0 };
+                loop {
+                    // SAFETY: room for one event.
+                    let r = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), &mut ev, 1, -1) };
+                    if r == 1 {
+                        break;
+                    }
+                    if r < 0 && sys_errno() != libc::EINTR {
+                        return Err(Failure::Fail("epoll_wait failed".into()));
+                    }
+                }
+                read_once(self.efd.as_fd())
+            }
+            Method::Floor => Err(Failure::Fail("the floor has no doorbell".into())),
+        }
+    }
+}
+
+fn sys_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Announces this guest and waits for the other one: its IVPosition.
+fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
+    map.write_volatile(SLOTS + 8 * usize::from(me), READY | u64::from(me))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(p) = (0..64u16).filter(|id| *id != me).find(|id| {
+            map.read_volatile::<u64>(SLOTS + 8 * usize::from(*id)).ok()
+                == Some(READY | u64::from(*id))
+        }) {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Fail(
+                "no other guest showed up in the shared memory".into(),
+            ));
+        }
+        // Discovery only (the peer's QEMU may still be booting); every
+        // measured hand-off below is a doorbell.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Half the round trip of `n` ping-pongs between two threads of this guest
+/// through two eventfds: the floor.
+fn floor_chunk(n: u64, hist: &mut Histogram<u64>, chunk: &mut Vec<u64>) -> Result<f64, Failure> {
+    let (ping, pong) = (eventfd(0)?, eventfd(0)?);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Result<(), Failure> {
+        let other = s.spawn(|| -> Result<(), Failure> {
+            for _ in 0..n {
+                read_once(ping.as_fd())?;
+                signal(pong.as_fd())?;
+            }
+            Ok(())
+        });
+        for _ in 0..n {
+            let (ns, r) = timed(|| -> Result<(), Failure> {
+                signal(ping.as_fd())?;
+                read_once(pong.as_fd())
+            });
+            r?;
+            let half = (ns / 2.0) as u64;
+            hist.saturating_record(half);
+            chunk.push(half);
+        }
+        other
+            .join()
+            .map_err(|_| Failure::Fail("the floor's thread panicked".into()))?
+    })?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The floor of the one-way stream: one thread adds 1 to an eventfd `n`
+/// times as fast as it can, another reads it (blocking) until it has
+/// counted `n`. Returns the seconds until the last write, the seconds
+/// until the reader had counted them all, and the reader's wake-ups.
+fn floor_stream(n: u64) -> Result<(f64, f64, u64), Failure> {
+    let efd = eventfd(0)?;
+    let start = Instant::now();
+    std::thread::scope(|sc| -> Result<(f64, f64, u64), Failure> {
+        let reader = sc.spawn(|| -> Result<(f64, u64), Failure> {
+            let (mut total, mut wakes) = (0u64, 0u64);
+            while total < n {
+                let mut v = 0u64;
+                // SAFETY: reads 8 bytes into `v`.
+                let r = unsafe { libc::read(efd.as_raw_fd(), (&raw mut v).cast(), 8) };
+                if r == 8 {
+                    total += v;
+                    wakes += 1;
+                } else if sys_errno() != libc::EINTR {
+                    return Err(Failure::Fail("eventfd read failed".into()));
+                }
+            }
+            Ok((start.elapsed().as_secs_f64(), wakes))
+        });
+        for _ in 0..n {
+            signal(efd.as_fd())?;
+        }
+        let sent = start.elapsed().as_secs_f64();
+        let (done, wakes) = reader
+            .join()
+            .map_err(|_| Failure::Fail("the floor's reader panicked".into()))??;
+        Ok((sent, done, wakes))
+    })
+}
+
+/// The `q` quantile of a chunk's samples.
+fn quantile(v: &mut [u64], q: f64) -> f64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied().unwrap_or(0) as f64
+}
+
+/// The doorbell benchmark (two guests, each with one doorbell device of 4
+/// vectors or more, on the same server).
+pub fn run() -> BenchResult {
+    sys::load_module().map_err(Failure::Fail)?;
+    let pings = sys::setting("pings", 2000);
+    let rounds = sys::setting("rounds", 7);
+    let stream = sys::setting("stream", 10_000);
+    let mut index = None;
+    for i in 0..sys::ivshmem_functions().map_err(Failure::Fail)?.len() as u32 {
+        if Device::open(i)?.info()?.doorbell {
+            index = Some(i);
+            break;
+        }
+    }
+    let Some(index) = index else {
+        return Err(Failure::Skip("no ivshmem-doorbell device".into()));
+    };
+    let w = Waiters::open(index)?;
+    let info = w.dev.info()?;
+    if info.vectors < 4 {
+        return Err(Failure::Fail(format!(
+            "needs 4 vectors, has {}",
+            info.vectors
+        )));
+    }
+    let me = info
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let map = w.dev.map_all()?;
+    let peer = find_peer(&map, me)?;
+    let pinger = me < peer;
+    println!(
+        "# I am {me}, my peer is {peer}; {}; {rounds} rounds of {pings} ping-pongs per method, streams of {stream} rings",
+        if pinger {
+            "I ping and measure"
+        } else {
+            "I answer"
+        }
+    );
+
+    let mut hists: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+    let mut out: BTreeMap<(&str, &str, &str), Vec<f64>> = BTreeMap::new();
+    // Round 0 warms up (a tenth of the pings, a tenth of the stream) and
+    // is not recorded.
+    for round in 0..=rounds {
+        let n = if round == 0 {
+            (pings / 10).max(1)
+        } else {
+            pings
+        };
+        // Each round starts one method further, so that none always runs
+        // first (both guests rotate alike).
+        let mut order = METHODS;
+        order.rotate_left(round as usize % METHODS.len());
+        if pinger {
+            progress(&format!(
+                "doorbell: round {round}/{rounds} (0 warms up), {n} ping-pongs each: {}, then {s} rings one way",
+                order
+                    .iter()
+                    .map(|m| m.contender())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                s = if round == 0 {
+                    (stream / 10).max(1)
+                } else {
+                    stream
+                }
+            ));
+        }
+        for m in order {
+            let hist = hists.entry(m.contender()).or_insert_with(|| {
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")
+            });
+            let mut chunk = Vec::with_capacity(n as usize);
+            let secs = if m == Method::Floor {
+                if !pinger {
+                    continue;
+                }
+                floor_chunk(n, hist, &mut chunk)?
+            } else if pinger {
+                let start = Instant::now();
+                for _ in 0..n {
+                    let (ns, r) = timed(|| -> Result<(), Failure> {
+                        w.dev.ring(peer, m.vector())?;
+                        w.wait(m)
+                    });
+                    r?;
+                    let half = (ns / 2.0) as u64;
+                    hist.saturating_record(half);
+                    chunk.push(half);
+                }
+                start.elapsed().as_secs_f64()
+            } else {
+                for _ in 0..n {
+                    w.wait(m)?;
+                    w.dev.ring(peer, m.vector())?;
+                }
+                continue;
+            };
+            if round == 0 {
+                hist.reset();
+                continue;
+            }
+            let c = m.contender();
+            for (metric, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+                let v = quantile(&mut chunk, q);
+                out.entry((metric, "ns", c)).or_default().push(v);
+            }
+            out.entry(("ping-pong rate", "round trips/s", c))
+                .or_default()
+                .push(n as f64 / secs);
+        }
+        // One way: the pinger rings as fast as it can, the receiver wakes
+        // until it sees the last sequence number, then acknowledges.
+        let s = if round == 0 {
+            (stream / 10).max(1)
+        } else {
+            stream
+        };
+        let base = (round + 1) << 32;
+        if pinger {
+            let start = Instant::now();
+            for i in 1..=s {
+                map.write_volatile(STREAM, base + i)?;
+                w.dev.ring(peer, STREAM_VECTOR)?;
+            }
+            let sent = start.elapsed().as_secs_f64();
+            w.wait(Method::Read)?;
+            let done = start.elapsed().as_secs_f64();
+            // The floor of the same stream, in this guest alone.
+            let (f_sent, f_done, f_wakes) = floor_stream(s)?;
+            if round > 0 {
+                for (c, sent, done) in [
+                    ("ivshmem ring ioctl", sent, done),
+                    (Method::Floor.contender(), f_sent, f_done),
+                ] {
+                    out.entry(("one way, rings sent", "rings/s", c))
+                        .or_default()
+                        .push(s as f64 / sent);
+                    out.entry(("one way, until the receiver saw the last", "rings/s", c))
+                        .or_default()
+                        .push(s as f64 / done);
+                }
+                out.entry((
+                    "one way, receiver wake-ups per ring",
+                    "ratio",
+                    Method::Floor.contender(),
+                ))
+                .or_default()
+                .push(f_wakes as f64 / s as f64);
+            }
+        } else {
+            let mut interrupts = 0u64;
+            loop {
+                read_once(w.stream.as_fd())?;
+                interrupts += 1;
+                if map.read_volatile::<u64>(STREAM)? == base + s {
+                    break;
+                }
+            }
+            w.dev.ring(peer, Method::Read.vector())?;
+            if round > 0 {
+                out.entry((
+                    "one way, receiver wake-ups per ring",
+                    "ratio",
+                    "ivshmem ring ioctl",
+                ))
+                .or_default()
+                .push(interrupts as f64 / s as f64);
+            }
+        }
+    }
+    for ((metric, unit, contender), v) in &out {
+        let case = if *unit == "ns" {
+            "ring-to-wake latency (half a round trip)"
+        } else {
+            "rates"
+        };
+        samples("doorbell", case, metric, unit, contender, v);
+    }
+    for (c, h) in &hists {
+        if h.is_empty() {
+            continue;
+        }
+        println!(
+            "# {c}: {} samples, p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns (all rounds)",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+        let case = "ring-to-wake latency (half a round trip)";
+        for (metric, v) in [
+            ("p99.9 of all rounds", h.value_at_quantile(0.999)),
+            ("max of all rounds", h.max()),
+        ] {
+            samples("doorbell", case, metric, "ns", c, &[v as f64]);
+        }
+        crate::emit(serde_json::json!({
+            "histogram": c,
+            "count": h.len(),
+            "p50": h.value_at_quantile(0.5),
+            "p99": h.value_at_quantile(0.99),
+            "p999": h.value_at_quantile(0.999),
+            "max": h.max(),
+        }));
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! `ivshmem-bench`: in-guest benchmarks of the ivshmem driver against what
+//! users would use instead (sysfs `resource2`, eventfds between threads).
+//!
+//! Runs inside a QEMU guest booted by `ivshmem-vmrun bench` (the guest's
+//! init runs it when the kernel command line says `ivt_prog=bench`). Prints
+//! KTAP on stdout, one test per benchmark, and the raw samples as KTAP
+//! diagnostic lines the runner collects:
+//!
+//! ```text
+//! # bench-json: {"bench":"mmap","case":"256 MiB","metric":"first","unit":"ns","contender":"ivshmem-wb","samples":[...]}
+//! ```
+//!
+//! Progress goes to the runner as `# vmrun-request: progress ...` lines.
+//! Settings come from the kernel command line (`ivt_KEY=VALUE`): `reps`
+//! (repetitions, interleaved across contenders), `bw_mib` (bytes copied
+//! per bandwidth sample), `touch_max_mib` (largest mapping touched whole),
+//! `pings` (ping-pongs per chunk), `rounds` (chunks per wake method),
+//! `stream` (rings per one-way stream).
+
+mod doorbell;
+mod mapping;
+mod sys;
+
+use ktap::{Outcome, Writer};
+use serde_json::{Value, json};
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// Why a benchmark did not run to the end.
+#[derive(Debug)]
+pub enum Failure {
+    /// Something failed.
+    Fail(String),
+    /// The benchmark cannot run in this guest; the string says why.
+    Skip(String),
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Fail(e.to_string())
+    }
+}
+
+/// What a benchmark returns.
+pub type BenchResult = Result<(), Failure>;
+
+/// Prints one set of raw samples for the runner.
+pub fn emit(record: Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "# bench-json: {record}");
+    let _ = out.flush();
+}
+
+/// Prints a set of samples of `contender` for (`bench`, `case`, `metric`).
+pub fn samples(bench: &str, case: &str, metric: &str, unit: &str, contender: &str, v: &[f64]) {
+    emit(json!({
+        "bench": bench,
+        "case": case,
+        "metric": metric,
+        "unit": unit,
+        "contender": contender,
+        "samples": v,
+    }));
+}
+
+/// Tells the runner how far this guest is.
+pub fn progress(msg: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "# vmrun-request: progress {msg}");
+    let _ = out.flush();
+}
+
+/// A benchmark.
+struct Bench {
+    name: &'static str,
+    about: &'static str,
+    run: fn() -> BenchResult,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "mapping",
+        about: "mmap setup, first touch and bandwidth of /dev/ivshmemN (each cache mode) vs sysfs resource2/resource2_wc, RAM as the ceiling",
+        run: mapping::run,
+    },
+    Bench {
+        name: "doorbell",
+        about: "guest-to-guest ring-to-wake latency (read, poll, epoll on a bound eventfd) vs two threads on eventfds; rings per second",
+        run: doorbell::run,
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for b in BENCHES {
+            println!("{:10} {}", b.name, b.about);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut selected = Vec::new();
+    for a in &args {
+        match BENCHES.iter().find(|b| b.name == a) {
+            Some(b) => selected.push(b),
+            None => {
+                eprintln!("usage: ivshmem-bench [--list] [BENCH...] (no bench named '{a}')");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if selected.is_empty() {
+        selected = BENCHES.iter().collect();
+    }
+    match run(&selected) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("ivshmem-bench: cannot write results: {e}");
+            ExitCode::from(ktap::exit::FAIL as u8)
+        }
+    }
+}
+
+fn run(selected: &[&Bench]) -> io::Result<i32> {
+    let mut w = Writer::new(io::stdout(), selected.len())?;
+    emit(json!({
+        "guest": {
+            "kernel": sys::read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            "cpu": sys::cpu_model(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }));
+    for b in selected {
+        w.diag(&format!("{}: {}", b.name, b.about))?;
+        let outcome = match (b.run)() {
+            Ok(()) => Outcome::Pass,
+            Err(Failure::Fail(why)) => Outcome::Fail(why),
+            Err(Failure::Skip(why)) => Outcome::Skip(why),
+        };
+        w.result(b.name, &outcome)?;
+    }
+    Ok(w.finish()?.exit_code())
+}
