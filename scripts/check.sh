@@ -151,6 +151,23 @@ else
 	ko "guest tests on the Debian stock kernel (not run: no DKMS-built module)"
 fi
 
+step "make bench --quick (tiny sizes, few repetitions: only so that it cannot rot; no timing asserted)"
+if [ $dkms = 1 ]; then
+	if (
+		set -a
+		. build/test/env
+		. build/dkms/env
+		set +a
+		"$IVSHMEM_VMRUN" bench --quick --out build/bench/check
+	); then
+		ok "make bench --quick"
+	else
+		ko "make bench --quick"
+	fi
+else
+	ko "make bench --quick (not run: no DKMS-built module)"
+fi
+
 step "host packaging: ivshmem-server's .deb, its units, a guest on the socket they make"
 if [ $dkms = 1 ]; then
 	log=$(mktemp)
