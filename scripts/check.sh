@@ -79,7 +79,7 @@ done
 
 step "host tests"
 log=$(mktemp)
-cargo test --locked --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Count every test of every test binary from libtest's summary lines.
 read -r hp hf hi < <(awk '/^test result:/ {

@@ -36,6 +36,10 @@ IVSHMEM_CACHE_UC = 2
 #: Vectors a doorbell can address (QEMU honours 8 bits).
 IVSHMEM_MAX_VECTORS = 256
 
+#: Eventfds bound to one vector of a device, over all its open files;
+#: one more gets ``ENOSPC``.
+IVSHMEM_MAX_EVENTFDS = 64
+
 
 class ivshmem_info(ctypes.Structure):
     """``struct ivshmem_info``: what the device is (``IVSHMEM_IOCTL_INFO``)."""
@@ -178,6 +182,7 @@ CONSTANTS: Tuple[str, ...] = (
     "IVSHMEM_CACHE_WC",
     "IVSHMEM_CACHE_UC",
     "IVSHMEM_MAX_VECTORS",
+    "IVSHMEM_MAX_EVENTFDS",
     "IVSHMEM_IOCTL_INFO",
     "IVSHMEM_IOCTL_SET_CACHE",
     "IVSHMEM_IOCTL_RING",
