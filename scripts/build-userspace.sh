@@ -2,15 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # build-userspace.sh: build what runs in the guests and on the host -- the
-# static in-guest harness, the static C examples, the VM runner, server and
-# client -- and write their paths to build/userspace/env.
+# static in-guest harness and `ivshmem` command, the static C examples, the
+# VM runner, server and client -- and write their paths to
+# build/userspace/env.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 
-log "userspace: building the static in-guest harness and the host tools"
+log "userspace: building the static in-guest harness, the ivshmem command and the host tools"
 RUSTFLAGS="-C target-feature=+crt-static" \
-	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest
+	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest -p ivshmem-cli
 cargo build --release --locked --bins
 
 log "userspace: building the static C examples against uapi/"
@@ -22,4 +23,5 @@ cat >build/userspace/env <<ENV
 IVSHMEM_SELFTEST=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-selftest
 IVSHMEM_VMRUN=$IVSHMEM_TOP/target/release/ivshmem-vmrun
 IVSHMEM_C_EXAMPLE=$IVSHMEM_TOP/build/userspace/ivshmem-info
+IVSHMEM_CLI=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem
 ENV

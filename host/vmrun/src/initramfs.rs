@@ -1,4 +1,5 @@
-//! The guest's initramfs: busybox, the module, the selftest harness, init.
+//! The guest's initramfs: busybox, the module, the selftest harness, the
+//! `ivshmem` command, init.
 
 use crate::cpio;
 use anyhow::{Context, Result};
@@ -87,6 +88,8 @@ pub struct Contents {
     /// The statically linked C example (ivshmem-info, with ivshmem-ring
     /// beside it), if built.
     pub c_example: Option<PathBuf>,
+    /// The statically linked `ivshmem` command, if built: `/bin/ivshmem`.
+    pub cli: Option<PathBuf>,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -115,6 +118,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
         if ring.is_file() {
             w.file("/bin/ivshmem-ring", 0o755, &read(&ring)?)?;
         }
+    }
+    if let Some(p) = &c.cli {
+        w.file("/bin/ivshmem", 0o755, &read(p)?)?;
     }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))

@@ -46,6 +46,10 @@ struct Cli {
     /// The statically linked C example (ivshmem-info), if built.
     #[arg(long, env = "IVSHMEM_C_EXAMPLE")]
     c_example: Option<PathBuf>,
+    /// The statically linked `ivshmem` command, if built; the cli_* tests
+    /// skip without it.
+    #[arg(long, env = "IVSHMEM_CLI")]
+    cli: Option<PathBuf>,
     /// A statically linked busybox.
     #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
@@ -172,6 +176,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             module: cli.module.clone(),
             selftest: cli.selftest.clone(),
             c_example: cli.c_example.clone(),
+            cli: cli.cli.clone(),
         },
         &initrd,
     )?;
@@ -192,7 +197,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -201,6 +206,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.c_example
             .as_ref()
             .map(|p| format!(" --c-example {}", abs(p).display()))
+            .unwrap_or_default(),
+        cli.cli
+            .as_ref()
+            .map(|p| format!(" --cli {}", abs(p).display()))
             .unwrap_or_default(),
         cli.debian_root
             .as_ref()

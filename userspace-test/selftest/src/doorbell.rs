@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The first doorbell device and the first plain one, by index.
-fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
+pub(crate) fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
     let (mut bell, mut plain) = (None, None);
     for i in 0..sys::ivshmem_devices()?.len() as u32 {
         let info = Device::open(i)?.info()?;
@@ -59,7 +59,7 @@ fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> TestResult {
     Ok(())
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -70,7 +70,11 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Waits for exactly the given events (vector, count), within 10 s.
-fn expect_events(dev: &Device, want: &[(u16, u32)], what: &str) -> Result<Vec<Event>, Failure> {
+pub(crate) fn expect_events(
+    dev: &Device,
+    want: &[(u16, u32)],
+    what: &str,
+) -> Result<Vec<Event>, Failure> {
     let mut got: Vec<Event> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let total = |g: &[Event]| g.iter().map(|e| e.count).sum::<u32>();
