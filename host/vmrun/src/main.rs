@@ -17,7 +17,8 @@ mod scenarios;
 mod server;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use ivshmem_vmrun::cli::{Cli, Cmd};
 use ktap::Totals;
 use qemu::{Accel, Boot, Device, Guest};
 use report::{GuestReport, Verdict};
@@ -27,74 +28,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Boot QEMU guests with ivshmem devices and run the selftests"
-)]
-struct Cli {
-    /// Guest kernel image (bzImage).
-    #[arg(long, env = "IVSHMEM_KERNEL")]
-    kernel: PathBuf,
-    /// The driver module (ivshmem.ko).
-    #[arg(long, env = "IVSHMEM_MODULE")]
-    module: PathBuf,
-    /// The statically linked in-guest harness (ivshmem-selftest).
-    #[arg(long, env = "IVSHMEM_SELFTEST")]
-    selftest: PathBuf,
-    /// The statically linked C example (ivshmem-info), if built.
-    #[arg(long, env = "IVSHMEM_C_EXAMPLE")]
-    c_example: Option<PathBuf>,
-    /// The statically linked `ivshmem` command, if built; the cli_* tests
-    /// skip without it.
-    #[arg(long, env = "IVSHMEM_CLI")]
-    cli: Option<PathBuf>,
-    /// A statically linked busybox.
-    #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
-    busybox: PathBuf,
-    /// The Debian guest root (a cpio from scripts/dkms-install.sh), for the
-    /// scenarios that boot a distribution's user space; without it they
-    /// are skipped.
-    #[arg(long, env = "IVSHMEM_DEBIAN_ROOT")]
-    debian_root: Option<PathBuf>,
-    /// What to call the kernel in the reports; the image's path by default.
-    #[arg(long, env = "IVSHMEM_KERNEL_LABEL")]
-    kernel_label: Option<String>,
-    /// Accelerator: auto (KVM only where it boots a standard guest), kvm or tcg.
-    #[arg(long, env = "IVSHMEM_ACCEL", default_value = "auto")]
-    accel: String,
-    /// Time a scenario may take, boots included, in seconds.
-    #[arg(long, env = "IVSHMEM_TIMEOUT", default_value_t = 240)]
-    timeout: u64,
-    /// Where to put guest logs; a fresh directory under /tmp by default.
-    #[arg(long)]
-    workdir: Option<PathBuf>,
-    /// Keep the logs of passing scenarios too.
-    #[arg(long)]
-    keep: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Run every suite scenario, or those whose names contain a filter.
-    Suite {
-        /// Substrings of scenario names.
-        filter: Vec<String>,
-    },
-    /// Run the named scenarios.
-    Run {
-        /// Scenario names.
-        #[arg(required = true)]
-        scenarios: Vec<String>,
-    },
-    /// List the scenarios.
-    List,
-    /// Run the demo.
-    Demo,
-}
 
 /// What every scenario of a run shares.
 struct Ctx {
