@@ -6,7 +6,7 @@
 # user installs it; DKMS builds the module there. Then collect what the
 # guest runs need and write build/dkms/env:
 #
-#   build/deb/ivshmem-dkms_<version>_all.deb   the package
+#   build/deb/ivshmem-dkms_<version>_amd64.deb the package
 #   build/dkms/install.log                      apt's and DKMS's output
 #   build/dkms/ivshmem.ko                       the module DKMS installed
 #   build/dkms/debian-root.cpio                 the `debian` guest root with
