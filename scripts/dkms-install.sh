@@ -10,8 +10,9 @@
 #   build/dkms/install.log                      apt's and DKMS's output
 #   build/dkms/ivshmem.ko                       the module DKMS installed
 #   build/dkms/debian-root.cpio                 the `debian` guest root with
-#                                               the package's files and the
-#                                               module in place (depmod's
+#                                               the package's files (udev
+#                                               rule, ivshmem command) and
+#                                               the module in place (depmod's
 #                                               modules.alias included)
 #
 # The Debian system is a throw-away overlay over the build root (trixie,
@@ -69,6 +70,9 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		mkdir -p root/lib/modules/$release
 		cp -a /lib/modules/$release/updates /lib/modules/$release/modules.* root/lib/modules/$release/
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/lib/udev/rules.d/); do cp -a \$f root\$f; done
+		# The ivshmem command, as the package installed it.
+		mkdir -p root/usr/bin
+		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
 ' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" \

@@ -74,11 +74,18 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         Scenario {
             name: "debian-autoload",
             about: "a Debian root where ivshmem-dkms is installed: udev loads the module by modalias, \
-                    sets the node's group and mode, makes the by-path link",
+                    sets the node's group and mode, makes the by-path link; the package's ivshmem command",
             guests: vec![
                 GuestSpec::new(
                     "guest",
-                    &["autoload_module", "autoload_node", "autoload_symlink"],
+                    &[
+                        "autoload_module",
+                        "autoload_node",
+                        "autoload_symlink",
+                        "cli_list",
+                        "cli_info_dump_write",
+                        "cli_errors",
+                    ],
                 )
                 .plain("shm", 4 * MIB)
                 .debian_root(),
