@@ -3,9 +3,10 @@
 //! Doorbells: the interrupts peers ring on this device, counted per vector
 //! and delivered to every open file (read, poll, eventfd).
 //!
-//! The interrupt handler only counts, timestamps, signals bound eventfds
-//! and wakes waiters. Each open file keeps the counts it has seen, so
-//! readers never take events from each other.
+//! The interrupt handler only counts, timestamps, signals the eventfds
+//! bound to its vector (at most [`MAX_EVENTFDS_PER_VECTOR`]) and wakes
+//! waiters. Each open file keeps the counts it has seen, so readers never
+//! take events from each other.
 
 use crate::raw::{
     eventfd::EventFd,
@@ -13,7 +14,10 @@ use crate::raw::{
 };
 use crate::uapi;
 use kernel::{
-    alloc::KVec,
+    alloc::{
+        kvec::PushError,
+        KVec, //
+    },
     irq, new_poll_condvar,
     prelude::*,
     sync::{
@@ -27,10 +31,14 @@ use kernel::{
     },
 };
 
+/// Most eventfds bound to one vector of a device, over all its open files
+/// (`IVSHMEM_MAX_EVENTFDS`): one more gets `ENOSPC`. It bounds the work of
+/// the interrupt handler and the time spent with interrupts off.
+pub(crate) const MAX_EVENTFDS_PER_VECTOR: usize = uapi::MAX_EVENTFDS;
+
 /// An eventfd bound by an open file to a vector.
 struct Binding {
     file: usize,
-    vector: usize,
     efd: EventFd,
 }
 
@@ -42,43 +50,69 @@ pub(crate) struct State {
     pub(crate) counts: KVec<u64>,
     /// CLOCK_MONOTONIC of the latest interrupt, per vector.
     pub(crate) stamps: KVec<u64>,
-    bindings: KVec<Binding>,
+    /// Per vector, the eventfds bound to it. A list's storage is allocated
+    /// (outside the lock) when its vector is first bound, with room for
+    /// [`MAX_EVENTFDS_PER_VECTOR`]: nothing grows under the lock.
+    bindings: KVec<KVec<Binding>>,
 }
 
 /// The doorbell state of a device.
 #[pin_data]
 pub(crate) struct Events {
+    /// Vectors the state has room for.
     nvec: usize,
+    /// Vectors that have an interrupt handler: set once at probe, before
+    /// any file can be opened.
+    usable: Atomic<usize>,
     #[pin]
     pub(crate) state: SpinLockIrq<State>,
     #[pin]
     pub(crate) wait: PollCondVar,
 }
 
+/// What one pass of [`Events::bind`] under the lock decided.
+enum BindStep {
+    /// Done; the eventfd replaced or removed, if any, is to be released.
+    Done(Option<EventFd>),
+    /// The vector already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds.
+    Full(EventFd),
+    /// The vector's list needs its storage, to be allocated unlocked.
+    Grow(EventFd),
+}
+
 impl Events {
-    /// State for `nvec` vectors (0 on ivshmem-plain).
+    /// State for up to `nvec` vectors (0 on ivshmem-plain); none is usable
+    /// before [`Events::set_usable`].
     pub(crate) fn new(nvec: usize) -> Result<impl PinInit<Self, Error>> {
         let mut counts = KVec::with_capacity(nvec, GFP_KERNEL)?;
         let mut stamps = KVec::with_capacity(nvec, GFP_KERNEL)?;
+        let mut bindings = KVec::with_capacity(nvec, GFP_KERNEL)?;
         for _ in 0..nvec {
             counts.push(0, GFP_KERNEL)?;
             stamps.push(0, GFP_KERNEL)?;
+            bindings.push(KVec::new(), GFP_KERNEL)?;
         }
         Ok(try_pin_init!(Self {
             nvec,
+            usable: Atomic::new(0),
             state <- new_spinlock_irq!(State {
                 gone: false,
                 counts,
                 stamps,
-                bindings: KVec::new(),
+                bindings,
             }),
             wait <- new_poll_condvar!(),
         }))
     }
 
-    /// Vectors this device receives on.
+    /// Records how many vectors got an interrupt handler (the first `n`).
+    pub(crate) fn set_usable(&self, n: usize) {
+        self.usable.store(n.min(self.nvec), Relaxed);
+    }
+
+    /// Vectors this device receives on: those with an interrupt handler.
     pub(crate) fn vectors(&self) -> usize {
-        self.nvec
+        self.usable.load(Relaxed)
     }
 
     /// An interrupt on `vector`. Interrupt context.
@@ -91,8 +125,10 @@ impl Events {
         if let Some(t) = st.stamps.get_mut(vector) {
             *t = now;
         }
-        for b in st.bindings.iter().filter(|b| b.vector == vector) {
-            b.efd.signal();
+        if let Some(list) = st.bindings.get(vector) {
+            for b in list.iter() {
+                b.efd.signal();
+            }
         }
         drop(st);
         self.wait.notify_all();
@@ -115,51 +151,94 @@ impl Events {
         let mut v = KVec::with_capacity(self.nvec, GFP_KERNEL)?;
         let st = self.state.lock();
         for c in st.counts.iter() {
-            v.push(*c, GFP_ATOMIC)?;
+            v.push_within_capacity(*c)?;
         }
         Ok(v)
     }
 
     /// Binds `efd` to `vector` for `file`, replacing its previous binding
-    /// of that vector; `None` only removes it.
+    /// of that vector; `None` only removes it. `ENOSPC` when the vector
+    /// already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds of other files.
     pub(crate) fn bind(&self, file: usize, vector: usize, efd: Option<EventFd>) -> Result {
-        if vector >= self.nvec {
+        if vector >= self.vectors() {
             return Err(EINVAL);
         }
-        let old = {
-            let mut st = self.state.lock();
-            if st.gone {
-                return Err(ENODEV);
-            }
-            let old = st
-                .bindings
-                .iter()
-                .position(|b| b.file == file && b.vector == vector)
-                .and_then(|i| st.bindings.remove(i).ok());
-            if let Some(efd) = efd {
-                st.bindings
-                    .push(Binding { file, vector, efd }, GFP_ATOMIC)?;
-            }
-            old
-        };
-        // Released outside the interrupt-disabling lock.
-        drop(old);
-        Ok(())
-    }
-
-    /// Releases every binding of `file` (it is closing).
-    pub(crate) fn unbind_file(&self, file: usize) {
-        let mut gone = KVec::new();
-        {
-            let mut st = self.state.lock();
-            while let Some(i) = st.bindings.iter().position(|b| b.file == file) {
-                if let Ok(b) = st.bindings.remove(i) {
-                    // On allocation failure the binding drops right here.
-                    let _ = gone.push(b, GFP_ATOMIC);
+        let mut efd = efd;
+        let mut storage: Option<KVec<Binding>> = None;
+        loop {
+            let step = {
+                let mut st = self.state.lock();
+                if st.gone {
+                    return Err(ENODEV);
+                }
+                let list = st.bindings.get_mut(vector).ok_or(EINVAL)?;
+                Self::bind_locked(list, file, efd.take(), &mut storage)
+            };
+            // Eventfds and storage are released outside the lock.
+            match step {
+                BindStep::Done(old) => {
+                    drop(old);
+                    return Ok(());
+                }
+                BindStep::Full(e) => {
+                    drop(e);
+                    return Err(ENOSPC);
+                }
+                BindStep::Grow(e) => {
+                    efd = Some(e);
+                    storage = Some(KVec::with_capacity(MAX_EVENTFDS_PER_VECTOR, GFP_KERNEL)?);
                 }
             }
         }
-        drop(gone);
+    }
+
+    /// One pass of [`Events::bind`] on a vector's list, under the lock.
+    fn bind_locked(
+        list: &mut KVec<Binding>,
+        file: usize,
+        efd: Option<EventFd>,
+        storage: &mut Option<KVec<Binding>>,
+    ) -> BindStep {
+        if let Some(i) = list.iter().position(|b| b.file == file) {
+            return BindStep::Done(match efd {
+                Some(e) => list.get_mut(i).map(|b| core::mem::replace(&mut b.efd, e)),
+                None => list.remove(i).ok().map(|b| b.efd),
+            });
+        }
+        let Some(efd) = efd else {
+            // Nothing bound, nothing to remove.
+            return BindStep::Done(None);
+        };
+        if list.len() >= MAX_EVENTFDS_PER_VECTOR {
+            return BindStep::Full(efd);
+        }
+        if list.capacity() == 0 {
+            match storage.take() {
+                // Empty, so nothing is lost by the swap; the old (empty)
+                // list owns no memory.
+                Some(s) => *list = s,
+                None => return BindStep::Grow(efd),
+            }
+        }
+        match list.push_within_capacity(Binding { file, efd }) {
+            Ok(()) => BindStep::Done(None),
+            Err(PushError(b)) => BindStep::Full(b.efd),
+        }
+    }
+
+    /// Releases every binding of `file` (it is closing). Each vector is
+    /// handled in its own short critical section.
+    pub(crate) fn unbind_file(&self, file: usize) {
+        for vector in 0..self.nvec {
+            let old = {
+                let mut st = self.state.lock();
+                st.bindings.get_mut(vector).and_then(|list| {
+                    let i = list.iter().position(|b| b.file == file)?;
+                    list.remove(i).ok()
+                })
+            };
+            drop(old);
+        }
     }
 }
 
@@ -174,15 +253,51 @@ pub(crate) trait IntxRegs {
 
 /// Enables INTx on the device: the spec's IntrMask selects which status
 /// bits raise the line.
-pub(crate) fn intx_enable(regs: &impl IntxRegs) {
+pub(crate) fn intx_enable(regs: &(impl IntxRegs + ?Sized)) {
     regs.write_mask(u32::MAX);
+}
+
+/// Disables INTx on the device: clears IntrMask, then acknowledges
+/// anything pending (the read of IntrStatus clears it), so the line is
+/// left deasserted.
+pub(crate) fn intx_disable(regs: &(impl IntxRegs + ?Sized)) {
+    regs.write_mask(0);
+    regs.read_status();
+}
+
+/// A device whose INTx registers may be gone (BAR0 unmapped).
+pub(crate) trait IntxDevice {
+    /// Runs `f` on the registers, unless they are gone.
+    fn with_regs(&self, f: &mut dyn FnMut(&dyn IntxRegs));
+}
+
+/// INTx enabled in the device's IntrMask; disabled again on drop, i.e. on
+/// unbind and when a probe fails after enabling it. Without that, a
+/// revision 0 device would keep a shared level-triggered line asserted
+/// with no handler left to acknowledge it ("nobody cared").
+pub(crate) struct IntxEnabled<D: IntxDevice> {
+    dev: D,
+}
+
+impl<D: IntxDevice> IntxEnabled<D> {
+    /// Enables INTx; call only once its handler is registered.
+    pub(crate) fn new(dev: D) -> Self {
+        dev.with_regs(&mut |r| intx_enable(r));
+        Self { dev }
+    }
+}
+
+impl<D: IntxDevice> Drop for IntxEnabled<D> {
+    fn drop(&mut self) {
+        self.dev.with_regs(&mut |r| intx_disable(r));
+    }
 }
 
 /// Services an INTx interrupt: acknowledges it by reading IntrStatus (the
 /// read clears it), and reports `IrqReturn::None` when it reads zero, since
 /// the line may be shared with other devices. A doorbell counts on
 /// vector 0, the only one INTx has.
-pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqReturn {
+pub(crate) fn intx_service(regs: &(impl IntxRegs + ?Sized), events: &Events) -> irq::IrqReturn {
     if regs.read_status() == 0 {
         return irq::IrqReturn::None;
     }
@@ -190,25 +305,39 @@ pub(crate) fn intx_service(regs: &impl IntxRegs, events: &Events) -> irq::IrqRet
     irq::IrqReturn::Handled
 }
 
-/// The pending events of a file: for each selected vector whose count
-/// differs from what the file saw, `(vector, count now, interrupts since,
-/// timestamp of the latest)`. Allocates nothing (poll calls it).
+/// A file's vector mask: bit `v` selects vector `v`. Stored and loaded
+/// under [`Events::state`] only, so that nobody sees half of an update.
+pub(crate) type Mask = [Atomic<u64>; uapi::MAX_VECTORS / 64];
+
+/// Whether `mask` selects `vector`.
+fn selects(mask: &Mask, vector: usize) -> bool {
+    mask.get(vector / 64)
+        .is_some_and(|m| m.load(Relaxed) & (1u64 << (vector % 64)) != 0)
+}
+
+/// One pending event: `(vector, count now, interrupts since the file last
+/// reported it, timestamp of the latest)`.
+pub(crate) type Pending = (usize, u64, u64, u64);
+
+/// The pending events of a file: for each vector `mask` selects whose
+/// count differs from what the file saw, starting at vector `start` and
+/// wrapping around (so that a busy vector cannot starve the others of a
+/// reader that takes few at a time). Allocates nothing (poll calls it).
+/// Called under [`Events::state`], which also guards `seen` and `mask`.
 pub(crate) fn pending<'a>(
     st: &'a State,
     seen: &'a [Atomic<u64>],
-    mask: &'a [u64; uapi::MAX_VECTORS / 64],
-) -> impl Iterator<Item = (usize, u64, u64, u64)> + 'a {
-    st.counts
-        .iter()
-        .zip(seen)
-        .enumerate()
-        .filter_map(move |(v, (c, s))| {
-            let selected = mask
-                .get(v / 64)
-                .is_some_and(|m| m & (1u64 << (v % 64)) != 0);
-            let s = s.load(Relaxed);
-            (selected && *c != s).then(|| (v, *c, c.wrapping_sub(s), st.stamps[v]))
-        })
+    mask: &'a Mask,
+    start: usize,
+) -> impl Iterator<Item = Pending> + 'a {
+    let n = st.counts.len().min(seen.len());
+    let start = if n == 0 { 0 } else { start % n };
+    Iterator::chain(start..n, 0..start).filter_map(move |v: usize| {
+        let c = *st.counts.get(v)?;
+        let s = seen.get(v)?.load(Relaxed);
+        let stamp = *st.stamps.get(v)?;
+        (selects(mask, v) && c != s).then(|| (v, c, c.wrapping_sub(s), stamp))
+    })
 }
 
 #[kunit_tests(ivshmem_intx)]
@@ -234,6 +363,12 @@ mod tests {
         }
     }
 
+    impl IntxDevice for &FakeRegs {
+        fn with_regs(&self, f: &mut dyn FnMut(&dyn IntxRegs)) {
+            f(*self);
+        }
+    }
+
     fn fake(status: u32) -> FakeRegs {
         FakeRegs {
             status: Cell::new(status),
@@ -251,6 +386,19 @@ mod tests {
         let regs = fake(0);
         intx_enable(&regs);
         assert_eq!(regs.mask.get(), u32::MAX);
+    }
+
+    #[test]
+    fn intx_unbind_clears_the_mask_and_the_status() {
+        let regs = fake(0);
+        let enabled = IntxEnabled::new(&regs);
+        assert_eq!(regs.mask.get(), u32::MAX);
+        // A doorbell after the handler is gone leaves the status set.
+        regs.status.set(1);
+        // What unbind, or a probe that fails later, does.
+        drop(enabled);
+        assert_eq!(regs.mask.get(), 0);
+        assert_eq!(regs.status.get(), 0);
     }
 
     #[test]
@@ -276,6 +424,46 @@ mod tests {
         assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
         assert_eq!(count(&ev), 1);
         assert_eq!(regs.reads.get(), 2);
+        Ok(())
+    }
+}
+
+#[kunit_tests(ivshmem_doorbell)]
+mod doorbell_tests {
+    use super::*;
+
+    fn mask_of(vectors: &[usize]) -> Mask {
+        let m: Mask = [const { Atomic::new(0) }; uapi::MAX_VECTORS / 64];
+        for v in vectors {
+            if let Some(w) = m.get(v / 64) {
+                w.store(w.load(Relaxed) | 1u64 << (v % 64), Relaxed);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn pending_is_round_robin_and_masked() -> Result {
+        let ev = KBox::pin_init(Events::new(4)?, GFP_KERNEL)?;
+        ev.set_usable(4);
+        for v in [0, 1, 3] {
+            ev.fire(v);
+        }
+        let seen = [const { Atomic::new(0u64) }; 4];
+        let all = mask_of(&[0, 1, 2, 3]);
+        let st = ev.state.lock();
+        let first =
+            |start: usize, mask: &Mask| pending(&st, &seen, mask, start).next().map(|p| p.0);
+        assert_eq!(first(0, &all), Some(0));
+        // After reporting vector 0, the scan starts at 1.
+        assert_eq!(first(1, &all), Some(1));
+        assert_eq!(first(2, &all), Some(3));
+        // Wraps around.
+        assert_eq!(first(4, &all), Some(0));
+        assert_eq!(first(7, &all), Some(3));
+        // The mask is honoured.
+        assert_eq!(first(0, &mask_of(&[1])), Some(1));
+        assert_eq!(first(0, &mask_of(&[2])), None);
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ mod regs;
 mod shm;
 mod uapi;
 
+use doorbell::IntxEnabled;
 use raw::{
     miscdev,
     vma::IoWindow, //
@@ -47,14 +48,18 @@ use shm::{
 /// Per-device state, alive while the driver is bound to the device.
 ///
 /// Fields drop in order: the misc device goes first (no new opens), then
-/// the device number, BAR2's reservation, and last the device is disabled.
-/// [`IvshmemDriver::unbind`] has already revoked every open file and
-/// mapping by then.
+/// INTx is masked in the device, the interrupt handlers and vectors are
+/// freed, then the device number, BAR2's reservation, and last the device
+/// is disabled. [`IvshmemDriver::unbind`] has already revoked every open
+/// file and mapping by then.
 #[pin_data]
 struct Ivshmem<'bound> {
     #[pin]
     misc: miscdev::Registration<ShmFile>,
-    /// One handler per MSI-X vector; must drop before `vectors`.
+    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
+    /// before its handler goes.
+    _intx: Option<IntxEnabled<Arc<Shm>>>,
+    /// One handler per usable vector; must drop before `vectors`.
     _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
     /// The MSI-X vectors of a doorbell device.
     _vectors: Option<pci::IrqVectorRegistration<'bound>>,
@@ -63,9 +68,13 @@ struct Ivshmem<'bound> {
     _enabled: raw::pci::Enabled<'bound>,
 }
 
-/// Requests an interrupt handler for every vector of `vectors` (one
-/// shared line for INTx).
+/// Requests an interrupt handler for each vector of `vectors` in turn
+/// (one shared line for INTx), stopping at the first that cannot be had:
+/// on x86 a CPU vector is only assigned here, and the CPUs' vector space
+/// can run out (256 vectors on one CPU). The handlers obtained are the
+/// usable vectors, `0..len`, and the count is recorded in `shm`.
 fn request_irqs<'bound>(
+    pdev: &pci::Device<Core<'_>>,
     vectors: Option<&'bound pci::IrqVectorRegistration<'bound>>,
     shm: &Arc<Shm>,
     intx: bool,
@@ -79,14 +88,26 @@ fn request_irqs<'bound>(
     } else {
         irq::Flags::TRIGGER_NONE
     };
+    irqs.reserve(vectors.len(), GFP_KERNEL)?;
     for vector in 0..vectors.len() {
         let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
         let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
         // SAFETY: the registration goes into the driver data, which drops
         // it on unbind; it is never forgotten.
         let reg = unsafe { irq::Registration::new(request, flags, c"ivshmem", handler) };
-        irqs.push(KBox::pin_init(reg, GFP_KERNEL)?, GFP_KERNEL)?;
+        match KBox::pin_init(reg, GFP_KERNEL) {
+            Ok(r) => irqs.push_within_capacity(r)?,
+            Err(e) => {
+                dev_warn!(
+                    pdev,
+                    "interrupt vector {vector} of {}: {e:?}; receiving on {vector} vectors\n",
+                    vectors.len()
+                );
+                break;
+            }
+        }
     }
+    shm.set_usable_vectors(irqs.len());
     Ok(irqs)
 }
 
@@ -158,7 +179,7 @@ impl pci::Driver for IvshmemDriver {
             let name = CString::try_from_fmt(fmt!("ivshmem{}", index.get()))?;
             dev_info!(
                 pdev,
-                "{}: revision {}, {} bytes of shared memory, IVPosition {}, {} MSI-X vectors\n",
+                "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
                 name.to_str()?,
                 facts.revision,
                 size,
@@ -171,20 +192,28 @@ impl pci::Driver for IvshmemDriver {
             } else {
                 usize::from(vectors).min(uapi::MAX_VECTORS)
             };
-            let shm = Arc::pin_init(Shm::new(facts, window, bar0, nvec)?, GFP_KERNEL)?;
+            let shm = Arc::pin_init(Shm::new(facts, window, bar0, ivposition, nvec)?, GFP_KERNEL)?;
+            // Take as many vectors as can be had; with none, the shared
+            // memory and ringing peers still work.
             let irq_vectors = if nvec > 0 {
                 pdev.set_master();
                 let n = u32::try_from(nvec)?;
                 let kind = if intx {
-                    shm.intx_enable()?;
                     pci::IrqType::Intx
                 } else {
                     pci::IrqType::MsiX
                 };
                 let types = pci::IrqTypes::default().with(kind);
-                Some(pdev.alloc_irq_vectors(n, n, types).inspect_err(|e| {
-                    dev_err!(pdev, "cannot allocate {n} MSI-X vectors: {e:?}\n")
-                })?)
+                match pdev.alloc_irq_vectors(1, n, types) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        dev_warn!(
+                            pdev,
+                            "no interrupt vectors ({e:?}): doorbells can be rung, not received\n"
+                        );
+                        None
+                    }
+                }
             } else {
                 None
             };
@@ -192,6 +221,7 @@ impl pci::Driver for IvshmemDriver {
             Ok(try_pin_init!(Ivshmem {
                 _vectors: irq_vectors,
                 _irqs: request_irqs(
+                    pdev,
                     _vectors.as_ref().map(|v| {
                         // SAFETY: `_vectors` is initialised above (pin-init
                         // runs the fields in this order), lives pinned in the
@@ -202,6 +232,9 @@ impl pci::Driver for IvshmemDriver {
                     &shm,
                     intx
                 )?,
+                // Only now that its handler is registered; if a later field
+                // fails, dropping this masks INTx again.
+                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),

@@ -39,7 +39,13 @@ use crate::{
 };
 use core::fmt;
 use kernel::{
-    fs::File,
+    fs::{
+        file::flags::{
+            O_ACCMODE,
+            O_RDONLY, //
+        },
+        File, //
+    },
     ioctl::{
         _IOC_DIR,
         _IOC_NR,
@@ -52,8 +58,10 @@ use kernel::{
     sync::poll::PollTable,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         Arc, Mutex,
     },
@@ -78,7 +86,8 @@ pub(crate) struct Facts {
     pub(crate) phys: u64,
     /// PCI revision.
     pub(crate) revision: u8,
-    /// MSI-X table size; 0 on `ivshmem-plain`.
+    /// MSI-X table size; 0 on `ivshmem-plain`. Not all of them need be
+    /// usable: see [`Events::vectors`].
     pub(crate) vectors: u16,
     /// Doorbells arrive on INTx (a revision 0 device without MSI-X).
     pub(crate) intx: bool,
@@ -91,6 +100,12 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
+    /// Whether peers can be rung (`ivshmem-doorbell`), whether or not any
+    /// interrupt vector could be set up to receive.
+    fn doorbell(&self) -> bool {
+        self.vectors > 0 || self.intx
+    }
+
     fn features(&self) -> u32 {
         if self.vectors > 0 {
             uapi::FEATURE_DOORBELL | uapi::FEATURE_MSIX
@@ -116,6 +131,12 @@ pub(crate) struct Live {
 #[pin_data]
 pub(crate) struct Shm {
     facts: Facts,
+    /// The device is gone (set by [`Shm::revoke`]): every call on an open
+    /// file fails with `ENODEV`, before anything else is checked.
+    gone: Atomic<bool>,
+    /// IVPosition, once it has read as valid (>= 0). It cannot change
+    /// after that, and a device that is surprise-removed reads -1.
+    ivposition: Atomic<i32>,
     window: IoWindow,
     bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
     #[pin]
@@ -157,26 +178,30 @@ impl kernel::irq::Handler for IrqHandler {
     }
 }
 
-impl Shm {
-    /// Enables INTx in the device's IntrMask.
-    pub(crate) fn intx_enable(&self) -> Result {
-        let bar = self.bar0.try_access().ok_or(ENODEV)?;
-        doorbell::intx_enable(&*bar);
-        Ok(())
+impl doorbell::IntxDevice for Arc<Shm> {
+    fn with_regs(&self, f: &mut dyn FnMut(&dyn doorbell::IntxRegs)) {
+        if let Some(bar) = self.bar0.try_access() {
+            f(&*bar);
+        }
     }
 }
 
 impl Shm {
-    /// The state of a newly probed device. `window` must cover BAR2.
+    /// The state of a newly probed device. `window` must cover BAR2;
+    /// `ivposition` is IVPosition as read at probe; up to `nvec` vectors
+    /// can be made usable ([`Events::set_usable`]).
     pub(crate) fn new(
         facts: Facts,
         window: IoWindow,
         bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
+        ivposition: i32,
         nvec: usize,
     ) -> Result<impl PinInit<Self, Error>> {
         let events = Events::new(nvec)?;
         Ok(try_pin_init!(Self {
             facts,
+            gone: Atomic::new(false),
+            ivposition: Atomic::new(ivposition),
             window,
             bar0,
             live <- new_mutex!(Live {
@@ -194,6 +219,7 @@ impl Shm {
     pub(crate) fn revoke(&self) {
         let mut live = self.live.lock();
         live.gone = true;
+        self.gone.store(true, Release);
         live.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
         live.memtype = None;
@@ -213,20 +239,51 @@ impl Shm {
         Ok(())
     }
 
+    /// `ENODEV` once the device is gone. Takes no lock.
     fn check_alive(&self) -> Result {
-        if self.live.lock().gone {
+        if self.gone.load(Acquire) {
             Err(ENODEV)
         } else {
             Ok(())
         }
     }
 
-    /// IVPosition, read from the device.
+    /// The events of a device that receives doorbells; `EOPNOTSUPP` on
+    /// ivshmem-plain, and on a doorbell device none of whose interrupt
+    /// vectors could be set up.
+    pub(crate) fn events(&self) -> Result<&Events> {
+        match self.events.vectors() {
+            0 => Err(EOPNOTSUPP),
+            _ => Ok(&self.events),
+        }
+    }
+
+    /// The vectors the device receives on (INFO and sysfs `vectors`).
+    pub(crate) fn usable_vectors(&self) -> usize {
+        self.events.vectors()
+    }
+
+    /// Records that the first `n` vectors have interrupt handlers.
+    pub(crate) fn set_usable_vectors(&self, n: usize) {
+        self.events.set_usable(n);
+    }
+
+    /// IVPosition: cached once valid; read from the device until then
+    /// (revision 0 devices read -1 until their memory has arrived).
     fn ivposition(&self) -> Result<i32> {
-        self.bar0
+        let cached = self.ivposition.load(Relaxed);
+        if cached >= 0 {
+            return Ok(cached);
+        }
+        let now = self
+            .bar0
             .try_access()
             .map(|bar| regs::ivposition(&bar))
-            .ok_or(ENODEV)
+            .ok_or(ENODEV)?;
+        if now >= 0 {
+            self.ivposition.store(now, Relaxed);
+        }
+        Ok(now)
     }
 
     fn info(&self) -> Result<uapi::Info> {
@@ -235,7 +292,7 @@ impl Shm {
         Ok(uapi::Info {
             size: f.size,
             ivposition,
-            vectors: if f.intx { 1 } else { f.vectors.into() },
+            vectors: u32::try_from(self.usable_vectors())?,
             features: f.features(),
             flags: if ivposition < 0 {
                 uapi::INFO_NOT_READY
@@ -305,7 +362,11 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
 }
 
 /// An open `/dev/ivshmemN`.
-#[pin_data]
+///
+/// Readers of one file (threads, `dup`s, forked children) need no lock of
+/// their own: `seen`, `mask` and `next` are read and written under the
+/// device's [`Events::state`], so each interrupt is reported once per file
+/// and a reader never sleeps in a lock that an other reader's wait holds.
 pub(crate) struct OpenFile {
     shm: Arc<Shm>,
     /// `uapi::CACHE_*` for later mmaps.
@@ -313,10 +374,11 @@ pub(crate) struct OpenFile {
     /// Per vector, the interrupt count this file has reported.
     seen: KVec<Atomic<u64>>,
     /// The vectors this file waits on.
-    mask: [Atomic<u64>; uapi::MAX_VECTORS / 64],
-    /// Serialises readers of this file.
-    #[pin]
-    read_lock: Mutex<()>,
+    mask: doorbell::Mask,
+    /// The vector a read starts its scan at: one past the last reported.
+    next: Atomic<usize>,
+    /// This file has bound an eventfd (to release on close).
+    bound: Atomic<bool>,
 }
 
 /// Reads a structure of at least `size_of::<T>()` bytes from user space,
@@ -345,30 +407,24 @@ impl OpenFile {
     }
 
     fn events(&self) -> Result<&Events> {
-        match self.shm.events.vectors() {
-            0 => Err(EOPNOTSUPP),
-            _ => Ok(&self.shm.events),
-        }
-    }
-
-    fn mask_now(&self) -> [u64; uapi::MAX_VECTORS / 64] {
-        let mut m = [0u64; uapi::MAX_VECTORS / 64];
-        for (d, s) in m.iter_mut().zip(&self.mask) {
-            *d = s.load(Relaxed);
-        }
-        m
+        self.shm.events()
     }
 
     /// Waits for events and writes them to `out`.
+    ///
+    /// The mask is read afresh on every wake-up (`SET_MASK` wakes the
+    /// waiters), and the events found are claimed (`seen` advanced) under
+    /// the same lock, so two readers of this file never report the same
+    /// interrupt. Nothing but the wait itself sleeps, and that wait is
+    /// interruptible.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        self.shm.check_alive()?;
         let ev = self.events()?;
         let rec = core::mem::size_of::<uapi::Event>();
         let max = (out.len() / rec).min(ev.vectors());
         if max == 0 {
             return Err(EINVAL);
         }
-        let _reader = self.read_lock.lock();
-        let mask = self.mask_now();
         // Allocated before the interrupt-disabling lock; filled within
         // its capacity under it.
         let mut found = KVec::with_capacity(max, GFP_KERNEL)?;
@@ -377,8 +433,9 @@ impl OpenFile {
             if st.gone {
                 return Err(ENODEV);
             }
-            for p in doorbell::pending(&st, &self.seen, &mask).take(max) {
-                found.push(p, GFP_ATOMIC)?;
+            let start = self.next.load(Relaxed);
+            for p in doorbell::pending(&st, &self.seen, &self.mask, start).take(max) {
+                found.push_within_capacity(p)?;
             }
             if !found.is_empty() {
                 break;
@@ -390,33 +447,60 @@ impl OpenFile {
                 return Err(ERESTARTSYS);
             }
         }
+        for (v, count, _, _) in found.iter() {
+            if let Some(s) = self.seen.get(*v) {
+                s.store(*count, Relaxed);
+            }
+        }
+        if let Some((v, ..)) = found.last() {
+            self.next.store(v + 1, Relaxed);
+        }
         drop(st);
-        for (v, _, n, stamp) in found.iter() {
+        for (i, (v, _, n, stamp)) in found.iter().enumerate() {
             let e = uapi::Event {
                 vector: u16::try_from(*v)?,
                 flags: 0,
                 count: u32::try_from(*n).unwrap_or(u32::MAX),
                 timestamp_ns: *stamp,
             };
-            out.write(&e)?;
-        }
-        // Only what reached the caller counts as seen.
-        for (v, count, _, _) in found.iter() {
-            self.seen[*v].store(*count, Relaxed);
+            if let Err(err) = out.write(&e) {
+                self.unclaim(ev, found.get(i..).unwrap_or(&[]));
+                return if i == 0 { Err(err) } else { Ok(i * rec) };
+            }
         }
         Ok(found.len() * rec)
     }
 
+    /// Gives back claimed events that did not reach the caller (a faulting
+    /// buffer), unless another reader of this file has meanwhile reported
+    /// newer interrupts of the vector: then those are lost.
+    fn unclaim(&self, ev: &Events, events: &[doorbell::Pending]) {
+        let _st = ev.state.lock();
+        for (v, count, n, _) in events {
+            if let Some(s) = self.seen.get(*v) {
+                if s.load(Relaxed) == *count {
+                    s.store(count.wrapping_sub(*n), Relaxed);
+                }
+            }
+        }
+    }
+
     fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        let gone = uapi::EPOLLHUP | uapi::EPOLLERR;
+        if self.shm.check_alive().is_err() {
+            return gone;
+        }
         let Ok(ev) = self.events() else {
             return uapi::EPOLLERR;
         };
         table.register_wait(file, &ev.wait);
-        let mask = self.mask_now();
         let st = ev.state.lock();
         if st.gone {
-            uapi::EPOLLHUP | uapi::EPOLLERR
-        } else if doorbell::pending(&st, &self.seen, &mask).next().is_some() {
+            gone
+        } else if doorbell::pending(&st, &self.seen, &self.mask, 0)
+            .next()
+            .is_some()
+        {
             uapi::EPOLLIN | uapi::EPOLLRDNORM
         } else {
             0
@@ -429,20 +513,28 @@ impl OpenFile {
         if req.flags != 0 || req.reserved != 0 || usize::from(req.vector) >= uapi::MAX_VECTORS {
             return Err(EINVAL);
         }
-        self.events()?;
+        // Ringing needs no interrupt of our own.
+        if !self.shm.facts.doorbell() {
+            return Err(EOPNOTSUPP);
+        }
         self.shm.ring(req.peer, req.vector)
     }
 
-    /// `IVSHMEM_IOCTL_SET_MASK`.
+    /// `IVSHMEM_IOCTL_SET_MASK`: stored under the events lock, so that no
+    /// reader or poller sees half of it, then every waiter is woken to
+    /// look again with the new mask.
     fn ioctl_set_mask(&self, arg: usize, size: usize) -> Result {
         let req: uapi::Mask = read_struct(arg, size)?;
         if req.flags != 0 || req.reserved0 != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        self.events()?;
+        let ev = self.events()?;
+        let st = ev.state.lock();
         for (d, s) in self.mask.iter().zip(req.mask) {
             d.store(s, Relaxed);
         }
+        drop(st);
+        ev.wait.notify_all();
         Ok(())
     }
 
@@ -460,6 +552,9 @@ impl OpenFile {
             -1 => None,
             fd => Some(EventFd::from_fd(fd)?),
         };
+        // Close then has bindings to release (release cannot run while
+        // this call holds the file).
+        self.bound.store(true, Relaxed);
         ev.bind(self.id(), usize::from(req.vector), efd)
     }
 
@@ -528,20 +623,23 @@ impl FileOps for ShmFile {
         for c in counts.iter() {
             seen.push(Atomic::new(*c), GFP_KERNEL)?;
         }
-        KBox::pin_init(
-            try_pin_init!(OpenFile {
+        Ok(KBox::pin(
+            OpenFile {
                 shm: shm.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
                 seen,
                 mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
-                read_lock <- new_mutex!(()),
-            }),
+                next: Atomic::new(0),
+                bound: Atomic::new(false),
+            },
             GFP_KERNEL,
-        )
+        )?)
     }
 
     fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
-        this.shm.events.unbind_file(this.id());
+        if this.bound.load(Relaxed) {
+            this.shm.events.unbind_file(this.id());
+        }
     }
 
     fn read(
@@ -559,6 +657,7 @@ impl FileOps for ShmFile {
 
     fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
         let shm = &this.shm;
+        shm.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
         check_range(vma::pgoff(vma), vma.end() - vma.start(), shm.facts.size)?;
@@ -593,24 +692,37 @@ impl FileOps for ShmFile {
         vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
     }
 
-    fn ioctl(this: Pin<&OpenFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // ENODEV comes first, whatever the command.
+        this.shm.check_alive()?;
         if _IOC_TYPE(cmd) != uapi::MAGIC {
             return Err(ENOTTY);
         }
-        this.shm.check_alive()?;
         let size = _IOC_SIZE(cmd);
         // The size may differ from ours (see `uapi`); number and direction
         // must match.
         let is = |known: u32| _IOC_NR(cmd) == _IOC_NR(known) && _IOC_DIR(cmd) == _IOC_DIR(known);
+        // Interrupting peers, signalling eventfds and choosing how the
+        // memory is mapped need a file opened for writing.
+        let writable = || {
+            if file.flags() & O_ACCMODE == O_RDONLY {
+                Err(EBADF)
+            } else {
+                Ok(())
+            }
+        };
         if is(uapi::IOCTL_INFO) {
             this.ioctl_info(arg, size)?;
         } else if is(uapi::IOCTL_SET_CACHE) {
+            writable()?;
             this.ioctl_set_cache(arg, size)?;
         } else if is(uapi::IOCTL_RING) {
+            writable()?;
             this.ioctl_ring(arg, size)?;
         } else if is(uapi::IOCTL_SET_MASK) {
             this.ioctl_set_mask(arg, size)?;
         } else if is(uapi::IOCTL_BIND_EVENTFD) {
+            writable()?;
             this.ioctl_bind_eventfd(arg, size)?;
         } else {
             return Err(ENOTTY);
@@ -623,7 +735,7 @@ impl FileOps for ShmFile {
         let r = match name.to_bytes() {
             b"size" => write!(out, "{}", f.size),
             b"ivposition" => write!(out, "{}", shm.ivposition()?),
-            b"vectors" => write!(out, "{}", f.vectors),
+            b"vectors" => write!(out, "{}", shm.usable_vectors()),
             b"revision" => write!(out, "{}", f.revision),
             b"features" => match f.features() {
                 0 => write!(out, "plain"),

@@ -83,6 +83,9 @@ pub(crate) const EPOLLRDNORM: u32 = 0x0040;
 /// Vectors a doorbell can address (QEMU honours 8 bits).
 pub(crate) const MAX_VECTORS: usize = 256;
 
+/// Most eventfds bound to one vector of a device, over all its open files.
+pub(crate) const MAX_EVENTFDS: usize = 64;
+
 /// `struct ivshmem_ring`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# build-deb.sh: build the ivshmem-dkms Debian package (debian/) with
-# dpkg-buildpackage in the build root, from the files git knows (committed
-# or not), and print its path: build/deb/ivshmem-dkms_<version>_amd64.deb.
+# build-deb.sh: build the Debian packages (debian/) with dpkg-buildpackage
+# in the build root, from the files git knows (committed or not), into
+# build/deb/: ivshmem-dkms (the module for DKMS, the udev rule, the
+# `ivshmem` command, ivshmem(1) and ivshmem(4)) and ivshmem-server (the
+# host server and client, systemd units, their man pages). Prints the path
+# of the ivshmem-dkms package.
 #
-# The build root has no network for cargo, so the static `ivshmem` command
-# and the man pages and completions generated from the CLI definitions
-# (ivshmem-docgen) are built here first and staged in the source as
-# prebuilt/, which debian/rules installs.
+# The build root has no network for cargo, so the binaries (`ivshmem`
+# static) and the man pages and completions generated from the CLI
+# definitions (ivshmem-docgen) are built here first and staged in the
+# source as dist/, which debian/rules installs.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
@@ -18,21 +21,23 @@ rm -rf build/deb
 mkdir -p build/deb/src
 git ls-files -z --cached --others --exclude-standard | cpio --null --quiet -pdm build/deb/src ||
 	die "step 'package': staging the source failed"
-log "ivshmem-dkms: building the static ivshmem command, its man pages and completions"
+log "packages: building the host tools, the static ivshmem command, the man pages and completions"
+cargo build --release --locked -p ivshmem-server -p ivshmem-client -p ivshmem-docgen >&2 ||
+	die "step 'package': cargo build of the host tools failed"
 RUSTFLAGS="-C target-feature=+crt-static" \
-	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-cli ||
+	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-cli >&2 ||
 	die "step 'package': cargo build of the ivshmem command failed"
-cargo build --release --locked -p ivshmem-docgen ||
-	die "step 'package': cargo build of ivshmem-docgen failed"
-pre=build/deb/src/prebuilt
-mkdir -p "$pre"
-install -m 0755 target/x86_64-unknown-linux-gnu/release/ivshmem "$pre/ivshmem"
-target/release/ivshmem-docgen "$pre" >/dev/null ||
+mkdir -p build/deb/src/dist/bin
+cp target/release/ivshmem-server target/release/ivshmem-client \
+	target/x86_64-unknown-linux-gnu/release/ivshmem build/deb/src/dist/bin/
+target/release/ivshmem-docgen build/deb/src/dist >/dev/null ||
 	die "step 'package': generating the man pages and completions failed"
 in_buildroot sh -c 'cd build/deb/src && dpkg-buildpackage -us -uc -b' >build/deb/build.log 2>&1 ||
 	{ tail -n 30 build/deb/build.log >&2; die "step 'package': dpkg-buildpackage failed; log: build/deb/build.log"; }
 deb=$(ls build/deb/ivshmem-dkms_*_amd64.deb)
 [ -f "$deb" ] || die "step 'package': dpkg-buildpackage made no ivshmem-dkms .deb"
-log "ivshmem-dkms: $deb ($(du -h "$deb" | cut -f1)); contents:"
-dpkg-deb -c "$deb" | awk '{print "    " $6}' | grep -v '/$' >&2
+for p in build/deb/*.deb; do
+	log "package: $p ($(du -h "$p" | cut -f1)); contents:"
+	dpkg-deb -c "$p" | awk '{print "    " $6}' | grep -v '/$' >&2
+done
 echo "$deb"

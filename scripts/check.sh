@@ -15,7 +15,11 @@
 #      (DKMS builds the module), build-debian-module.sh's refusals are
 #      checked, and the whole guest suite runs again on the stock kernel
 #      with the module DKMS built, plus the scenarios that boot a Debian
-#      root (autoload by udev).
+#      root (autoload by udev);
+#   6. the ivshmem-server package: installed with apt into a Debian system,
+#      its units verified, its socket unit and service emulated
+#      (systemd-socket-activate + the exact ExecStart), a doorbell guest on
+#      that socket.
 #
 # Every step runs even when an earlier one failed (unless it needs what
 # failed). The last line is the summary: `check: N passed, N failed, N skipped`.
@@ -67,6 +71,11 @@ if cargo clippy --locked --workspace --all-targets -- -D warnings; then
 else
 	ko "clippy (workspace)"
 fi
+
+step "libvirt recipes (docs/libvirt) against libvirt's schema"
+for f in docs/libvirt/*.xml; do
+	if virt-xml-validate "$f" domain; then ok "libvirt: $f"; else ko "libvirt: $f"; fi
+done
 
 step "host tests"
 log=$(mktemp)
@@ -140,6 +149,22 @@ if [ $dkms = 1 ]; then
 	guest_suite "Debian stock kernel" build/test/env build/dkms/env
 else
 	ko "guest tests on the Debian stock kernel (not run: no DKMS-built module)"
+fi
+
+step "host packaging: ivshmem-server's .deb, its units, a guest on the socket they make"
+if [ $dkms = 1 ]; then
+	log=$(mktemp)
+	scripts/server-deb-test.sh build/test/env build/dkms/env 2>&1 | tee "$log"
+	summary=$(grep '^server-deb: ' "$log" | tail -n 1)
+	rm -f "$log"
+	if [[ $summary =~ ^server-deb:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
+		pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))
+		[ "${BASH_REMATCH[2]}" -eq 0 ] || failed_steps+=("${BASH_REMATCH[2]} ivshmem-server package test(s)")
+	else
+		ko "ivshmem-server package test (no summary)"
+	fi
+else
+	ko "ivshmem-server package test (not run: the packages were not built)"
 fi
 
 echo

@@ -14,6 +14,9 @@
 #                                               rule, ivshmem command) and
 #                                               the module in place (depmod's
 #                                               modules.alias included)
+#   build/dkms/debian-py-root.cpio              the same over the root with
+#                                               CPython and pytest (the
+#                                               `debian-python` flavour)
 #
 # The Debian system is a throw-away overlay over the build root (trixie,
 # which has the package's dependencies and, from stock-kernel.sh, the
@@ -28,7 +31,7 @@ cd "$IVSHMEM_TOP"
 stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh")
 release=$(cat "$stock/release")
 guestroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh")
-guestroot=${guestroot_cpio%.cpio}
+pyroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh" python)
 
 # 1. The package.
 deb=$("$IVSHMEM_TOP/scripts/build-deb.sh")
@@ -44,7 +47,7 @@ log "ivshmem-dkms: apt-get install $deb in a Debian system with linux-headers-$r
 start=$SECONDS
 set +e
 unshare --mount --propagation private -- /bin/sh -ec '
-	root=$1 ovl=$2 out=$3 deb=$4 release=$5
+	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6
 	m=$ovl/merged
 	mount -t overlay overlay -o "lowerdir=$root,upperdir=$ovl/upper,workdir=$ovl/work" "$m"
 	mount --rbind /dev "$m/dev"
@@ -62,6 +65,14 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		}
 		echo \"== dkms status\"
 		dkms status
+		# A kernel (headers) upgrade runs the kernel hooks, which rebuild
+		# the module: shown here for the same release, after unbuilding it.
+		echo \"== kernel upgrade: dkms unbuild, then /etc/kernel/header_postinst.d/dkms $release\"
+		dkms unbuild ivshmem/$version -k $release
+		test ! -e /lib/modules/$release/updates/dkms/ivshmem.ko.xz
+		/etc/kernel/header_postinst.d/dkms $release
+		echo \"== dkms status after the hook\"
+		dkms status
 		cd /mnt/out
 		mkdir -p root/lib/modules root/usr/lib/udev/rules.d root/etc
 		# What the package and DKMS put in place, for the guest root:
@@ -75,7 +86,7 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
-' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" \
+' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" \
 	>"$out/install.log" 2>&1
 status=$?
 set -e
@@ -85,6 +96,8 @@ if [ $status -ne 0 ]; then
 fi
 grep -E '^ivshmem/.*: installed' "$out/install.log" | grep -q "$release" ||
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': dkms status does not show ivshmem installed for $release; log: $out/install.log"; }
+sed -n '/^== dkms status after the hook/,$p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
+	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': the kernel hook did not rebuild ivshmem for $release; log: $out/install.log"; }
 installed=$(find "$out/root/lib/modules/$release/updates/dkms" -name 'ivshmem.ko*' | head -n 1)
 [ -n "$installed" ] || die "step 'dkms install': no ivshmem.ko under /lib/modules/$release/updates/dkms"
 case "$installed" in
@@ -95,7 +108,7 @@ case "$installed" in
 esac
 grep -q "ivshmem" "$out/root/lib/modules/$release/modules.alias" ||
 	die "step 'dkms install': depmod's modules.alias has no ivshmem alias"
-log "ivshmem-dkms: installed in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log")"
+log "ivshmem-dkms: installed, unbuilt and rebuilt by the kernel hook in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | tail -n 1)"
 # Keep what DKMS prepared, if the build root had nothing yet.
 kept="$(buildroot_dir)/var/cache/ivshmem-dkms"
 if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepared >/dev/null 2>&1; then
@@ -104,26 +117,35 @@ if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepa
 	log "ivshmem-dkms: kept the prepared tree DKMS made in the build root's /var/cache/ivshmem-dkms"
 fi
 
-# 3. The debian guest root with the package installed: the base root, and
-# over it the module tree, the udev rule, and the group the package's
-# postinst makes (made the same way, `groupadd --system`, against the guest
-# root's own account files, so that its gid is free there).
+# 3. The debian guest roots with the package installed: each base root,
+# and over it the module tree, the udev rule, and the group the package's
+# postinst makes (made the same way, `groupadd --system`, against that
+# guest root's own account files, so that its gid is free there).
 grep -q '^ivshmem:' "$out/group.line" || die "step 'dkms install': the package's postinst made no group ivshmem"
-for f in group gshadow passwd shadow login.defs; do
-	cp -a "$guestroot/etc/$f" "$out/root/etc/$f"
-done
-groupadd --root "$out/root" --system ivshmem ||
-	die "step 'dkms install': groupadd ivshmem in the guest root failed"
-rm -f "$out/root/etc/login.defs" "$out/root/etc/passwd" "$out/root/etc/shadow" "$out/root/etc/"*- "$out/root/etc/.pwd.lock"
-(cd "$out/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
-	cpio --null --quiet -o -H newc --owner=0:0) >"$out/extra.cpio"
-cat "$guestroot_cpio" "$out/extra.cpio" >"$out/debian-root.cpio"
-rm -f "$out/extra.cpio"
+# guest_root BASE_CPIO DEST_CPIO
+guest_root() {
+	local base=${1%.cpio} extra=$out/extra
+	rm -rf "$extra"
+	cp -a "$out/root" "$extra"
+	for f in group gshadow passwd shadow login.defs; do
+		cp -a "$base/etc/$f" "$extra/etc/$f"
+	done
+	groupadd --root "$extra" --system ivshmem ||
+		die "step 'dkms install': groupadd ivshmem in the guest root $base failed"
+	rm -f "$extra/etc/login.defs" "$extra/etc/passwd" "$extra/etc/shadow" "$extra/etc/"*- "$extra/etc/.pwd.lock"
+	(cd "$extra" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+		cpio --null --quiet -o -H newc --owner=0:0) >"$out/extra.cpio"
+	cat "$1" "$out/extra.cpio" >"$2"
+	rm -rf "$out/extra.cpio" "$extra"
+}
+guest_root "$guestroot_cpio" "$out/debian-root.cpio"
+guest_root "$pyroot_cpio" "$out/debian-py-root.cpio"
 
 cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
 IVSHMEM_MODULE=$out/ivshmem.ko
 IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
+IVSHMEM_DEBIAN_PY_ROOT=$out/debian-py-root.cpio
 IVSHMEM_KERNEL_LABEL="Debian $release (stock), module built by DKMS"
 ENV
 log "ivshmem-dkms: guest files and build/dkms/env in $out"

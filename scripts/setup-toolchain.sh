@@ -17,7 +17,8 @@
 
 . "$(dirname "$0")/lib.sh"
 
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev
+	libvirt-clients libxml2-utils)
 
 step_host_packages() {
 	local missing=() p

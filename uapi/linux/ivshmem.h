@@ -22,7 +22,13 @@
  * fields must be zero on input; unknown flags get -EINVAL.
  *
  * Once the device is gone (unbind, hot-unplug), every call on an open file
- * fails with -ENODEV and existing mappings raise SIGBUS on access.
+ * fails with -ENODEV, before any other check (read, poll reports
+ * POLLHUP | POLLERR), and existing mappings raise SIGBUS on access.
+ *
+ * Calls that act on peers or on the device need a file opened for writing:
+ * IVSHMEM_IOCTL_RING, IVSHMEM_IOCTL_BIND_EVENTFD and IVSHMEM_IOCTL_SET_CACHE
+ * fail with -EBADF on an O_RDONLY file. INFO, SET_MASK, read, poll and
+ * read-only mmap work on it.
  */
 #ifndef _UAPI_LINUX_IVSHMEM_H
 #define _UAPI_LINUX_IVSHMEM_H
@@ -51,8 +57,12 @@
  *                   lengths must stay within it
  * @ivposition:      this peer's id given by the ivshmem server (doorbell
  *                   devices); 0 on ivshmem-plain; -1 while not ready
- * @vectors:         MSI-X vectors, i.e. doorbell vectors this peer can
- *                   receive on (0 on ivshmem-plain)
+ * @vectors:         doorbell vectors this peer can receive on: 0..@vectors-1.
+ *                   At most IVSHMEM_MAX_VECTORS, and fewer than the device's
+ *                   MSI-X table when the guest ran out of interrupt vectors
+ *                   (even 0: ringing and the shared memory still work).
+ *                   1 for INTx, 0 on ivshmem-plain. sysfs "vectors" says
+ *                   the same.
  * @features:        IVSHMEM_FEATURE_*
  * @flags:           IVSHMEM_INFO_*
  * @index:           N of /dev/ivshmemN
@@ -107,6 +117,13 @@ struct ivshmem_cache {
 /* The doorbell carries 8 bits of vector: QEMU ignores the rest. */
 #define IVSHMEM_MAX_VECTORS 256
 
+/*
+ * At most this many eventfds are bound to one vector of a device, over all
+ * its open files; IVSHMEM_IOCTL_BIND_EVENTFD beyond that fails with
+ * -ENOSPC. It bounds the work of the interrupt handler.
+ */
+#define IVSHMEM_MAX_EVENTFDS 64
+
 /**
  * struct ivshmem_ring - interrupt a peer (IVSHMEM_IOCTL_RING)
  * @peer:     the peer's id (its IVPosition), 0..65535
@@ -134,7 +151,8 @@ struct ivshmem_ring {
  * @reserved: zero
  *
  * Interrupts on other vectors still count: they are reported when the mask
- * selects them again.
+ * selects them again. A new mask applies at once, also to read() and poll()
+ * calls already waiting on this file (in other threads).
  */
 struct ivshmem_mask {
 	__u64 mask[IVSHMEM_MAX_VECTORS / 64];
@@ -152,7 +170,10 @@ struct ivshmem_mask {
  *
  * Each interrupt on @vector adds 1 to the eventfd. A file binds at most
  * one eventfd per vector (binding again replaces it); closing the file or
- * removing the device releases its bindings.
+ * removing the device releases its bindings. A vector takes at most
+ * IVSHMEM_MAX_EVENTFDS eventfds over all open files of the device (-ENOSPC
+ * beyond). -EBADF if @fd is not open or the file is O_RDONLY, -EINVAL if
+ * @fd is no eventfd or @vector is not below ivshmem_info.vectors.
  */
 struct ivshmem_eventfd {
 	__s32 fd;
@@ -173,11 +194,17 @@ struct ivshmem_eventfd {
  *                waking to measure wake-up latency
  *
  * read() needs room for at least one event (-EINVAL otherwise), returns as
- * many whole events as fit (vectors not returned stay pending), blocks
- * until one is pending unless O_NONBLOCK (-EAGAIN), is interrupted by
- * signals, and fails with -ENODEV once the device is gone and
- * -EOPNOTSUPP on ivshmem-plain devices. Every open file sees every
- * interrupt that arrives after it was opened.
+ * many whole events as fit (vectors not returned stay pending; the next
+ * read starts after the last vector returned, so a busy vector cannot
+ * starve the others), blocks until one is pending unless O_NONBLOCK
+ * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
+ * SA_RESTART), and fails with -ENODEV once the device is gone and
+ * -EOPNOTSUPP on ivshmem-plain devices (and doorbell devices with no
+ * usable vector). Every open file sees every interrupt that arrives after
+ * it was opened. Threads (or processes sharing the open file) may read it
+ * at once: each interrupt is reported to one of them, never twice; if the
+ * buffer faults part-way, the events that did not reach it stay pending
+ * unless another reader of the file has reported that vector meanwhile.
  */
 struct ivshmem_event {
 	__u16 vector;

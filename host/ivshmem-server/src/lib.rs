@@ -36,7 +36,10 @@ impl Config {
             );
         }
         let shm = shm::open(&self.backing, size)?;
-        let sock = BoundSocket::bind(&self.socket)?;
+        let sock = match socket::from_service_manager()? {
+            Some(l) => BoundSocket::adopt(l)?,
+            None => BoundSocket::bind(&self.socket)?,
+        };
         let fd = shm
             .fd
             .try_clone()

@@ -180,8 +180,13 @@ fn serve(args: &Args) -> Result<()> {
             }
         }
         info!(
-            "listening on {} (pid {}): {shm_desc}, {} bytes, {} vector(s) per peer",
-            config.socket.display(),
+            "listening on {}{} (pid {}): {shm_desc}, {} bytes, {} vector(s) per peer",
+            sock.path().display(),
+            if sock.activated() {
+                " (passed by the service manager)"
+            } else {
+                ""
+            },
             std::process::id(),
             shm.size,
             config.vectors

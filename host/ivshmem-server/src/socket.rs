@@ -1,8 +1,10 @@
 //! The listening socket: refusing to steal a live server's socket, replacing
-//! a stale one, and removing ours (only ours) at exit.
+//! a stale one, and removing ours (only ours) at exit; or the one a service
+//! manager passed (systemd socket activation), which stays its own.
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use log::{debug, warn};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, connect, socket_with};
+use rustix::net::{
+    AddressFamily, SocketAddrAny, SocketAddrUnix, SocketFlags, SocketType, connect, getsockname,
+    socket_with, sockopt,
+};
 
 /// A bound, listening socket and the identity of its file.
 #[derive(Debug)]
@@ -20,6 +25,57 @@ pub struct BoundSocket {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Passed by the service manager, which owns the file.
+    activated: bool,
+}
+
+/// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// The listening socket passed by a service manager, if any, under the
+/// systemd socket activation protocol: `LISTEN_PID` is this process and
+/// `LISTEN_FDS` is 1; the socket is descriptor 3. It must be a listening
+/// Unix stream socket. The variables are removed so that children do not
+/// see them.
+pub fn from_service_manager() -> Result<Option<UnixListener>> {
+    let (Some(pid), Some(fds)) = (
+        std::env::var_os("LISTEN_PID"),
+        std::env::var_os("LISTEN_FDS"),
+    ) else {
+        return Ok(None);
+    };
+    if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+        return Ok(None);
+    }
+    // SAFETY: the process is still single-threaded here (the server sets up
+    // its socket before starting anything), so no other thread reads the
+    // environment concurrently.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    match fds.to_str() {
+        Some("1") => {}
+        _ => bail!(
+            "the service manager passed {:?} sockets (LISTEN_FDS); ivshmem-server takes exactly one",
+            fds
+        ),
+    }
+    // SAFETY: under the protocol, descriptor 3 is open and passed to this
+    // process alone, and nothing else in it has taken ownership of it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
+    let kind = sockopt::socket_type(&fd)
+        .context("descriptor 3 from the service manager is not a socket")?;
+    let listening = sockopt::socket_acceptconn(&fd).context("cannot query descriptor 3")?;
+    let unix =
+        SocketAddrUnix::try_from(getsockname(&fd).context("cannot query descriptor 3")?).is_ok();
+    if kind != SocketType::STREAM || !listening || !unix {
+        bail!("descriptor 3 from the service manager is not a listening Unix stream socket");
+    }
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .context("cannot set close-on-exec on the passed socket")?;
+    Ok(Some(UnixListener::from(fd)))
 }
 
 /// What is at a socket path.
@@ -102,7 +158,41 @@ impl BoundSocket {
             path: path.to_owned(),
             dev: meta.dev(),
             ino: meta.ino(),
+            activated: false,
         })
+    }
+
+    /// Adopts the listening socket a service manager passed; its file stays
+    /// the manager's (never removed here).
+    pub fn adopt(listener: UnixListener) -> Result<Self> {
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listening socket non-blocking")?;
+        let addr: SocketAddrAny =
+            getsockname(&listener).context("cannot query the passed socket")?;
+        let path = SocketAddrUnix::try_from(addr)
+            .ok()
+            .and_then(|a| {
+                a.path()
+                    .map(|p| PathBuf::from(p.to_string_lossy().into_owned()))
+            })
+            .unwrap_or_default();
+        debug!(
+            "listening socket {} passed by the service manager",
+            path.display()
+        );
+        Ok(Self {
+            listener,
+            path,
+            dev: 0,
+            ino: 0,
+            activated: true,
+        })
+    }
+
+    /// Whether the service manager passed the socket.
+    pub fn activated(&self) -> bool {
+        self.activated
     }
 
     /// The socket's path.
@@ -113,6 +203,9 @@ impl BoundSocket {
     /// Removes the socket file if it is still the one this server bound (a
     /// later server may have replaced it).
     pub fn remove(&self) {
+        if self.activated {
+            return;
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
                 if let Err(e) = fs::remove_file(&self.path) {

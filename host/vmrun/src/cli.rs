@@ -36,6 +36,21 @@ pub struct Cli {
     /// are skipped.
     #[arg(long, env = "IVSHMEM_DEBIAN_ROOT")]
     pub debian_root: Option<PathBuf>,
+    /// An ivshmem server already running (e.g. a packaged systemd unit's):
+    /// scenarios that need a server use its socket instead of starting one.
+    #[arg(long, env = "IVSHMEM_SERVER_SOCKET")]
+    pub server_socket: Option<PathBuf>,
+    /// That server's shared memory file (for the host's checks).
+    #[arg(long, requires = "server_socket", default_value = "/dev/shm/ivshmem")]
+    pub server_shm: PathBuf,
+    /// The Debian guest root with CPython and pytest (a cpio from
+    /// scripts/dkms-install.sh), for the Python package's scenario; without
+    /// it that scenario is skipped.
+    #[arg(long, env = "IVSHMEM_DEBIAN_PY_ROOT")]
+    pub debian_py_root: Option<PathBuf>,
+    /// The Python package's tree, copied into the Debian root with Python.
+    #[arg(long, env = "IVSHMEM_PYTHON_PKG", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../userspace/python"))]
+    pub python_pkg: PathBuf,
     /// What to call the kernel in the reports; the image's path by default.
     #[arg(long, env = "IVSHMEM_KERNEL_LABEL")]
     pub kernel_label: Option<String>,

@@ -61,14 +61,87 @@ echo "# ivshmem-selftest exit=$?" >$out
 off
 "##;
 
+/// Where the Python package's tree goes in the Debian root with Python.
+pub const PYTHON_DIR: &str = "/usr/local/lib/ivshmem-python";
+
+/// What of the Python package's tree goes into the guest (not what a local
+/// `pip install` or a test run left there: build/, *.egg-info, caches).
+const PYTHON_PARTS: &[&str] = &[
+    "src",
+    "tests",
+    "tools",
+    "examples",
+    "pyproject.toml",
+    "README.md",
+];
+
+/// Adds the Python package's tree (`userspace/python`: [`PYTHON_PARTS`])
+/// under `dest`.
+fn add_python(w: &mut cpio::Writer<Vec<u8>>, src: &Path, dest: &str) -> Result<()> {
+    w.dir(dest)?;
+    for part in PYTHON_PARTS {
+        let path = src.join(part);
+        let to = format!("{dest}/{part}");
+        if path.is_dir() {
+            add_tree(w, &path, &to)?;
+        } else {
+            w.file(&to, 0o644, &read(&path)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the directory `src` as `dest`, recursively, leaving out hidden
+/// files, Python caches and egg-info.
+fn add_tree(w: &mut cpio::Writer<Vec<u8>>, src: &Path, dest: &str) -> Result<()> {
+    w.dir(dest)?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", src.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            || name == "__pycache__"
+            || name.ends_with(".pyc")
+            || name.ends_with(".egg-info")
+        {
+            continue;
+        }
+        let path = e.path();
+        let to = format!("{dest}/{name}");
+        let ty = e.file_type()?;
+        if ty.is_dir() {
+            add_tree(w, &path, &to)?;
+        } else if ty.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = e.metadata()?.permissions().mode() & 0o755;
+            w.file(&to, mode | 0o644, &read(&path)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the Debian root's initramfs to `dest`: the root made by
 /// `scripts/dkms-install.sh` (`base`, a cpio), followed by a second cpio
-/// with its `/init` and the selftest harness. The kernel unpacks both.
-pub fn build_debian(base: &Path, selftest: &Path, dest: &Path) -> Result<()> {
+/// with its `/init`, the selftest harness and, for the root with Python,
+/// the Python package's tree (`python`) in [`PYTHON_DIR`]. The kernel
+/// unpacks both.
+pub fn build_debian(
+    base: &Path,
+    selftest: &Path,
+    python: Option<&Path>,
+    dest: &Path,
+) -> Result<()> {
     let mut w = cpio::Writer::new(Vec::new());
     w.file("/init", 0o755, DEBIAN_INIT.as_bytes())?;
     w.dir("/usr/local/bin")?;
     w.file("/usr/local/bin/ivshmem-selftest", 0o755, &read(selftest)?)?;
+    if let Some(py) = python {
+        w.dir("/usr/local/lib")?;
+        add_python(&mut w, py, PYTHON_DIR)?;
+    }
     let mut bytes = read(base)?;
     // Each archive of a concatenation starts 4-byte aligned.
     bytes.resize(bytes.len().next_multiple_of(4), 0);
@@ -124,4 +197,66 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_python_root_gets_the_package_and_not_local_leftovers() {
+        let d = std::env::temp_dir().join(format!("ivshmem-initramfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let py = d.join("python");
+        for (f, text) in [
+            ("src/ivshmem/__init__.py", "pkg"),
+            ("src/ivshmem/__pycache__/device.cpython-313.pyc", "cache"),
+            ("src/ivshmem.egg-info/PKG-INFO", "egg"),
+            ("build/lib/ivshmem/__init__.py", "stale"),
+            ("tests/test_plain.py", "t"),
+            ("tools/wait_latency.py", "w"),
+            ("examples/info.py", "e"),
+            ("pyproject.toml", "p"),
+            ("README.md", "r"),
+            (".pytest_cache/x", "c"),
+        ] {
+            let p = py.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        let base = d.join("base.cpio");
+        let mut w = cpio::Writer::new(Vec::new());
+        w.dir("/etc").unwrap();
+        fs::write(&base, w.finish().unwrap()).unwrap();
+        let selftest = d.join("selftest");
+        fs::write(&selftest, b"\x7fELF").unwrap();
+
+        let out = d.join("out.cpio");
+        build_debian(&base, &selftest, Some(&py), &out).unwrap();
+        let text = String::from_utf8_lossy(&fs::read(&out).unwrap()).into_owned();
+        for want in [
+            "usr/local/bin/ivshmem-selftest",
+            "usr/local/lib/ivshmem-python/src/ivshmem/__init__.py",
+            "usr/local/lib/ivshmem-python/tests/test_plain.py",
+            "usr/local/lib/ivshmem-python/tools/wait_latency.py",
+            "usr/local/lib/ivshmem-python/examples/info.py",
+            "usr/local/lib/ivshmem-python/pyproject.toml",
+        ] {
+            assert!(text.contains(want), "{want} missing");
+        }
+        for unwanted in [
+            "__pycache__",
+            "egg-info",
+            "ivshmem-python/build",
+            ".pytest_cache",
+        ] {
+            assert!(!text.contains(unwanted), "{unwanted} was copied");
+        }
+
+        // The plain Debian root gets no Python tree.
+        build_debian(&base, &selftest, None, &out).unwrap();
+        let text = String::from_utf8_lossy(&fs::read(&out).unwrap()).into_owned();
+        assert!(!text.contains("ivshmem-python"));
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

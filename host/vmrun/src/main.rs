@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 /// What every scenario of a run shares.
 struct Ctx {
     boot: Boot,
+    /// A server the runner did not start, if any.
+    external_server: Option<qemu::ServerLink>,
     /// The kernel, as the reports name it.
     kernel_label: String,
     workdir: PathBuf,
@@ -117,7 +119,15 @@ fn real_main(cli: Cli) -> Result<bool> {
     let debian_initrd = match &cli.debian_root {
         Some(base) => {
             let dest = workdir.join("debian-initramfs.cpio");
-            initramfs::build_debian(base, &cli.selftest, &dest)?;
+            initramfs::build_debian(base, &cli.selftest, None, &dest)?;
+            Some(dest)
+        }
+        None => None,
+    };
+    let debian_py_initrd = match &cli.debian_py_root {
+        Some(base) => {
+            let dest = workdir.join("debian-python-initramfs.cpio");
+            initramfs::build_debian(base, &cli.selftest, Some(&cli.python_pkg), &dest)?;
             Some(dest)
         }
         None => None,
@@ -130,7 +140,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -148,9 +158,21 @@ fn real_main(cli: Cli) -> Result<bool> {
             .as_ref()
             .map(|p| format!(" --debian-root {}", abs(p).display()))
             .unwrap_or_default(),
+        cli.debian_py_root
+            .as_ref()
+            .map(|p| format!(
+                " --debian-py-root {} --python-pkg {}",
+                abs(p).display(),
+                abs(&cli.python_pkg).display()
+            ))
+            .unwrap_or_default(),
         cli.timeout
     );
     let ctx = Ctx {
+        external_server: cli.server_socket.as_ref().map(|s| qemu::ServerLink {
+            socket: s.clone(),
+            shm: cli.server_shm.clone(),
+        }),
         kernel_label: cli
             .kernel_label
             .clone()
@@ -159,6 +181,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             kernel,
             initrd,
             debian_initrd,
+            debian_py_initrd,
             accel,
         },
         workdir: workdir.clone(),
@@ -197,6 +220,7 @@ fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
         kernel: kernel.to_path_buf(),
         initrd: initrd.to_path_buf(),
         debian_initrd: None,
+        debian_py_initrd: None,
         accel,
     };
     let Ok(mut g) = Guest::start(&spec, &boot, dir, "ivt_probe=1", &|_| PathBuf::new(), None)
@@ -265,6 +289,19 @@ impl Drop for Regions {
     }
 }
 
+/// Why the scenario cannot run with this run's guest roots, if it cannot.
+fn missing_root(boot: &Boot, sc: &Scenario) -> Option<&'static str> {
+    sc.guests.iter().find_map(|g| match g.root {
+        qemu::Root::Busybox => None,
+        qemu::Root::Debian => boot.debian_initrd.is_none().then_some(
+            "needs the Debian guest root (--debian-root, made by scripts/dkms-install.sh)",
+        ),
+        qemu::Root::DebianPython => boot.debian_py_initrd.is_none().then_some(
+            "needs the Debian guest root with CPython (--debian-py-root, made by scripts/dkms-install.sh)",
+        ),
+    })
+}
+
 /// Runs one scenario and prints its KTAP result as test `number`. Returns
 /// whether it passed and its leaf counts.
 fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
@@ -279,11 +316,8 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
         ctx.boot.accel,
         ctx.kernel_label
     );
-    if ctx.boot.debian_initrd.is_none() && sc.guests.iter().any(|g| g.root == qemu::Root::Debian) {
-        println!(
-            "ok {number} {} # SKIP needs the Debian guest root (--debian-root, made by scripts/dkms-install.sh)",
-            sc.name
-        );
+    if let Some(why) = missing_root(&ctx.boot, sc) {
+        println!("ok {number} {} # SKIP {why}", sc.name);
         return (
             true,
             Totals {
@@ -385,11 +419,14 @@ fn boot_and_collect(
 ) -> Result<(Vec<GuestReport>, Vec<String>)> {
     let regions = Regions::create(sc)?;
     let mut host_errors = Vec::new();
-    let server = match &sc.server {
-        Some(spec) => Some(server::Server::start(spec, dir, sc.name)?),
-        None => None,
+    let server = match (&sc.server, &ctx.external_server) {
+        (Some(spec), None) => Some(server::Server::start(spec, dir, sc.name)?),
+        _ => None,
     };
-    let link = server.as_ref().map(server::Server::link);
+    let link = match (&sc.server, &ctx.external_server) {
+        (Some(_), Some(external)) => Some(external.clone()),
+        _ => server.as_ref().map(server::Server::link),
+    };
     let mut host = hostcheck::HostCtx::default();
     if let Some(before) = sc.before {
         before(&regions).context("the host's preparation of the shared memory failed")?;

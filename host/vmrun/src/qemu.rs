@@ -64,6 +64,10 @@ pub enum Root {
     /// A small Debian system (the `debian` guest flavour) where an installed
     /// package put the module and its udev rule; udev loads the module.
     Debian,
+    /// The same Debian system with Debian's CPython and pytest, and the
+    /// Python package (`userspace/python`) in `/usr/local/lib/ivshmem-python`
+    /// (the `debian-python` flavour).
+    DebianPython,
 }
 
 /// One guest of a scenario.
@@ -109,6 +113,14 @@ impl GuestSpec {
     pub fn debian_root(mut self) -> Self {
         self.root = Root::Debian;
         self.mem_mib = self.mem_mib.max(1024);
+        self
+    }
+
+    /// Boots the guest on the Debian root with CPython, pytest and the
+    /// Python package (1.5 GiB of memory: the larger root lives in RAM).
+    pub fn debian_python_root(mut self) -> Self {
+        self.root = Root::DebianPython;
+        self.mem_mib = self.mem_mib.max(1536);
         self
     }
 
@@ -168,6 +180,8 @@ pub struct Boot {
     pub initrd: PathBuf,
     /// The Debian root's initramfs, if the run has one.
     pub debian_initrd: Option<PathBuf>,
+    /// The Debian root with CPython's initramfs, if the run has one.
+    pub debian_py_initrd: Option<PathBuf>,
     /// The accelerator.
     pub accel: Accel,
 }
@@ -223,6 +237,10 @@ impl Guest {
                 .debian_initrd
                 .clone()
                 .context("this guest needs the Debian root (--debian-root)")?,
+            Root::DebianPython => boot
+                .debian_py_initrd
+                .clone()
+                .context("this guest needs the Debian root with Python (--debian-py-root)")?,
         };
         // no_timer_check: the IO-APIC timer check busy-waits for ticks and,
         // under TCG on a loaded host, misjudges the emulated timer and

@@ -98,6 +98,48 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             after: None,
         },
         Scenario {
+            name: "doorbell-service",
+            about: "a doorbell guest rings itself through a server the runner did not start \
+                    (--server-socket: the packaged ivshmem-server@.service's, 4 vectors)",
+            guests: vec![
+                GuestSpec::new("guest", &["doorbell_local", "c_ring"])
+                    .doorbell(4)
+                    .plain("shm", 4 * MIB),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: false,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "python",
+            about: "the Python package's pytest tests with Debian's CPython, on a doorbell device \
+                    (ringing itself, on the scenario's server) and a plain one; its wait \
+                    latency over raw os.read",
+            guests: vec![
+                GuestSpec::new("guest", &["python_pytest", "python_wait_latency"])
+                    .doorbell(4)
+                    .plain("shm", 4 * MIB)
+                    .env("pyrequire", "plain,doorbell")
+                    .env("samples", 3000)
+                    .debian_python_root(),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
             name: "no-device",
             about: "no ivshmem device: the module loads, binds nothing, unloads",
             guests: vec![GuestSpec::new("guest", &["module_nodev"])],
@@ -228,7 +270,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         },
         Scenario {
             name: "doorbell-local",
-            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, unbind; a plain device refuses",
+            about: "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting readers, read-only files, unbind; a plain device refuses",
             guests: vec![
                 GuestSpec::new(
                     "guest",
@@ -236,6 +278,11 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "doorbell_local",
                         "c_ring",
                         "doorbell_signal",
+                        "doorbell_mask_wakeup",
+                        "doorbell_two_readers",
+                        "doorbell_fairness",
+                        "readonly_open",
+                        "doorbell_many_bindings",
                         "doorbell_unbind",
                     ],
                 )
@@ -247,6 +294,26 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             in_suite: true,
             server: Some(ServerSpec {
                 vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "doorbell-many-vectors",
+            about: "256 vectors on one vCPU: probe takes the vectors it can get; 200 files bind eventfds up to the cap",
+            guests: vec![GuestSpec {
+                // One CPU has fewer free interrupt vectors than 256.
+                smp: 1,
+                ..GuestSpec::new("guest", &["doorbell_vectors_256", "doorbell_many_bindings"])
+                    .doorbell(256)
+                    .env("vectors", 256)
+            }],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 256,
                 size: 4 * MIB,
             }),
             before: None,

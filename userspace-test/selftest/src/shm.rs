@@ -654,31 +654,41 @@ fn removal(
     let dev = Device::open(0)?;
     let map = dev.map_all()?;
     map.write_volatile(0, 0xfeed_f00du32)?;
-    // An ioctl loop running while the device goes.
+    // An ioctl loop running while the device goes. It says when it has
+    // made its first call, and runs until a call fails.
     let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
     let looper = {
         let fd = Device::open(0)?;
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut calls = 0u64;
             loop {
+                // Read before the call: a call made after `stop` was set
+                // (the device is gone by then) must fail.
+                let last = stop.load(Ordering::Acquire);
                 match fd.info() {
                     Ok(_) => calls += 1,
                     Err(e) => return (calls, ivshmem::errno(&e)),
                 }
-                if stop.load(Ordering::Relaxed) {
+                if calls == 1 {
+                    started_tx.send(()).ok();
+                }
+                if last {
                     return (calls, None);
                 }
             }
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    started
+        .recv()
+        .map_err(|_| Failure::Fail("the ioctl loop never made a call".into()))?;
     remove(pci).map_err(Failure::Fail)?;
     check!(
         sys::wait_for(60, || !sys::node_exists(0)),
         "/dev/ivshmem0 still exists after removal"
     );
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
     let (calls, err) = looper
         .join()
         .map_err(|_| Failure::Fail("ioctl loop panicked".into()))?;
@@ -688,6 +698,7 @@ fn removal(
         "the ioctl loop ended with {:?}, want ENODEV",
         err.map(errname)
     );
+    gone_first(&dev)?;
     let ptr = map.as_ptr();
     let ended = in_child(|| {
         // SAFETY: a volatile read of the (zapped) mapping, in a child.
@@ -728,6 +739,53 @@ fn removal(
         e == Some(libc::ENODEV),
         "the old file works again after rebinding: {:?}",
         e.map(errname)
+    );
+    Ok(())
+}
+
+/// Once the device is gone, every call on an old file says ENODEV first,
+/// whatever else is wrong with it (here: a plain device, which has no
+/// doorbells, a buffer too small for an event, a foreign ioctl).
+fn gone_first(dev: &Device) -> TestResult {
+    let fd = dev.as_fd().as_raw_fd();
+    let mut small = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into `small`.
+    let short = unsafe { libc::read(fd, small.as_mut_ptr().cast(), small.len()) };
+    let short = if short < 0 { errno() } else { 0 };
+    let mut foreign = 0u64;
+    // TCGETS, a terminal ioctl.
+    let tty = raw_ioctl(dev, 0x5401, (&raw mut foreign).cast());
+    let mut ring = ivshmem_ring::default();
+    let ring_cmd = ioc(IOC_WRITE, 2, std::mem::size_of::<ivshmem_ring>());
+    let ring = raw_ioctl(dev, ring_cmd, (&raw mut ring).cast());
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, no wait.
+    let polled = unsafe { libc::poll(&mut p, 1, 0) };
+    let errno_of = |r: std::io::Result<Vec<ivshmem::Event>>| {
+        r.err().and_then(|e| ivshmem::errno(&e)).unwrap_or(0)
+    };
+    for (what, got) in [
+        ("read of a plain device", errno_of(dev.read_events())),
+        ("read of 8 bytes", short),
+        ("a foreign ioctl (TCGETS)", tty),
+        ("RING on a plain device", ring),
+    ] {
+        println!("# after removal, {what}: {}", errname(got));
+        check!(
+            got == libc::ENODEV,
+            "after removal, {what}: {}, want ENODEV",
+            errname(got)
+        );
+    }
+    let hup = libc::POLLHUP | libc::POLLERR;
+    check!(
+        polled == 1 && p.revents & hup == hup,
+        "after removal, poll: {polled}, revents {:#x}, want POLLHUP | POLLERR",
+        p.revents
     );
     Ok(())
 }
@@ -776,9 +834,14 @@ pub fn kunit() -> TestResult {
             "ivshmem_intx",
             &[
                 "intx_enable_sets_the_mask",
+                "intx_unbind_clears_the_mask_and_the_status",
                 "intx_status_zero_is_not_ours",
                 "intx_status_set_is_acknowledged_and_counted",
             ][..],
+        ),
+        (
+            "ivshmem_doorbell",
+            &["pending_is_round_robin_and_masked"][..],
         ),
     ] {
         let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))

@@ -26,6 +26,18 @@ pub fn all() -> Vec<Test> {
             run: crate::distro::autoload_symlink,
         },
         Test {
+            name: "python_pytest",
+            default: false,
+            about: "the Python package's pytest tests pass with Debian's CPython on the real devices",
+            run: crate::python::python_pytest,
+        },
+        Test {
+            name: "python_wait_latency",
+            default: false,
+            about: "the Python package's wait latency over raw os.read (ring-to-wake, median and p99)",
+            run: crate::python::python_wait_latency,
+        },
+        Test {
             name: "module_bind",
             default: true,
             about: "the module loads, binds every ivshmem device and unloads cleanly",
@@ -150,6 +162,42 @@ pub fn all() -> Vec<Test> {
             default: false,
             about: "unbind wakes a blocked reader (ENODEV) and a poller (HUP|ERR)",
             run: crate::doorbell::doorbell_unbind,
+        },
+        Test {
+            name: "doorbell_mask_wakeup",
+            default: false,
+            about: "SET_MASK wakes a blocked poll and read; a narrowed mask is honoured by a waiting read",
+            run: crate::readers::doorbell_mask_wakeup,
+        },
+        Test {
+            name: "doorbell_two_readers",
+            default: false,
+            about: "two readers of one file: S not D, EINTR on a signal, EAGAIN with O_NONBLOCK, each event once",
+            run: crate::readers::doorbell_two_readers,
+        },
+        Test {
+            name: "doorbell_fairness",
+            default: false,
+            about: "one event per read: a busy vector 0 does not starve vector 1",
+            run: crate::readers::doorbell_fairness,
+        },
+        Test {
+            name: "readonly_open",
+            default: false,
+            about: "an O_RDONLY file: RING, BIND_EVENTFD, SET_CACHE get EBADF; INFO, read, read-only mmap work",
+            run: crate::readers::readonly_open,
+        },
+        Test {
+            name: "doorbell_vectors_256",
+            default: false,
+            about: "256 vectors on one vCPU: the device binds, maps, and INFO, sysfs and the handlers agree on the usable count",
+            run: crate::scale::doorbell_vectors_256,
+        },
+        Test {
+            name: "doorbell_many_bindings",
+            default: false,
+            about: "200 files bind every vector: IVSHMEM_MAX_EVENTFDS per vector, then ENOSPC; all signalled; close is quick",
+            run: crate::scale::doorbell_many_bindings,
         },
         Test {
             name: "doorbell_pair",

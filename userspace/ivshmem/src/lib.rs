@@ -166,6 +166,21 @@ impl Device {
         Ok(Self { fd, path })
     }
 
+    /// Opens `/dev/ivshmem<index>` read-only: INFO, the vector mask,
+    /// waiting for doorbells and read-only mappings work; ringing, eventfd
+    /// binding and choosing the cache mode fail with `EBADF`.
+    pub fn open_read_only(index: u32) -> io::Result<Self> {
+        Self::open_path_read_only(format!("/dev/ivshmem{index}"))
+    }
+
+    /// Opens a device node by path, read-only (see [`Device::open_read_only`]).
+    pub fn open_path_read_only(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let fd = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| context(e, format_args!("opening {} read-only", path.display())))?;
+        Ok(Self { fd, path })
+    }
+
     /// The device node's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -58,6 +58,10 @@ pub struct ivshmem_cache {
 /// Vectors a doorbell can address (QEMU honours 8 bits).
 pub const IVSHMEM_MAX_VECTORS: usize = 256;
 
+/// At most this many eventfds are bound to one vector of a device, over all
+/// its open files; one more gets `ENOSPC`.
+pub const IVSHMEM_MAX_EVENTFDS: usize = 64;
+
 /// `struct ivshmem_ring`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

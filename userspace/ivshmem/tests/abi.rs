@@ -25,7 +25,7 @@ int main(void)
 	O(ivshmem_eventfd, reserved);
 	O(ivshmem_event, vector); O(ivshmem_event, flags); O(ivshmem_event, count);
 	O(ivshmem_event, timestamp_ns);
-	C(IVSHMEM_MAX_VECTORS); C(IVSHMEM_IOCTL_RING); C(IVSHMEM_IOCTL_SET_MASK);
+	C(IVSHMEM_MAX_VECTORS); C(IVSHMEM_MAX_EVENTFDS); C(IVSHMEM_IOCTL_RING); C(IVSHMEM_IOCTL_SET_MASK);
 	C(IVSHMEM_IOCTL_BIND_EVENTFD);
 	O(ivshmem_info, size); O(ivshmem_info, ivposition); O(ivshmem_info, vectors);
 	O(ivshmem_info, features); O(ivshmem_info, flags); O(ivshmem_info, index);
@@ -43,7 +43,10 @@ int main(void)
 
 fn c_facts() -> Option<BTreeMap<String, u64>> {
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}", std::process::id()));
+    // One directory per call: the tests run in parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("abi.c");
     let exe = dir.join("abi");
@@ -134,6 +137,7 @@ fn rust_matches_the_c_header() {
     konst("IVSHMEM_CACHE_WC", IVSHMEM_CACHE_WC.into());
     konst("IVSHMEM_CACHE_UC", IVSHMEM_CACHE_UC.into());
     konst("IVSHMEM_MAX_VECTORS", IVSHMEM_MAX_VECTORS as u64);
+    konst("IVSHMEM_MAX_EVENTFDS", IVSHMEM_MAX_EVENTFDS as u64);
     konst("IVSHMEM_IOCTL_RING", IVSHMEM_IOCTL_RING.into());
     konst("IVSHMEM_IOCTL_SET_MASK", IVSHMEM_IOCTL_SET_MASK.into());
     konst(
@@ -149,4 +153,52 @@ fn rust_matches_the_c_header() {
             rust.get(k)
         );
     }
+}
+
+/// The Python package's `ivshmem.uapi` (userspace/python) prints the same
+/// facts (`python3 -m ivshmem.uapi`); they must equal the C header's, key
+/// for key, so that its ctypes layouts and ioctl numbers cannot drift.
+#[test]
+fn python_matches_the_c_header() {
+    let Some(c) = c_facts() else { return };
+    let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = match Command::new(&python)
+        .args(["-B", "-m", "ivshmem.uapi"])
+        .env("PYTHONPATH", top.join("userspace/python/src"))
+        .output()
+    {
+        Err(e) => {
+            eprintln!("SKIP: python abi: no Python ({python}: {e})");
+            return;
+        }
+        Ok(o) => o,
+    };
+    assert!(
+        out.status.success(),
+        "python3 -m ivshmem.uapi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: BTreeMap<String, u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(w.len(), 3, "odd line from ivshmem.uapi: {l:?}");
+            (w[1].to_string(), w[2].parse().unwrap())
+        })
+        .collect();
+    for (k, v) in &c {
+        assert_eq!(
+            py.get(k),
+            Some(v),
+            "{k}: C says {v}, Python says {:?}",
+            py.get(k)
+        );
+    }
+    let extra: Vec<&String> = py.keys().filter(|k| !c.contains_key(*k)).collect();
+    assert!(
+        extra.is_empty(),
+        "Python defines what the C check does not know: {extra:?}"
+    );
 }
