@@ -723,7 +723,8 @@ pub fn cli_ring_wait() -> TestResult {
 }
 
 /// Errors as coreutils users expect: `ivshmem: PATH: message`, exit 1;
-/// usage errors exit 2; permissions; doorbell operations on a plain device.
+/// usage errors exit 2; permissions (read is enough for info, not for
+/// ring); doorbell operations on a plain device.
 pub fn cli_errors() -> TestResult {
     binary()?;
     let _m = load()?;
@@ -787,6 +788,29 @@ pub fn cli_errors() -> TestResult {
         "info as nobody: {:?}",
         r.err
     );
+
+    // Read permission is enough for info (opened read-only), not for
+    // ring (which needs the node writable).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let node = "/dev/ivshmem0";
+        let mode = std::fs::metadata(node)?.permissions().mode();
+        std::fs::set_permissions(node, std::fs::Permissions::from_mode(mode | 0o004))?;
+        let info = expect_as(&["info", "0"], None, Some(65534), 0);
+        let ring = expect_as(&["ring", "0", "0", "0"], None, Some(65534), 1);
+        std::fs::set_permissions(node, std::fs::Permissions::from_mode(mode))?;
+        let (info, ring) = (info?, ring?);
+        check!(
+            fields(&info.text()).get("index").map(String::as_str) == Some("0"),
+            "info as nobody with read permission: {:?}",
+            info.text()
+        );
+        check!(
+            ring.err == "ivshmem: /dev/ivshmem0: Permission denied\n",
+            "ring as nobody with read permission only: {:?}",
+            ring.err
+        );
+    }
 
     let (bell, plain) = find()?;
     if let Some(p) = plain {

@@ -52,6 +52,9 @@ pub enum Command {
         json: bool,
     },
     /// Show what a device is: the INFO ioctl, the PCI address and the cache mode
+    ///
+    /// Opens the device read-only: read permission on the node is enough,
+    /// as for `wait`.
     Info {
         /// The device: N, /dev/ivshmemN or a /dev/ivshmem/by-path/ link
         #[arg(value_name = "DEV", value_hint = ValueHint::FilePath)]

@@ -109,6 +109,12 @@ fn open(path: &Path) -> Result<Device> {
     Device::open_path(path).map_err(|e| os_error(path, None, &e))
 }
 
+/// Opens read-only, for what needs no more (INFO, the vector mask,
+/// waiting): a node readable but not writable is enough.
+fn open_read_only(path: &Path) -> Result<Device> {
+    Device::open_path_read_only(path).map_err(|e| os_error(path, None, &e))
+}
+
 fn read_info(dev: &Device) -> Result<Info> {
     dev.info().map_err(|e| os_error(dev.path(), None, &e))
 }
@@ -218,7 +224,7 @@ fn list(as_json: bool) -> Result<()> {
 }
 
 fn info(path: &Path, as_json: bool) -> Result<()> {
-    let dev = open(path)?;
+    let dev = open_read_only(path)?;
     let info = read_info(&dev)?;
     let pci = pci_address(&info);
     let cache = sysfs::cache_state(&pci);
@@ -426,7 +432,7 @@ fn wait(
     timeout: Option<Duration>,
     as_json: bool,
 ) -> Result<ExitCode> {
-    let dev = open(path)?;
+    let dev = open_read_only(path)?;
     let info = read_info(&dev)?;
     if !info.doorbell {
         return Err(Error(format!(
