@@ -3,9 +3,15 @@
 #
 # build-deb.sh: build the Debian packages (debian/) with dpkg-buildpackage
 # in the build root, from the files git knows (committed or not), into
-# build/deb/: ivshmem-dkms (the module for DKMS, the udev rule) and
-# ivshmem-server (the host server and client, systemd units). Prints the
-# path of the ivshmem-dkms package.
+# build/deb/: ivshmem-dkms (the module for DKMS, the udev rule, the
+# `ivshmem` command, ivshmem(1) and ivshmem(4)) and ivshmem-server (the
+# host server and client, systemd units, their man pages). Prints the path
+# of the ivshmem-dkms package.
+#
+# The build root has no network for cargo, so the binaries (`ivshmem`
+# static) and the man pages and completions generated from the CLI
+# definitions (ivshmem-docgen) are built here first and staged in the
+# source as dist/, which debian/rules installs.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
@@ -15,14 +21,20 @@ rm -rf build/deb
 mkdir -p build/deb/src
 git ls-files -z --cached --others --exclude-standard | cpio --null --quiet -pdm build/deb/src ||
 	die "step 'package': staging the source failed"
-log "ivshmem-server: building the host tools (release)"
-cargo build --release --locked -p ivshmem-server -p ivshmem-client >&2 ||
+log "packages: building the host tools, the static ivshmem command, the man pages and completions"
+cargo build --release --locked -p ivshmem-server -p ivshmem-client -p ivshmem-docgen >&2 ||
 	die "step 'package': cargo build of the host tools failed"
+RUSTFLAGS="-C target-feature=+crt-static" \
+	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-cli >&2 ||
+	die "step 'package': cargo build of the ivshmem command failed"
 mkdir -p build/deb/src/dist/bin
-cp target/release/ivshmem-server target/release/ivshmem-client build/deb/src/dist/bin/
+cp target/release/ivshmem-server target/release/ivshmem-client \
+	target/x86_64-unknown-linux-gnu/release/ivshmem build/deb/src/dist/bin/
+target/release/ivshmem-docgen build/deb/src/dist >/dev/null ||
+	die "step 'package': generating the man pages and completions failed"
 in_buildroot sh -c 'cd build/deb/src && dpkg-buildpackage -us -uc -b' >build/deb/build.log 2>&1 ||
 	{ tail -n 30 build/deb/build.log >&2; die "step 'package': dpkg-buildpackage failed; log: build/deb/build.log"; }
-deb=$(ls build/deb/ivshmem-dkms_*.deb)
+deb=$(ls build/deb/ivshmem-dkms_*_amd64.deb)
 [ -f "$deb" ] || die "step 'package': dpkg-buildpackage made no ivshmem-dkms .deb"
 for p in build/deb/*.deb; do
 	log "package: $p ($(du -h "$p" | cut -f1)); contents:"

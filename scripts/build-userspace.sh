@@ -2,15 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # build-userspace.sh: build what runs in the guests and on the host -- the
-# static in-guest harness and benchmarks, the static C examples, the VM
-# runner, server and client -- and write their paths to build/userspace/env.
+# static in-guest harness, benchmarks and `ivshmem` command, the static C examples, the
+# VM runner, server and client -- and write their paths to
+# build/userspace/env.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 
-log "userspace: building the static in-guest harness, the benchmarks and the host tools"
+log "userspace: building the static in-guest harness, the benchmarks, the ivshmem command and the host tools"
 RUSTFLAGS="-C target-feature=+crt-static" \
-	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest -p ivshmem-bench
+	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-selftest -p ivshmem-bench -p ivshmem-cli
 cargo build --release --locked --bins
 
 log "userspace: building the static C examples against uapi/"
@@ -23,4 +24,5 @@ IVSHMEM_SELFTEST=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-se
 IVSHMEM_BENCH=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-bench
 IVSHMEM_VMRUN=$IVSHMEM_TOP/target/release/ivshmem-vmrun
 IVSHMEM_C_EXAMPLE=$IVSHMEM_TOP/build/userspace/ivshmem-info
+IVSHMEM_CLI=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem
 ENV

@@ -6,12 +6,13 @@
 # user installs it; DKMS builds the module there. Then collect what the
 # guest runs need and write build/dkms/env:
 #
-#   build/deb/ivshmem-dkms_<version>_all.deb   the package
+#   build/deb/ivshmem-dkms_<version>_amd64.deb the package
 #   build/dkms/install.log                      apt's and DKMS's output
 #   build/dkms/ivshmem.ko                       the module DKMS installed
 #   build/dkms/debian-root.cpio                 the `debian` guest root with
-#                                               the package's files and the
-#                                               module in place (depmod's
+#                                               the package's files (udev
+#                                               rule, ivshmem command) and
+#                                               the module in place (depmod's
 #                                               modules.alias included)
 #   build/dkms/debian-py-root.cpio              the same over the root with
 #                                               CPython and pytest (the
@@ -80,6 +81,9 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		mkdir -p root/lib/modules/$release
 		cp -a /lib/modules/$release/updates /lib/modules/$release/modules.* root/lib/modules/$release/
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/lib/udev/rules.d/); do cp -a \$f root\$f; done
+		# The ivshmem command, as the package installed it.
+		mkdir -p root/usr/bin
+		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
 ' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" \

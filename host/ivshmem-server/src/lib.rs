@@ -9,6 +9,7 @@
 //! file and signals; this library holds the rest, so that tests of other
 //! crates can run a server in-process.
 
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod server;

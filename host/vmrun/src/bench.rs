@@ -23,21 +23,8 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// Options of `bench`.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Opts {
-    /// Tiny sizes and few repetitions, only to prove that the benchmarks
-    /// run (for `make check`); the figures mean nothing.
-    #[arg(long)]
-    pub quick: bool,
-    /// The results directory (`make bench`: build/bench/<UTC time>).
-    #[arg(long, default_value = "bench-results")]
-    pub out: PathBuf,
-    /// Repetitions of the mapping and host benchmarks (interleaved across
-    /// contenders), instead of the default (11; 2 with --quick).
-    #[arg(long)]
-    pub reps: Option<u64>,
-}
+/// Options of `bench` (defined with the command line).
+pub use ivshmem_vmrun::cli::BenchOpts as Opts;
 
 /// The sizes and counts of one run.
 struct Budget {

@@ -314,6 +314,36 @@ pub fn guest_wrote(r: &Regions) -> Result<()> {
     check(r, "shm", GUEST_SEED)
 }
 
+/// Where the host leaves text for the `ivshmem dump` test, and the text
+/// (as the selftest's `data::CLI_HOST_*`).
+const CLI_HOST_AT: u64 = 0x4000;
+const CLI_HOST_TEXT: &[u8] = b"the host wrote this for ivshmem dump";
+/// Where the guest's `ivshmem write` leaves its text (`data::CLI_GUEST_*`).
+const CLI_GUEST_AT: u64 = 0x5000;
+const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";
+
+/// Before boot: text in region "shm" for the guest's `ivshmem dump`.
+pub fn cli_host_text(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(r.path("shm"))?;
+    f.write_all_at(CLI_HOST_TEXT, CLI_HOST_AT)?;
+    Ok(())
+}
+
+/// After the guest: the text its `ivshmem write` put in region "shm",
+/// with no newline after it.
+pub fn cli_guest_text(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().read(true).open(r.path("shm"))?;
+    let mut got = vec![0u8; CLI_GUEST_TEXT.len() + 1];
+    f.read_exact_at(&mut got, CLI_GUEST_AT)?;
+    ensure!(
+        got[..CLI_GUEST_TEXT.len()] == *CLI_GUEST_TEXT && got[CLI_GUEST_TEXT.len()] != b'\n',
+        "the guest's `ivshmem write` did not leave {:?} at {CLI_GUEST_AT:#x}: the host reads {:?}",
+        String::from_utf8_lossy(CLI_GUEST_TEXT),
+        String::from_utf8_lossy(&got)
+    );
+    Ok(())
+}
+
 /// Before boot, for the 4 GiB test: markers at the start, around the 4 GiB
 /// line and at the end of region "big" (a sparse file: nothing else is
 /// written).

@@ -1,4 +1,5 @@
-//! The guest's initramfs: busybox, the module, the selftest harness, init.
+//! The guest's initramfs: busybox, the module, the selftest harness, the
+//! `ivshmem` command, init.
 
 use crate::cpio;
 use anyhow::{Context, Result};
@@ -166,6 +167,8 @@ pub struct Contents {
     pub c_example: Option<PathBuf>,
     /// The statically linked benchmarks (ivshmem-bench), if built.
     pub bench: Option<PathBuf>,
+    /// The statically linked `ivshmem` command, if built: `/bin/ivshmem`.
+    pub cli: Option<PathBuf>,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -197,6 +200,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
         if ring.is_file() {
             w.file("/bin/ivshmem-ring", 0o755, &read(&ring)?)?;
         }
+    }
+    if let Some(p) = &c.cli {
+        w.file("/bin/ivshmem", 0o755, &read(p)?)?;
     }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))

@@ -18,7 +18,8 @@ mod scenarios;
 mod server;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use ivshmem_vmrun::cli::{Cli, Cmd};
 use ktap::Totals;
 use qemu::{Accel, Boot, Device, Guest};
 use report::{GuestReport, Verdict};
@@ -28,91 +29,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Boot QEMU guests with ivshmem devices and run the selftests"
-)]
-struct Cli {
-    /// Guest kernel image (bzImage).
-    #[arg(long, env = "IVSHMEM_KERNEL")]
-    kernel: PathBuf,
-    /// The driver module (ivshmem.ko).
-    #[arg(long, env = "IVSHMEM_MODULE")]
-    module: PathBuf,
-    /// The statically linked in-guest harness (ivshmem-selftest).
-    #[arg(long, env = "IVSHMEM_SELFTEST")]
-    selftest: PathBuf,
-    /// The statically linked C example (ivshmem-info), if built.
-    #[arg(long, env = "IVSHMEM_C_EXAMPLE")]
-    c_example: Option<PathBuf>,
-    /// The statically linked benchmarks (ivshmem-bench), for `bench`.
-    #[arg(long = "bench", env = "IVSHMEM_BENCH")]
-    bench_bin: Option<PathBuf>,
-    /// A statically linked busybox.
-    #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
-    busybox: PathBuf,
-    /// The Debian guest root (a cpio from scripts/dkms-install.sh), for the
-    /// scenarios that boot a distribution's user space; without it they
-    /// are skipped.
-    #[arg(long, env = "IVSHMEM_DEBIAN_ROOT")]
-    debian_root: Option<PathBuf>,
-    /// An ivshmem server already running (e.g. a packaged systemd unit's):
-    /// scenarios that need a server use its socket instead of starting one.
-    #[arg(long, env = "IVSHMEM_SERVER_SOCKET")]
-    server_socket: Option<PathBuf>,
-    /// That server's shared memory file (for the host's checks).
-    #[arg(long, requires = "server_socket", default_value = "/dev/shm/ivshmem")]
-    server_shm: PathBuf,
-    /// The Debian guest root with CPython and pytest (a cpio from
-    /// scripts/dkms-install.sh), for the Python package's scenario; without
-    /// it that scenario is skipped.
-    #[arg(long, env = "IVSHMEM_DEBIAN_PY_ROOT")]
-    debian_py_root: Option<PathBuf>,
-    /// The Python package's tree, copied into the Debian root with Python.
-    #[arg(long, env = "IVSHMEM_PYTHON_PKG", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../userspace/python"))]
-    python_pkg: PathBuf,
-    /// What to call the kernel in the reports; the image's path by default.
-    #[arg(long, env = "IVSHMEM_KERNEL_LABEL")]
-    kernel_label: Option<String>,
-    /// Accelerator: auto (KVM only where it boots a standard guest), kvm or tcg.
-    #[arg(long, env = "IVSHMEM_ACCEL", default_value = "auto")]
-    accel: String,
-    /// Time a scenario may take, boots included, in seconds.
-    #[arg(long, env = "IVSHMEM_TIMEOUT", default_value_t = 240)]
-    timeout: u64,
-    /// Where to put guest logs; a fresh directory under /tmp by default.
-    #[arg(long)]
-    workdir: Option<PathBuf>,
-    /// Keep the logs of passing scenarios too.
-    #[arg(long)]
-    keep: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Run every suite scenario, or those whose names contain a filter.
-    Suite {
-        /// Substrings of scenario names.
-        filter: Vec<String>,
-    },
-    /// Run the named scenarios.
-    Run {
-        /// Scenario names.
-        #[arg(required = true)]
-        scenarios: Vec<String>,
-    },
-    /// List the scenarios.
-    List,
-    /// Run the demo.
-    Demo,
-    /// Run the benchmarks (`make bench`): print a table of ratios and
-    /// write a results directory.
-    Bench(bench::Opts),
-}
 
 /// What every scenario of a run shares.
 struct Ctx {
@@ -214,6 +130,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             selftest: cli.selftest.clone(),
             c_example: cli.c_example.clone(),
             bench: cli.bench_bin.clone(),
+            cli: cli.cli.clone(),
         },
         &initrd,
     )?;
@@ -242,7 +159,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{}{} --accel {accel} --timeout {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -251,6 +168,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.c_example
             .as_ref()
             .map(|p| format!(" --c-example {}", abs(p).display()))
+            .unwrap_or_default(),
+        cli.cli
+            .as_ref()
+            .map(|p| format!(" --cli {}", abs(p).display()))
             .unwrap_or_default(),
         cli.debian_root
             .as_ref()

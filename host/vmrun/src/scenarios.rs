@@ -74,11 +74,18 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
         Scenario {
             name: "debian-autoload",
             about: "a Debian root where ivshmem-dkms is installed: udev loads the module by modalias, \
-                    sets the node's group and mode, makes the by-path link",
+                    sets the node's group and mode, makes the by-path link; the package's ivshmem command",
             guests: vec![
                 GuestSpec::new(
                     "guest",
-                    &["autoload_module", "autoload_node", "autoload_symlink"],
+                    &[
+                        "autoload_module",
+                        "autoload_node",
+                        "autoload_symlink",
+                        "cli_list",
+                        "cli_info_dump_write",
+                        "cli_errors",
+                    ],
                 )
                 .plain("shm", 4 * MIB)
                 .debian_root(),
@@ -353,6 +360,35 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             }),
             before: None,
             after: None,
+        },
+        Scenario {
+            name: "cli",
+            about: "the ivshmem command: list, info, dump, write (checked by the host), ring and wait on a \
+                    doorbell device rung by this guest, errors and exit codes",
+            guests: vec![
+                GuestSpec::new(
+                    "guest",
+                    &[
+                        "cli_list",
+                        "cli_info_dump_write",
+                        "cli_ring_wait",
+                        "cli_errors",
+                    ],
+                )
+                .doorbell(4)
+                .plain("shm", 4 * MIB)
+                .plain("small", MIB)
+                .env("cli_host", 1),
+            ],
+            timeout: t(1),
+            expect: Expect::Pass,
+            in_suite: true,
+            server: Some(ServerSpec {
+                vectors: 4,
+                size: 4 * MIB,
+            }),
+            before: Some(hostcheck::cli_host_text),
+            after: Some(hostcheck::cli_guest_text),
         },
         Scenario {
             name: "runner-detects-failure",

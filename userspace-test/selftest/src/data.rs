@@ -26,3 +26,13 @@ pub fn big_offsets(len: u64) -> Vec<u64> {
     }
     v
 }
+
+/// Where the host leaves text for the `ivshmem dump` test (the `cli`
+/// scenario), and the text (as `hostcheck::CLI_HOST_*`).
+pub const CLI_HOST_AT: u64 = 0x4000;
+/// The host's text for `ivshmem dump`.
+pub const CLI_HOST_TEXT: &[u8] = b"the host wrote this for ivshmem dump";
+/// Where the `ivshmem write` test leaves its text for the host to check.
+pub const CLI_GUEST_AT: u64 = 0x5000;
+/// The text `ivshmem write` leaves.
+pub const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";

@@ -60,7 +60,7 @@ pub(crate) fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> Tes
     Ok(())
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -6,6 +6,7 @@
 //! order, `--list` lists them. Exit codes follow kselftest: 0 pass, 1 fail,
 //! 4 all skipped, 2 usage error.
 
+mod cli;
 mod data;
 mod distro;
 mod doorbell;

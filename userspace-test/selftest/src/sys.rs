@@ -57,6 +57,17 @@ impl Loaded {
         Ok(Self { loaded: true })
     }
 
+    /// The module as it is: loaded now if it is not (and unloaded on
+    /// drop), left alone if something else (udev, on a distribution root)
+    /// loaded it. Says which.
+    pub fn ensure() -> Result<(Self, bool), String> {
+        if module_loaded().map_err(|e| e.to_string())? {
+            Ok((Self { loaded: false }, false))
+        } else {
+            Ok((Self::load()?, true))
+        }
+    }
+
     /// `rmmod` the module, reporting failure.
     pub fn unload(mut self) -> Result<(), String> {
         self.loaded = false;

@@ -218,6 +218,30 @@ pub fn all() -> Vec<Test> {
             run: crate::doorbell::demo_chat,
         },
         Test {
+            name: "cli_list",
+            default: false,
+            about: "ivshmem list (table, JSON, as nobody) matches INFO; its cache column follows the mappings",
+            run: crate::cli::cli_list,
+        },
+        Test {
+            name: "cli_info_dump_write",
+            default: false,
+            about: "ivshmem info by index, node and link; dump shows mmap'ed and host data; write lands, all or nothing",
+            run: crate::cli::cli_info_dump_write,
+        },
+        Test {
+            name: "cli_ring_wait",
+            default: false,
+            about: "ivshmem ring reaches the device; ivshmem wait wakes on its vectors (text, JSON), times out with 124",
+            run: crate::cli::cli_ring_wait,
+        },
+        Test {
+            name: "cli_errors",
+            default: false,
+            about: "ivshmem errors: 'ivshmem: PATH: message' exit 1, usage exit 2, EACCES, doorbells on a plain device",
+            run: crate::cli::cli_errors,
+        },
+        Test {
             name: "deliberate_fail",
             default: false,
             about: "always fails: proves a failure turns the run red",

@@ -1,0 +1,180 @@
+//! The command line of `ivshmem-client`, shared by the binary and by the
+//! man page and completion generator (`host/ivshmem-docgen`).
+
+use clap::{Parser, Subcommand};
+use ivshmem_proto::PeerId;
+use std::path::PathBuf;
+
+/// Exit status of `wait` when the timeout expires first.
+pub const EXIT_TIMEOUT: u8 = 3;
+
+/// A host peer of an ivshmem server: ring peers, wait for notifications,
+/// read and write the shared memory.
+#[derive(Debug, Parser)]
+#[command(name = "ivshmem-client", version)]
+pub struct Cli {
+    /// Path to the server's unix socket
+    #[arg(
+        short = 'S',
+        long = "socket",
+        value_name = "SOCKET",
+        default_value = "/tmp/ivshmem_socket"
+    )]
+    pub socket: PathBuf,
+
+    /// Report every announcement (peers joining and leaving) on stderr
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
+    /// Vectors per peer, if known; otherwise taken from the other peers, or
+    /// when alone, from what arrives within 100 ms
+    #[arg(short = 'n', long = "vectors", value_name = "N")]
+    pub vectors: Option<usize>,
+
+    /// Give up on the handshake after this many seconds
+    #[arg(
+        long = "connect-timeout",
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    pub connect_timeout: f64,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A vector argument: a number or "all".
+#[derive(Debug, Clone, Copy)]
+pub enum VectorArg {
+    /// One vector.
+    One(usize),
+    /// Every vector of the peer.
+    All,
+}
+
+pub fn parse_vector(s: &str) -> Result<VectorArg, String> {
+    if s == "all" {
+        Ok(VectorArg::All)
+    } else {
+        s.parse()
+            .map(VectorArg::One)
+            .map_err(|_| format!("{s:?} is neither a vector number nor \"all\""))
+    }
+}
+
+/// A number: decimal or 0x hexadecimal, optionally with K, M or G.
+pub fn parse_num(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse(),
+    }
+    .map_err(|_| format!("{s:?} is not a number"))?;
+    v.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds")),
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print this client's id, the shared memory size, its vectors and the peers
+    Info {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the other peers: "ID VECTORS" per line
+    Peers {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump this client and the peers with their vectors, as QEMU's client
+    Dump,
+    /// Ring a peer on one vector, or on all its vectors
+    Ring {
+        /// The peer's id
+        peer: PeerId,
+        /// A vector number, or "all"
+        #[arg(value_parser = parse_vector)]
+        vector: VectorArg,
+    },
+    /// Ring every vector of every other peer
+    RingAll,
+    /// Wait for notifications on this client's vectors and print them
+    ///
+    /// Prints "id ID" once connected, then "notify vector=V count=C" for each
+    /// notification (C: rings since the previous line of that vector).
+    Wait {
+        /// Exit 0 once this many rings have arrived
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Exit 3 if they have not arrived after this many seconds
+        #[arg(long, value_name = "SECONDS", value_parser = positive_secs)]
+        timeout: Option<f64>,
+        /// Only count and print this vector
+        #[arg(long, value_name = "V")]
+        vector: Option<usize>,
+    },
+    /// Write LEN bytes of the shared memory at OFFSET to stdout
+    Read {
+        /// Offset in bytes (decimal, 0x hex, K/M/G suffixes)
+        #[arg(value_parser = parse_num)]
+        offset: u64,
+        /// Length in bytes
+        #[arg(value_parser = parse_num)]
+        len: u64,
+        /// As a hex dump instead of raw bytes
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Write STRING into the shared memory at OFFSET
+    Write {
+        /// Offset in bytes (decimal, 0x hex, K/M/G suffixes)
+        #[arg(value_parser = parse_num)]
+        offset: u64,
+        /// The bytes to write
+        data: String,
+    },
+    /// Interactive: QEMU's client commands on stdin (the default)
+    Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_num("0"), Ok(0));
+        assert_eq!(parse_num("4096"), Ok(4096));
+        assert_eq!(parse_num("0x10"), Ok(16));
+        assert_eq!(parse_num("4K"), Ok(4096));
+        assert_eq!(parse_num("8G"), Ok(8 << 30));
+        assert!(parse_num("x").is_err());
+        assert!(parse_num("").is_err());
+        assert!(parse_num("99999999999G").is_err());
+    }
+
+    #[test]
+    fn vectors() {
+        assert!(matches!(parse_vector("all"), Ok(VectorArg::All)));
+        assert!(matches!(parse_vector("3"), Ok(VectorArg::One(3))));
+        assert!(parse_vector("-1").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! `ivshmem-client`, a host peer of an ivshmem server. The binary is
+//! `src/main.rs`; its command line definitions live here so that the man
+//! page generator can render them.
+
+pub mod cli;
