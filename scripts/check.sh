@@ -104,7 +104,7 @@ guest_suite() {
 		set +a
 		"$IVSHMEM_VMRUN" suite "${filters[@]}"
 	) 2>&1 | tee "$log"
-	summary=$(grep '^vmrun: ' "$log" | tail -n 1)
+	summary=$(grep -a '^vmrun: ' "$log" | tail -n 1)
 	rm -f "$log"
 	if [[ $summary =~ ^vmrun:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
 		pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))
@@ -134,7 +134,7 @@ fi
 if [ $dkms = 1 ]; then
 	tap=$(mktemp)
 	in_buildroot sh scripts/test-build-debian-module.sh 2>&1 | tee "$tap"
-	tp=$(grep -c '^ok ' "$tap") tf=$(grep -c '^not ok ' "$tap")
+	tp=$(grep -ac '^ok ' "$tap") tf=$(grep -ac '^not ok ' "$tap")
 	rm -f "$tap"
 	pass=$((pass + tp)) fail=$((fail + tf))
 	if [ "$tp" -eq 0 ] && [ "$tf" -eq 0 ]; then
@@ -172,7 +172,7 @@ step "host packaging: ivshmem-server's .deb, its units, a guest on the socket th
 if [ $dkms = 1 ]; then
 	log=$(mktemp)
 	scripts/server-deb-test.sh build/test/env build/dkms/env 2>&1 | tee "$log"
-	summary=$(grep '^server-deb: ' "$log" | tail -n 1)
+	summary=$(grep -a '^server-deb: ' "$log" | tail -n 1)
 	rm -f "$log"
 	if [[ $summary =~ ^server-deb:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
 		pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))

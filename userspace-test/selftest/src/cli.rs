@@ -72,8 +72,19 @@ fn run_as(args: &[&str], input: Option<&[u8]>, uid: Option<u32>) -> Result<Run, 
     };
     let who = uid.map(|u| format!(" (uid {u})")).unwrap_or_default();
     println!("# $ ivshmem {}{who}: exit {}", args.join(" "), run.code);
+    // KTAP is text: control characters (a --raw dump's NULs) are escaped.
     for l in run.text().lines().take(12) {
-        println!("#   {l}");
+        let shown: String = l
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        println!("#   {shown}");
     }
     for l in run.err.lines().take(12) {
         println!("#   stderr: {l}");
