@@ -86,9 +86,24 @@ pub struct GuestReport {
     pub fault_before_module: Option<String>,
 }
 
+/// A guest's log as text: invalid UTF-8 replaced, carriage returns
+/// dropped, and other control characters but tab and newline escaped, so
+/// that the runner's own KTAP stays text whatever a guest printed.
 fn read_lossy(p: &std::path::Path) -> String {
     fs::read(p)
-        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .chars()
+                .filter(|c| *c != '\r')
+                .map(|c| {
+                    if c.is_control() && c != '\n' && c != '\t' {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
