@@ -18,7 +18,7 @@ use kernel::{
         kvec::PushError,
         KVec, //
     },
-    irq, new_poll_condvar,
+    irq,
     prelude::*,
     sync::{
         atomic::{
@@ -26,7 +26,7 @@ use kernel::{
             Relaxed, //
         },
         new_spinlock_irq,
-        poll::PollCondVar,
+        poll::PollCondVarBox,
         SpinLockIrq, //
     },
 };
@@ -66,8 +66,11 @@ pub(crate) struct Events {
     usable: Atomic<usize>,
     #[pin]
     pub(crate) state: SpinLockIrq<State>,
-    #[pin]
-    pub(crate) wait: PollCondVar,
+    /// Readers and pollers wait here. Boxed and freed after an RCU grace
+    /// period (`kfree_rcu`) rather than waiting for one on drop: the last
+    /// reference to a device's state may go in a VMA's close, under the
+    /// mmap lock, where `synchronize_rcu()` must not stall.
+    pub(crate) wait: PollCondVarBox,
 }
 
 /// What one pass of [`Events::bind`] under the lock decided.
@@ -92,6 +95,7 @@ impl Events {
             stamps.push(0, GFP_KERNEL)?;
             bindings.push(KVec::new(), GFP_KERNEL)?;
         }
+        let wait = PollCondVarBox::new(c"ivshmem_events", kernel::static_lock_class!())?;
         Ok(try_pin_init!(Self {
             nvec,
             usable: Atomic::new(0),
@@ -101,7 +105,7 @@ impl Events {
                 stamps,
                 bindings,
             }),
-            wait <- new_poll_condvar!(),
+            wait,
         }))
     }
 
