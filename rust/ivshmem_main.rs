@@ -12,9 +12,12 @@
 //! free N, mode 0600, parent the PCI function), whose user API is in
 //! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls.
 //!
-//! Layout: [`shm`] is the device logic, [`raw`] the few wrappers over C
-//! APIs the kernel crate lacks, [`regs`] the registers, [`uapi`] the user
-//! API structures, [`ids`] the device numbers.
+//! Layout: [`shm`] is the device state (facts, interrupt handlers,
+//! mappings, BAR2's memtype, removal), [`file`] the file operations,
+//! ioctls and sysfs, [`doorbell`] the doorbells (counting, read, poll,
+//! masks, eventfds, INTx), [`raw`] the few wrappers over C APIs the kernel
+//! crate lacks, [`regs`] the registers, [`uapi`] the user API structures,
+//! [`ids`] the device numbers.
 
 use kernel::{
     alloc::KVec,
@@ -27,6 +30,7 @@ use kernel::{
 };
 
 mod doorbell;
+mod file;
 mod ids;
 mod raw;
 mod regs;
@@ -34,6 +38,7 @@ mod shm;
 mod uapi;
 
 use doorbell::IntxEnabled;
+use file::ShmFile;
 use raw::{
     miscdev,
     vma::IoWindow, //
@@ -41,8 +46,7 @@ use raw::{
 use shm::{
     Facts,
     IrqHandler,
-    Shm,
-    ShmFile, //
+    Shm, //
 };
 
 /// Per-device state, alive while the driver is bound to the device.
@@ -239,7 +243,7 @@ impl pci::Driver for IvshmemDriver {
                     name,
                     pdev.as_ref(),
                     0o600,
-                    shm::attributes(),
+                    file::attributes(),
                     shm,
                 ),
                 _index: index,
