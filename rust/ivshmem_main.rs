@@ -96,7 +96,7 @@ fn request_irqs<'bound>(
     for vector in 0..vectors.len() {
         let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
         let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
-        // SAFETY: the registration goes into the driver data, which drops
+        // SAFETY: The registration goes into the driver data, which drops
         // it on unbind; it is never forgotten.
         let reg = unsafe { irq::Registration::new(request, flags, c"ivshmem", handler) };
         match KBox::pin_init(reg, GFP_KERNEL) {

@@ -39,7 +39,7 @@ pub(crate) type Bar0<'bound> = pci::Bar<'bound, BAR0_SIZE>;
 
 /// Reads IVPosition.
 pub(crate) fn ivposition(bar0: &Bar0<'_>) -> i32 {
-    // CAST: the register holds a signed 32-bit value (-1 = not ready).
+    // CAST: The register holds a signed 32-bit value (-1 = not ready).
     bar0.read32(IVPOSITION) as i32
 }
 
