@@ -162,7 +162,7 @@ impl pci::Driver for IvshmemDriver {
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
-            let vectors = regs::msix_table_size(pdev)?.unwrap_or(0);
+            let vectors = raw::pci::msix_vec_count(pdev);
             // Revision 0 devices without MSI-X raise INTx; current QEMU
             // never does (its interrupt pin is 0).
             let intx = vectors == 0 && regs::interrupt_pin(pdev)? != 0;

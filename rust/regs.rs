@@ -43,39 +43,6 @@ pub(crate) fn ivposition(bar0: &Bar0<'_>) -> i32 {
     bar0.read32(IVPOSITION) as i32
 }
 
-/// PCI capability id of MSI-X.
-const PCI_CAP_ID_MSIX: u8 = 0x11;
-
-/// Returns the MSI-X table size of `pdev`, or `None` when the device has no
-/// MSI-X capability (`ivshmem-plain`).
-pub(crate) fn msix_table_size(pdev: &pci::Device<Bound>) -> Result<Option<u16>> {
-    const PCI_STATUS: usize = 0x06;
-    const PCI_STATUS_CAP_LIST: u16 = 0x10;
-    const PCI_CAPABILITY_LIST: usize = 0x34;
-    const PCI_MSIX_FLAGS: usize = 2;
-    const PCI_MSIX_FLAGS_QSIZE: u16 = 0x07ff;
-    // Each capability takes at least 4 bytes of the 192 after the header,
-    // so a longer walk means a corrupt (looping) list.
-    const MAX_CAPS: usize = 48;
-
-    let cfg = pdev.config_space();
-    if cfg.try_read16(PCI_STATUS)? & PCI_STATUS_CAP_LIST == 0 {
-        return Ok(None);
-    }
-    let mut pos = usize::from(cfg.try_read8(PCI_CAPABILITY_LIST)? & !3);
-    for _ in 0..MAX_CAPS {
-        if pos < 0x40 {
-            break;
-        }
-        if cfg.try_read8(pos)? == PCI_CAP_ID_MSIX {
-            let flags = cfg.try_read16(pos + PCI_MSIX_FLAGS)?;
-            return Ok(Some((flags & PCI_MSIX_FLAGS_QSIZE) + 1));
-        }
-        pos = usize::from(cfg.try_read8(pos + 1)? & !3);
-    }
-    Ok(None)
-}
-
 /// Rings `vector` of `peer`.
 pub(crate) fn ring(bar0: &Bar0<'_>, peer: u16, vector: u16) {
     bar0.write32(u32::from(peer) << 16 | u32::from(vector), DOORBELL);

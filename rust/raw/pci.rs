@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! PCI helpers missing from `kernel::pci`: reserving a BAR without mapping
-//! it into the kernel, and the device's PCI address.
+//! it into the kernel, the MSI-X table size, and the device's PCI address.
 
 use super::helpers;
 use kernel::{
@@ -113,4 +113,13 @@ pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
         bus: (id >> 8) as u8,
         devfn: (id & 0xff) as u8,
     }
+}
+
+/// The MSI-X table size of `pdev` (`pci_msix_vec_count()`), or 0 when it
+/// has no MSI-X capability (`ivshmem-plain`).
+pub(crate) fn msix_vec_count(pdev: &pci::Device<Bound>) -> u16 {
+    // SAFETY: `raw(pdev)` is a valid, bound PCI device.
+    let n = unsafe { bindings::pci_msix_vec_count(raw(pdev)) };
+    // Negative (-EINVAL) without an MSI-X capability; at most 2048.
+    u16::try_from(n).unwrap_or(0)
 }
