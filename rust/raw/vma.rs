@@ -9,7 +9,10 @@
 //! under its own lock, whether the memory is still there: after the device
 //! is gone it says no and the access raises SIGBUS. The driver zaps
 //! existing entries under that same lock, so no entry can be inserted
-//! after the zap.
+//! after the zap. Debuggers and `/proc/PID/mem` reach the memory through
+//! `generic_access_phys()`, as for UIO and PCI sysfs `resourceN` maps: it
+//! follows the entry already inserted (none: `EIO`), so it never touches
+//! memory a zapped mapping no longer has.
 
 use super::{
     mappings::Mapping,
@@ -170,6 +173,9 @@ impl<M: IoMap> VmOps<M> {
         close: Some(Self::close),
         fault: Some(Self::fault),
         huge_fault: Some(Self::huge_fault),
+        // `ptrace`, `/proc/PID/mem`: entries are plain PFN maps of I/O
+        // memory, which is what `generic_access_phys()` handles.
+        access: Some(bindings::generic_access_phys),
         // SAFETY: All-zero is a valid `vm_operations_struct` (no callbacks).
         ..unsafe { core::mem::zeroed() }
     };
