@@ -3,11 +3,15 @@
 //! The ivshmem device's registers and PCI facts.
 //!
 //! BAR0 holds four 32-bit little-endian registers, accessed 32 bits at a
-//! time only (other widths are not supported by the device model).
+//! time only (other widths are not supported by the device model), typed
+//! with [`register!`].
 
 use kernel::{
     device::Bound,
-    io::Io,
+    io::{
+        register,
+        Io, //
+    },
     pci,
     prelude::*, //
 };
@@ -21,40 +25,57 @@ pub(crate) const BAR0_SIZE: usize = 0x100;
 /// BAR holding the shared memory.
 pub(crate) const SHM_BAR: u32 = 2;
 
-/// IntrMask: which IntrStatus bits raise INTx (revision 0 devices).
-pub(crate) const INTR_MASK: usize = 0x00;
+register! {
+    /// IntrMask: which IntrStatus bits raise INTx (revision 0 devices).
+    pub(crate) INTR_MASK(u32) @ 0x00 {
+        /// One bit per cause; QEMU's revision 0 device uses bit 0.
+        31:0 mask;
+    }
 
-/// IntrStatus: why INTx was raised; a read clears it.
-pub(crate) const INTR_STATUS: usize = 0x04;
+    /// IntrStatus: why INTx was raised; a read clears it.
+    pub(crate) INTR_STATUS(u32) @ 0x04 {
+        /// One bit per cause.
+        31:0 status;
+    }
 
-/// IVPosition: this peer's id on doorbell devices, 0 on plain devices, -1
-/// on revision 0 devices until their memory has arrived. Read-only.
-pub(crate) const IVPOSITION: usize = 0x08;
+    /// IVPosition: this peer's id on doorbell devices, 0 on plain devices,
+    /// -1 on revision 0 devices until their memory has arrived. Read-only.
+    pub(crate) IVPOSITION(u32) @ 0x08 {
+        /// The id, as a 32-bit two's complement value.
+        31:0 position;
+    }
 
-/// Doorbell: writing `peer << 16 | vector` interrupts that peer. Write-only.
-pub(crate) const DOORBELL: usize = 0x0c;
+    /// Doorbell: interrupts a peer on a vector. Write-only.
+    pub(crate) DOORBELL(u32) @ 0x0c {
+        /// The peer's id (its IVPosition).
+        31:16 peer;
+        /// The vector; QEMU honours its low 8 bits.
+        15:0 vector;
+    }
+}
 
 /// The register BAR, mapped.
 pub(crate) type Bar0<'bound> = pci::Bar<'bound, BAR0_SIZE>;
 
 /// Reads IVPosition.
 pub(crate) fn ivposition(bar0: &Bar0<'_>) -> i32 {
+    let raw: u32 = bar0.read(IVPOSITION).position().get();
     // CAST: The register holds a signed 32-bit value (-1 = not ready).
-    bar0.read32(IVPOSITION) as i32
+    raw as i32
 }
 
 /// Rings `vector` of `peer`.
 pub(crate) fn ring(bar0: &Bar0<'_>, peer: u16, vector: u16) {
-    bar0.write32(u32::from(peer) << 16 | u32::from(vector), DOORBELL);
+    bar0.write_reg(DOORBELL::zeroed().with_peer(peer).with_vector(vector));
 }
 
 impl crate::doorbell::IntxRegs for Bar0<'_> {
     fn read_status(&self) -> u32 {
-        self.read32(INTR_STATUS)
+        self.read(INTR_STATUS).status().get()
     }
 
     fn write_mask(&self, mask: u32) {
-        self.write32(mask, INTR_MASK);
+        self.write_reg(INTR_MASK::zeroed().with_mask(mask));
     }
 }
 
