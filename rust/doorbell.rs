@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Doorbells: the interrupts peers ring on this device, counted per vector
-//! and delivered to every open file (read, poll, eventfd).
+//! ([`Events`]) and delivered to every open file ([`Listener`]: read, poll,
+//! vector masks, eventfds).
 //!
 //! The interrupt handler only counts, timestamps, signals the eventfds
 //! bound to its vector (at most [`MAX_EVENTFDS_PER_VECTOR`]) and wakes
@@ -18,17 +19,20 @@ use kernel::{
         kvec::PushError,
         KVec, //
     },
-    irq, new_poll_condvar,
+    fs::File,
+    irq,
     prelude::*,
+    sync::poll::PollTable,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
         new_spinlock_irq,
-        poll::PollCondVar,
+        poll::PollCondVarBox,
         SpinLockIrq, //
     },
+    uaccess::UserSliceWriter,
 };
 
 /// Most eventfds bound to one vector of a device, over all its open files
@@ -66,8 +70,11 @@ pub(crate) struct Events {
     usable: Atomic<usize>,
     #[pin]
     pub(crate) state: SpinLockIrq<State>,
-    #[pin]
-    pub(crate) wait: PollCondVar,
+    /// Readers and pollers wait here. Boxed and freed after an RCU grace
+    /// period (`kfree_rcu`) rather than waiting for one on drop: the last
+    /// reference to a device's state may go in a VMA's close, under the
+    /// mmap lock, where `synchronize_rcu()` must not stall.
+    pub(crate) wait: PollCondVarBox,
 }
 
 /// What one pass of [`Events::bind`] under the lock decided.
@@ -92,6 +99,7 @@ impl Events {
             stamps.push(0, GFP_KERNEL)?;
             bindings.push(KVec::new(), GFP_KERNEL)?;
         }
+        let wait = PollCondVarBox::new(c"ivshmem_events", kernel::static_lock_class!())?;
         Ok(try_pin_init!(Self {
             nvec,
             usable: Atomic::new(0),
@@ -101,7 +109,7 @@ impl Events {
                 stamps,
                 bindings,
             }),
-            wait <- new_poll_condvar!(),
+            wait,
         }))
     }
 
@@ -338,6 +346,168 @@ pub(crate) fn pending<'a>(
         let stamp = *st.stamps.get(v)?;
         (selects(mask, v) && c != s).then(|| (v, c, c.wrapping_sub(s), stamp))
     })
+}
+
+/// What one open file has taken of a device's doorbells: the count of
+/// each vector it has reported, the vectors it waits on, where its next
+/// read starts, and whether it has bound eventfds.
+///
+/// Readers of one file (threads, `dup`s, forked children) need no lock of
+/// their own: `seen`, `mask` and `next` are read and written under
+/// [`Events::state`] only, so each interrupt is reported once per file and
+/// a reader never sleeps in a lock that another reader's wait holds.
+pub(crate) struct Listener {
+    /// Per vector, the interrupt count this file has reported.
+    seen: KVec<Atomic<u64>>,
+    /// The vectors this file waits on.
+    mask: Mask,
+    /// The vector a read starts its scan at: one past the last reported.
+    next: Atomic<usize>,
+    /// This file has bound an eventfd (to release on close).
+    bound: Atomic<bool>,
+}
+
+impl Listener {
+    /// A listener to which every interrupt of `events` from now on, on
+    /// every vector, is new.
+    pub(crate) fn new(events: &Events) -> Result<Self> {
+        let counts = events.counts()?;
+        let mut seen = KVec::with_capacity(counts.len(), GFP_KERNEL)?;
+        for c in counts.iter() {
+            seen.push_within_capacity(Atomic::new(*c))?;
+        }
+        Ok(Self {
+            seen,
+            mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
+            next: Atomic::new(0),
+            bound: Atomic::new(false),
+        })
+    }
+
+    /// Waits for events of `ev` and writes them to `out`.
+    ///
+    /// The mask is read afresh on every wake-up (`SET_MASK` wakes the
+    /// waiters), and the events found are claimed (`seen` advanced) under
+    /// the same lock, so two readers of this file never report the same
+    /// interrupt. Nothing but the wait itself sleeps, and that wait is
+    /// interruptible.
+    pub(crate) fn read(
+        &self,
+        ev: &Events,
+        out: &mut UserSliceWriter,
+        nonblock: bool,
+    ) -> Result<usize> {
+        let rec = core::mem::size_of::<uapi::Event>();
+        let max = (out.len() / rec).min(ev.vectors());
+        if max == 0 {
+            return Err(EINVAL);
+        }
+        // Allocated before the interrupt-disabling lock; filled within
+        // its capacity under it.
+        let mut found = KVec::with_capacity(max, GFP_KERNEL)?;
+        let mut st = ev.state.lock();
+        loop {
+            if st.gone {
+                return Err(ENODEV);
+            }
+            let start = self.next.load(Relaxed);
+            for p in pending(&st, &self.seen, &self.mask, start).take(max) {
+                found.push_within_capacity(p)?;
+            }
+            if !found.is_empty() {
+                break;
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if ev.wait.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        for (v, count, _, _) in found.iter() {
+            if let Some(s) = self.seen.get(*v) {
+                s.store(*count, Relaxed);
+            }
+        }
+        if let Some((v, ..)) = found.last() {
+            self.next.store(v + 1, Relaxed);
+        }
+        drop(st);
+        for (i, (v, _, n, stamp)) in found.iter().enumerate() {
+            let e = uapi::Event {
+                vector: u16::try_from(*v)?,
+                flags: 0,
+                count: u32::try_from(*n).unwrap_or(u32::MAX),
+                timestamp_ns: *stamp,
+            };
+            if let Err(err) = out.write(&e) {
+                self.unclaim(ev, found.get(i..).unwrap_or(&[]));
+                return if i == 0 { Err(err) } else { Ok(i * rec) };
+            }
+        }
+        Ok(found.len() * rec)
+    }
+
+    /// Gives back claimed events that did not reach the caller (a faulting
+    /// buffer), unless another reader of this file has meanwhile reported
+    /// newer interrupts of the vector: then those are lost.
+    fn unclaim(&self, ev: &Events, events: &[Pending]) {
+        let _st = ev.state.lock();
+        for (v, count, n, _) in events {
+            if let Some(s) = self.seen.get(*v) {
+                if s.load(Relaxed) == *count {
+                    s.store(count.wrapping_sub(*n), Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Registers `table` on the wait queue of `ev` and returns the `EPOLL*`
+    /// events ready now.
+    pub(crate) fn poll(&self, ev: &Events, file: &File, table: &PollTable<'_>) -> u32 {
+        table.register_wait(file, &ev.wait);
+        let st = ev.state.lock();
+        if st.gone {
+            uapi::EPOLLHUP | uapi::EPOLLERR
+        } else if pending(&st, &self.seen, &self.mask, 0).next().is_some() {
+            uapi::EPOLLIN | uapi::EPOLLRDNORM
+        } else {
+            0
+        }
+    }
+
+    /// Selects the vectors this file waits on. Stored under the events
+    /// lock, so that no reader or poller sees half of it; then every
+    /// waiter is woken to look again with the new mask.
+    pub(crate) fn set_mask(&self, ev: &Events, mask: &[u64; uapi::MAX_VECTORS / 64]) {
+        let st = ev.state.lock();
+        for (d, s) in self.mask.iter().zip(mask) {
+            d.store(*s, Relaxed);
+        }
+        drop(st);
+        ev.wait.notify_all();
+    }
+
+    /// Binds `efd` to `vector` for `file` (see [`Events::bind`]).
+    pub(crate) fn bind(
+        &self,
+        ev: &Events,
+        file: usize,
+        vector: usize,
+        efd: Option<EventFd>,
+    ) -> Result {
+        // Close then has bindings to release (release cannot run while
+        // this call holds the file).
+        self.bound.store(true, Relaxed);
+        ev.bind(file, vector, efd)
+    }
+
+    /// The file is closing: releases its eventfds, if it bound any.
+    pub(crate) fn release(&self, ev: &Events, file: usize) {
+        if self.bound.load(Relaxed) {
+            ev.unbind_file(file);
+        }
+    }
 }
 
 #[kunit_tests(ivshmem_intx)]

@@ -35,7 +35,7 @@ impl Index {
             while cur != u64::MAX {
                 let bit = (!cur).trailing_zeros();
                 match word.cmpxchg(cur, cur | (1u64 << bit), Full) {
-                    // INVARIANT: the bit was clear and this call set it.
+                    // INVARIANT: The bit was clear and this call set it.
                     Ok(_) => return Ok(Self(w * 64 + bit as usize)),
                     Err(now) => cur = now,
                 }

@@ -68,7 +68,7 @@ pub(crate) struct Cache {
 
 // SAFETY: `repr(C)`, integers only, no padding.
 unsafe impl AsBytes for Cache {}
-// SAFETY: any bit pattern is a valid `Cache`.
+// SAFETY: Any bit pattern is a valid `Cache`.
 unsafe impl FromBytes for Cache {}
 
 /// `poll` events (`include/uapi/linux/eventpoll.h`).
@@ -98,7 +98,7 @@ pub(crate) struct Ring {
 
 // SAFETY: `repr(C)`, integers only, no padding.
 unsafe impl AsBytes for Ring {}
-// SAFETY: any bit pattern is a valid `Ring`.
+// SAFETY: Any bit pattern is a valid `Ring`.
 unsafe impl FromBytes for Ring {}
 
 /// `struct ivshmem_mask`.
@@ -113,7 +113,7 @@ pub(crate) struct Mask {
 
 // SAFETY: `repr(C)`, integers only, no padding.
 unsafe impl AsBytes for Mask {}
-// SAFETY: any bit pattern is a valid `Mask`.
+// SAFETY: Any bit pattern is a valid `Mask`.
 unsafe impl FromBytes for Mask {}
 
 /// `struct ivshmem_eventfd`.
@@ -128,7 +128,7 @@ pub(crate) struct EventFdBind {
 
 // SAFETY: `repr(C)`, integers only, no padding.
 unsafe impl AsBytes for EventFdBind {}
-// SAFETY: any bit pattern is a valid `EventFdBind`.
+// SAFETY: Any bit pattern is a valid `EventFdBind`.
 unsafe impl FromBytes for EventFdBind {}
 
 /// `struct ivshmem_event`, what read() returns.

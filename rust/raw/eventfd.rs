@@ -18,7 +18,7 @@ pub(crate) struct EventFd {
     ctx: NonNull<bindings::eventfd_ctx>,
 }
 
-// SAFETY: eventfd contexts are refcounted and may be signalled and released
+// SAFETY: Eventfd contexts are refcounted and may be signalled and released
 // from any thread.
 unsafe impl Send for EventFd {}
 // SAFETY: `signal` may run concurrently on several CPUs.
@@ -28,10 +28,10 @@ impl EventFd {
     /// Takes a reference on the eventfd open as `fd` in the calling
     /// process: `EBADF` if it is not open, `EINVAL` if it is not an eventfd.
     pub(crate) fn from_fd(fd: i32) -> Result<Self> {
-        // SAFETY: any fd number is accepted; errors come back as ERR_PTR.
+        // SAFETY: Any fd number is accepted; errors come back as ERR_PTR.
         let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
         let ptr = kernel::error::from_err_ptr(ctx)?;
-        // INVARIANT: a valid context with a reference taken for us.
+        // INVARIANT: A valid context with a reference taken for us.
         Ok(Self {
             ctx: NonNull::new(ptr).ok_or(EINVAL)?,
         })
@@ -40,7 +40,7 @@ impl EventFd {
     /// Adds 1 to the eventfd's counter and wakes its waiters. Callable from
     /// interrupt context.
     pub(crate) fn signal(&self) {
-        // SAFETY: by the type invariant `ctx` is valid; a zero mask means
+        // SAFETY: By the type invariant `ctx` is valid; a zero mask means
         // the default EPOLLIN.
         unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), 0) };
     }
@@ -48,7 +48,7 @@ impl EventFd {
 
 impl Drop for EventFd {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant we hold a reference.
+        // SAFETY: By the type invariant we hold a reference.
         unsafe { bindings::eventfd_ctx_put(self.ctx.as_ptr()) };
     }
 }

@@ -26,13 +26,13 @@ extern "C" {
 
 /// `wmb()`.
 pub(crate) fn wmb() {
-    // SAFETY: a barrier; no memory is touched.
+    // SAFETY: A barrier; no memory is touched.
     unsafe { ivshmem_wmb() }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, callable in interrupt context.
 pub(crate) fn now_ns() -> u64 {
-    // SAFETY: reads the clock.
+    // SAFETY: Reads the clock.
     unsafe { ivshmem_ktime_ns() }
 }
 

@@ -23,9 +23,9 @@ use kernel::{
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mapping(NonNull<bindings::address_space>);
 
-// SAFETY: only an identity here; dereferenced under the rules of `Mappings`.
+// SAFETY: Only an identity here; dereferenced under the rules of `Mappings`.
 unsafe impl Send for Mapping {}
-// SAFETY: as above.
+// SAFETY: As above.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
@@ -42,7 +42,7 @@ impl Mapping {
     ///
     /// `vma` is a valid VMA with a `vm_file`, locked by the caller.
     pub(crate) unsafe fn of_vma(vma: *const bindings::vm_area_struct) -> Option<Self> {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: Guaranteed by the caller.
         let m = unsafe { (*(*vma).vm_file).f_mapping };
         NonNull::new(m).map(Self)
     }
@@ -73,7 +73,7 @@ impl Mappings {
             e.1 += 1;
             return Ok(());
         }
-        // INVARIANT: the caller is setting up (or copying) a VMA of `m`.
+        // INVARIANT: The caller is setting up (or copying) a VMA of `m`.
         self.entries.push((m, 1), GFP_KERNEL)?;
         Ok(())
     }
@@ -83,7 +83,7 @@ impl Mappings {
         if let Some(i) = self.entries.iter().position(|e| e.0 == m) {
             self.entries[i].1 -= 1;
             if self.entries[i].1 == 0 {
-                // INVARIANT: no live VMA left: forget the address space.
+                // INVARIANT: No live VMA left: forget the address space.
                 let _ = self.entries.remove(i);
             }
         }
@@ -98,7 +98,7 @@ impl Mappings {
     /// fault again, to the VMA's fault handler.
     pub(crate) fn zap_all(&self) {
         for (m, _) in self.entries.iter() {
-            // SAFETY: by the type invariant the address space is valid; a
+            // SAFETY: By the type invariant the address space is valid; a
             // zero length means "to the end", `even_cows` = 1 removes all.
             unsafe { bindings::unmap_mapping_range(m.0.as_ptr(), 0, 0, 1) };
         }

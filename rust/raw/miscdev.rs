@@ -132,12 +132,12 @@ impl<T: FileOps> Registration<T> {
                     misc.parent = parent;
                     misc.mode = mode;
                     misc.groups = groups.0.get().as_ptr().cast_mut();
-                    // SAFETY: the initializer may write to `slot`.
+                    // SAFETY: The initializer may write to `slot`.
                     unsafe { slot.write(misc) };
                     // SAFETY: `slot` holds a filled-in miscdevice whose name
                     // and data are fields of this pinned registration, and
                     // which is deregistered in `drop` before they go.
-                    // INVARIANT: registered on success.
+                    // INVARIANT: Registered on success.
                     to_result(unsafe { bindings::misc_register(slot) })
                 })
             },
@@ -153,7 +153,7 @@ impl<T: FileOps> Registration<T> {
 #[pinned_drop]
 impl<T: FileOps> PinnedDrop for Registration<T> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: registered, by the type invariant. On return, no open or
+        // SAFETY: Registered, by the type invariant. On return, no open or
         // sysfs read can reach this registration any more.
         unsafe { bindings::misc_deregister(self.inner.get()) };
     }
@@ -185,7 +185,7 @@ pub(crate) struct Attribute(bindings::device_attribute);
 pub(crate) const fn attributes<T: FileOps, const N: usize>(
     names: &[&'static CStr],
 ) -> [Attribute; N] {
-    // SAFETY: all-zero is a valid `device_attribute`.
+    // SAFETY: All-zero is a valid `device_attribute`.
     let mut out: [Attribute; N] = unsafe { core::mem::zeroed() };
     let mut i = 0;
     while i < N {
@@ -221,13 +221,13 @@ macro_rules! misc_attribute_groups {
             const NAMES: &[&::kernel::str::CStr] = &[$($attr),*];
             const N: usize = NAMES.len();
             static ATTRS: $crate::raw::StaticTable<[$crate::raw::miscdev::Attribute; N]> =
-                // SAFETY: sysfs only reads attributes and attribute groups.
+                // SAFETY: Sysfs only reads attributes and attribute groups.
                 unsafe { $crate::raw::StaticTable::new($crate::raw::miscdev::attributes::<$ops, N>(NAMES)) };
-            // SAFETY: as above.
+            // SAFETY: As above.
             static LIST: $crate::raw::StaticTable<[*mut ::kernel::bindings::attribute; N + 1]> = unsafe {
                 $crate::raw::StaticTable::new($crate::raw::miscdev::attribute_list::<N, { N + 1 }>(ATTRS.get()))
             };
-            // SAFETY: as above; all-zero is a valid `attribute_group`.
+            // SAFETY: As above; all-zero is a valid `attribute_group`.
             static GROUP: $crate::raw::StaticTable<::kernel::bindings::attribute_group> = unsafe {
                 $crate::raw::StaticTable::new(::kernel::bindings::attribute_group {
                     __bindgen_anon_2: ::kernel::bindings::attribute_group__bindgen_ty_2 {
@@ -236,7 +236,7 @@ macro_rules! misc_attribute_groups {
                     ..::core::mem::zeroed()
                 })
             };
-            // SAFETY: as above.
+            // SAFETY: As above.
             $crate::raw::miscdev::Groups(unsafe {
                 $crate::raw::StaticTable::new([::core::ptr::from_ref(GROUP.get()), ::core::ptr::null()])
             })
@@ -258,15 +258,15 @@ unsafe extern "C" fn show<T: FileOps>(
     // data; by the `Registration` invariant that is a pointer to it, alive
     // while the attribute can be read.
     let reg = unsafe { &*(*dev).driver_data.cast::<Registration<T>>() };
-    // SAFETY: the attribute's name is a static C string (`attributes`).
+    // SAFETY: The attribute's name is a static C string (`attributes`).
     let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
-    // SAFETY: sysfs hands `show` a buffer of one page.
+    // SAFETY: Sysfs hands `show` a buffer of one page.
     let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
     let mut out = SysfsBuf { buf: page, len: 0 };
     match T::show(&reg.data, name, &mut out)
         .and_then(|()| fmt::Write::write_str(&mut out, "\n").map_err(|_| EINVAL))
     {
-        // CAST: at most one page.
+        // CAST: At most one page.
         Ok(()) => out.len as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -296,19 +296,19 @@ impl<T: FileOps> Vtable<T> {
     /// Called by `misc_open()` with the misc device as private data, under
     /// `misc_mtx`, so the registration cannot go away meanwhile.
     unsafe extern "C" fn open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
-        // SAFETY: see above; the misc device is the first field of the
+        // SAFETY: See above; the misc device is the first field of the
         // registration (type invariant).
         let reg = unsafe { &*(*raw).private_data.cast::<Registration<T>>() };
-        // SAFETY: the file is valid for the call and not shared yet.
+        // SAFETY: The file is valid for the call and not shared yet.
         let ret = unsafe { bindings::stream_open(inode, raw) };
         if ret != 0 {
             return ret;
         }
-        // SAFETY: the file is valid for the call; no fdget_pos region.
+        // SAFETY: The file is valid for the call; no fdget_pos region.
         let file = unsafe { File::from_raw_file(raw) };
         match T::open(&reg.data, file) {
             Ok(ptr) => {
-                // SAFETY: the open call owns the private data; the other
+                // SAFETY: The open call owns the private data; the other
                 // callbacks read it back as `T::Ptr`.
                 unsafe { (*raw).private_data = ptr.into_foreign() };
                 0
@@ -323,7 +323,7 @@ impl<T: FileOps> Vtable<T> {
     unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
         // SAFETY: `open` stored a `T::Ptr`; release takes it back once.
         let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
-        // SAFETY: the file is valid for the call.
+        // SAFETY: The file is valid for the call.
         T::release(ptr, unsafe { File::from_raw_file(raw) });
         0
     }
@@ -335,11 +335,11 @@ impl<T: FileOps> Vtable<T> {
         raw: *mut bindings::file,
         vma: *mut bindings::vm_area_struct,
     ) -> c_int {
-        // SAFETY: between open and release, private data is a `T::Ptr`.
+        // SAFETY: Between open and release, private data is a `T::Ptr`.
         let this = unsafe { T::Ptr::borrow((*raw).private_data) };
-        // SAFETY: the VMA is undergoing setup for this call.
+        // SAFETY: The VMA is undergoing setup for this call.
         let vma = unsafe { VmaNew::from_raw(vma) };
-        // SAFETY: the file is valid for the call.
+        // SAFETY: The file is valid for the call.
         match T::mmap(this, unsafe { File::from_raw_file(raw) }, vma) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -355,14 +355,14 @@ impl<T: FileOps> Vtable<T> {
         len: usize,
         _pos: *mut bindings::loff_t,
     ) -> isize {
-        // SAFETY: between open and release, private data is a `T::Ptr`.
+        // SAFETY: Between open and release, private data is a `T::Ptr`.
         let this = unsafe { T::Ptr::borrow((*raw).private_data) };
-        // SAFETY: the file is valid for the call.
+        // SAFETY: The file is valid for the call.
         let file = unsafe { File::from_raw_file(raw) };
         let nonblock = file.flags() & bindings::O_NONBLOCK != 0;
         let mut out = UserSlice::new(UserPtr::from_addr(buf as usize), len).writer();
         match T::read(this, file, &mut out, nonblock) {
-            // CAST: at most `len`, which fits an `isize`.
+            // CAST: At most `len`, which fits an `isize`.
             Ok(n) => n as isize,
             Err(e) => e.to_errno() as isize,
         }
@@ -375,11 +375,11 @@ impl<T: FileOps> Vtable<T> {
         raw: *mut bindings::file,
         wait: *mut bindings::poll_table_struct,
     ) -> bindings::__poll_t {
-        // SAFETY: between open and release, private data is a `T::Ptr`.
+        // SAFETY: Between open and release, private data is a `T::Ptr`.
         let this = unsafe { T::Ptr::borrow((*raw).private_data) };
-        // SAFETY: the file is valid for the call.
+        // SAFETY: The file is valid for the call.
         let file = unsafe { File::from_raw_file(raw) };
-        // SAFETY: the caller provides a valid poll table for this call.
+        // SAFETY: The caller provides a valid poll table for this call.
         let table = unsafe { PollTable::from_raw(wait) };
         T::poll(this, file, &table)
     }
@@ -388,11 +388,11 @@ impl<T: FileOps> Vtable<T> {
     ///
     /// Called on an open file.
     unsafe extern "C" fn ioctl(raw: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-        // SAFETY: between open and release, private data is a `T::Ptr`.
+        // SAFETY: Between open and release, private data is a `T::Ptr`.
         let this = unsafe { T::Ptr::borrow((*raw).private_data) };
-        // SAFETY: the file is valid for the call.
+        // SAFETY: The file is valid for the call.
         match T::ioctl(this, unsafe { File::from_raw_file(raw) }, cmd, arg) {
-            // CAST: ioctl results fit a `c_long`.
+            // CAST: Ioctl results fit a `c_long`.
             Ok(v) => v as c_long,
             Err(e) => e.to_errno() as c_long,
         }

@@ -31,7 +31,7 @@ impl<T> StaticTable<T> {
     /// Nothing may write to the table (or through interior mutability in
     /// it) once it is in a static.
     pub(crate) const unsafe fn new(table: T) -> Self {
-        // INVARIANT: guaranteed by the caller.
+        // INVARIANT: Guaranteed by the caller.
         Self(table)
     }
 

@@ -36,12 +36,12 @@ impl CacheMode {
     pub(crate) fn pgprot(self, prot: bindings::pgprot_t) -> bindings::pgprot_t {
         let prot = match self {
             Self::WriteBack => prot,
-            // SAFETY: a pure function of its argument.
+            // SAFETY: A pure function of its argument.
             Self::WriteCombining => unsafe { helpers::ivshmem_pgprot_writecombine(prot) },
-            // SAFETY: a pure function of its argument.
+            // SAFETY: A pure function of its argument.
             Self::Uncached => unsafe { helpers::ivshmem_pgprot_noncached(prot) },
         };
-        // SAFETY: a pure function of its argument.
+        // SAFETY: A pure function of its argument.
         unsafe { helpers::ivshmem_pgprot_decrypted(prot) }
     }
 }
@@ -57,10 +57,10 @@ pub(crate) struct Memtype {
     mode: CacheMode,
 }
 
-// SAFETY: the cookie is only used to release the reservation, which may
+// SAFETY: The cookie is only used to release the reservation, which may
 // happen on any thread.
 unsafe impl Send for Memtype {}
-// SAFETY: no method reads or writes through the cookie.
+// SAFETY: No method reads or writes through the cookie.
 unsafe impl Sync for Memtype {}
 
 impl Memtype {
@@ -76,7 +76,7 @@ impl Memtype {
     /// as it gets mapped into the kernel, although never accessed.
     pub(crate) unsafe fn reserve(phys: u64, len: u64, mode: CacheMode) -> Result<Self> {
         let size = usize::try_from(len)?;
-        // SAFETY: the caller's range is a BAR of its device; the ioremap
+        // SAFETY: The caller's range is a BAR of its device; the ioremap
         // family accepts any physical range and fails cleanly on conflicts.
         let cookie = unsafe {
             match mode {
@@ -100,7 +100,7 @@ impl Memtype {
 
 impl Drop for Memtype {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant, `cookie` came from ioremap and is
+        // SAFETY: By the type invariant, `cookie` came from ioremap and is
         // unmapped only here.
         unsafe { bindings::iounmap(self.cookie) };
     }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! PCI helpers missing from `kernel::pci`: reserving a BAR without mapping
-//! it into the kernel, and the device's PCI address.
+//! it into the kernel, the MSI-X table size, and the device's PCI address.
 
 use super::helpers;
 use kernel::{
@@ -39,14 +39,14 @@ impl<'bound> Enabled<'bound> {
     /// Enables `pdev`'s memory space.
     pub(crate) fn new(pdev: &'bound pci::Device<Core<'_>>) -> Result<Self> {
         pdev.enable_device_mem()?;
-        // INVARIANT: just enabled.
+        // INVARIANT: Just enabled.
         Ok(Self { pdev })
     }
 }
 
 impl Drop for Enabled<'_> {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant this object enabled the (still
+        // SAFETY: By the type invariant this object enabled the (still
         // bound) device once; this balances it.
         unsafe { bindings::pci_disable_device(raw(self.pdev)) };
     }
@@ -76,7 +76,7 @@ impl<'bound> Region<'bound> {
         // resource keeps a pointer to it.
         to_result(unsafe { bindings::pci_request_region(raw(pdev), bar_c, name.as_char_ptr()) })
             .inspect_err(|_| dev_err!(pdev, "BAR{bar} is in use by someone else\n"))?;
-        // INVARIANT: the region was just reserved.
+        // INVARIANT: The region was just reserved.
         Ok(Self { pdev, bar })
     }
 }
@@ -85,7 +85,7 @@ impl Drop for Region<'_> {
     fn drop(&mut self) {
         // CAST: `bar` fitted in a `c_int` when it was requested.
         let bar = self.bar as c_int;
-        // SAFETY: by the type invariant this object reserved `bar` of the
+        // SAFETY: By the type invariant this object reserved `bar` of the
         // still bound `pdev`, so it is released exactly once, here.
         unsafe { bindings::pci_release_region(raw(self.pdev), bar) };
     }
@@ -113,4 +113,13 @@ pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
         bus: (id >> 8) as u8,
         devfn: (id & 0xff) as u8,
     }
+}
+
+/// The MSI-X table size of `pdev` (`pci_msix_vec_count()`), or 0 when it
+/// has no MSI-X capability (`ivshmem-plain`).
+pub(crate) fn msix_vec_count(pdev: &pci::Device<Bound>) -> u16 {
+    // SAFETY: `raw(pdev)` is a valid, bound PCI device.
+    let n = unsafe { bindings::pci_msix_vec_count(raw(pdev)) };
+    // Negative (-EINVAL) without an MSI-X capability; at most 2048.
+    u16::try_from(n).unwrap_or(0)
 }

@@ -9,7 +9,10 @@
 //! under its own lock, whether the memory is still there: after the device
 //! is gone it says no and the access raises SIGBUS. The driver zaps
 //! existing entries under that same lock, so no entry can be inserted
-//! after the zap.
+//! after the zap. Debuggers and `/proc/PID/mem` reach the memory through
+//! `generic_access_phys()`, as for UIO and PCI sysfs `resourceN` maps: it
+//! follows the entry already inserted (none: `EIO`), so it never touches
+//! memory a zapped mapping no longer has.
 
 use super::{
     mappings::Mapping,
@@ -31,7 +34,7 @@ const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 const PMD_ORDER: u32 = bindings::PMD_SHIFT - PAGE_SHIFT;
 const PUD_ORDER: u32 = bindings::PUD_SHIFT - PAGE_SHIFT;
 
-// CAST: the `vm_fault_reason` constants fit `vm_fault_t`.
+// CAST: The `vm_fault_reason` constants fit `vm_fault_t`.
 const VM_FAULT_SIGBUS: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
 const VM_FAULT_FALLBACK: bindings::vm_fault_t =
@@ -65,7 +68,7 @@ impl IoWindow {
         if phys % page != 0 || len % page != 0 || len == 0 {
             return Err(EINVAL);
         }
-        // INVARIANT: guaranteed by the caller.
+        // INVARIANT: Guaranteed by the caller.
         Ok(Self {
             pfn: usize::try_from(phys >> PAGE_SHIFT)?,
             pages: usize::try_from(len >> PAGE_SHIFT)?,
@@ -135,7 +138,7 @@ pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) -> R
     vma.set_dontexpand();
     vma.set_dontdump();
     let raw = vma.as_ptr();
-    // SAFETY: the VMA is being set up by mmap and not yet shared, so these
+    // SAFETY: The VMA is being set up by mmap and not yet shared, so these
     // writes do not race. `VM_PFNMAP` is valid with `VM_IO` and without
     // `VM_MIXEDMAP` (never set by this driver). The operations table is a
     // static; the private data is released by its `close`.
@@ -170,7 +173,10 @@ impl<M: IoMap> VmOps<M> {
         close: Some(Self::close),
         fault: Some(Self::fault),
         huge_fault: Some(Self::huge_fault),
-        // SAFETY: all-zero is a valid `vm_operations_struct` (no callbacks).
+        // `ptrace`, `/proc/PID/mem`: entries are plain PFN maps of I/O
+        // memory, which is what `generic_access_phys()` handles.
+        access: Some(bindings::generic_access_phys),
+        // SAFETY: All-zero is a valid `vm_operations_struct` (no callbacks).
         ..unsafe { core::mem::zeroed() }
     };
 
@@ -191,15 +197,15 @@ impl<M: IoMap> VmOps<M> {
     ///
     /// Called by the mm on a new copy of a VMA set up by [`install`].
     unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
-        // SAFETY: the copy has the private data of its original.
+        // SAFETY: The copy has the private data of its original.
         let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
         // The copy owns a reference of its own, released by its `close`.
         let copy: Arc<M> = map.into();
-        // SAFETY: a live VMA of this driver has a `vm_file`.
+        // SAFETY: A live VMA of this driver has a `vm_file`.
         if let Some(m) = unsafe { Mapping::of_vma(vma) } {
             copy.vma_opened(m);
         }
-        // SAFETY: the VMA is being set up by the mm; its private data
+        // SAFETY: The VMA is being set up by the mm; its private data
         // becomes the copy's own reference.
         unsafe { (*vma).vm_private_data = copy.into_foreign() };
     }
@@ -208,9 +214,9 @@ impl<M: IoMap> VmOps<M> {
     ///
     /// Called by the mm once per VMA set up by [`install`] or `open`.
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
-        // SAFETY: this VMA owns one reference, given up here, once.
+        // SAFETY: This VMA owns one reference, given up here, once.
         let map = unsafe { <Arc<M> as ForeignOwnable>::from_foreign((*vma).vm_private_data) };
-        // SAFETY: the VMA is still live (and has its file) during `close`.
+        // SAFETY: The VMA is still live (and has its file) during `close`.
         if let Some(m) = unsafe { Mapping::of_vma(vma) } {
             map.vma_closed(m);
         }
@@ -220,7 +226,7 @@ impl<M: IoMap> VmOps<M> {
     ///
     /// Called by the mm with a valid fault on a VMA set up by [`install`].
     unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-        // SAFETY: forwarded with the same guarantees.
+        // SAFETY: Forwarded with the same guarantees.
         unsafe { Self::huge_fault(vmf, 0) }
     }
 
@@ -232,7 +238,7 @@ impl<M: IoMap> VmOps<M> {
         vmf: *mut bindings::vm_fault,
         order: c_uint,
     ) -> bindings::vm_fault_t {
-        // SAFETY: the mm passes a valid fault, whose VMA is valid and locked.
+        // SAFETY: The mm passes a valid fault, whose VMA is valid and locked.
         let f = unsafe {
             let raw = &(*vmf).__bindgen_anon_1;
             let range = &(*raw.vma).__bindgen_anon_1.__bindgen_anon_1;
@@ -246,7 +252,7 @@ impl<M: IoMap> VmOps<M> {
                 end: range.vm_end,
             }
         };
-        // SAFETY: the VMA was set up by `install` and is locked.
+        // SAFETY: The VMA was set up by `install` and is locked.
         unsafe { Self::with_map(f.vma, |map| Self::insert(map, &f, order)) }
     }
 
@@ -274,7 +280,7 @@ impl<M: IoMap> VmOps<M> {
             if pgoff >= win.pages {
                 VM_FAULT_SIGBUS
             } else {
-                // SAFETY: by the `IoWindow` invariant, the frame is I/O
+                // SAFETY: By the `IoWindow` invariant, the frame is I/O
                 // memory of this driver, reserved while `guard` lives; the
                 // address is within the locked VMA.
                 unsafe {
@@ -295,11 +301,11 @@ impl<M: IoMap> VmOps<M> {
                 {
                     let pfn = win.pfn + first;
                     if order == PMD_ORDER {
-                        // SAFETY: as for a PTE; the whole aligned block lies
+                        // SAFETY: As for a PTE; the whole aligned block lies
                         // within both the VMA and the window.
                         unsafe { bindings::vmf_insert_pfn_pmd(vmf, pfn, write) }
                     } else {
-                        // SAFETY: as for a PMD.
+                        // SAFETY: As for a PMD.
                         unsafe { bindings::vmf_insert_pfn_pud(vmf, pfn, write) }
                     }
                 }

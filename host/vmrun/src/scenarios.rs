@@ -176,6 +176,7 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "ioctl_bad",
                         "pat_memtype",
                         "huge_faults",
+                        "mem_access",
                         "other_node",
                         "kunit",
                     ],

@@ -8,7 +8,7 @@ use ivshmem::uapi::*;
 use ivshmem::{CacheMode, Device};
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -639,6 +639,45 @@ pub fn big_bar() -> TestResult {
         map.write_volatile(o + 8, !off)?;
     }
     println!("# {} bytes mapped, markers checked and answered", info.size);
+    Ok(())
+}
+
+/// A debugger can read and write the mapping: `/proc/self/mem`, the path
+/// of gdb and of ptrace's PEEK/POKE, reaches the shared memory through the
+/// mapping's `access` operation, across a page boundary too.
+pub fn mem_access() -> TestResult {
+    devices(1)?;
+    let _m = load()?;
+    let dev = Device::open(0)?;
+    let map = dev.map(0, 2 * PAGE, CacheMode::WriteBack)?;
+    // Touched, so that both pages are mapped.
+    map.write_volatile(8, 0x5eed_cafe_u32)?;
+    map.write_volatile(PAGE, 0x0001_0203_u32)?;
+    let mem = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")?;
+    let addr = map.as_ptr() as u64;
+    let mut word = [0u8; 4];
+    let r = mem.read_at(&mut word, addr + 8);
+    println!("# /proc/self/mem read of the mapping: {r:?}, {word:x?}");
+    check!(
+        matches!(r, Ok(4)) && u32::from_ne_bytes(word) == 0x5eed_cafe,
+        "reading the mapping through /proc/self/mem: {r:?}, {word:x?}"
+    );
+    let w = mem.write_at(&0x0bad_f00d_u32.to_ne_bytes(), addr + 12);
+    let v: u32 = map.read_volatile(12)?;
+    check!(
+        matches!(w, Ok(4)) && v == 0x0bad_f00d,
+        "writing the mapping through /proc/self/mem: {w:?}, the mapping reads {v:#x}"
+    );
+    let mut across = [0u8; 16];
+    let r = mem.read_at(&mut across, addr + PAGE as u64 - 8);
+    let tail = u32::from_ne_bytes([across[8], across[9], across[10], across[11]]);
+    check!(
+        matches!(r, Ok(16)) && tail == 0x0001_0203,
+        "reading across a page boundary: {r:?}, {across:x?}"
+    );
     Ok(())
 }
 

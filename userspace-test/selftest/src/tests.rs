@@ -110,6 +110,12 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::huge_faults,
         },
         Test {
+            name: "mem_access",
+            default: true,
+            about: "a debugger's access (/proc/self/mem) reads and writes the mapping",
+            run: crate::shm::mem_access,
+        },
+        Test {
             name: "other_node",
             default: true,
             about: "a mknod'ed node on a tmpfs works; the driver pins no file system",

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The PCI driver: probe, in named steps, and unbind.
+
+use crate::doorbell::IntxEnabled;
+use crate::file::{
+    self,
+    ShmFile, //
+};
+use crate::raw::{
+    self,
+    miscdev,
+    vma::IoWindow, //
+};
+use crate::shm::{
+    Facts,
+    IrqHandler,
+    Shm, //
+};
+use crate::{
+    ids,
+    regs,
+    uapi, //
+};
+use kernel::{
+    alloc::KVec,
+    device::Core,
+    irq,
+    pci,
+    prelude::*,
+    str::CString,
+    sync::Arc, //
+};
+
+/// Per-device state, alive while the driver is bound to the device.
+///
+/// Fields drop in order: the misc device goes first (no new opens), then
+/// INTx is masked in the device, the interrupt handlers and vectors are
+/// freed, then the device number, BAR2's reservation, and last the device
+/// is disabled. [`IvshmemDriver::unbind`] has already revoked every open
+/// file and mapping by then.
+#[pin_data]
+pub(crate) struct Ivshmem<'bound> {
+    #[pin]
+    misc: miscdev::Registration<ShmFile>,
+    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
+    /// before its handler goes.
+    _intx: Option<IntxEnabled<Arc<Shm>>>,
+    /// One handler per usable vector; must drop before `vectors`.
+    _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
+    /// The MSI-X vectors of a doorbell device.
+    _vectors: Option<pci::IrqVectorRegistration<'bound>>,
+    _index: ids::Index,
+    _shm_region: raw::pci::Region<'bound>,
+    _enabled: raw::pci::Enabled<'bound>,
+}
+
+/// Requests an interrupt handler for each vector of `vectors` in turn
+/// (one shared line for INTx), stopping at the first that cannot be had:
+/// on x86 a CPU vector is only assigned here, and the CPUs' vector space
+/// can run out (256 vectors on one CPU). The handlers obtained are the
+/// usable vectors, `0..len`, and the count is recorded in `shm`.
+fn request_irqs<'bound>(
+    pdev: &pci::Device<Core<'_>>,
+    vectors: Option<&'bound pci::IrqVectorRegistration<'bound>>,
+    shm: &Arc<Shm>,
+    intx: bool,
+) -> Result<KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>> {
+    let mut irqs = KVec::new();
+    let Some(vectors) = vectors else {
+        return Ok(irqs);
+    };
+    let flags = if intx {
+        irq::Flags::SHARED
+    } else {
+        irq::Flags::TRIGGER_NONE
+    };
+    irqs.reserve(vectors.len(), GFP_KERNEL)?;
+    for vector in 0..vectors.len() {
+        let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
+        let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
+        // SAFETY: The registration goes into the driver data, which drops
+        // it on unbind; it is never forgotten.
+        let reg = unsafe { irq::Registration::new(request, flags, c"ivshmem", handler) };
+        match KBox::pin_init(reg, GFP_KERNEL) {
+            Ok(r) => irqs.push_within_capacity(r)?,
+            Err(e) => {
+                dev_warn!(
+                    pdev,
+                    "interrupt vector {vector} of {}: {e:?}; receiving on {vector} vectors\n",
+                    vectors.len()
+                );
+                break;
+            }
+        }
+    }
+    shm.set_usable_vectors(irqs.len());
+    Ok(irqs)
+}
+
+/// BAR2, the shared memory: reserved for this driver but not mapped (user
+/// space maps it). Returns the reservation, its physical address and size.
+fn shared_memory<'bound>(
+    pdev: &'bound pci::Device<Core<'_>>,
+) -> Result<(raw::pci::Region<'bound>, u64, u64)> {
+    let size = pdev.resource_len(regs::SHM_BAR)?;
+    let phys = pdev.resource_start(regs::SHM_BAR)?;
+    if size == 0 {
+        dev_err!(pdev, "BAR2 (shared memory) is absent\n");
+        return Err(ENODEV);
+    }
+    let region = raw::pci::Region::request(pdev, regs::SHM_BAR, c"ivshmem/shm")?;
+    Ok((region, phys, size))
+}
+
+/// How doorbells arrive: the MSI-X table size (0 without MSI-X), and
+/// whether INTx is used instead (revision 0 devices without MSI-X; current
+/// QEMU never presents one: its interrupt pin is 0).
+fn interrupt_kind(pdev: &pci::Device<Core<'_>>) -> Result<(u16, bool)> {
+    let vectors = raw::pci::msix_vec_count(pdev);
+    let intx = vectors == 0 && regs::interrupt_pin(pdev)? != 0;
+    Ok((vectors, intx))
+}
+
+/// Allocates up to `nvec` interrupt vectors (INTx: one), as many as can be
+/// had; with none, the shared memory and ringing peers still work.
+fn irq_vectors<'bound>(
+    pdev: &'bound pci::Device<Core<'_>>,
+    nvec: usize,
+    intx: bool,
+) -> Result<Option<pci::IrqVectorRegistration<'bound>>> {
+    if nvec == 0 {
+        return Ok(None);
+    }
+    pdev.set_master();
+    let n = u32::try_from(nvec)?;
+    let kind = if intx {
+        pci::IrqType::Intx
+    } else {
+        pci::IrqType::MsiX
+    };
+    let types = pci::IrqTypes::default().with(kind);
+    match pdev.alloc_irq_vectors(1, n, types) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            dev_warn!(
+                pdev,
+                "no interrupt vectors ({e:?}): doorbells can be rung, not received\n"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The PCI driver.
+pub(crate) struct IvshmemDriver;
+
+kernel::pci_device_table!(
+    PCI_TABLE,
+    <IvshmemDriver as pci::Driver>::IdInfo,
+    [(
+        pci::DeviceId::from_id(pci::Vendor::REDHAT_QUMRANET, regs::DEVICE_ID),
+        ()
+    )]
+);
+
+impl pci::Driver for IvshmemDriver {
+    type IdInfo = ();
+    type Data<'bound> = Ivshmem<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        pin_init::pin_init_scope(move || {
+            let enabled = raw::pci::Enabled::new(pdev)?;
+            let (shm_region, phys, size) = shared_memory(pdev)?;
+            // SAFETY: BAR2 is I/O memory reserved just above for as long as
+            // `Ivshmem` lives; `unbind` revokes `Shm` (after which its
+            // `IoMap::lock` never returns the window) before the
+            // reservation drops.
+            let window = unsafe { IoWindow::new(phys, size) }.inspect_err(|_| {
+                dev_err!(
+                    pdev,
+                    "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
+                )
+            })?;
+
+            let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
+            let ivposition = regs::ivposition(&bar0);
+            let bar0 = bar0.into_devres()?;
+            let (vectors, intx) = interrupt_kind(pdev)?;
+
+            let index = ids::Index::alloc()
+                .inspect_err(|_| dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES))?;
+            let facts = Facts {
+                index: index.get(),
+                size,
+                phys,
+                revision: pdev.revision_id(),
+                vectors,
+                intx,
+                address: raw::pci::address(pdev),
+                subsystem_vendor: pdev.subsystem_vendor_id(),
+                subsystem_device: pdev.subsystem_device_id(),
+            };
+            let name = CString::try_from_fmt(fmt!("ivshmem{}", index.get()))?;
+            dev_info!(
+                pdev,
+                "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
+                name.to_str()?,
+                facts.revision,
+                size,
+                ivposition,
+                vectors
+            );
+            // QEMU honours 8 bits of the vector: more could never be rung.
+            let nvec = if intx {
+                1
+            } else {
+                usize::from(vectors).min(uapi::MAX_VECTORS)
+            };
+            let shm = Arc::pin_init(Shm::new(facts, window, bar0, ivposition, nvec)?, GFP_KERNEL)?;
+            let irq_vectors = irq_vectors(pdev, nvec, intx)?;
+
+            Ok(try_pin_init!(Ivshmem {
+                _vectors: irq_vectors,
+                _irqs: request_irqs(
+                    pdev,
+                    _vectors.as_ref().map(|v| {
+                        // SAFETY: `_vectors` is initialised above (pin-init
+                        // runs the fields in this order), lives pinned in the
+                        // driver data for `'bound`, and drops after `_irqs`,
+                        // declared before it.
+                        unsafe { &*core::ptr::from_ref(v) }
+                    }),
+                    &shm,
+                    intx
+                )?,
+                // Only now that its handler is registered; if a later field
+                // fails, dropping this masks INTx again.
+                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),
+                misc <- miscdev::Registration::register(
+                    name,
+                    pdev.as_ref(),
+                    0o600,
+                    file::attributes(),
+                    shm,
+                ),
+                _index: index,
+                _shm_region: shm_region,
+                _enabled: enabled,
+            }))
+        })
+    }
+
+    fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        this.misc.data().revoke();
+        dev_info!(pdev, "unbound; open files, mappings and waiters revoked\n");
+    }
+}

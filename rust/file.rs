@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The file operations of `/dev/ivshmemN`: open files, ioctl decoding and
+//! the sysfs attributes. The device state they act on is [`Shm`]; reading,
+//! polling, masks and eventfds are in [`crate::doorbell`].
+
+use crate::doorbell::{
+    Events,
+    Listener, //
+};
+use crate::raw::{
+    eventfd::EventFd,
+    miscdev::FileOps,
+    pat::CacheMode, //
+};
+use crate::shm::Shm;
+use crate::uapi;
+use core::fmt;
+use kernel::{
+    fs::{
+        file::flags::{
+            O_ACCMODE,
+            O_RDONLY, //
+        },
+        File, //
+    },
+    ioctl::{
+        _IOC_DIR,
+        _IOC_NR,
+        _IOC_SIZE,
+        _IOC_TYPE, //
+    },
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::poll::PollTable,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+    },
+    transmute::AsBytes,
+    uaccess::{
+        UserPtr,
+        UserSlice,
+        UserSliceReader,
+        UserSliceWriter, //
+    },
+};
+
+/// An open `/dev/ivshmemN`.
+pub(crate) struct OpenFile {
+    shm: Arc<Shm>,
+    /// `uapi::CACHE_*` for later mmaps.
+    cache: Atomic<u32>,
+    /// What this file has taken of the device's doorbells.
+    doorbells: Listener,
+}
+
+/// Reads a structure of at least `size_of::<T>()` bytes from user space,
+/// requiring any longer tail (a newer caller's fields) to be zero.
+fn read_struct<T: kernel::transmute::FromBytes>(arg: usize, size: usize) -> Result<T> {
+    if size < core::mem::size_of::<T>() {
+        return Err(EINVAL);
+    }
+    let mut r: UserSliceReader = UserSlice::new(UserPtr::from_addr(arg), size).reader();
+    let v: T = r.read()?;
+    let mut rest = [0u8; 64];
+    while !r.is_empty() {
+        let n = r.len().min(rest.len());
+        r.read_slice(&mut rest[..n])?;
+        if rest[..n].iter().any(|b| *b != 0) {
+            return Err(E2BIG);
+        }
+    }
+    Ok(v)
+}
+
+impl OpenFile {
+    /// This file's identity, for its eventfd bindings.
+    fn id(&self) -> usize {
+        core::ptr::from_ref(self) as usize
+    }
+
+    /// The doorbell events, on a device that receives doorbells.
+    fn events(&self) -> Result<&Events> {
+        self.shm.events()
+    }
+
+    /// `read()`: waits for doorbell events and writes them to `out`.
+    fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        self.shm.check_alive()?;
+        self.doorbells.read(self.events()?, out, nonblock)
+    }
+
+    fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        if self.shm.check_alive().is_err() {
+            return uapi::EPOLLHUP | uapi::EPOLLERR;
+        }
+        match self.events() {
+            Ok(ev) => self.doorbells.poll(ev, file, table),
+            Err(_) => uapi::EPOLLERR,
+        }
+    }
+
+    /// `IVSHMEM_IOCTL_RING`.
+    fn ioctl_ring(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::Ring = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved != 0 || usize::from(req.vector) >= uapi::MAX_VECTORS {
+            return Err(EINVAL);
+        }
+        // Ringing needs no interrupt of our own.
+        if !self.shm.facts().doorbell() {
+            return Err(EOPNOTSUPP);
+        }
+        self.shm.ring(req.peer, req.vector)
+    }
+
+    /// `IVSHMEM_IOCTL_SET_MASK`.
+    fn ioctl_set_mask(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::Mask = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved0 != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        self.doorbells.set_mask(self.events()?, &req.mask);
+        Ok(())
+    }
+
+    /// `IVSHMEM_IOCTL_BIND_EVENTFD`.
+    fn ioctl_bind_eventfd(&self, arg: usize, size: usize) -> Result {
+        let req: uapi::EventFdBind = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let ev = self.events()?;
+        if usize::from(req.vector) >= ev.vectors() {
+            return Err(EINVAL);
+        }
+        let efd = match req.fd {
+            -1 => None,
+            fd => Some(EventFd::from_fd(fd)?),
+        };
+        self.doorbells
+            .bind(ev, self.id(), usize::from(req.vector), efd)
+    }
+
+    fn cache_mode(&self) -> CacheMode {
+        match self.cache.load(Relaxed) {
+            uapi::CACHE_WC => CacheMode::WriteCombining,
+            uapi::CACHE_UC => CacheMode::Uncached,
+            _ => CacheMode::WriteBack,
+        }
+    }
+
+    /// `IVSHMEM_IOCTL_INFO`: copies as much of the info as the caller's
+    /// structure holds, zero-filling any part newer than this driver.
+    fn ioctl_info(&self, arg: usize, size: usize) -> Result {
+        let info = self.shm.info()?;
+        let bytes = info.as_bytes();
+        if size < bytes.len() {
+            return Err(EINVAL);
+        }
+        let mut w = UserSlice::new(UserPtr::from_addr(arg), size).writer();
+        w.write_slice(bytes)?;
+        let zeros = [0u8; 64];
+        let mut left = size - bytes.len();
+        while left > 0 {
+            let n = left.min(zeros.len());
+            w.write_slice(&zeros[..n])?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// `IVSHMEM_IOCTL_SET_CACHE`.
+    fn ioctl_set_cache(&self, arg: usize, size: usize) -> Result {
+        // A newer caller's extra fields must be zero: we cannot honour them.
+        let req: uapi::Cache = read_struct(arg, size)?;
+        if req.flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        match req.mode {
+            uapi::CACHE_WB | uapi::CACHE_WC | uapi::CACHE_UC => {
+                self.cache.store(req.mode, Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+}
+
+/// The file operations of `/dev/ivshmemN`.
+pub(crate) struct ShmFile;
+
+impl FileOps for ShmFile {
+    type Device = Arc<Shm>;
+    type Ptr = Pin<KBox<OpenFile>>;
+
+    fn open(shm: &Arc<Shm>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
+        shm.check_alive()?;
+        Ok(KBox::pin(
+            OpenFile {
+                shm: shm.clone(),
+                cache: Atomic::new(uapi::CACHE_WB),
+                doorbells: Listener::new(shm.event_state())?,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
+        this.doorbells.release(this.shm.event_state(), this.id());
+    }
+
+    fn read(
+        this: Pin<&OpenFile>,
+        _file: &File,
+        out: &mut UserSliceWriter,
+        nonblock: bool,
+    ) -> Result<usize> {
+        this.read_events(out, nonblock)
+    }
+
+    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable<'_>) -> u32 {
+        this.poll_events(file, table)
+    }
+
+    fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
+        Shm::map(&this.shm, file, vma, this.cache_mode())
+    }
+
+    fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // ENODEV comes first, whatever the command.
+        this.shm.check_alive()?;
+        if _IOC_TYPE(cmd) != uapi::MAGIC {
+            return Err(ENOTTY);
+        }
+        let size = _IOC_SIZE(cmd);
+        // The size may differ from ours (see `uapi`); number and direction
+        // must match.
+        let is = |known: u32| _IOC_NR(cmd) == _IOC_NR(known) && _IOC_DIR(cmd) == _IOC_DIR(known);
+        // Interrupting peers, signalling eventfds and choosing how the
+        // memory is mapped need a file opened for writing.
+        let writable = || {
+            if file.flags() & O_ACCMODE == O_RDONLY {
+                Err(EBADF)
+            } else {
+                Ok(())
+            }
+        };
+        if is(uapi::IOCTL_INFO) {
+            this.ioctl_info(arg, size)?;
+        } else if is(uapi::IOCTL_SET_CACHE) {
+            writable()?;
+            this.ioctl_set_cache(arg, size)?;
+        } else if is(uapi::IOCTL_RING) {
+            writable()?;
+            this.ioctl_ring(arg, size)?;
+        } else if is(uapi::IOCTL_SET_MASK) {
+            this.ioctl_set_mask(arg, size)?;
+        } else if is(uapi::IOCTL_BIND_EVENTFD) {
+            writable()?;
+            this.ioctl_bind_eventfd(arg, size)?;
+        } else {
+            return Err(ENOTTY);
+        }
+        Ok(0)
+    }
+
+    fn show(shm: &Arc<Shm>, name: &CStr, out: &mut dyn fmt::Write) -> Result {
+        let f = shm.facts();
+        let r = match name.to_bytes() {
+            b"size" => write!(out, "{}", f.size),
+            b"ivposition" => write!(out, "{}", shm.ivposition()?),
+            b"vectors" => write!(out, "{}", shm.usable_vectors()),
+            b"revision" => write!(out, "{}", f.revision),
+            b"features" => match f.features() {
+                0 => write!(out, "plain"),
+                x if x & uapi::FEATURE_INTX != 0 => write!(out, "doorbell intx"),
+                _ => write!(out, "doorbell msix"),
+            },
+            b"faults" => {
+                let [pte, pmd, pud] = shm.fault_counts();
+                write!(out, "pte {pte} pmd {pmd} pud {pud}")
+            }
+            _ => return Err(EINVAL),
+        };
+        r.map_err(|_| EINVAL)
+    }
+}
+
+crate::raw::miscdev::misc_attribute_groups!(
+    ATTRIBUTES: ShmFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
+);
+
+/// The sysfs attributes of `/dev/ivshmemN`.
+pub(crate) fn attributes() -> &'static crate::raw::miscdev::Groups {
+    &ATTRIBUTES
+}
