@@ -60,6 +60,11 @@ pub struct Cli {
     /// Accelerator: auto (KVM only where it boots a standard guest), kvm or tcg.
     #[arg(long, env = "IVSHMEM_ACCEL", default_value = "auto")]
     pub accel: String,
+    /// Seconds a guest may take to reach user space; one that has not is
+    /// taken for an emulator hang in early boot, and the scenario is
+    /// stopped and retried once.
+    #[arg(long, env = "IVSHMEM_BOOT_DEADLINE", default_value_t = 90)]
+    pub boot_deadline: u64,
     /// Time a scenario may take, boots included, in seconds.
     #[arg(long, env = "IVSHMEM_TIMEOUT", default_value_t = 240)]
     pub timeout: u64,

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 /// What every scenario of a run shares.
 struct Ctx {
     boot: Boot,
+    /// How long a guest may take to reach user space.
+    boot_deadline: Duration,
     /// A server the runner did not start, if any.
     external_server: Option<qemu::ServerLink>,
     /// The kernel, as the reports name it.
@@ -159,7 +161,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{}{} --accel {accel} --timeout {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{}{} --accel {accel} --timeout {} --boot-deadline {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -189,9 +191,11 @@ fn real_main(cli: Cli) -> Result<bool> {
             .as_ref()
             .map(|p| format!(" --bench {}", abs(p).display()))
             .unwrap_or_default(),
-        cli.timeout
+        cli.timeout,
+        cli.boot_deadline
     );
     let ctx = Ctx {
+        boot_deadline: Duration::from_secs(cli.boot_deadline),
         external_server: cli.server_socket.as_ref().map(|s| qemu::ServerLink {
             socket: s.clone(),
             shm: cli.server_shm.clone(),
@@ -258,6 +262,7 @@ fn probe(accel: Accel, kernel: &Path, initrd: &Path, dir: &Path) -> bool {
     qemu::wait_all(
         std::slice::from_mut(&mut g),
         deadline,
+        None,
         &mut || {},
         &mut |_, _| {},
     );
@@ -401,8 +406,9 @@ fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
                 .collect();
             if !hung.is_empty() && attempt == 1 && sc.expect == scenarios::Expect::Pass {
                 println!(
-                    "# {}: guest(s) {hung:?} hung in early boot (before user space, no kernel report); retrying once",
-                    sc.name
+                    "# {}: guest(s) {hung:?} hung in early boot (not in user space after {} s, no kernel report); retrying once",
+                    sc.name,
+                    ctx.boot_deadline.min(sc.timeout).as_secs()
                 );
                 attempt += 1;
                 let _ = fs::remove_dir_all(&dir);
@@ -474,6 +480,7 @@ fn boot_and_collect(
     let endings = qemu::wait_all(
         &mut guests,
         start + sc.timeout,
+        Some(start + ctx.boot_deadline.min(sc.timeout)),
         &mut || {
             println!(
                 "# {}: still running after {} s",

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// What the kernel prints on the console when it starts init.
+pub const INIT_LINE: &str = "Run /init as init process";
+
 /// How QEMU executes the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -374,6 +377,16 @@ impl Guest {
         })
     }
 
+    /// Whether the kernel has started init (its console says so).
+    pub fn reached_user_space(&self) -> bool {
+        fs::read(&self.console)
+            .map(|b| {
+                b.windows(INIT_LINE.len())
+                    .any(|w| w == INIT_LINE.as_bytes())
+            })
+            .unwrap_or(false)
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -409,12 +422,14 @@ pub const REQUEST: &str = "# vmrun-request: ";
 pub fn wait_all(
     guests: &mut [Guest],
     deadline: Instant,
+    boot_by: Option<Instant>,
     beat: &mut dyn FnMut(),
     on_request: &mut dyn FnMut(&Guest, &str),
 ) -> Vec<Ending> {
     let mut seen = vec![0usize; guests.len()];
     let mut endings: Vec<Option<Ending>> = vec![None; guests.len()];
     let mut next_beat = Instant::now() + Duration::from_secs(30);
+    let mut boot_checked = boot_by.is_none();
     loop {
         for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
             if e.is_none() {
@@ -432,6 +447,25 @@ pub fn wait_all(
                 }
             }
             break;
+        }
+        // A guest still short of user space by `boot_by` hung in early
+        // boot (an emulator flake under TCG): stop the whole scenario now,
+        // rather than at its deadline, so that the caller can retry it.
+        if !boot_checked && boot_by.is_some_and(|b| Instant::now() >= b) {
+            boot_checked = true;
+            let hung = guests
+                .iter()
+                .zip(endings.iter())
+                .any(|(g, e)| e.is_none() && !g.reached_user_space());
+            if hung {
+                for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
+                    if e.is_none() {
+                        g.kill();
+                        *e = Some(Ending::TimedOut);
+                    }
+                }
+                break;
+            }
         }
         for (g, n) in guests.iter().zip(seen.iter_mut()) {
             for req in new_requests(&g.ktap, n) {

@@ -208,7 +208,7 @@ impl GuestReport {
             timeout,
             reaped: false,
             killed: false,
-            reached_user_space: console.contains("Run /init as init process"),
+            reached_user_space: console.contains(crate::qemu::INIT_LINE),
             fault_before_module: early,
         }
     }
@@ -218,6 +218,11 @@ impl GuestReport {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         match self.ending {
+            Ending::TimedOut if !self.reached_user_space => p.push(
+                "never reached user space (no `Run /init` on its console; an emulator hang in \
+                 early boot?) and was killed"
+                    .into(),
+            ),
             Ending::TimedOut => p.push(format!(
                 "timed out after {} s and was killed",
                 self.timeout.as_secs()
@@ -511,6 +516,16 @@ mod tests {
         let never = "[ 0.5] Kernel panic - not syncing: Fatal exception\n";
         assert!(fault_before_module(never).is_some());
         assert_eq!(fault_before_module("[ 1.0] all fine\n"), None);
+    }
+
+    #[test]
+    fn a_guest_that_never_booted_says_so() {
+        let mut g = guest("", Ending::TimedOut, "[ 1.0] hpet0: at MMIO\n");
+        g.reached_user_space = false;
+        let p = g.problems();
+        assert!(p[0].starts_with("never reached user space"), "{p:?}");
+        let v = judge_pass(&[g], "repro");
+        assert!(!v.ok);
     }
 
     #[test]
