@@ -71,7 +71,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
     let words: Vec<&str> = req.split_whitespace().collect();
     let peers = &mut ctx.peers;
     match words.as_slice() {
-        ["kill", name] => {
+        ["kill", name, rest @ ..] => {
             let (_, pid) = ctx
                 .pids
                 .iter()
@@ -80,6 +80,25 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
             let pid = rustix::process::Pid::from_raw(*pid as i32).context("bad pid")?;
             rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
             ctx.killed.push((*name).to_string());
+            // `kill NAME PEER`: once the server has seen peer PEER go, say
+            // so in the shared memory at KILL_ACK, for the guest to wait on.
+            if let [peer] = rest {
+                let peer: u16 = peer.parse().context("bad peer id")?;
+                let srv = g
+                    .server
+                    .as_ref()
+                    .context("no ivshmem server in this scenario")?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while peer_ids(srv)?.contains(&u64::from(peer)) {
+                    ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the server still lists peer {peer} 10 s after its guest was killed"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let f = OpenOptions::new().write(true).open(&srv.shm)?;
+                f.write_all_at(&ack(peer).to_le_bytes(), KILL_ACK)?;
+            }
             Ok(())
         }
         ["host-ring", peer, vector] => {
@@ -141,22 +160,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                 .server
                 .as_ref()
                 .context("no ivshmem server in this scenario")?;
-            let out = client(srv)
-                .args(["peers", "--json"])
-                .output()
-                .context("running ivshmem-client")?;
-            ensure!(
-                out.status.success(),
-                "ivshmem-client peers failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let ids: Vec<u64> = list
-                .as_array()
-                .context("peers --json is not an array")?
-                .iter()
-                .filter_map(|p| p["id"].as_u64())
-                .collect();
+            let ids = peer_ids(srv)?;
             println!("# host: ivshmem-client peers: {ids:?}");
             ensure!(
                 ids.contains(&u64::from(id)),
@@ -203,6 +207,29 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
 }
 
 /// The host's acknowledgement for peer `id`.
+/// Where the host acknowledges `kill NAME PEER` in the shared memory.
+pub const KILL_ACK: u64 = 0x3800;
+
+/// The peer ids the server lists (`ivshmem-client peers --json`).
+fn peer_ids(srv: &crate::qemu::ServerLink) -> Result<Vec<u64>> {
+    let out = client(srv)
+        .args(["peers", "--json"])
+        .output()
+        .context("running ivshmem-client")?;
+    ensure!(
+        out.status.success(),
+        "ivshmem-client peers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(list
+        .as_array()
+        .context("peers --json is not an array")?
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
+}
+
 pub fn ack(id: u16) -> u64 {
     0xacc0_0000 | u64::from(id)
 }

@@ -586,14 +586,17 @@ pub fn doorbell_kill() -> TestResult {
         dev.ring(peer, 0)?;
         if i == 1000 {
             println!(
-                "{}kill {}",
+                "{}kill {} {peer}",
                 crate::shm::REQUEST,
                 sys::setting("victim").unwrap_or_default()
             );
         }
     }
-    // Let the server announce the death, then keep ringing the dead peer.
-    std::thread::sleep(Duration::from_secs(2));
+    // The host acknowledges once the server has seen the peer go (and has
+    // told this guest's QEMU); then keep ringing the dead peer.
+    let want = 0xacc0_0000u64 | u64::from(peer);
+    let acked = sys::wait_for(60, || map.read_volatile::<u64>(KILL_ACK).ok() == Some(want));
+    check!(acked, "the host did not confirm that peer {peer} is gone");
     for _ in 0..10_000 {
         dev.ring(peer, 0)?;
     }
@@ -605,6 +608,9 @@ pub fn doorbell_kill() -> TestResult {
 }
 
 const MESSAGE: usize = 0x4000;
+
+/// Where the host acknowledges `kill NAME PEER` (host/vmrun's KILL_ACK).
+const KILL_ACK: usize = 0x3800;
 
 fn read_text(map: &ivshmem::Mapping) -> Result<String, Failure> {
     let mut buf = [0u8; 128];
