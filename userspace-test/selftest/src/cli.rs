@@ -6,7 +6,7 @@ use crate::data;
 use crate::doorbell::{expect_events, find, monotonic_ns};
 use crate::sys::{self, Loaded};
 use crate::{Failure, TestResult, check, fail, skip};
-use ivshmem::{CacheMode, Device, Info, uapi};
+use ivshmem::{CacheMode, Device, Info};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -187,23 +187,10 @@ fn pci(info: &Info) -> String {
     format!("{d:04x}:{b:02x}:{s:02x}.{f:x}")
 }
 
-/// The features as the driver's sysfs attribute and the command name them.
+/// The features as the driver names them in sysfs (the command must say
+/// the same).
 fn features(info: &Info) -> String {
-    let f = info.raw.features;
-    let names: Vec<&str> = [
-        (uapi::IVSHMEM_FEATURE_DOORBELL, "doorbell"),
-        (uapi::IVSHMEM_FEATURE_MSIX, "msix"),
-        (uapi::IVSHMEM_FEATURE_INTX, "intx"),
-    ]
-    .into_iter()
-    .filter(|(b, _)| f & b != 0)
-    .map(|(_, n)| n)
-    .collect();
-    if names.is_empty() {
-        "plain".into()
-    } else {
-        names.join(" ")
-    }
+    sys::read_trim(format!("/sys/class/misc/ivshmem{}/features", info.index)).unwrap_or_default()
 }
 
 /// The module: loaded by the test, or already by udev on the Debian root.

@@ -123,25 +123,6 @@ fn stdout_error(e: io::Error) -> Error {
     Error(format!("write error: {}", strerror(&e)))
 }
 
-/// `doorbell msix`, `plain`...: the features, as the driver's sysfs names
-/// them.
-fn features(raw: &uapi::ivshmem_info) -> String {
-    let names: Vec<&str> = [
-        (uapi::IVSHMEM_FEATURE_DOORBELL, "doorbell"),
-        (uapi::IVSHMEM_FEATURE_MSIX, "msix"),
-        (uapi::IVSHMEM_FEATURE_INTX, "intx"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| raw.features & bit != 0)
-    .map(|(_, name)| name)
-    .collect();
-    if names.is_empty() {
-        "plain".into()
-    } else {
-        names.join(" ")
-    }
-}
-
 fn pci_address(info: &Info) -> String {
     let (domain, bus, slot, func) = info.pci;
     format!("{domain:04x}:{bus:02x}:{slot:02x}.{func:x}")
@@ -240,7 +221,7 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
             "ivposition": info.ivposition,
             "ready": ready,
             "vectors": info.vectors,
-            "features": features(&info.raw),
+            "features": info.feature_names(),
             "revision": info.revision,
             "subsystem_vendor": sv,
             "subsystem_device": sd,
@@ -264,7 +245,7 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
             ("size", human_size(info.size)),
             ("ivposition", ivposition),
             ("vectors", info.vectors.to_string()),
-            ("features", features(&info.raw)),
+            ("features", info.feature_names()),
             ("revision", info.revision.to_string()),
             ("subsystem", format!("{sv:04x}:{sd:04x}")),
             ("cache", cache),

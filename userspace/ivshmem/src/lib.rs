@@ -89,6 +89,27 @@ pub struct Info {
     pub raw: uapi::ivshmem_info,
 }
 
+impl Info {
+    /// The features as the driver's sysfs `features` attribute names them:
+    /// `doorbell msix`, `doorbell intx`, or `plain`.
+    pub fn feature_names(&self) -> String {
+        let names: Vec<&str> = [
+            (uapi::IVSHMEM_FEATURE_DOORBELL, "doorbell"),
+            (uapi::IVSHMEM_FEATURE_MSIX, "msix"),
+            (uapi::IVSHMEM_FEATURE_INTX, "intx"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.raw.features & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+        if names.is_empty() {
+            "plain".into()
+        } else {
+            names.join(" ")
+        }
+    }
+}
+
 impl From<uapi::ivshmem_info> for Info {
     fn from(r: uapi::ivshmem_info) -> Self {
         Self {
