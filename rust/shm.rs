@@ -5,12 +5,22 @@
 //!
 //! [`Shm`] is shared (through an `Arc`) by the PCI binding, the misc
 //! device, every open file and every mapping. When the device goes away,
-//! [`Shm::revoke`] marks it gone and zaps every user mapping under the same
-//! lock the fault handler takes: from then on, calls on open files fail
-//! with `ENODEV` and accesses to old mappings raise SIGBUS. The `Arc` keeps
-//! the state itself alive until the last file and mapping are gone. The
-//! file operations are in [`crate::file`], the doorbells in
-//! [`crate::doorbell`].
+//! [`Shm::revoke`] marks it gone and zaps every user mapping while it holds
+//! [`Shm::present`] for writing; page faults hold it for reading, so they
+//! run side by side on every CPU, and none can insert an entry after the
+//! zap. From then on, calls on open files fail with `ENODEV` and accesses
+//! to old mappings raise SIGBUS. The `Arc` keeps the state itself alive
+//! until the last file and mapping are gone. The file operations are in
+//! [`crate::file`], the doorbells in [`crate::doorbell`].
+//!
+//! Locks, outermost first; none is taken by `open`, which runs under the
+//! global `misc_mtx`, nor by ioctls, which check an atomic flag:
+//! - `mmap_lock` or the VMA lock (held by the mm around faults, `mmap`,
+//!   VMA open and close);
+//! - [`Shm::present`], a reader-writer semaphore: read by faults, written
+//!   by [`Shm::revoke`] only;
+//! - [`Shm::maps`], a mutex: the memtype and the address spaces to zap,
+//!   taken by `mmap`, VMA open and close, and revoke.
 
 use crate::doorbell::{self, Events};
 use crate::raw::helpers;
@@ -24,6 +34,11 @@ use crate::raw::{
         Memtype, //
     },
     pci::Address,
+    rwsem::{
+        new_rwsem,
+        ReadGuard,
+        RwSem, //
+    },
     vma::{
         self,
         FaultKind,
@@ -94,10 +109,8 @@ impl Facts {
     }
 }
 
-/// What changes when the device goes away, under [`Shm::live`].
-pub(crate) struct Live {
-    /// The device is gone: no new mapping, fault or call succeeds.
-    gone: bool,
+/// The user mappings of BAR2, under [`Shm::maps`].
+pub(crate) struct Maps {
     /// The memtype reserved for BAR2 while any VMA maps it.
     memtype: Option<Memtype>,
     /// The VMAs, by address space, to zap them.
@@ -116,8 +129,13 @@ pub(crate) struct Shm {
     ivposition: Atomic<i32>,
     window: IoWindow,
     bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
+    /// Whether BAR2 may still be mapped: held for reading by page faults,
+    /// for writing by [`Shm::revoke`] to zap the mappings.
     #[pin]
-    live: Mutex<Live>,
+    present: RwSem<bool>,
+    /// The mappings' bookkeeping.
+    #[pin]
+    maps: Mutex<Maps>,
     /// Entries inserted by faults: PTEs, PMDs, PUDs.
     faults: [Atomic<u64>; 3],
     /// Doorbells received.
@@ -181,8 +199,8 @@ impl Shm {
             ivposition: Atomic::new(ivposition),
             window,
             bar0,
-            live <- new_mutex!(Live {
-                gone: false,
+            present <- new_rwsem!(true, "ivshmem_present"),
+            maps <- new_mutex!(Maps {
                 memtype: None,
                 mappings: Mappings::new(),
             }),
@@ -194,13 +212,16 @@ impl Shm {
     /// The device is going away: refuse everything from now on and zap
     /// every user mapping. Called on unbind, before BAR2 is released.
     pub(crate) fn revoke(&self) {
-        let mut live = self.live.lock();
-        live.gone = true;
+        let mut present = self.present.write();
+        *present = false;
+        // New mmaps check this under `maps`, taken below.
         self.gone.store(true, Release);
-        live.mappings.zap_all();
+        let mut maps = self.maps.lock();
+        maps.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
-        live.memtype = None;
-        drop(live);
+        maps.memtype = None;
+        drop(maps);
+        drop(present);
         // Blocked readers return ENODEV, pollers see EPOLLHUP | EPOLLERR.
         self.events.revoke();
     }
@@ -309,14 +330,14 @@ impl Shm {
 }
 
 impl IoMap for Shm {
-    type Guard<'a> = kernel::sync::MutexGuard<'a, Live>;
+    type Guard<'a> = ReadGuard<'a, bool>;
 
     fn lock(&self) -> Option<(Self::Guard<'_>, IoWindow)> {
-        let live = self.live.lock();
-        if live.gone {
-            None
+        let present = self.present.read();
+        if *present {
+            Some((present, self.window))
         } else {
-            Some((live, self.window))
+            None
         }
     }
 
@@ -332,17 +353,17 @@ impl IoMap for Shm {
     fn vma_opened(&self, m: Mapping) {
         // A failed allocation leaves the copy uncounted: it is then not
         // zapped on removal. Never seen; warn if it happens.
-        if self.live.lock().mappings.add(m).is_err() {
+        if self.maps.lock().mappings.add(m).is_err() {
             pr_warn!("ivshmem: out of memory counting a mapping\n");
         }
     }
 
     fn vma_closed(&self, m: Mapping) {
-        let mut live = self.live.lock();
-        live.mappings.remove(m);
-        if live.mappings.is_empty() {
+        let mut maps = self.maps.lock();
+        maps.mappings.remove(m);
+        if maps.mappings.is_empty() {
             // The last mapping is gone: another cache mode may be used.
-            live.memtype = None;
+            maps.memtype = None;
         }
     }
 }
@@ -378,27 +399,28 @@ impl Shm {
             return Err(EAGAIN);
         }
         let m = Mapping::of_file(file)?;
-        let mut live = shm.live.lock();
-        if live.gone {
-            return Err(ENODEV);
-        }
-        match &live.memtype {
+        let mut maps = shm.maps.lock();
+        // Set before `revoke` takes `maps`: if it is not set yet, this
+        // mapping is counted before `revoke` zaps, and its faults fail.
+        shm.check_alive()?;
+        match &maps.memtype {
             Some(t) if t.mode() != mode => return Err(EBUSY),
             Some(_) => {}
             None => {
-                // SAFETY: BAR2 is reserved by this driver while `Shm` is
-                // not revoked, which `live.gone` says it is not.
+                // SAFETY: BAR2 is reserved by this driver until after
+                // `revoke`, which has not taken `maps` yet (`gone` is not
+                // set) and drops the memtype when it does.
                 let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
-                live.memtype = Some(t);
+                maps.memtype = Some(t);
             }
         }
-        if let Err(e) = live.mappings.add(m) {
-            if live.mappings.is_empty() {
-                live.memtype = None;
+        if let Err(e) = maps.mappings.add(m) {
+            if maps.mappings.is_empty() {
+                maps.memtype = None;
             }
             return Err(e);
         }
-        drop(live);
+        drop(maps);
         // Cannot fail: the VMA was checked to be shared above.
         vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
     }

@@ -12,6 +12,7 @@ pub(crate) mod mappings;
 pub(crate) mod miscdev;
 pub(crate) mod pat;
 pub(crate) mod pci;
+pub(crate) mod rwsem;
 pub(crate) mod vma;
 
 /// A wrapper that lets a static hold C structures with raw pointers.

@@ -40,6 +40,8 @@ struct Budget {
     stream: u64,
     /// Peer counts of the server benchmark.
     peers: Vec<usize>,
+    /// BAR size of the fault benchmark's device (the mapping is 2 MiB less).
+    faults: u64,
 }
 
 impl Budget {
@@ -54,6 +56,7 @@ impl Budget {
                 rounds: 1,
                 stream: 200,
                 peers: vec![10, 50],
+                faults: 8 * MIB,
             }
         } else {
             Self {
@@ -65,6 +68,7 @@ impl Budget {
                 rounds: 7,
                 stream: 10_000,
                 peers: vec![100, 1000, 4096],
+                faults: 1 << 30,
             }
         }
     }
@@ -91,6 +95,11 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
             .env("stream", b.stream)
             .doorbell(4)
     };
+    let faults = GuestSpec::new("guest", &["faults"])
+        .env("prog", "bench")
+        .env("reps", b.reps.min(5))
+        .env("fault_mib", b.faults / MIB)
+        .plain("big", b.faults);
     let timeout = Duration::from_secs(if o.quick { 240 } else { 900 });
     vec![
         Scenario {
@@ -115,6 +124,17 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
                 vectors: 4,
                 size: 4 * MIB,
             }),
+            before: None,
+            after: None,
+        },
+        Scenario {
+            name: "bench-faults",
+            about: "fault-heavy first touch: 1, NCPU and 4*NCPU threads touching one large mapping with 4 KiB entries only",
+            guests: vec![faults],
+            timeout,
+            expect: Expect::Pass,
+            in_suite: false,
+            server: None,
             before: None,
             after: None,
         },
@@ -398,6 +418,7 @@ fn baselines(bench: &str) -> &'static [&'static str] {
             "host memcpy of the backing file",
         ],
         "doorbell" => &["eventfd, two threads"],
+        "faults" => &["1 thread"],
         _ => &[],
     }
 }

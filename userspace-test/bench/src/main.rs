@@ -18,6 +18,7 @@
 //! `stream` (rings per one-way stream).
 
 mod doorbell;
+mod faults;
 mod mapping;
 mod sys;
 
@@ -87,6 +88,11 @@ const BENCHES: &[Bench] = &[
         name: "doorbell",
         about: "guest-to-guest ring-to-wake latency (read, poll, epoll on a bound eventfd) vs two threads on eventfds; rings per second",
         run: doorbell::run,
+    },
+    Bench {
+        name: "faults",
+        about: "first touch of a large mapping, every page a 4 KiB fault, from 1, NCPU and 4*NCPU threads at once",
+        run: faults::run,
     },
 ];
 

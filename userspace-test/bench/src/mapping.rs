@@ -121,7 +121,7 @@ struct Plan {
 }
 
 /// The `/dev/ivshmemN` index of the PCI function at `dev`.
-fn index_of(dev: &Path) -> Result<u32, Failure> {
+pub(crate) fn index_of(dev: &Path) -> Result<u32, Failure> {
     let dir = std::fs::read_dir(dev.join("misc"))
         .map_err(|e| Failure::Fail(format!("{}/misc: {e}", dev.display())))?;
     for e in dir.flatten() {

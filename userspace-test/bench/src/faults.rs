@@ -1,0 +1,207 @@
+//! Fault-heavy access: many threads touching one large mapping of
+//! `/dev/ivshmemN` for the first time, every page a separate 4 KiB fault.
+//!
+//! The mapping starts one page into BAR2 at a 2 MiB-aligned address, so
+//! that no virtual 2 MiB block lines up with a physical one and the driver
+//! can only insert 4 KiB entries: the run measures the fault path itself
+//! (and how its locking scales with threads), not how few faults huge
+//! entries need. Threads touch interleaved pages (thread i: pages i, i+T,
+//! i+2T, ...), so that they fault at the same time, side by side.
+//!
+//! Each repetition maps afresh, so every page faults again; the thread
+//! counts interleave across repetitions, after one uncounted pass that
+//! makes the host back the memory. The driver's own count of PTEs
+//! inserted must grow by exactly the number of pages, or the run fails.
+
+use crate::sys::{self, timed};
+use crate::{BenchResult, Failure, progress, samples};
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::sync::Barrier;
+
+const PAGE: usize = 4096;
+const MIB: usize = 1 << 20;
+const HUGE: usize = 2 * MIB;
+
+/// A shared mapping of `len` bytes of a device at offset one page, at a
+/// 2 MiB-aligned address; unmapped on drop.
+struct Misaligned {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; threads touch it through raw
+// reads only.
+unsafe impl Sync for Misaligned {}
+
+impl Misaligned {
+    fn new(fd: i32, len: usize) -> Result<Self, Failure> {
+        let os = |what: &str| Failure::Fail(format!("{what}: {}", std::io::Error::last_os_error()));
+        // SAFETY: a new private reservation at an address the kernel picks;
+        // only used to find a free, aligned range and replaced below.
+        let area = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + HUGE,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if area == libc::MAP_FAILED {
+            return Err(os("reserving address space"));
+        }
+        let start = area as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        // SAFETY: replaces part of the reservation made above with the
+        // device mapping (MAP_FIXED within our own range).
+        let ptr = unsafe {
+            libc::mmap(
+                aligned as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                PAGE as libc::off_t,
+            )
+        };
+        let err = (ptr == libc::MAP_FAILED).then(|| os("mmap at offset 4096"));
+        // SAFETY: unmaps the parts of the reservation not used (or all of
+        // it on failure); none of it is referenced.
+        unsafe {
+            if aligned > start {
+                libc::munmap(area, aligned - start);
+            }
+            let tail = aligned + if err.is_some() { 0 } else { len };
+            if start + len + HUGE > tail {
+                libc::munmap(tail as *mut libc::c_void, start + len + HUGE - tail);
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(Self {
+                ptr: ptr.cast(),
+                len,
+            }),
+        }
+    }
+}
+
+impl Drop for Misaligned {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `new` mapped; no thread refers to it any more.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Touches every page once from `threads` threads; returns nanoseconds from
+/// the start barrier to the last thread done.
+fn storm(map: &Misaligned, threads: usize) -> Result<f64, Failure> {
+    let pages = map.len / PAGE;
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    for p in (t..pages).step_by(threads) {
+                        // SAFETY: within the mapping, which outlives the scope.
+                        std::hint::black_box(unsafe { map.ptr.add(p * PAGE).read_volatile() });
+                    }
+                })
+            })
+            .collect();
+        let (ns, joined) = timed(|| {
+            start.wait();
+            workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
+        });
+        if joined.iter().any(Result::is_err) {
+            return Err(Failure::Fail("a touching thread panicked".into()));
+        }
+        Ok(ns)
+    })
+}
+
+/// The largest ivshmem device and its `/dev/ivshmemN` index.
+fn largest_device() -> Result<(u32, usize), Failure> {
+    let mut best = None;
+    for dev in sys::ivshmem_functions().map_err(Failure::Fail)? {
+        let Ok(index) = crate::mapping::index_of(&dev) else {
+            continue;
+        };
+        let size = sys::read_trim(format!("/sys/class/misc/ivshmem{index}/size"))
+            .map_err(Failure::Fail)?
+            .parse::<usize>()
+            .map_err(|e| Failure::Fail(format!("size of ivshmem{index}: {e}")))?;
+        if best.is_none_or(|(_, s)| size > s) {
+            best = Some((index, size));
+        }
+    }
+    best.ok_or_else(|| Failure::Skip("no ivshmem device".into()))
+}
+
+pub fn run() -> BenchResult {
+    sys::load_module().map_err(Failure::Fail)?;
+    let (index, size) = largest_device()?;
+    let want = sys::setting("fault_mib", 1024) as usize * MIB;
+    // One page in, whole 2 MiB blocks: at most the BAR less 2 MiB.
+    let len = want.min(size.saturating_sub(HUGE) / HUGE * HUGE);
+    if len == 0 {
+        return Err(Failure::Skip(format!(
+            "ivshmem{index} is too small ({size} bytes)"
+        )));
+    }
+    let reps = sys::setting("reps", 5) as usize;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut counts = vec![1, cpus, 4 * cpus];
+    counts.dedup();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/ivshmem{index}"))
+        .map_err(|e| Failure::Fail(format!("/dev/ivshmem{index}: {e}")))?;
+    let pages = (len / PAGE) as u64;
+    let case = sys::size_name(len as u64);
+    // The host backs the memory on first touch: a first pass, not
+    // counted, so that every repetition measures the guest's faults only.
+    progress(&format!("faults: {case}, warming up"));
+    storm(&Misaligned::new(file.as_raw_fd(), len)?, cpus)?;
+    let mut ns = vec![Vec::new(); counts.len()];
+    for rep in 0..reps {
+        for k in 0..counts.len() {
+            // Rotate the order, so that no thread count always runs first.
+            let k = (k + rep) % counts.len();
+            let threads = counts[k];
+            progress(&format!(
+                "faults: {case}, {threads} thread(s), repetition {}/{reps}",
+                rep + 1
+            ));
+            let before = sys::driver_faults(index);
+            let map = Misaligned::new(file.as_raw_fd(), len)?;
+            ns[k].push(storm(&map, threads)?);
+            drop(map);
+            if let (Some(b), Some(a)) = (before, sys::driver_faults(index)) {
+                if a[0] - b[0] != pages || a[1] != b[1] || a[2] != b[2] {
+                    return Err(Failure::Fail(format!(
+                        "{pages} pages touched, but the driver inserted {} PTEs, {} PMDs, {} PUDs",
+                        a[0] - b[0],
+                        a[1] - b[1],
+                        a[2] - b[2]
+                    )));
+                }
+            }
+        }
+    }
+    for (k, threads) in counts.iter().enumerate() {
+        let contender = match threads {
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
+        };
+        samples("faults", &case, "time", "ns", &contender, &ns[k]);
+        let rate: Vec<f64> = ns[k].iter().map(|t| pages as f64 / (t / 1e9)).collect();
+        samples("faults", &case, "rate", "faults/s", &contender, &rate);
+    }
+    Ok(())
+}
