@@ -176,6 +176,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                         "ioctl_bad",
                         "pat_memtype",
                         "huge_faults",
+                        "pat_page_tables",
+                        "huge_entries",
                         "mem_access",
                         "other_node",
                         "kunit",
@@ -211,9 +213,12 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             name: "shm-big",
             about: "an 8 GiB BAR (sparse file, above 4 GiB): markers at both ends and across 4 GiB, write-back",
             guests: vec![
-                GuestSpec::new("guest", &["big_bar", "pat_memtype"])
-                    .plain("big", 8 << 30)
-                    .env("big", 8u64 << 30),
+                GuestSpec::new(
+                    "guest",
+                    &["big_bar", "pat_memtype", "huge_pud", "huge_entries"],
+                )
+                .plain("big", 8 << 30)
+                .env("big", 8u64 << 30),
             ],
             timeout: t(1),
             expect: Expect::Pass,

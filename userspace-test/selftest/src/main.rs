@@ -10,6 +10,7 @@ mod cli;
 mod data;
 mod distro;
 mod doorbell;
+mod ptables;
 mod python;
 mod readers;
 mod scale;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 const PAGE: usize = 4096;
 
-fn load() -> Result<Loaded, Failure> {
+pub(crate) fn load() -> Result<Loaded, Failure> {
     Loaded::load().map_err(Failure::Fail)
 }
 
@@ -467,6 +467,32 @@ fn memtypes_of(start: u64, end: u64) -> Result<Vec<String>, Failure> {
         .collect())
 }
 
+/// The first device and the size of its BAR2; skips the test when the
+/// firmware left BAR2 unassigned.
+pub(crate) fn bar_size() -> Result<(PciDev, usize), Failure> {
+    let devs = devices(1)?;
+    let (start, end) = devs[0].bar(2).map_err(Failure::Fail)?;
+    if start == 0 {
+        skip!("the firmware left BAR2 unassigned");
+    }
+    let dev = devs
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::Fail("no device".into()))?;
+    Ok((dev, (end + 1 - start) as usize))
+}
+
+/// The memtype a write-back request for `dev`'s BAR2 gets: "write-back",
+/// or "uncached-minus" where a variable MTRR marks it uncachable.
+pub(crate) fn mtrr_wb_name(dev: &PciDev) -> Result<&'static str, Failure> {
+    let (start, end) = dev.bar(2).map_err(Failure::Fail)?;
+    Ok(if mtrr_uncachable(start, end)? {
+        "uncached-minus"
+    } else {
+        "write-back"
+    })
+}
+
 /// Whether a variable MTRR marks part of `[start, end]` uncachable
 /// (`/proc/mtrr`). The kernel then turns a write-back memtype request into
 /// uncached-minus (`pat_x_mtrr_type()`): that is the effective type anyway.
@@ -561,7 +587,7 @@ pub fn pat_memtype() -> TestResult {
     Ok(())
 }
 
-fn faults() -> Result<(u64, u64, u64), Failure> {
+pub(crate) fn faults() -> Result<(u64, u64, u64), Failure> {
     let s = sys::read_trim("/sys/class/misc/ivshmem0/faults").map_err(Failure::Fail)?;
     let n: Vec<u64> = s
         .split_whitespace()

@@ -110,6 +110,24 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::huge_faults,
         },
         Test {
+            name: "pat_page_tables",
+            default: true,
+            about: "each cache mode's bits (none, PWT, PCD) in the page table entries of a mapping (PTDUMP)",
+            run: crate::ptables::pat_page_tables,
+        },
+        Test {
+            name: "huge_entries",
+            default: true,
+            about: "the page tables map aligned mappings with PMD (and, on 2 GiB BARs, PUD) entries, misaligned ones with PTEs (PTDUMP)",
+            run: crate::ptables::huge_entries,
+        },
+        Test {
+            name: "huge_pud",
+            default: true,
+            about: "a 1 GiB-aligned mapping of a BAR of 2 GiB or more faults in 1 GiB (PUD) entries",
+            run: crate::ptables::huge_pud,
+        },
+        Test {
             name: "mem_access",
             default: true,
             about: "a debugger's access (/proc/self/mem) reads and writes the mapping",
