@@ -193,8 +193,11 @@ impl pci::Driver for IvshmemDriver {
             let bar0 = bar0.into_devres()?;
             let (vectors, intx) = interrupt_kind(pdev)?;
 
-            let index = ids::Index::alloc()
-                .inspect_err(|_| dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES))?;
+            let index = ids::Index::alloc().inspect_err(|e| {
+                if *e == ENOSPC {
+                    dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES);
+                }
+            })?;
             let facts = Facts {
                 index: index.get(),
                 size,

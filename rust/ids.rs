@@ -1,63 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Device numbers: each device becomes `/dev/ivshmemN` with the lowest free
-//! N, and a number is free again as soon as its device is gone.
+//! N, from the kernel's ID allocator (IDA), and a number is free again as
+//! soon as its device is gone.
 
-use kernel::{
-    prelude::*,
-    sync::atomic::{
-        Atomic,
-        Full,
-        Relaxed, //
-    }, //
-};
-
-const WORDS: usize = 4;
+use crate::raw::helpers;
+use kernel::prelude::*;
 
 /// How many devices the driver can bind at once.
-pub(crate) const MAX_DEVICES: usize = WORDS * 64;
-
-/// Bit N is set while number N is in use.
-static USED: [Atomic<u64>; WORDS] = [const { Atomic::new(0) }; WORDS];
+pub(crate) const MAX_DEVICES: usize = 1 << 16;
 
 /// A device number, free again when dropped.
 ///
 /// # Invariants
 ///
-/// Bit `self.0` of [`USED`] is set, by this object only.
-pub(crate) struct Index(usize);
+/// `self.0` was allocated from the driver's IDA and is freed only on drop.
+pub(crate) struct Index(c_uint);
 
 impl Index {
-    /// Takes the lowest free number, or fails with `ENOSPC`.
+    /// Takes the lowest free number below [`MAX_DEVICES`]; `ENOSPC` when
+    /// all are taken. May sleep.
     pub(crate) fn alloc() -> Result<Self> {
-        for (w, word) in USED.iter().enumerate() {
-            let mut cur = word.load(Relaxed);
-            while cur != u64::MAX {
-                let bit = (!cur).trailing_zeros();
-                match word.cmpxchg(cur, cur | (1u64 << bit), Full) {
-                    // INVARIANT: The bit was clear and this call set it.
-                    Ok(_) => return Ok(Self(w * 64 + bit as usize)),
-                    Err(now) => cur = now,
-                }
-            }
-        }
-        Err(ENOSPC)
+        // CAST: MAX_DEVICES - 1 fits in a `c_uint`.
+        let max = (MAX_DEVICES - 1) as c_uint;
+        // SAFETY: Allocates from the driver's own IDA; no other requirement.
+        let id = unsafe { helpers::ivshmem_ida_alloc(max) };
+        // INVARIANT: A non-negative result is a number now allocated.
+        let id = c_uint::try_from(id).map_err(|_| Error::from_errno(id))?;
+        Ok(Self(id))
     }
 
     /// The number.
     pub(crate) fn get(&self) -> usize {
-        self.0
+        // CAST: A `c_uint` fits in a `usize` on every Linux target.
+        self.0 as usize
     }
 }
 
 impl Drop for Index {
     fn drop(&mut self) {
-        let word = &USED[self.0 / 64];
-        let mask = 1u64 << (self.0 % 64);
-        let mut cur = word.load(Relaxed);
-        // By the type invariant only this object clears the bit.
-        while let Err(now) = word.cmpxchg(cur, cur & !mask, Full) {
-            cur = now;
-        }
+        // SAFETY: By the type invariant, the number is allocated and freed
+        // only here, once.
+        unsafe { helpers::ivshmem_ida_free(self.0) };
     }
 }

@@ -3,6 +3,7 @@
  * Forwarders to kernel macros and inline functions that have no Rust
  * binding. Each is one line; all logic stays in Rust.
  */
+#include <linux/idr.h>
 #include <linux/mm.h>
 #include <linux/pci.h>
 #include <linux/timekeeping.h>
@@ -37,4 +38,17 @@ void ivshmem_wmb(void)
 u64 ivshmem_ktime_ns(void)
 {
 	return ktime_get_ns();
+}
+
+/* The device numbers: DEFINE_IDA is a static initialiser Rust cannot use. */
+static DEFINE_IDA(ivshmem_ida);
+
+int ivshmem_ida_alloc(unsigned int max)
+{
+	return ida_alloc_max(&ivshmem_ida, max, GFP_KERNEL);
+}
+
+void ivshmem_ida_free(unsigned int id)
+{
+	ida_free(&ivshmem_ida, id);
 }

@@ -15,5 +15,7 @@ pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot);
 int ivshmem_pci_domain_nr(struct pci_dev *pdev);
 void ivshmem_wmb(void);
 u64 ivshmem_ktime_ns(void);
+int ivshmem_ida_alloc(unsigned int max);
+void ivshmem_ida_free(unsigned int id);
 
 #endif

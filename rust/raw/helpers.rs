@@ -22,6 +22,13 @@ extern "C" {
     pub(crate) fn ivshmem_wmb();
     /// `ktime_get_ns()`: CLOCK_MONOTONIC in nanoseconds; NMI-safe.
     pub(crate) fn ivshmem_ktime_ns() -> u64;
+    /// `ida_alloc_max()` on the driver's IDA of device numbers: the lowest
+    /// free number up to `max`, or a negative errno (`-ENOSPC` when all are
+    /// taken, `-ENOMEM`). May sleep.
+    pub(crate) fn ivshmem_ida_alloc(max: c_uint) -> c_int;
+    /// `ida_free()` on the driver's IDA: `id` must have been allocated and
+    /// not yet freed.
+    pub(crate) fn ivshmem_ida_free(id: c_uint);
 }
 
 /// `wmb()`.
@@ -38,5 +45,6 @@ pub(crate) fn now_ns() -> u64 {
 
 use kernel::prelude::{
     c_int,
+    c_uint,
     c_void, //
 };
