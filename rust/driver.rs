@@ -9,6 +9,7 @@ use crate::file::{
 };
 use crate::raw::{
     self,
+    irqname::IrqNames,
     miscdev,
     vma::IoWindow, //
 };
@@ -46,8 +47,11 @@ pub(crate) struct Ivshmem<'bound> {
     /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
     /// before its handler goes.
     _intx: Option<IntxEnabled<Arc<Shm>>>,
-    /// One handler per usable vector; must drop before `vectors`.
+    /// One handler per usable vector; must drop before `vectors` and
+    /// `irq_names`.
     _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
+    /// The handlers' names in `/proc/interrupts`.
+    _irq_names: IrqNames,
     /// The MSI-X vectors of a doorbell device.
     _vectors: Option<pci::IrqVectorRegistration<'bound>>,
     _index: ids::Index,
@@ -63,6 +67,7 @@ pub(crate) struct Ivshmem<'bound> {
 fn request_irqs<'bound>(
     pdev: &pci::Device<Core<'_>>,
     vectors: Option<&'bound pci::IrqVectorRegistration<'bound>>,
+    names: &IrqNames,
     shm: &Arc<Shm>,
     intx: bool,
 ) -> Result<KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>> {
@@ -79,9 +84,12 @@ fn request_irqs<'bound>(
     for vector in 0..vectors.len() {
         let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
         let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
+        // SAFETY: The registrations go into the driver data, whose
+        // `_irqs` drops (freeing them) before `_irq_names`.
+        let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
         // SAFETY: The registration goes into the driver data, which drops
         // it on unbind; it is never forgotten.
-        let reg = unsafe { irq::Registration::new(request, flags, c"ivshmem", handler) };
+        let reg = unsafe { irq::Registration::new(request, flags, name, handler) };
         match KBox::pin_init(reg, GFP_KERNEL) {
             Ok(r) => irqs.push_within_capacity(r)?,
             Err(e) => {
@@ -230,6 +238,7 @@ impl pci::Driver for IvshmemDriver {
 
             Ok(try_pin_init!(Ivshmem {
                 _vectors: irq_vectors,
+                _irq_names: IrqNames::new(index.get(), nvec, intx)?,
                 _irqs: request_irqs(
                     pdev,
                     _vectors.as_ref().map(|v| {
@@ -239,6 +248,7 @@ impl pci::Driver for IvshmemDriver {
                         // declared before it.
                         unsafe { &*core::ptr::from_ref(v) }
                     }),
+                    _irq_names,
                     &shm,
                     intx
                 )?,

@@ -8,6 +8,7 @@
 
 pub(crate) mod eventfd;
 pub(crate) mod helpers;
+pub(crate) mod irqname;
 pub(crate) mod mappings;
 pub(crate) mod miscdev;
 pub(crate) mod pat;
