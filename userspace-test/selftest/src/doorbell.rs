@@ -424,7 +424,7 @@ const READY: u64 = 0x5245_4144_0000;
 
 /// Announces this guest in its slot and waits for another's: returns the
 /// other guest's IVPosition.
-fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
+pub(crate) fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
     map.write_volatile(SLOTS + 8 * usize::from(me), READY | u64::from(me))?;
     let mut peer = None;
     sys::wait_for(120, || {

@@ -15,6 +15,7 @@ mod python;
 mod readers;
 mod scale;
 mod shm;
+mod stress;
 mod sys;
 mod tests;
 

@@ -70,7 +70,7 @@ extern "C" fn on_signal(_: libc::c_int) {}
 
 /// Installs a SIGUSR1 handler that does nothing, without SA_RESTART, so
 /// that a signal makes a blocked read fail with EINTR.
-fn sigusr1_interrupts() {
+pub(crate) fn sigusr1_interrupts() {
     // SAFETY: installs a handler that does nothing.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();

@@ -110,6 +110,36 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::huge_faults,
         },
         Test {
+            name: "stress_fuzz",
+            default: false,
+            about: "the seeded fuzzer (fuzz_calls calls, 2 processes x 3 threads) on every node; every device still works",
+            run: crate::stress::stress_fuzz,
+        },
+        Test {
+            name: "stress_bind",
+            default: false,
+            about: "bind_cycles unbind/bind cycles under the fuzzer and a blocked doorbell waiter (ENODEV each time)",
+            run: crate::stress::stress_bind,
+        },
+        Test {
+            name: "stress_hotplug",
+            default: false,
+            about: "hotplug_cycles QMP unplug/replug cycles of a mapped plain device under the fuzzer; a doorbell waiter survives",
+            run: crate::stress::stress_hotplug,
+        },
+        Test {
+            name: "stress_modules",
+            default: false,
+            about: "mod_cycles insmod/rmmod cycles, each opening, asking and touching every device",
+            run: crate::stress::stress_modules,
+        },
+        Test {
+            name: "stress_rings",
+            default: false,
+            about: "two guests ring each other at full speed at once (stress_rings each way); no lost final wake-up",
+            run: crate::stress::stress_rings,
+        },
+        Test {
             name: "pat_page_tables",
             default: true,
             about: "each cache mode's bits (none, PWT, PCD) in the page table entries of a mapping (PTDUMP)",
