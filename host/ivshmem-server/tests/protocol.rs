@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{ServerProc, TempDir, eventually, raise_nofile};
-use ivshmem_proto::{Client, Error, Event, MsgReader, PeerId};
+use common::{ServerProc, TempDir, eventually};
+use ivshmem_proto::{Client, Error, Event, PeerId};
 
 const SHORT: Duration = Duration::from_millis(100);
 const LONG: Duration = Duration::from_secs(10);
@@ -338,79 +338,6 @@ fn regions_of_4_gib_and_more_are_sparse() {
     }
 }
 
-/// A mounted hugetlbfs with free pages of its size, if any.
-fn hugetlbfs_with_free_pages() -> Result<(String, u64), String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let default_kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("Hugepagesize:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(2048);
-    let mut seen = Vec::new();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 4 || f[2] != "hugetlbfs" {
-            continue;
-        }
-        let kb = f[3]
-            .split(',')
-            .find_map(|o| o.strip_prefix("pagesize="))
-            .and_then(|p| {
-                let (n, unit) = p.split_at(p.find(|c: char| !c.is_ascii_digit())?);
-                let n: u64 = n.parse().ok()?;
-                Some(match unit {
-                    "K" | "k" => n,
-                    "M" | "m" => n << 10,
-                    "G" | "g" => n << 20,
-                    _ => return None,
-                })
-            })
-            .unwrap_or(default_kb);
-        let free: u64 = std::fs::read_to_string(format!(
-            "/sys/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
-        ))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-        seen.push(format!("{} ({kb} kB pages, {free} free)", f[1]));
-        if free >= 1 && rustix::fs::access(f[1], rustix::fs::Access::WRITE_OK).is_ok() {
-            return Ok((f[1].to_owned(), kb << 10));
-        }
-    }
-    Err(if seen.is_empty() {
-        "no hugetlbfs mounted".into()
-    } else {
-        format!(
-            "no writable hugetlbfs with a free page: {}",
-            seen.join(", ")
-        )
-    })
-}
-
-#[test]
-fn hugetlbfs_directory() {
-    let (dir, page) = match hugetlbfs_with_free_pages() {
-        Ok(x) => x,
-        Err(reason) => {
-            eprintln!("SKIP: hugetlbfs_directory: {reason}");
-            return;
-        }
-    };
-    // Half a huge page: rounded up to a whole one, with a notice.
-    let half = (page / 2).to_string();
-    let mut s = ServerProc::start(&["-m", &dir, "-l", &half]);
-    let a = s.connect(1);
-    assert_eq!(a.shm_size(), page);
-    assert!(s.wait_log("is hugetlbfs", LONG));
-    let m = a.map_shared_memory().unwrap();
-    m.write(0, b"huge").unwrap();
-    let b = s.connect(1);
-    let mut buf = [0u8; 4];
-    b.map_shared_memory().unwrap().read(0, &mut buf).unwrap();
-    assert_eq!(&buf, b"huge");
-}
-
 #[test]
 fn file_in_a_plain_directory() {
     let dir = TempDir::new();
@@ -426,68 +353,6 @@ fn file_in_a_plain_directory() {
     // Unlinked right after creation, as QEMU's server does.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(!s.wait_log("is hugetlbfs", SHORT));
-}
-
-/// Reads the first three handshake messages and checks them; drops the shm.
-fn minimal_handshake(sock: &UnixStream, reader: &mut MsgReader) -> PeerId {
-    let v = reader.read_msg(sock).unwrap();
-    assert_eq!((v.value, v.fd.is_some()), (0, false));
-    let id = reader.read_msg(sock).unwrap();
-    assert!(id.fd.is_none());
-    let shm = reader.read_msg(sock).unwrap();
-    assert_eq!(shm.value, -1);
-    assert!(shm.fd.is_some());
-    id.value as PeerId
-}
-
-#[test]
-fn more_than_1024_simultaneous_peers() {
-    const PEERS: usize = 1100;
-    let limit = raise_nofile();
-    // The test holds a socket per peer plus the last one's 1100 eventfds.
-    if limit < (2 * PEERS + 64) as u64 {
-        eprintln!(
-            "SKIP: more_than_1024_simultaneous_peers: open file hard limit {limit} is too low"
-        );
-        return;
-    }
-    let s = ServerProc::start(&["-n", "1"]);
-
-    // Peer 0 reads its whole (short) handshake: it has its own vector.
-    let first = s.connect(1);
-    assert_eq!(first.id(), 0);
-
-    // The others read only version, id and shared memory, then nothing:
-    // the rest of their handshake and every later join stays queued.
-    let mut socks = Vec::with_capacity(PEERS);
-    for i in 1..PEERS - 1 {
-        let sock = UnixStream::connect(&s.sock).unwrap();
-        let mut r = MsgReader::new();
-        assert_eq!(minimal_handshake(&sock, &mut r) as usize, i);
-        socks.push(sock);
-    }
-
-    // The last one reads its full handshake: 1099 peers, one vector each.
-    let last = s.connect(1);
-    assert_eq!(last.id() as usize, PEERS - 1);
-    assert_eq!(last.peers().len(), PEERS - 1);
-    assert!(last.peers().values().all(|v| v.len() == 1));
-    assert_eq!(last.vectors().len(), 1);
-
-    // The server watches well over 1024 descriptors: sockets + eventfds.
-    let fds = s.fd_count();
-    assert!(fds > 2 * PEERS, "server has {fds} descriptors open");
-
-    // And still delivers: the last peer rings the first.
-    last.ring(0, 0).unwrap();
-    assert_eq!(first.take_notifications(0).unwrap(), Some(1));
-    let log = s.log();
-    assert!(
-        !log.iter()
-            .any(|l| l.contains("refused") || l.contains("dropped")),
-        "server log: {log:?}"
-    );
-    drop(socks);
 }
 
 /// An eventfd stays usable after its peer leaves and is only closed when

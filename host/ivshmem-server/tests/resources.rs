@@ -1,0 +1,355 @@
+//! Tests that need something from the machine: a hugetlbfs mount with a
+//! free page, QEMU, thousands of descriptors.
+//!
+//! Whether such a test can run is known only when the tests run, and
+//! libtest can only ignore a test at compile time (`#[ignore]`); a test
+//! that returns early when what it needs is missing is counted as passed.
+//! So these run under libtest-mimic, with libtest's command line and
+//! output: each test first checks what it needs, and when that is missing
+//! it is reported as *ignored*, counted in the summary line (`N ignored`,
+//! which `make check` reports as skipped), and the reason is printed as
+//! `SKIP name: reason`. When it is there, the test runs, and fails if what
+//! it tests does not work. `--include-ignored` runs the ignored ones
+//! anyway: they then fail, saying what is missing.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{ServerProc, raise_nofile};
+use ivshmem_proto::{Event, MsgReader, PeerId};
+use libtest_mimic::{Arguments, Trial};
+
+const LONG: Duration = Duration::from_secs(10);
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        trial(
+            &args,
+            "hugetlbfs_directory",
+            hugetlbfs_with_free_pages(),
+            hugetlbfs_directory,
+        ),
+        trial(
+            &args,
+            "more_than_1024_simultaneous_peers",
+            descriptors_for_many_peers(),
+            more_than_1024_simultaneous_peers,
+        ),
+        trial(
+            &args,
+            "qemu_ivshmem_doorbell_is_a_peer",
+            find_qemu(),
+            qemu_ivshmem_doorbell_is_a_peer,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// A test that runs with what `need` found, or, when it found nothing, is
+/// reported as ignored with the reason.
+fn trial<T: Send + 'static>(
+    args: &Arguments,
+    name: &'static str,
+    need: Result<T, String>,
+    test: fn(T),
+) -> Trial {
+    match need {
+        Ok(found) => Trial::test(name, move || {
+            test(found);
+            Ok(())
+        }),
+        Err(reason) => {
+            if selected(args, name) {
+                eprintln!("SKIP {name}: {reason}");
+            }
+            Trial::test(name, move || Err(format!("cannot run: {reason}").into()))
+                .with_ignored_flag(true)
+        }
+    }
+}
+
+/// Whether the command line selects the test `name` (as libtest filters).
+fn selected(args: &Arguments, name: &str) -> bool {
+    let matches = |pattern: &String| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern.as_str())
+        }
+    };
+    !args.list && args.filter.as_ref().is_none_or(matches) && !args.skip.iter().any(matches)
+}
+
+/// Tests that use thousands of descriptors or the kernel's budget of
+/// descriptors in flight run one at a time.
+fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises this process's open file limit to the hard limit (which the
+/// servers it starts inherit); fails if that is below `n`.
+fn needs_descriptors(n: u64) -> Result<(), String> {
+    let limit = raise_nofile();
+    if limit < n {
+        return Err(format!(
+            "needs {n} open files, the hard limit is {limit} (ulimit -Hn)"
+        ));
+    }
+    Ok(())
+}
+
+/// A mounted hugetlbfs with free pages of its size, if any.
+fn hugetlbfs_with_free_pages() -> Result<(String, u64), String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let default_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Hugepagesize:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(2048);
+    let mut seen = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[2] != "hugetlbfs" {
+            continue;
+        }
+        let kb = f[3]
+            .split(',')
+            .find_map(|o| o.strip_prefix("pagesize="))
+            .and_then(|p| {
+                let (n, unit) = p.split_at(p.find(|c: char| !c.is_ascii_digit())?);
+                let n: u64 = n.parse().ok()?;
+                Some(match unit {
+                    "K" | "k" => n,
+                    "M" | "m" => n << 10,
+                    "G" | "g" => n << 20,
+                    _ => return None,
+                })
+            })
+            .unwrap_or(default_kb);
+        let free: u64 = std::fs::read_to_string(format!(
+            "/sys/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+        seen.push(format!("{} ({kb} kB pages, {free} free)", f[1]));
+        if free >= 1 && rustix::fs::access(f[1], rustix::fs::Access::WRITE_OK).is_ok() {
+            return Ok((f[1].to_owned(), kb << 10));
+        }
+    }
+    Err(if seen.is_empty() {
+        "no hugetlbfs mounted".into()
+    } else {
+        format!(
+            "no writable hugetlbfs with a free page: {}",
+            seen.join(", ")
+        )
+    })
+}
+
+fn hugetlbfs_directory((dir, page): (String, u64)) {
+    // Half a huge page: rounded up to a whole one, with a notice.
+    let half = (page / 2).to_string();
+    let mut s = ServerProc::start(&["-m", &dir, "-l", &half]);
+    let a = s.connect(1);
+    assert_eq!(a.shm_size(), page);
+    assert!(s.wait_log("is hugetlbfs", LONG));
+    let m = a.map_shared_memory().unwrap();
+    m.write(0, b"huge").unwrap();
+    let b = s.connect(1);
+    let mut buf = [0u8; 4];
+    b.map_shared_memory().unwrap().read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"huge");
+}
+
+/// Reads the first three handshake messages and checks them; drops the shm.
+fn minimal_handshake(sock: &UnixStream, reader: &mut MsgReader) -> PeerId {
+    let v = reader.read_msg(sock).unwrap();
+    assert_eq!((v.value, v.fd.is_some()), (0, false));
+    let id = reader.read_msg(sock).unwrap();
+    assert!(id.fd.is_none());
+    let shm = reader.read_msg(sock).unwrap();
+    assert_eq!(shm.value, -1);
+    assert!(shm.fd.is_some());
+    id.value as PeerId
+}
+
+const MANY_PEERS: usize = 1100;
+
+/// The test holds a socket per peer plus the last one's 1100 eventfds; the
+/// server a socket and an eventfd per peer.
+fn descriptors_for_many_peers() -> Result<(), String> {
+    needs_descriptors((2 * MANY_PEERS + 64) as u64)
+}
+
+fn more_than_1024_simultaneous_peers(_: ()) {
+    const PEERS: usize = MANY_PEERS;
+    let _heavy = heavy();
+    let s = ServerProc::start(&["-n", "1"]);
+
+    // Peer 0 reads its whole (short) handshake: it has its own vector.
+    let first = s.connect(1);
+    assert_eq!(first.id(), 0);
+
+    // The others read only version, id and shared memory, then nothing:
+    // the rest of their handshake and every later join stays queued.
+    let mut socks = Vec::with_capacity(PEERS);
+    for i in 1..PEERS - 1 {
+        let sock = UnixStream::connect(&s.sock).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(minimal_handshake(&sock, &mut r) as usize, i);
+        socks.push(sock);
+    }
+
+    // The last one reads its full handshake: 1099 peers, one vector each.
+    let last = s.connect(1);
+    assert_eq!(last.id() as usize, PEERS - 1);
+    assert_eq!(last.peers().len(), PEERS - 1);
+    assert!(last.peers().values().all(|v| v.len() == 1));
+    assert_eq!(last.vectors().len(), 1);
+
+    // The server watches well over 1024 descriptors: sockets + eventfds.
+    let fds = s.fd_count();
+    assert!(fds > 2 * PEERS, "server has {fds} descriptors open");
+
+    // And still delivers: the last peer rings the first.
+    last.ring(0, 0).unwrap();
+    assert_eq!(first.take_notifications(0).unwrap(), Some(1));
+    let log = s.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("refused") || l.contains("dropped")),
+        "server log: {log:?}"
+    );
+    drop(socks);
+}
+
+const QEMU: &str = "qemu-system-x86_64";
+
+fn find_qemu() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(QEMU))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("{QEMU} not found in PATH or /usr/bin"))
+}
+
+/// Kills QEMU on drop and shows its stderr if the test failed.
+struct Qemu(Option<Child>);
+
+impl Qemu {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let out = child.wait_with_output();
+        if let (Ok(out), true) = (out, std::thread::panicking()) {
+            eprintln!(
+                "--- qemu stderr ---\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn qemu_ivshmem_doorbell_is_a_peer(qemu: PathBuf) {
+    let s = ServerProc::start(&["-n", "2"]);
+    let mut observer = s.connect(2);
+    assert_eq!(observer.id(), 0);
+
+    let chardev = format!("socket,path={},id=ch", s.sock.display());
+    let mut vm = Qemu(Some(
+        Command::new(&qemu)
+            .args([
+                "-M",
+                "pc",
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+            ])
+            .args(["-chardev", &chardev])
+            .args(["-device", "ivshmem-doorbell,chardev=ch,vectors=2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run qemu"),
+    ));
+
+    // QEMU realizes the device and reads the handshake: it joins as peer 1
+    // with two vectors.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(Some(st)) = vm.child().try_wait() {
+            panic!("qemu exited early with {st}");
+        }
+        match observer
+            .next_event_timeout(Some(left.min(Duration::from_millis(200))))
+            .unwrap()
+        {
+            Some(e) => seen.push(e),
+            None if Instant::now() >= deadline => panic!("qemu never joined; got {seen:?}"),
+            None => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            Event::PeerVector { peer: 1, vector: 0 },
+            Event::PeerVector { peer: 1, vector: 1 }
+        ]
+    );
+
+    // A client connecting now sees QEMU among the peers, with 2 vectors.
+    let late = s.connect(2);
+    assert_eq!(late.peers().get(&1).map(Vec::len), Some(2));
+    assert_eq!(late.peers().get(&0).map(Vec::len), Some(2));
+    // Ringing QEMU's vectors is accepted (no guest runs to notice).
+    late.ring(1, 0).unwrap();
+    late.ring(1, 1).unwrap();
+    drop(late);
+    assert!(matches!(
+        observer
+            .next_event_timeout(Some(Duration::from_secs(5)))
+            .unwrap(),
+        Some(Event::PeerVector { peer: 2, .. })
+    ));
+
+    // QEMU dies: everyone hears that peer 1 left.
+    vm.child().kill().unwrap();
+    vm.child().wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match observer.next_event_timeout(Some(left)).unwrap() {
+            Some(Event::PeerLeft { peer: 1, vectors }) => {
+                assert_eq!(vectors, 2);
+                break;
+            }
+            Some(_) => {} // peer 2's remaining join/leave messages
+            None => panic!("no leave announcement for QEMU"),
+        }
+    }
+    assert!(!observer.peers().contains_key(&1));
+}
