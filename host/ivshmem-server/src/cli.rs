@@ -66,9 +66,9 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VECTORS)))]
     pub vectors: u32,
 
-    /// Drop a client whose output queue grows this many messages beyond its
-    /// handshake (a client that does not read its socket)
-    #[arg(long = "max-queue", value_name = "MESSAGES", default_value_t = DEFAULT_MAX_QUEUE as u64,
+    /// Drop a client once this many descriptors beyond its handshake wait
+    /// for it (a client that does not read its socket while peers join)
+    #[arg(long = "max-queue", value_name = "DESCRIPTORS", default_value_t = DEFAULT_MAX_QUEUE as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: u64,
 

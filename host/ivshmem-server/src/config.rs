@@ -18,8 +18,8 @@ pub const MAX_VECTORS: u32 = 256;
 /// Largest region: 2^62 bytes, the largest power of two an `off_t` holds
 /// with room to spare.
 pub const MAX_SIZE: u64 = 1 << 62;
-/// Default bound on a client's output queue, beyond its handshake, in
-/// messages (16 bytes of server memory each).
+/// Default bound on the descriptors waiting for one client beyond its
+/// handshake: a client this far behind is not reading and is dropped.
 pub const DEFAULT_MAX_QUEUE: usize = 1 << 18;
 
 /// Where the shared memory lives.
@@ -43,7 +43,7 @@ pub struct Config {
     pub size: u64,
     /// Eventfds per peer, 1..=[`MAX_VECTORS`].
     pub vectors: u32,
-    /// Bound on a client's output queue beyond its handshake, in messages.
+    /// Bound on the descriptors waiting for a client beyond its handshake.
     pub max_queue: usize,
 }
 

@@ -14,13 +14,15 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{ServerProc, raise_nofile};
+use common::{ServerProc, TempDir, cap_eff, converge, raise_nofile};
 use ivshmem_proto::{Event, MsgReader, PeerId};
 use libtest_mimic::{Arguments, Trial};
 
@@ -40,6 +42,12 @@ fn main() {
             "more_than_1024_simultaneous_peers",
             descriptors_for_many_peers(),
             more_than_1024_simultaneous_peers,
+        ),
+        trial(
+            &args,
+            "stuck_clients_cannot_get_a_reading_peer_dropped",
+            in_flight_limit_applies(),
+            stuck_clients_cannot_get_a_reading_peer_dropped,
         ),
         trial(
             &args,
@@ -103,6 +111,137 @@ fn needs_descriptors(n: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
+/// The capabilities that lift the kernel's limit on descriptors in flight.
+const UNLIMITED_IN_FLIGHT: u64 = 1 << CAP_SYS_ADMIN | 1 << CAP_SYS_RESOURCE;
+/// The user a root test runs a server as, so that the limit applies.
+const NOBODY: u32 = 65534;
+
+/// Whether a server started by this test is subject to the kernel's limit
+/// on descriptors in flight (`ETOOMANYREFS` beyond `RLIMIT_NOFILE` of
+/// them, per user): as root, by running it as nobody; as another user,
+/// if that user lacks `CAP_SYS_RESOURCE` and `CAP_SYS_ADMIN`. Gives the
+/// uid to run the server as, if any.
+fn in_flight_limit_applies() -> Result<Option<u32>, String> {
+    let caps = cap_eff("self");
+    if rustix::process::geteuid().is_root() {
+        let needed = 1 << CAP_SETUID | 1 << CAP_SETGID;
+        if caps & needed == needed {
+            return Ok(Some(NOBODY));
+        }
+        return Err(
+            "root without CAP_SETUID and CAP_SETGID cannot run the server as another user, \
+             and root's descriptors in flight may be unlimited"
+                .into(),
+        );
+    }
+    if caps & UNLIMITED_IN_FLIGHT != 0 {
+        return Err(
+            "this user has CAP_SYS_RESOURCE or CAP_SYS_ADMIN: the kernel does not limit its \
+             descriptors in flight"
+                .into(),
+        );
+    }
+    Ok(None)
+}
+
+/// H3: clients that do not read pin descriptors in flight until the
+/// server's budget (its `RLIMIT_NOFILE`, for a user without
+/// `CAP_SYS_RESOURCE`) is used up, and `sendmsg` fails with `ETOOMANYREFS`
+/// for everyone. That is back-pressure: a healthy peer that reads is not
+/// dropped, and gets everything once the stuck clients are gone.
+fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
+    /// The server's open file limit, so its budget of descriptors in
+    /// flight: room for its own (2 per peer, up to 64 churning peers
+    /// accepted in one go, about 350) but not for what 100 stuck clients
+    /// pin (about 64 each).
+    const LIMIT: u64 = 512;
+    const STUCK: usize = 100;
+    const CYCLES: usize = 200;
+    let _heavy = heavy();
+    let dir = TempDir::new();
+    if user.is_some() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.path().join("sock");
+    let adjust = |cmd: &mut Command| {
+        // SAFETY: between fork and exec the closure only makes
+        // async-signal-safe system calls, and touches no lock or allocator.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(uid) = user {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    };
+    let mut s = ServerProc::start_with(dir, sock, &["-n", "1"], adjust)
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let caps = cap_eff(&s.pid().to_string());
+    assert_eq!(
+        caps & UNLIMITED_IN_FLIGHT,
+        0,
+        "the server runs with CAP_SYS_ADMIN or CAP_SYS_RESOURCE: the limit does not apply"
+    );
+
+    let mut observer = s.connect(1);
+    let stuck: Vec<UnixStream> = (0..STUCK)
+        .map(|_| UnixStream::connect(&s.sock).unwrap())
+        .collect();
+    // Churn: peers that read version and id (no descriptors: those get
+    // through) and leave.
+    for _ in 0..CYCLES {
+        let c = UnixStream::connect(&s.sock).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(r.read_msg(&c).unwrap().value, 0);
+        r.read_msg(&c).unwrap();
+        drop(c);
+        while observer.try_next_event().unwrap().is_some() {}
+    }
+    assert!(
+        s.wait_log("holding the messages and retrying", LONG),
+        "the server never ran out of descriptors in flight: this test tested nothing"
+    );
+    assert!(s.log().iter().any(|l| l.contains("Too many references")));
+
+    // The stuck clients go: their unread descriptors return to the budget
+    // and everything held for the observer flows.
+    drop(stuck);
+    let mut late = s.connect(1);
+    converge(&mut observer, &[late.id()]);
+    // Stuck clients the server had not yet seen leave were in its handshake.
+    converge(&mut late, &[observer.id()]);
+    late.ring(observer.id(), 0).unwrap();
+    assert_eq!(observer.take_notifications(0).unwrap(), Some(1));
+    observer.ring(late.id(), 0).unwrap();
+    assert_eq!(late.take_notifications(0).unwrap(), Some(1));
+    assert!(s.wait_log("the shortage is over", LONG));
+    let log = s.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("dropped") || l.contains("refused")),
+        "server log:\n{}",
+        log.join("\n")
+    );
 }
 
 /// A mounted hugetlbfs with free pages of its size, if any.
