@@ -63,7 +63,8 @@ impl Config {
             .listener
             .try_clone()
             .map_err(|e| anyhow::anyhow!("cannot duplicate the listening socket: {e}"))?;
-        let server = Server::new(listener, fd, self.vectors as usize, self.max_queue)?;
+        let mut server = Server::new(listener, fd, self.vectors as usize, self.max_queue)?;
+        server.set_max_peers(self.max_peers);
         Ok((server, shm))
     }
 

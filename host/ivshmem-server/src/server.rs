@@ -388,6 +388,7 @@ struct Hub {
     shm: OwnedFd,
     vectors: usize,
     max_queue: usize,
+    max_peers: usize,
     /// The connected peers' eventfds, by the serial number of their
     /// connection: the order in which they joined.
     live: BTreeMap<u64, Live>,
@@ -489,7 +490,8 @@ fn open_reserve() -> Option<OwnedFd> {
 impl Server {
     /// A server handing out `shm`, with `vectors` eventfds per peer, that
     /// drops a client once more than `max_queue` descriptors beyond its
-    /// handshake wait for it. `listener` must be non-blocking.
+    /// handshake wait for it. `listener` must be non-blocking. At most
+    /// [`IdAllocator::CAPACITY`] peers; see [`Server::set_max_peers`].
     pub fn new(
         listener: UnixListener,
         shm: OwnedFd,
@@ -511,6 +513,7 @@ impl Server {
                 shm,
                 vectors,
                 max_queue,
+                max_peers: IdAllocator::CAPACITY,
                 live: BTreeMap::new(),
                 dead: Vec::new(),
                 shortage: Shortage::default(),
@@ -520,6 +523,12 @@ impl Server {
             next_serial: 1,
             reserve: open_reserve(),
         })
+    }
+
+    /// Refuses connections beyond `max` peers (at most
+    /// [`IdAllocator::CAPACITY`]).
+    pub fn set_max_peers(&mut self, max: usize) {
+        self.hub.max_peers = max.min(IdAllocator::CAPACITY);
     }
 
     /// Number of connected peers.
@@ -661,6 +670,13 @@ impl Server {
     }
 
     fn add_peer(&mut self, stream: UnixStream) {
+        if self.peers.len() >= self.hub.max_peers {
+            warn!(
+                "refused a connection: {} peers connected, the most allowed (--max-peers)",
+                self.peers.len()
+            );
+            return;
+        }
         let Some(id) = self.ids.alloc() else {
             warn!(
                 "refused a connection: all {} peer ids are in use",

@@ -42,6 +42,9 @@ fn bad_arguments_fail_with_a_clear_message() {
         (&["-F", "-l", ""], "empty size"),
         (&["-F", "-l", "16E"], "too large"),
         (&["-F", "-M", "a", "-m", "/tmp"], "cannot be used with"),
+        (&["-F", "--max-peers", "0"], "0 is not in 1..=65536"),
+        (&["-F", "--max-peers", "65537"], "65537 is not in 1..=65536"),
+        (&["-F", "--max-queue", "0"], "0 is not in 1.."),
         (&["-F", "-x"], "unexpected argument '-x'"),
         (&["-F", "-S"], "a value is required"),
         (

@@ -325,6 +325,29 @@ fn a_client_far_behind_is_dropped_at_max_queue() {
 }
 
 #[test]
+fn connections_beyond_max_peers_are_refused_clearly() {
+    let mut s = ServerProc::start(&["-n", "1", "--max-peers", "2"]);
+    let mut a = s.connect(1);
+    let b = s.connect(1);
+    expect_join(&mut a, b.id(), 1);
+    // The third sees end of file, and the log says why.
+    let third = UnixStream::connect(&s.sock).unwrap();
+    third.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!((&third).read_to_end(&mut buf).unwrap(), 0);
+    assert!(s.wait_log(
+        "refused a connection: 2 peers connected, the most allowed (--max-peers)",
+        LONG
+    ));
+    assert_quiet(&mut a);
+    // A slot freed is a slot usable.
+    drop(b);
+    assert!(matches!(next(&mut a), Event::PeerLeft { .. }));
+    let c = s.connect(1);
+    assert_eq!(peer_counts(&c), BTreeMap::from([(a.id(), 1)]));
+}
+
+#[test]
 fn garbage_from_a_client_drops_only_that_client() {
     let mut s = ServerProc::start(&["-n", "1"]);
     let mut a = s.connect(1);

@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{ServerProc, TempDir, cap_eff, converge, raise_nofile};
-use ivshmem_proto::{Event, MsgReader, PeerId};
+use common::{ServerProc, TempDir, cap_eff, converge, raise_nofile, vm_rss_kib};
+use ivshmem_proto::{Client, ConnectOptions, Event, MsgReader, PeerId};
 use libtest_mimic::{Arguments, Trial};
 
 const LONG: Duration = Duration::from_secs(10);
@@ -42,6 +42,12 @@ fn main() {
             "more_than_1024_simultaneous_peers",
             descriptors_for_many_peers(),
             more_than_1024_simultaneous_peers,
+        ),
+        trial(
+            &args,
+            "max_peers_idle_peers_within_an_rss_limit",
+            resources_for_max_peers(),
+            max_peers_idle_peers_within_an_rss_limit,
         ),
         trial(
             &args,
@@ -369,6 +375,107 @@ fn more_than_1024_simultaneous_peers(_: ()) {
         "server log: {log:?}"
     );
     drop(socks);
+}
+
+/// The default --max-peers.
+const MAX_PEERS: usize = 4096;
+/// What the server may use with that many idle peers, in KiB. Measured:
+/// 266 MB before a client's pending output became a cursor.
+const RSS_LIMIT_KIB: u64 = 16 << 10;
+/// Descriptors in flight that an idle peer may pin (its socket buffer).
+const IN_FLIGHT_PER_PEER: u64 = 64;
+
+fn resources_for_max_peers() -> Result<(), String> {
+    // The test holds a socket per peer and, at the end, a client with
+    // every peer's eventfd; the server a socket and an eventfd per peer.
+    needs_descriptors(2 * MAX_PEERS as u64 + 128)?;
+    let caps = cap_eff("self");
+    if caps & UNLIMITED_IN_FLIGHT == 0 {
+        let need = MAX_PEERS as u64 * IN_FLIGHT_PER_PEER + 1024;
+        let limit = raise_nofile();
+        if limit < need {
+            return Err(format!(
+                "{MAX_PEERS} idle peers pin up to {} descriptors in flight, which Linux counts \
+                 against the server's open file limit ({limit}) for a user without \
+                 CAP_SYS_RESOURCE",
+                MAX_PEERS as u64 * IN_FLIGHT_PER_PEER
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// As many peers as --max-peers allows by default, each reading only
+/// version, id and shared memory (the worst case for memory before: each
+/// kept its whole handshake queued, O(N²)): the server stays within an
+/// RSS limit, refuses one more clearly, and serves a new peer once one
+/// left.
+fn max_peers_idle_peers_within_an_rss_limit(_: ()) {
+    let _heavy = heavy();
+    let mut s = ServerProc::start(&["-n", "1"]);
+    let before = vm_rss_kib(s.pid());
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(MAX_PEERS);
+    for i in 0..MAX_PEERS {
+        let sock = UnixStream::connect(&s.sock).unwrap();
+        sock.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(minimal_handshake(&sock, &mut r) as usize, i);
+        idle.push(sock);
+    }
+    let took = started.elapsed();
+    let rss = vm_rss_kib(s.pid());
+    let fds = s.fd_count();
+    eprintln!(
+        "{MAX_PEERS} idle peers connected in {took:.1?}: server VmRSS {before} KiB before, \
+         {rss} KiB after, {fds} descriptors"
+    );
+    assert!(
+        rss <= RSS_LIMIT_KIB,
+        "server VmRSS {rss} KiB with {MAX_PEERS} idle peers, limit {RSS_LIMIT_KIB} KiB"
+    );
+    assert!(fds > 2 * MAX_PEERS, "server has {fds} descriptors open");
+
+    // One more is refused, with a clear message; it sees end of file.
+    let extra = UnixStream::connect(&s.sock).unwrap();
+    extra.set_read_timeout(Some(LONG)).unwrap();
+    assert!(matches!(
+        MsgReader::new().read_msg(&extra),
+        Err(ivshmem_proto::Error::Closed)
+    ));
+    assert!(s.wait_log(
+        "refused a connection: 4096 peers connected, the most allowed (--max-peers)",
+        LONG
+    ));
+
+    // Once one leaves, a peer that reads everything gets in, and learns
+    // of every other.
+    drop(idle.pop());
+    let opts = ConnectOptions {
+        vectors: Some(1),
+        timeout: Some(LONG),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + LONG;
+    let late = loop {
+        // Refused (end of file) until the server has seen the leave.
+        match Client::connect_with(&s.sock, &opts) {
+            Ok(c) => break c,
+            Err(ivshmem_proto::Error::Closed) if Instant::now() < deadline => {}
+            Err(e) => panic!("cannot connect once a peer left: {e}"),
+        }
+    };
+    assert_eq!(late.peers().len(), MAX_PEERS - 1);
+    let rss = vm_rss_kib(s.pid());
+    assert!(
+        rss <= RSS_LIMIT_KIB,
+        "server VmRSS {rss} KiB after a {MAX_PEERS}-peer handshake, limit {RSS_LIMIT_KIB} KiB"
+    );
+    let log = s.log();
+    assert!(
+        !log.iter().any(|l| l.contains("dropped")),
+        "server log: {log:?}"
+    );
 }
 
 const QEMU: &str = "qemu-system-x86_64";
