@@ -20,7 +20,7 @@ fn next(c: &mut Client) -> Event {
     match c.next_event_timeout(Some(LONG)) {
         Ok(Some(e)) => e,
         Ok(None) => panic!("client {}: no announcement within {LONG:?}", c.id()),
-        Err(e) => panic!("client {}: {e}", c.id()),
+        Err(e) => panic!("client {}: {e:?}", c.id()),
     }
 }
 

@@ -462,7 +462,7 @@ fn max_peers_idle_peers_within_an_rss_limit(_: ()) {
         match Client::connect_with(&s.sock, &opts) {
             Ok(c) => break c,
             Err(ivshmem_proto::Error::Closed) if Instant::now() < deadline => {}
-            Err(e) => panic!("cannot connect once a peer left: {e}"),
+            Err(e) => panic!("cannot connect once a peer left: {e:?}"),
         }
     };
     assert_eq!(late.peers().len(), MAX_PEERS - 1);

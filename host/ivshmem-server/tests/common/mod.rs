@@ -196,7 +196,7 @@ impl ServerProc {
                 ..Default::default()
             },
         )
-        .unwrap_or_else(|e| panic!("connect: {e}; server log:\n{}", self.log().join("\n")))
+        .unwrap_or_else(|e| panic!("connect: {e:?}; server log:\n{}", self.log().join("\n")))
     }
 
     /// Open descriptors of the server process.
@@ -289,7 +289,7 @@ pub fn converge(c: &mut Client, want: &[PeerId]) {
                 c.id(),
                 c.peers().keys().collect::<Vec<_>>()
             ),
-            Err(e) => panic!("client {}: {e}", c.id()),
+            Err(e) => panic!("client {}: {e:?}", c.id()),
         }
     }
 }
