@@ -1,5 +1,7 @@
 //! Tests that need something from the machine: a hugetlbfs mount with a
-//! free page, QEMU, thousands of descriptors.
+//! free page, QEMU, thousands of descriptors, a server that the kernel's
+//! limit on descriptors in flight applies to (run as nobody when the
+//! tests run as root).
 //!
 //! Whether such a test can run is known only when the tests run, and
 //! libtest can only ignore a test at compile time (`#[ignore]`); a test
