@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use ivshmem_proto::PeerId;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Exit status of `wait` when the timeout expires first.
 pub const EXIT_TIMEOUT: u8 = 3;
@@ -31,13 +32,16 @@ pub struct Cli {
     #[arg(short = 'n', long = "vectors", value_name = "N")]
     pub vectors: Option<usize>,
 
-    /// Give up on the handshake after this many seconds
+    /// Give up on the handshake after this many seconds (more than 0, at
+    /// most 1000000000)
     #[arg(
         long = "connect-timeout",
         value_name = "SECONDS",
-        default_value_t = 10.0
+        default_value = "10",
+        value_parser = positive_seconds,
+        allow_negative_numbers = true
     )]
-    pub connect_timeout: f64,
+    pub connect_timeout: Duration,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -82,10 +86,32 @@ pub fn parse_num(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-fn positive_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds")),
+/// The longest timeout, in seconds (about 31 years): any longer is as
+/// good as none, and could overflow a deadline on the clock.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// A number of seconds, 0 to [`MAX_SECONDS`], fractions allowed.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_nan() {
+        Err(format!("{s:?} is not a number of seconds"))
+    } else if v < 0.0 {
+        Err(format!("{s} seconds is negative"))
+    } else if v > MAX_SECONDS {
+        Err(format!("{s} seconds is too long (at most {MAX_SECONDS})"))
+    } else {
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
+/// A number of seconds, more than 0.
+pub fn positive_seconds(s: &str) -> Result<Duration, String> {
+    match seconds(s)? {
+        Duration::ZERO => Err(format!("{s} seconds: must be more than 0")),
+        d => Ok(d),
     }
 }
 
@@ -124,14 +150,16 @@ pub enum Command {
         /// Exit 0 once this many rings have arrived
         #[arg(long, value_name = "N")]
         count: Option<u64>,
-        /// Exit 3 if they have not arrived after this many seconds
-        #[arg(long, value_name = "SECONDS", value_parser = positive_secs)]
-        timeout: Option<f64>,
+        /// Exit 3 if they have not arrived after this many seconds (0 to
+        /// 1000000000)
+        #[arg(long, value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
+        timeout: Option<Duration>,
         /// Only count and print this vector
         #[arg(long, value_name = "V")]
         vector: Option<usize>,
     },
-    /// Write LEN bytes of the shared memory at OFFSET to stdout
+    /// Write LEN bytes of the shared memory at OFFSET to stdout (checked
+    /// against the region's size first)
     Read {
         /// Offset in bytes (decimal, 0x hex, K/M/G suffixes)
         #[arg(value_parser = parse_num)]
@@ -169,6 +197,20 @@ mod tests {
         assert!(parse_num("x").is_err());
         assert!(parse_num("").is_err());
         assert!(parse_num("99999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(seconds("1e9"), Ok(Duration::from_secs(1_000_000_000)));
+        for bad in [
+            "-1", "-0.5", "nan", "NaN", "inf", "-inf", "1e30", "1e20", "x", "",
+        ] {
+            assert!(seconds(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(positive_seconds("0").is_err());
+        assert!(positive_seconds("0.001").is_ok());
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 fn connect(cli: &Cli) -> Result<Client> {
     let opts = ConnectOptions {
         vectors: cli.vectors,
-        timeout: Some(Duration::from_secs_f64(cli.connect_timeout)),
+        timeout: Some(cli.connect_timeout),
         ..Default::default()
     };
     Client::connect_with(&cli.socket, &opts)
@@ -105,14 +105,13 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             return wait(cli, &mut client, *count, *timeout, *vector);
         }
         Command::Read { offset, len, hex } => {
-            let len = usize::try_from(*len).context("length too large")?;
-            let mut buf = vec![0u8; len];
-            mem.read(*offset, &mut buf)?;
-            if *hex {
-                hex_dump(&mut out, *offset, &buf)?;
-            } else {
-                out.write_all(&buf)?;
-            }
+            read_chunks(&mem, *offset, *len, |at, bytes| {
+                if *hex {
+                    hex_dump(&mut out, at, bytes)
+                } else {
+                    out.write_all(bytes)
+                }
+            })?;
         }
         Command::Write { offset, data } => mem.write(*offset, data.as_bytes())?,
         Command::Shell => {
@@ -122,6 +121,32 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How much of the shared memory is copied at a time: a multiple of the
+/// 16 bytes of a hex dump line.
+const CHUNK: u64 = 64 << 10;
+
+/// Hands `len` bytes of the shared memory at `offset` to `each`, one chunk
+/// (and its offset) at a time, after checking that they are all inside the
+/// region: the buffer is never larger than a chunk.
+fn read_chunks(
+    mem: &SharedMemory,
+    offset: u64,
+    len: u64,
+    mut each: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+) -> Result<()> {
+    mem.check_range(offset, len)?;
+    let mut buf = vec![0u8; len.min(CHUNK) as usize];
+    let end = offset + len;
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(CHUNK) as usize;
+        mem.read(at, &mut buf[..n])?;
+        each(at, &buf[..n])?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn hex_dump(out: &mut impl Write, base: u64, buf: &[u8]) -> std::io::Result<()> {
@@ -281,7 +306,7 @@ fn wait(
     cli: &Cli,
     client: &mut Client,
     count: Option<u64>,
-    timeout: Option<f64>,
+    timeout: Option<Duration>,
     only: Option<usize>,
 ) -> Result<ExitCode> {
     if let Some(v) = only.filter(|&v| v >= client.vectors().len()) {
@@ -290,7 +315,8 @@ fn wait(
             client.vectors().len()
         );
     }
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+    // The timeout is at most 1e9 s (cli::MAX_SECONDS): no overflow.
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut watch = Watch::new(client, false)?;
     let mut got = 0u64;
     let mut out = std::io::stdout();
@@ -385,9 +411,10 @@ fn shell_command(line: &str, client: &Client, mem: &SharedMemory) -> Result<Next
         ["read", offset, len] => {
             let offset = parse_num(offset).map_err(anyhow::Error::msg)?;
             let len = parse_num(len).map_err(anyhow::Error::msg)?;
-            let mut buf = vec![0u8; usize::try_from(len).context("length too large")?];
-            mem.read(offset, &mut buf)?;
-            writeln!(out, "{}", buf.escape_ascii())?;
+            read_chunks(mem, offset, len, |_, bytes| {
+                write!(out, "{}", bytes.escape_ascii())
+            })?;
+            writeln!(out)?;
         }
         ["write", offset, ..] => {
             let offset_n = parse_num(offset).map_err(anyhow::Error::msg)?;

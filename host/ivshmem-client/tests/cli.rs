@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ivshmem_proto::{Client, ConnectOptions, Event};
 use ivshmem_server::{Config, ShmBacking};
+use rustix::process::{Pid, Signal, kill_process};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_ivshmem-client");
 const LONG: Duration = Duration::from_secs(10);
@@ -78,7 +79,7 @@ impl Server {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
+        let child = self
             .cmd()
             .args(args)
             .stdin(Stdio::null())
@@ -86,15 +87,17 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + LONG;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
+        let pid = Pid::from_child(&child);
+        // Collects its output as it comes (it may be larger than a pipe).
+        let (tx, rx) = channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        match rx.recv_timeout(LONG) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = kill_process(pid, Signal::KILL);
                 panic!("ivshmem-client {args:?} did not exit");
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        child.wait_with_output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -324,13 +327,123 @@ fn write_then_read_shared_memory() {
 }
 
 #[test]
-fn cannot_connect_is_an_error() {
+fn cannot_connect_is_an_error_naming_the_os_error_once() {
     let out = Command::new(CLIENT)
         .args(["-S", "/nonexistent/sock", "info"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to /nonexistent/sock"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "ivshmem-client: error: cannot connect to /nonexistent/sock: connecting to the server: \
+         No such file or directory (os error 2)"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// Checks that a run failed with a message, not a panic or a signal.
+fn assert_clear_error(out: &Output, code: i32, msg: &str, args: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {:?}\n{err}",
+        out.status
+    );
+    assert!(err.contains(msg), "{args:?}: expected {msg:?} in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?}:\n{err}");
+}
+
+#[test]
+fn bad_timeouts_are_usage_errors_not_panics() {
+    let s = Server::start(1);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--connect-timeout", "-1", "info"],
+            "-1 seconds is negative",
+        ),
+        (&["--connect-timeout=-1", "info"], "-1 seconds is negative"),
+        (
+            &["--connect-timeout", "nan", "info"],
+            "\"nan\" is not a number of seconds",
+        ),
+        (
+            &["--connect-timeout", "inf", "info"],
+            "inf seconds is too long (at most 1000000000)",
+        ),
+        (
+            &["--connect-timeout", "1e30", "info"],
+            "1e30 seconds is too long",
+        ),
+        (&["--connect-timeout", "0", "info"], "must be more than 0"),
+        (
+            &["--connect-timeout", "soon", "info"],
+            "\"soon\" is not a number of seconds",
+        ),
+        (
+            &["wait", "--timeout", "1e20"],
+            "1e20 seconds is too long (at most 1000000000)",
+        ),
+        (&["wait", "--timeout", "-1"], "-1 seconds is negative"),
+        (
+            &["wait", "--timeout", "NaN"],
+            "\"NaN\" is not a number of seconds",
+        ),
+    ];
+    for (args, msg) in cases {
+        assert_clear_error(&s.run(args), 2, msg, args);
+    }
+    // Fractions and the largest value are fine.
+    s.ok(&["--connect-timeout", "0.5", "info"]);
+    let out = s.run(&["wait", "--count", "1", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = s.run(&["--connect-timeout", "1e9", "peers"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn read_checks_bounds_before_allocating() {
+    let s = Server::start(1);
+    for args in [
+        &["read", "0", "100G"][..],
+        &["read", "0", "0xffffffffffffffff"],
+        &["read", "4M", "1"],
+        &["read", "1", "4M"],
+        &["read", "0xfffffffffffffff0", "32", "--hex"],
+    ] {
+        assert_clear_error(
+            &s.run(args),
+            1,
+            "outside the 4194304-byte shared memory",
+            args,
+        );
+    }
+    // The whole region, in chunks: every byte, in order.
+    s.ok(&["write", "0", "first"]);
+    s.ok(&["write", "4194299", "last!"]);
+    let all = s.run(&["read", "0", "4M"]);
+    assert!(all.status.success());
+    assert_eq!(all.stdout.len(), 4 << 20);
+    assert_eq!(&all.stdout[..5], b"first");
+    assert_eq!(&all.stdout[(4 << 20) - 5..], b"last!");
+    // A hex dump across chunks keeps its offsets.
+    let hex = s.ok(&["read", "0x10000", "0x20020", "--hex"]);
+    let lines: Vec<&str> = hex.lines().collect();
+    assert_eq!(lines.len(), 0x20020 / 16);
+    assert!(
+        lines[0].starts_with("0000000000010000  00 00"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0x1000].starts_with("0000000000020000  "),
+        "{}",
+        lines[0x1000]
+    );
+    assert!(lines.last().unwrap().starts_with("0000000000030010  "));
+    // Nothing at the very end is fine.
+    assert_eq!(s.ok(&["read", "4M", "0"]), "");
 }
 
 #[test]
@@ -379,6 +492,11 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     assert_eq!(lines.next(), "wrote 9 byte(s) at 10");
     writeln!(stdin, "read 10 10").unwrap();
     assert_eq!(lines.next(), "two words\\x00");
+    writeln!(stdin, "read 0 100G").unwrap();
+    assert_eq!(
+        lines.next(),
+        "error: access of 107374182400 bytes at offset 0 is outside the 4194304-byte shared memory"
+    );
     writeln!(stdin, "int 9 0").unwrap();
     assert_eq!(lines.next(), "error: no peer 9");
     writeln!(stdin, "bogus").unwrap();

@@ -10,8 +10,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A system call failed.
-    #[error("{context}: {source}")]
+    /// A system call failed. The message is what was being done; the OS
+    /// error is the [source](std::error::Error::source), so that a
+    /// reporter that prints the chain (`anyhow`'s `{:#}`) says it once.
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: &'static str,
@@ -126,3 +128,27 @@ impl Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_io_error_says_the_os_error_once_in_its_chain() {
+        let e = Error::io("connecting to the server", io::Error::from_raw_os_error(2));
+        assert_eq!(e.to_string(), "connecting to the server");
+        let source = e.source().expect("the OS error is the source");
+        let mut chain = e.to_string();
+        let mut next = Some(source);
+        while let Some(s) = next {
+            chain.push_str(&format!(": {s}"));
+            next = s.source();
+        }
+        assert_eq!(
+            chain.matches("No such file or directory").count(),
+            1,
+            "{chain}"
+        );
+    }
+}

@@ -77,17 +77,20 @@ impl SharedMemory {
         self.ptr.as_ptr().cast()
     }
 
-    fn check(&self, offset: u64, len: usize) -> Result<usize> {
+    /// Checks that `len` bytes at `offset` lie inside the region, e.g.
+    /// before allocating a buffer for them.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.len as u64;
-        let end = offset.checked_add(len as u64);
-        match end {
-            Some(end) if end <= size => Ok(offset as usize),
-            _ => Err(Error::OutOfBounds {
-                offset,
-                len: len as u64,
-                size,
-            }),
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(Error::OutOfBounds { offset, len, size }),
         }
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<usize> {
+        self.check_range(offset, len as u64)?;
+        // Inside the mapping, so it fits in a usize.
+        Ok(offset as usize)
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the region.
@@ -151,6 +154,17 @@ mod tests {
             })
         ));
         assert!(a.read(u64::MAX, &mut buf).is_err());
+        assert!(a.check_range(0, 8192).is_ok());
+        assert!(a.check_range(8192, 0).is_ok());
+        assert!(matches!(
+            a.check_range(0, 100 << 30),
+            Err(Error::OutOfBounds {
+                offset: 0,
+                len: 107_374_182_400,
+                size: 8192
+            })
+        ));
+        assert!(a.check_range(1, u64::MAX).is_err());
         assert!(SharedMemory::map(&fd, 0).is_err());
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
-use crate::config::{self, DEFAULT_MAX_QUEUE, DEFAULT_SOCKET, MAX_VECTORS};
+use crate::config::{self, DEFAULT_MAX_PEERS, DEFAULT_MAX_QUEUE, DEFAULT_SOCKET, MAX_VECTORS};
+use crate::ids::IdAllocator;
 
 /// Shares memory and interrupts between QEMU guests (ivshmem-doorbell) and
 /// host programs.
@@ -66,11 +67,16 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VECTORS)))]
     pub vectors: u32,
 
-    /// Drop a client whose output queue grows this many messages beyond its
-    /// handshake (a client that does not read its socket)
-    #[arg(long = "max-queue", value_name = "MESSAGES", default_value_t = DEFAULT_MAX_QUEUE as u64,
+    /// Drop a client once this many descriptors beyond its handshake wait
+    /// for it (a client that does not read its socket while peers join)
+    #[arg(long = "max-queue", value_name = "DESCRIPTORS", default_value_t = DEFAULT_MAX_QUEUE as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: u64,
+
+    /// Refuse connections beyond this many peers, 1 to 65536
+    #[arg(long = "max-peers", value_name = "PEERS", default_value_t = DEFAULT_MAX_PEERS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=IdAllocator::CAPACITY as u64))]
+    pub max_peers: u64,
 
     /// In daemon mode, log to this file instead of syslog
     #[arg(long = "log-file", value_name = "PATH")]

@@ -18,9 +18,15 @@ pub const MAX_VECTORS: u32 = 256;
 /// Largest region: 2^62 bytes, the largest power of two an `off_t` holds
 /// with room to spare.
 pub const MAX_SIZE: u64 = 1 << 62;
-/// Default bound on a client's output queue, beyond its handshake, in
-/// messages (16 bytes of server memory each).
+/// Default bound on the descriptors waiting for one client beyond its
+/// handshake: a client this far behind is not reading and is dropped.
 pub const DEFAULT_MAX_QUEUE: usize = 1 << 18;
+/// Default bound on the number of peers connected at once: far more than
+/// QEMU's server could serve (about 500, with `select()`). Each costs the
+/// server a socket, one eventfd per vector and about 0.3 KiB (measured:
+/// 4096 peers that read nothing after the shared memory, 3.7 MB of RSS in
+/// all), plus up to about 48 KiB of kernel memory in its socket buffer.
+pub const DEFAULT_MAX_PEERS: usize = 4096;
 
 /// Where the shared memory lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +49,10 @@ pub struct Config {
     pub size: u64,
     /// Eventfds per peer, 1..=[`MAX_VECTORS`].
     pub vectors: u32,
-    /// Bound on a client's output queue beyond its handshake, in messages.
+    /// Bound on the descriptors waiting for a client beyond its handshake.
     pub max_queue: usize,
+    /// Most peers connected at once, 1..=65536; more are refused.
+    pub max_peers: usize,
 }
 
 impl Config {
@@ -56,6 +64,7 @@ impl Config {
             size: DEFAULT_SIZE,
             vectors: DEFAULT_VECTORS,
             max_queue: DEFAULT_MAX_QUEUE,
+            max_peers: DEFAULT_MAX_PEERS,
         }
     }
 }

@@ -25,10 +25,29 @@ use std::os::fd::BorrowedFd;
 use anyhow::Result;
 
 impl Config {
-    /// Creates the shared memory and binds the socket: everything that can
-    /// fail before serving.
+    /// Binds the socket and then creates the shared memory: everything that
+    /// can fail before serving.
+    ///
+    /// The socket comes first: a server refused because another one listens
+    /// there must not resize, truncate or replace that server's memory. Once
+    /// the socket is ours, a failure removes it again.
     pub fn start(&self) -> Result<(Server, BoundSocket, shm::Shm)> {
         let size = config::round_size(self.size).map_err(anyhow::Error::msg)?;
+        let sock = match socket::from_service_manager()? {
+            Some(l) => BoundSocket::adopt(l)?,
+            None => BoundSocket::bind(&self.socket)?,
+        };
+        match self.serve_on(&sock, size) {
+            Ok((server, shm)) => Ok((server, sock, shm)),
+            Err(e) => {
+                sock.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// The part of [`Config::start`] after the socket is owned.
+    fn serve_on(&self, sock: &BoundSocket, size: u64) -> Result<(Server, shm::Shm)> {
         if size != self.size {
             log::info!(
                 "size rounded up from {} to {size} bytes (a power of two)",
@@ -36,21 +55,17 @@ impl Config {
             );
         }
         let shm = shm::open(&self.backing, size)?;
-        let sock = match socket::from_service_manager()? {
-            Some(l) => BoundSocket::adopt(l)?,
-            None => BoundSocket::bind(&self.socket)?,
-        };
         let fd = shm
             .fd
             .try_clone()
             .map_err(|e| anyhow::anyhow!("cannot duplicate the shared memory descriptor: {e}"))?;
-        let server = Server::new(
-            sock.listener.try_clone()?,
-            fd,
-            self.vectors as usize,
-            self.max_queue,
-        )?;
-        Ok((server, sock, shm))
+        let listener = sock
+            .listener
+            .try_clone()
+            .map_err(|e| anyhow::anyhow!("cannot duplicate the listening socket: {e}"))?;
+        let mut server = Server::new(listener, fd, self.vectors as usize, self.max_queue)?;
+        server.set_max_peers(self.max_peers);
+        Ok((server, shm))
     }
 
     /// Runs a server until `stop` is readable, then removes its socket.

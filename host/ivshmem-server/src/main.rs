@@ -66,6 +66,31 @@ fn raise_fd_limit() {
     }
 }
 
+/// Descriptors the server needs besides its peers' (stdio, epoll, the
+/// listening socket, the shared memory, the signal pipe, the log, the
+/// reserve), with room to spare.
+const BASE_FDS: u64 = 32;
+
+/// Warns when the open file limit cannot hold `--max-peers` peers: each
+/// costs a socket and one eventfd per vector. (Connections beyond what the
+/// limit allows are refused and logged.)
+fn check_fd_limit(config: &Config) {
+    let Some(limit) = getrlimit(Resource::Nofile).current else {
+        return;
+    };
+    let per_peer = 1 + u64::from(config.vectors);
+    let need = BASE_FDS + config.max_peers as u64 * per_peer;
+    if limit < need {
+        warn!(
+            "the open file limit ({limit}) allows about {} peers with {} vector(s), fewer than \
+             --max-peers {}; raise the limit (ulimit -n, LimitNOFILE=) to {need}",
+            limit.saturating_sub(BASE_FDS) / per_peer,
+            config.vectors,
+            config.max_peers
+        );
+    }
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
@@ -122,7 +147,9 @@ fn serve(args: &Args) -> Result<()> {
         size: args.size,
         vectors: args.vectors,
         max_queue: usize::try_from(args.max_queue).unwrap_or(usize::MAX),
+        max_peers: usize::try_from(args.max_peers).unwrap_or(usize::MAX),
     };
+    check_fd_limit(&config);
 
     let (mut server, sock, shm) = config.start()?;
     let shm_desc = match &config.backing {

@@ -1,20 +1,48 @@
 //! The event loop: accepting peers, handing out eventfds, announcing joins
-//! and leaves, and queueing output per client.
+//! and leaves, and writing each client's messages as its socket takes them.
+//!
+//! # What a client costs
+//!
+//! A client's pending output is not a queue of messages but a position in
+//! the list of live peers, in the order they joined: everything from there
+//! on is still to be sent (for a new client that is its whole handshake:
+//! the peers before it, then its own vectors; later, the peers that joined
+//! after it). Descriptors are looked up when a message is written, so
+//! nothing a client has not read keeps a descriptor open in the server: a
+//! peer's eventfds are closed as soon as it leaves, and a join that a
+//! client never got is simply never sent (nor the matching leave). The
+//! only list is that of the departed peers whose leave a client still has
+//! to be told, one `u16` each, at most one per peer it was told about.
+//!
+//! So a client that stops reading costs O(1) memory, whatever the churn,
+//! and the descriptors in flight to it (sent, not yet received) are bounded
+//! by its socket's send buffer ([`SEND_BUFFER`]).
+//!
+//! # Back-pressure
+//!
+//! Linux charges descriptors in flight to the sending user against its
+//! `RLIMIT_NOFILE` (unless it has `CAP_SYS_RESOURCE` or `CAP_SYS_ADMIN`).
+//! When clients that do not read have used that up, `sendmsg` fails with
+//! `ETOOMANYREFS`; `EMFILE`, `ENFILE`, `ENOBUFS` and `ENOMEM` are the
+//! server's resources too. None of these is the fault of the client being
+//! written to: its messages are kept and retried every [`RETRY_INTERVAL`]
+//! until the resource is back.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ivshmem_proto::{MSG_LEN, PROTOCOL_VERSION, PeerId, SHM_MESSAGE, send_part};
 use log::{debug, error, info, warn};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
-use rustix::event::{EventfdFlags, eventfd};
+use rustix::event::{EventfdFlags, Timespec, eventfd};
 use rustix::io::Errno;
+use rustix::net::sockopt;
 
 use crate::ids::IdAllocator;
 
@@ -23,13 +51,16 @@ const TOKEN_STOP: u64 = 1;
 /// Accepts per wake-up, so that a flood of connections cannot starve the
 /// peers already connected.
 const ACCEPT_BATCH: usize = 64;
-
-/// One queued message.
-#[derive(Debug)]
-struct Out {
-    value: i64,
-    fd: Option<Rc<OwnedFd>>,
-}
+/// How often writes held back by a shortage of the server's resources
+/// (descriptors in flight, descriptors, kernel memory) are retried.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// `SO_SNDBUF` of each client's socket. Linux doubles it and charges about
+/// 768 bytes per 8-byte message, so about 64 messages (and as many
+/// descriptors) can wait in a client's socket; the default (208 KiB) let
+/// a client that does not read pin 278.
+pub const SEND_BUFFER: usize = 24 << 10;
+/// The capacity an emptied list of pending leaves keeps.
+const IDLE_LEAVES_CAPACITY: usize = 16;
 
 /// Why a peer is dropped.
 #[derive(Debug, Clone, Copy)]
@@ -53,84 +84,396 @@ impl fmt::Display for DropReason {
             DropReason::SendError(e) => write!(f, "send error: {e}"),
             DropReason::QueueFull(n) => write!(
                 f,
-                "output queue exceeded {n} messages (the client is not reading its socket)"
+                "more than {n} descriptors beyond its handshake wait for it (the client is not reading its socket)"
             ),
         }
     }
+}
+
+/// Whether a failed write is a shortage of the server's own resources
+/// rather than something wrong with the client written to.
+fn is_server_shortage(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::TOOMANYREFS | Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM
+    )
+}
+
+fn explain_shortage(e: Errno) -> &'static str {
+    match e {
+        Errno::TOOMANYREFS => {
+            "the descriptors in flight to clients that have not read them count against this \
+             server's open file limit, and it is used up"
+        }
+        Errno::MFILE | Errno::NFILE => "out of file descriptors",
+        _ => "out of kernel memory",
+    }
+}
+
+/// A connected peer as the others see it: its id and eventfds. The only
+/// owner of the eventfds: they close when the peer leaves.
+#[derive(Debug)]
+struct Live {
+    id: PeerId,
+    vectors: Vec<OwnedFd>,
+}
+
+/// Where a client's output stands in the list of live peers: the next
+/// message is vector `vector` of the peer that joined with `serial`, or,
+/// if that one left, vector 0 of the next peer that joined after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Cursor {
+    serial: u64,
+    vector: usize,
+}
+
+/// The next message for a client, and what sending it advances.
+#[derive(Debug)]
+struct Pick<'a> {
+    value: i64,
+    fd: Option<BorrowedFd<'a>>,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Prefix,
+    Leave,
+    Vector { at: Cursor, last: bool },
+}
+
+/// A write in progress.
+#[derive(Debug, Clone, Copy)]
+enum Sending {
+    /// The rest of a message already begun.
+    Rest { bytes: [u8; MSG_LEN], done: usize },
+    /// A new message.
+    Next { bytes: [u8; MSG_LEN], step: Step },
+}
+
+/// How far a flush got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Everything is sent.
+    Drained,
+    /// The socket is full: wait for EPOLLOUT.
+    Blocked,
+    /// The server is short of a resource: retry later.
+    Held(Errno),
 }
 
 #[derive(Debug)]
 struct Peer {
     sock: UnixStream,
     serial: u64,
-    vectors: Vec<Rc<OwnedFd>>,
-    queue: VecDeque<Out>,
-    /// Bytes of the queue's first message already sent.
-    sent: usize,
+    /// Messages of the version, id, shared memory prefix already sent.
+    prefix_sent: u8,
+    cursor: Cursor,
+    /// Departed peers this client was told about and must hear left.
+    leaves: VecDeque<PeerId>,
+    /// The rest of a message whose first bytes (and descriptor) are sent.
+    partial: Option<([u8; MSG_LEN], usize)>,
+    /// Descriptors still to be sent to it.
+    backlog: usize,
+    /// Drop it once `backlog` exceeds this.
     limit: usize,
     /// EPOLLOUT is registered: the socket buffer was full.
     waiting_out: bool,
+    /// Its writes are held back by a shortage of the server's resources.
+    held: bool,
     /// Will be dropped at the next reap.
     doomed: bool,
 }
 
 impl Peer {
+    fn new(sock: UnixStream, serial: u64, backlog: usize, limit: usize) -> Self {
+        Self {
+            sock,
+            serial,
+            prefix_sent: 0,
+            cursor: Cursor {
+                serial: 0,
+                vector: 0,
+            },
+            leaves: VecDeque::new(),
+            partial: None,
+            backlog,
+            limit,
+            waiting_out: false,
+            held: false,
+            doomed: false,
+        }
+    }
+
     fn token(&self, id: PeerId) -> u64 {
         (self.serial << 16) | u64::from(id)
     }
 
-    /// Queues a message; false if that overflows the queue.
-    fn push(&mut self, value: i64, fd: Option<Rc<OwnedFd>>) -> bool {
-        self.queue.push_back(Out { value, fd });
-        self.queue.len() <= self.limit
+    /// Whether the handshake is complete: the cursor is past its own
+    /// vectors.
+    fn handshake_done(&self) -> bool {
+        self.cursor.serial > self.serial
     }
 
-    /// Sends what the socket takes; returns whether data is left over.
-    fn flush(&mut self) -> Result<bool, Errno> {
-        while let Some(front) = self.queue.front() {
-            let bytes = front.value.to_le_bytes();
-            // The descriptor rides on the first byte of its message.
-            let fd = if self.sent == 0 {
-                front.fd.as_deref().map(AsFd::as_fd)
-            } else {
-                None
-            };
-            match send_part(self.sock.as_fd(), &bytes[self.sent..], fd, true) {
-                Ok(0) => return Err(Errno::IO),
-                Ok(n) => {
-                    self.sent += n;
-                    if self.sent >= MSG_LEN {
-                        self.queue.pop_front();
-                        self.sent = 0;
+    /// Whether any vector of the peer that joined with `serial` was sent.
+    fn was_told(&self, serial: u64) -> bool {
+        self.cursor > Cursor { serial, vector: 0 }
+    }
+
+    /// The next message: the prefix; then the peers in the order they
+    /// joined, itself included (the handshake); once the handshake is done,
+    /// pending leaves come first, unless a peer's vectors are half sent.
+    fn pick<'a>(
+        &self,
+        id: PeerId,
+        live: &'a BTreeMap<u64, Live>,
+        shm: BorrowedFd<'a>,
+    ) -> Option<Pick<'a>> {
+        let prefix = |value, fd| {
+            Some(Pick {
+                value,
+                fd,
+                step: Step::Prefix,
+            })
+        };
+        match self.prefix_sent {
+            0 => return prefix(PROTOCOL_VERSION, None),
+            1 => return prefix(i64::from(id), None),
+            2 => return prefix(SHM_MESSAGE, Some(shm)),
+            _ => {}
+        }
+        if self.cursor.vector == 0 && self.handshake_done() {
+            if let Some(&left) = self.leaves.front() {
+                return Some(Pick {
+                    value: i64::from(left),
+                    fd: None,
+                    step: Step::Leave,
+                });
+            }
+        }
+        let (&serial, peer) = live.range(self.cursor.serial..).next()?;
+        let vector = if serial == self.cursor.serial {
+            self.cursor.vector
+        } else {
+            0
+        };
+        let fd = peer.vectors.get(vector)?;
+        Some(Pick {
+            value: i64::from(peer.id),
+            fd: Some(fd.as_fd()),
+            step: Step::Vector {
+                at: Cursor { serial, vector },
+                last: vector + 1 == peer.vectors.len(),
+            },
+        })
+    }
+
+    /// Records that a picked message went out (at least its first byte).
+    fn advance(&mut self, step: Step) {
+        match step {
+            Step::Prefix => self.prefix_sent += 1,
+            Step::Leave => {
+                self.leaves.pop_front();
+            }
+            Step::Vector { at, last } => {
+                self.backlog = self.backlog.saturating_sub(1);
+                self.cursor = if last {
+                    Cursor {
+                        serial: at.serial + 1,
+                        vector: 0,
                     }
-                }
-                Err(Errno::AGAIN) => return Ok(true),
+                } else {
+                    Cursor {
+                        serial: at.serial,
+                        vector: at.vector + 1,
+                    }
+                };
+            }
+        }
+    }
+
+    /// Records that `n` bytes (at least 1) of `what` went out.
+    fn sent(&mut self, what: Sending, n: usize) {
+        let (bytes, done) = match what {
+            Sending::Rest { bytes, done } => (bytes, done + n),
+            Sending::Next { bytes, step } => {
+                self.advance(step);
+                (bytes, n)
+            }
+        };
+        self.partial = (done < MSG_LEN).then_some((bytes, done));
+    }
+
+    /// Sends what the socket takes.
+    fn flush(
+        &mut self,
+        id: PeerId,
+        live: &BTreeMap<u64, Live>,
+        shm: BorrowedFd<'_>,
+    ) -> Result<Flow, Errno> {
+        loop {
+            let (result, what) = if let Some((bytes, done)) = self.partial {
+                let r = send_part(self.sock.as_fd(), &bytes[done..], None, true);
+                (r, Sending::Rest { bytes, done })
+            } else if let Some(pick) = self.pick(id, live, shm) {
+                let bytes = pick.value.to_le_bytes();
+                // The descriptor rides on the first byte of its message.
+                let r = send_part(self.sock.as_fd(), &bytes, pick.fd, true);
+                (
+                    r,
+                    Sending::Next {
+                        bytes,
+                        step: pick.step,
+                    },
+                )
+            } else {
+                break;
+            };
+            match result {
+                Ok(0) => return Err(Errno::IO),
+                Ok(n) => self.sent(what, n),
                 Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(Flow::Blocked),
+                Err(e) if is_server_shortage(e) => return Ok(Flow::Held(e)),
                 Err(e) => return Err(e),
             }
         }
-        // Drained: give back what a burst (a handshake: every peer's
-        // eventfds) made the queue grow to. Keeping it cost about 40 KiB
-        // per peer with 4096 peers, 171 MiB in all (make bench).
-        if self.queue.capacity() > IDLE_QUEUE_CAPACITY {
-            self.queue.shrink_to(IDLE_QUEUE_CAPACITY);
+        // Drained: give back what a burst of departures made the list of
+        // leaves grow to.
+        if self.leaves.capacity() > IDLE_LEAVES_CAPACITY {
+            self.leaves.shrink_to(IDLE_LEAVES_CAPACITY);
         }
-        Ok(false)
+        Ok(Flow::Drained)
     }
 }
 
-/// The capacity a peer's empty output queue keeps: room for a few peers
-/// joining at once without reallocating.
-const IDLE_QUEUE_CAPACITY: usize = 64;
+/// Writes held back by a shortage of the server's resources.
+#[derive(Debug, Default)]
+struct Shortage {
+    /// The peers to retry (id and serial; stale entries are skipped).
+    held: Vec<(PeerId, u64)>,
+    /// The listening socket is not watched: accept failed for lack of
+    /// resources and no reserve descriptor was left.
+    listen_paused: bool,
+    /// Since when, for the log.
+    since: Option<Instant>,
+    next_retry: Option<Instant>,
+}
+
+impl Shortage {
+    fn active(&self) -> bool {
+        !self.held.is_empty() || self.listen_paused
+    }
+
+    fn start(&mut self, what: fmt::Arguments<'_>, e: Errno) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            warn!(
+                "{what}: {e} ({}); holding the messages and retrying every {} ms",
+                explain_shortage(e),
+                RETRY_INTERVAL.as_millis()
+            );
+        }
+        self.next_retry
+            .get_or_insert_with(|| Instant::now() + RETRY_INTERVAL);
+    }
+}
+
+/// Everything but the peers' connection state, so that a peer can be
+/// flushed while the list of live peers is read.
+#[derive(Debug)]
+struct Hub {
+    epoll: OwnedFd,
+    listener: UnixListener,
+    shm: OwnedFd,
+    vectors: usize,
+    max_queue: usize,
+    max_peers: usize,
+    /// The connected peers' eventfds, by the serial number of their
+    /// connection: the order in which they joined.
+    live: BTreeMap<u64, Live>,
+    dead: Vec<(PeerId, u64, DropReason)>,
+    shortage: Shortage,
+}
+
+impl Hub {
+    fn doom(&mut self, id: PeerId, peer: &mut Peer, why: DropReason) {
+        if !peer.doomed {
+            peer.doomed = true;
+            self.dead.push((id, peer.serial, why));
+        }
+    }
+
+    /// Sends what can be sent, watches for room when the socket is full,
+    /// and schedules a retry when the server is short of resources.
+    fn flush(&mut self, id: PeerId, peer: &mut Peer) {
+        if peer.doomed {
+            return;
+        }
+        let blocked = match peer.flush(id, &self.live, self.shm.as_fd()) {
+            Ok(Flow::Drained) => {
+                peer.held = false;
+                false
+            }
+            Ok(Flow::Blocked) => {
+                peer.held = false;
+                true
+            }
+            Ok(Flow::Held(e)) => {
+                if !peer.held {
+                    peer.held = true;
+                    self.shortage.held.push((id, peer.serial));
+                }
+                self.shortage
+                    .start(format_args!("cannot write to peer {id}"), e);
+                false
+            }
+            Err(Errno::PIPE | Errno::CONNRESET) => {
+                return self.doom(id, peer, DropReason::Closed);
+            }
+            Err(e) => return self.doom(id, peer, DropReason::SendError(e)),
+        };
+        if blocked != peer.waiting_out {
+            let mut flags = EventFlags::IN | EventFlags::RDHUP;
+            if blocked {
+                flags |= EventFlags::OUT;
+                debug!("peer {id}: socket full, {} descriptors to go", peer.backlog);
+            } else {
+                debug!("peer {id}: socket no longer full");
+            }
+            if let Err(e) = epoll::modify(
+                &self.epoll,
+                &peer.sock,
+                EventData::new_u64(peer.token(id)),
+                flags,
+            ) {
+                return self.doom(id, peer, DropReason::SendError(e));
+            }
+            peer.waiting_out = blocked;
+        }
+    }
+
+    fn pause_listening(&mut self, e: Errno) {
+        if !self.shortage.listen_paused {
+            self.shortage.listen_paused = true;
+            if let Err(e) = epoll::modify(
+                &self.epoll,
+                &self.listener,
+                EventData::new_u64(TOKEN_LISTEN),
+                EventFlags::empty(),
+            ) {
+                error!("cannot pause the listening socket: {e}");
+            }
+        }
+        self.shortage
+            .start(format_args!("cannot accept connections"), e);
+    }
+}
 
 /// The ivshmem server's state.
 #[derive(Debug)]
 pub struct Server {
-    epoll: OwnedFd,
-    listener: UnixListener,
-    shm: Rc<OwnedFd>,
-    vectors: usize,
-    max_queue: usize,
+    hub: Hub,
     peers: BTreeMap<PeerId, Peer>,
     ids: IdAllocator,
     next_serial: u64,
@@ -138,7 +481,6 @@ pub struct Server {
     /// the process is out of descriptors (otherwise the pending connection
     /// would wake the loop forever).
     reserve: Option<OwnedFd>,
-    dead: Vec<(PeerId, u64, DropReason)>,
 }
 
 fn open_reserve() -> Option<OwnedFd> {
@@ -147,8 +489,9 @@ fn open_reserve() -> Option<OwnedFd> {
 
 impl Server {
     /// A server handing out `shm`, with `vectors` eventfds per peer, that
-    /// drops a client whose queue grows `max_queue` messages beyond its
-    /// handshake. `listener` must be non-blocking.
+    /// drops a client once more than `max_queue` descriptors beyond its
+    /// handshake wait for it. `listener` must be non-blocking. At most
+    /// [`IdAllocator::CAPACITY`] peers; see [`Server::set_max_peers`].
     pub fn new(
         listener: UnixListener,
         shm: OwnedFd,
@@ -164,17 +507,28 @@ impl Server {
         )
         .context("cannot watch the listening socket")?;
         Ok(Self {
-            epoll,
-            listener,
-            shm: Rc::new(shm),
-            vectors,
-            max_queue,
+            hub: Hub {
+                epoll,
+                listener,
+                shm,
+                vectors,
+                max_queue,
+                max_peers: IdAllocator::CAPACITY,
+                live: BTreeMap::new(),
+                dead: Vec::new(),
+                shortage: Shortage::default(),
+            },
             peers: BTreeMap::new(),
             ids: IdAllocator::new(),
             next_serial: 1,
             reserve: open_reserve(),
-            dead: Vec::new(),
         })
+    }
+
+    /// Refuses connections beyond `max` peers (at most
+    /// [`IdAllocator::CAPACITY`]).
+    pub fn set_max_peers(&mut self, max: usize) {
+        self.hub.max_peers = max.min(IdAllocator::CAPACITY);
     }
 
     /// Number of connected peers.
@@ -185,7 +539,7 @@ impl Server {
     /// Serves until `stop` becomes readable (or hangs up).
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<()> {
         epoll::add(
-            &self.epoll,
+            &self.hub.epoll,
             stop,
             EventData::new_u64(TOKEN_STOP),
             EventFlags::IN,
@@ -194,7 +548,18 @@ impl Server {
         let mut events = Vec::with_capacity(256);
         loop {
             events.clear();
-            match epoll::wait(&self.epoll, spare_capacity(&mut events), None) {
+            let timeout = self.hub.shortage.next_retry.map(|t| {
+                let left = t.saturating_duration_since(Instant::now());
+                Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                })
+            });
+            match epoll::wait(
+                &self.hub.epoll,
+                spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e).context("epoll_wait failed"),
@@ -205,54 +570,113 @@ impl Server {
                     TOKEN_LISTEN => self.accept_ready(),
                     TOKEN_STOP => {
                         debug!("stop requested");
-                        let _ = epoll::delete(&self.epoll, stop);
+                        let _ = epoll::delete(&self.hub.epoll, stop);
                         return Ok(());
                     }
                     token => self.peer_ready(token, flags),
                 }
                 self.reap();
             }
+            if self
+                .hub
+                .shortage
+                .next_retry
+                .is_some_and(|t| Instant::now() >= t)
+            {
+                self.retry();
+                self.reap();
+            }
+        }
+    }
+
+    /// Retries what a shortage of resources held back.
+    fn retry(&mut self) {
+        if self.reserve.is_none() {
+            self.reserve = open_reserve();
+        }
+        let shortage = &mut self.hub.shortage;
+        shortage.next_retry = None;
+        if shortage.listen_paused {
+            shortage.listen_paused = false;
+            if let Err(e) = epoll::modify(
+                &self.hub.epoll,
+                &self.hub.listener,
+                EventData::new_u64(TOKEN_LISTEN),
+                EventFlags::IN,
+            ) {
+                error!("cannot watch the listening socket again: {e}");
+            }
+        }
+        for (id, serial) in std::mem::take(&mut self.hub.shortage.held) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.serial != serial || !peer.held {
+                continue;
+            }
+            peer.held = false;
+            self.hub.flush(id, peer);
+        }
+        let shortage = &mut self.hub.shortage;
+        if !shortage.active() {
+            if let Some(since) = shortage.since.take() {
+                info!(
+                    "the shortage is over after {:.1} s; writes to every peer resumed",
+                    since.elapsed().as_secs_f64()
+                );
+            }
         }
     }
 
     fn accept_ready(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match self.hub.listener.accept() {
                 Ok((stream, _)) => self.add_peer(stream),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(Errno::CONNABORTED.raw_os_error()) => {}
-                Err(e)
-                    if e.raw_os_error() == Some(Errno::MFILE.raw_os_error())
-                        || e.raw_os_error() == Some(Errno::NFILE.raw_os_error()) =>
-                {
-                    self.shed_connection(&e);
-                    return;
-                }
                 Err(e) => {
-                    error!("accept failed: {e}");
+                    let errno = Errno::from_io_error(&e).unwrap_or(Errno::IO);
+                    if errno == Errno::CONNABORTED {
+                        continue;
+                    }
+                    if is_server_shortage(errno) {
+                        self.shed_connection(errno);
+                    } else {
+                        error!("accept failed: {e}");
+                    }
                     return;
                 }
             }
         }
     }
 
-    /// Out of descriptors: accept the pending connection with the reserve
-    /// descriptor and close it, so it does not wake the loop forever.
-    fn shed_connection(&mut self, err: &std::io::Error) {
+    /// Out of resources: accept the pending connection with the reserve
+    /// descriptor and close it, so that it does not wake the loop forever;
+    /// without a reserve, stop watching the listening socket for a while.
+    fn shed_connection(&mut self, err: Errno) {
         if self.reserve.take().is_some() {
-            if let Ok((stream, _)) = self.listener.accept() {
+            if let Ok((stream, _)) = self.hub.listener.accept() {
                 drop(stream);
             }
             self.reserve = open_reserve();
+            warn!(
+                "refused a connection: {err} ({}); {} peers connected",
+                explain_shortage(err),
+                self.peers.len()
+            );
+        } else {
+            self.hub.pause_listening(err);
         }
-        warn!(
-            "refused a connection: out of file descriptors ({err}); {} peers connected",
-            self.peers.len()
-        );
     }
 
     fn add_peer(&mut self, stream: UnixStream) {
+        if self.peers.len() >= self.hub.max_peers {
+            warn!(
+                "refused a connection: {} peers connected, the most allowed (--max-peers)",
+                self.peers.len()
+            );
+            return;
+        }
         let Some(id) = self.ids.alloc() else {
             warn!(
                 "refused a connection: all {} peer ids are in use",
@@ -265,10 +689,13 @@ impl Server {
             self.ids.free(id);
             return;
         }
-        let mut vectors = Vec::with_capacity(self.vectors);
-        for _ in 0..self.vectors {
+        if let Err(e) = sockopt::set_socket_send_buffer_size(&stream, SEND_BUFFER) {
+            debug!("peer {id}: cannot set SO_SNDBUF: {e}");
+        }
+        let mut vectors = Vec::with_capacity(self.hub.vectors);
+        for _ in 0..self.hub.vectors {
             match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
-                Ok(fd) => vectors.push(Rc::new(fd)),
+                Ok(fd) => vectors.push(fd),
                 Err(e) => {
                     warn!("refused a connection: cannot create an eventfd: {e}");
                     self.ids.free(id);
@@ -278,18 +705,12 @@ impl Server {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        let mut peer = Peer {
-            sock: stream,
-            serial,
-            vectors,
-            queue: VecDeque::new(),
-            sent: 0,
-            limit: usize::MAX,
-            waiting_out: false,
-            doomed: false,
-        };
+        // The handshake: every live peer's vectors, its own included.
+        let backlog = (self.hub.live.len() + 1) * self.hub.vectors;
+        let limit = backlog.saturating_add(self.hub.max_queue);
+        let mut peer = Peer::new(stream, serial, backlog, limit);
         if let Err(e) = epoll::add(
-            &self.epoll,
+            &self.hub.epoll,
             &peer.sock,
             EventData::new_u64(peer.token(id)),
             EventFlags::IN | EventFlags::RDHUP,
@@ -298,48 +719,26 @@ impl Server {
             self.ids.free(id);
             return;
         }
+        self.hub.live.insert(serial, Live { id, vectors });
 
-        // The handshake: version, id, shared memory, the others' vectors,
-        // then its own.
-        peer.push(PROTOCOL_VERSION, None);
-        peer.push(i64::from(id), None);
-        peer.push(SHM_MESSAGE, Some(self.shm.clone()));
-        for (&other_id, other) in &self.peers {
-            for fd in &other.vectors {
-                peer.push(i64::from(other_id), Some(fd.clone()));
-            }
-        }
-        for fd in peer.vectors.clone() {
-            peer.push(i64::from(id), Some(fd));
-        }
-        peer.limit = peer.queue.len().saturating_add(self.max_queue);
-
-        // Tell the others.
+        // Tell the others: their cursors reach the new peer by themselves.
         for (&other_id, other) in self.peers.iter_mut() {
             if other.doomed {
                 continue;
             }
-            let mut fits = true;
-            for fd in &peer.vectors {
-                fits &= other.push(i64::from(id), Some(fd.clone()));
-            }
-            if !fits {
-                doom(
-                    &mut self.dead,
-                    other_id,
-                    other,
-                    DropReason::QueueFull(other.limit),
-                );
-            } else if !other.waiting_out {
-                flush_peer(&self.epoll, &mut self.dead, other_id, other);
+            other.backlog += self.hub.vectors;
+            // (Not while a shortage of the server's holds its writes back:
+            // that is not its fault.)
+            if other.backlog > other.limit && !other.held {
+                let max = self.hub.max_queue;
+                self.hub.doom(other_id, other, DropReason::QueueFull(max));
+            } else if !other.waiting_out && !other.held {
+                self.hub.flush(other_id, other);
             }
         }
 
-        debug!(
-            "peer {id}: connection accepted, {} handshake messages queued",
-            peer.queue.len()
-        );
-        flush_peer(&self.epoll, &mut self.dead, id, &mut peer);
+        debug!("peer {id}: connection accepted, {backlog} descriptors to send");
+        self.hub.flush(id, &mut peer);
         self.peers.insert(id, peer);
         info!("peer {id} connected ({} peers)", self.peers.len());
     }
@@ -356,101 +755,70 @@ impl Server {
         if flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR)
         {
             let mut buf = [0u8; 64];
-            match rustix::io::read(&peer.sock, &mut buf) {
-                Ok(0) => return doom(&mut self.dead, id, peer, DropReason::Closed),
-                Ok(n) => return doom(&mut self.dead, id, peer, DropReason::Data(n)),
-                Err(Errno::AGAIN) | Err(Errno::INTR) => {}
-                Err(Errno::CONNRESET) => {
-                    return doom(&mut self.dead, id, peer, DropReason::Closed);
-                }
-                Err(e) => return doom(&mut self.dead, id, peer, DropReason::ReadError(e)),
+            let why = match rustix::io::read(&peer.sock, &mut buf) {
+                Ok(0) | Err(Errno::CONNRESET) => Some(DropReason::Closed),
+                Ok(n) => Some(DropReason::Data(n)),
+                Err(Errno::AGAIN) | Err(Errno::INTR) => None,
+                Err(e) => Some(DropReason::ReadError(e)),
+            };
+            if let Some(why) = why {
+                return self.hub.doom(id, peer, why);
             }
         }
-        if flags.contains(EventFlags::OUT) {
-            flush_peer(&self.epoll, &mut self.dead, id, peer);
+        if flags.contains(EventFlags::OUT) && !peer.held {
+            self.hub.flush(id, peer);
         }
     }
 
     /// Drops doomed peers and tells the others, which may doom more.
     fn reap(&mut self) {
-        while let Some((id, serial, reason)) = self.dead.pop() {
+        while let Some((id, serial, reason)) = self.hub.dead.pop() {
             if self.peers.get(&id).is_none_or(|p| p.serial != serial) {
                 continue;
             }
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
             };
-            let _ = epoll::delete(&self.epoll, &peer.sock);
+            let _ = epoll::delete(&self.hub.epoll, &peer.sock);
+            // Its eventfds close here: nothing else holds them.
+            self.hub.live.remove(&serial);
             self.ids.free(id);
             match reason {
                 DropReason::Closed => info!("peer {id} disconnected ({} peers)", self.peers.len()),
                 r => warn!("peer {id} dropped: {r} ({} peers left)", self.peers.len()),
             }
-            if !peer.queue.is_empty() {
-                debug!("peer {id}: {} unsent messages discarded", peer.queue.len());
-            }
             drop(peer);
+            let vectors = self.hub.vectors;
             for (&other_id, other) in self.peers.iter_mut() {
                 if other.doomed {
                     continue;
                 }
-                if !other.push(i64::from(id), None) {
-                    doom(
-                        &mut self.dead,
-                        other_id,
-                        other,
-                        DropReason::QueueFull(other.limit),
-                    );
-                } else if !other.waiting_out {
-                    flush_peer(&self.epoll, &mut self.dead, other_id, other);
-                }
-            }
-        }
-    }
-}
-
-fn doom(dead: &mut Vec<(PeerId, u64, DropReason)>, id: PeerId, peer: &mut Peer, why: DropReason) {
-    if !peer.doomed {
-        peer.doomed = true;
-        dead.push((id, peer.serial, why));
-    }
-}
-
-/// Sends what can be sent and watches for room when the socket is full.
-fn flush_peer(
-    epoll_fd: &OwnedFd,
-    dead: &mut Vec<(PeerId, u64, DropReason)>,
-    id: PeerId,
-    peer: &mut Peer,
-) {
-    if peer.doomed {
-        return;
-    }
-    match peer.flush() {
-        Ok(blocked) => {
-            if blocked != peer.waiting_out {
-                let mut flags = EventFlags::IN | EventFlags::RDHUP;
-                if blocked {
-                    flags |= EventFlags::OUT;
-                    debug!(
-                        "peer {id}: socket full, {} messages queued",
-                        peer.queue.len()
-                    );
+                // What of the departed peer's vectors never went out
+                // needs no announcing, and none of them needs no leave.
+                let untold = if !other.was_told(serial) {
+                    vectors
+                } else if other.cursor.serial == serial {
+                    let untold = vectors - other.cursor.vector;
+                    other.cursor = Cursor {
+                        serial: serial + 1,
+                        vector: 0,
+                    };
+                    untold
                 } else {
-                    debug!("peer {id}: queue drained");
+                    0
+                };
+                other.backlog = other.backlog.saturating_sub(untold);
+                if untold == vectors {
+                    continue;
                 }
-                if let Err(e) = epoll::modify(
-                    epoll_fd,
-                    &peer.sock,
-                    EventData::new_u64(peer.token(id)),
-                    flags,
-                ) {
-                    return doom(dead, id, peer, DropReason::SendError(e));
+                other.leaves.push_back(id);
+                if !other.waiting_out {
+                    // Also when held: a client that left may have returned
+                    // the descriptors in flight to it.
+                    self.hub.flush(other_id, other);
                 }
-                peer.waiting_out = blocked;
             }
         }
-        Err(e) => doom(dead, id, peer, DropReason::SendError(e)),
     }
 }
 
@@ -458,46 +826,128 @@ fn flush_peer(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_drained_queue_gives_back_its_memory() {
+    fn peer(serial: u64) -> (Peer, UnixStream) {
         let (sock, other) = UnixStream::pair().expect("socketpair");
         sock.set_nonblocking(true).expect("non-blocking");
-        let mut peer = Peer {
-            sock,
-            serial: 0,
-            vectors: Vec::new(),
-            queue: VecDeque::new(),
-            sent: 0,
-            limit: usize::MAX,
-            waiting_out: false,
-            doomed: false,
-        };
-        // A handshake-sized burst: 4096 peers with one vector each.
-        for i in 0..4096 {
-            assert!(peer.push(i, None));
+        (Peer::new(sock, serial, 0, usize::MAX), other)
+    }
+
+    fn live(peers: &[(u64, PeerId, usize)]) -> BTreeMap<u64, Live> {
+        peers
+            .iter()
+            .map(|&(serial, id, n)| {
+                let vectors = (0..n)
+                    .map(|_| eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd"))
+                    .collect();
+                (serial, Live { id, vectors })
+            })
+            .collect()
+    }
+
+    /// Values of the messages a peer would send, in order, without a
+    /// socket: picks and advances until nothing is left.
+    fn script(
+        p: &mut Peer,
+        id: PeerId,
+        live: &BTreeMap<u64, Live>,
+        shm: BorrowedFd<'_>,
+    ) -> Vec<(i64, bool)> {
+        let mut out = Vec::new();
+        while let Some(pick) = p.pick(id, live, shm) {
+            out.push((pick.value, pick.fd.is_some()));
+            p.advance(pick.step);
         }
-        assert!(peer.queue.capacity() >= 4096);
-        // The client reads everything; the server flushes whenever its
-        // socket has room, as its event loop does on EPOLLOUT.
+        out
+    }
+
+    #[test]
+    fn handshake_then_later_joins_in_join_order() {
+        let shm = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        // Peers 7 (serial 1) and 3 (serial 2) were there; 5 is us (serial
+        // 3); 9 joined after us (serial 4).
+        let l = live(&[(1, 7, 2), (2, 3, 2), (3, 5, 2), (4, 9, 2)]);
+        let (mut p, _o) = peer(3);
+        let got = script(&mut p, 5, &l, shm.as_fd());
+        let want: Vec<(i64, bool)> = [(0, false), (5, false), (-1, true)]
+            .into_iter()
+            .chain([7, 7, 3, 3, 5, 5, 9, 9].map(|v| (v, true)))
+            .collect();
+        assert_eq!(got, want);
+        assert!(p.handshake_done());
+    }
+
+    #[test]
+    fn leaves_wait_for_the_handshake_and_for_a_half_sent_peer() {
+        let shm = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        let l = live(&[(1, 7, 2), (3, 5, 2), (4, 9, 2)]);
+        let (mut p, _o) = peer(3);
+        p.leaves.push_back(2);
+        let got = script(&mut p, 5, &l, shm.as_fd());
+        let values: Vec<i64> = got.iter().map(|m| m.0).collect();
+        // Leave of 2 only after the own vectors; then the join of 9.
+        assert_eq!(values, [0, 5, -1, 7, 7, 5, 5, 2, 9, 9]);
+
+        // Half way through peer 9's vectors, a leave waits for the rest.
+        let (mut p, _o) = peer(3);
+        p.prefix_sent = 3;
+        p.cursor = Cursor {
+            serial: 4,
+            vector: 1,
+        };
+        p.leaves.push_back(2);
+        let values: Vec<i64> = script(&mut p, 5, &l, shm.as_fd())
+            .iter()
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(values, [9, 2]);
+    }
+
+    #[test]
+    fn told_means_at_least_one_vector_went_out() {
+        let (mut p, _o) = peer(3);
+        p.cursor = Cursor {
+            serial: 4,
+            vector: 0,
+        };
+        assert!(p.was_told(3));
+        assert!(!p.was_told(4));
+        p.cursor.vector = 1;
+        assert!(p.was_told(4));
+        assert!(!p.was_told(5));
+    }
+
+    #[test]
+    fn a_drained_list_of_leaves_gives_back_its_memory() {
+        let shm = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        let l = live(&[(1, 0, 1)]);
+        let (mut p, other) = peer(1);
+        p.prefix_sent = 3;
+        p.cursor = Cursor {
+            serial: 2,
+            vector: 0,
+        };
+        // A burst: 4096 peers left at once.
+        p.leaves.extend((1..=4096).map(|i| i as PeerId));
+        assert!(p.leaves.capacity() >= 4096);
         let reader = std::thread::spawn(move || {
             let mut other = other;
             let mut all = Vec::new();
             std::io::Read::read_to_end(&mut other, &mut all).map(|_| all.len())
         });
-        while peer.flush().expect("flush") {
+        while p.flush(0, &l, shm.as_fd()).expect("flush") == Flow::Blocked {
             let mut fds = [rustix::event::PollFd::new(
-                &peer.sock,
+                &p.sock,
                 rustix::event::PollFlags::OUT,
             )];
             rustix::event::poll(&mut fds, None).expect("poll");
         }
-        assert!(peer.queue.is_empty());
+        assert!(p.leaves.is_empty());
         assert!(
-            peer.queue.capacity() <= IDLE_QUEUE_CAPACITY,
+            p.leaves.capacity() <= IDLE_LEAVES_CAPACITY,
             "capacity {} kept after draining",
-            peer.queue.capacity()
+            p.leaves.capacity()
         );
-        drop(peer);
+        drop(p);
         let got = reader.join().expect("reader").expect("read");
         assert_eq!(got, 4096 * MSG_LEN);
     }

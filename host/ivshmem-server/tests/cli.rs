@@ -42,6 +42,9 @@ fn bad_arguments_fail_with_a_clear_message() {
         (&["-F", "-l", ""], "empty size"),
         (&["-F", "-l", "16E"], "too large"),
         (&["-F", "-M", "a", "-m", "/tmp"], "cannot be used with"),
+        (&["-F", "--max-peers", "0"], "0 is not in 1..=65536"),
+        (&["-F", "--max-peers", "65537"], "65537 is not in 1..=65536"),
+        (&["-F", "--max-queue", "0"], "0 is not in 1.."),
         (&["-F", "-x"], "unexpected argument '-x'"),
         (&["-F", "-S"], "a value is required"),
         (
@@ -113,6 +116,40 @@ fn a_live_server_keeps_its_socket() {
     // The first server still serves on it.
     let c = s.connect(1);
     assert_eq!(c.shm_size(), 4 << 20);
+}
+
+#[test]
+fn a_refused_second_server_leaves_the_live_memory_alone() {
+    let s = ServerProc::start(&["-l", "4M"]);
+    let name = s.shm.as_ref().unwrap();
+    let c = s.connect(1);
+    let mem = c.map_shared_memory().unwrap();
+    mem.write(3 << 20, b"data at 3 MiB").unwrap();
+
+    // A second server on the same socket and memory, with another size.
+    let out = run_server(&[
+        "-F",
+        "-S",
+        s.sock.to_str().unwrap(),
+        "-M",
+        &name.0,
+        "-l",
+        "1M",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another server is already listening"), "{err}");
+    assert!(!err.contains("resizing"), "{err}");
+
+    // Checked before touching the mapping: a shrunk object would SIGBUS.
+    let size = std::fs::metadata(name.path()).unwrap().len();
+    assert_eq!(size, 4 << 20, "the live server's memory was resized");
+    let mut buf = [0u8; 13];
+    mem.read(3 << 20, &mut buf).unwrap();
+    assert_eq!(&buf, b"data at 3 MiB");
+    mem.write((4 << 20) - 4, b"end!").unwrap();
+    // New peers still get the whole region.
+    assert_eq!(s.connect(1).shm_size(), 4 << 20);
 }
 
 #[test]

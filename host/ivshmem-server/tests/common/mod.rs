@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ivshmem_proto::{Client, ConnectOptions};
+use ivshmem_proto::{Client, ConnectOptions, PeerId};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_ivshmem-server");
 
@@ -103,6 +103,17 @@ impl ServerProc {
         sock: PathBuf,
         args: &[&str],
     ) -> Result<Self, (Vec<String>, Option<ExitStatus>)> {
+        Self::start_with(dir, sock, args, |_| {})
+    }
+
+    /// Like `start_at`, with `adjust` applied to the command before it is
+    /// spawned (limits, credentials).
+    pub fn start_with(
+        dir: TempDir,
+        sock: PathBuf,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Self, (Vec<String>, Option<ExitStatus>)> {
         let mut cmd = Command::new(SERVER);
         cmd.arg("-F").arg("-S").arg(&sock);
         let shm = if args.iter().any(|a| *a == "-m" || *a == "-M") {
@@ -116,12 +127,13 @@ impl ServerProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("cannot spawn the server");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = channel();
         let log2 = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 log2.lock().unwrap().push(line.clone());
@@ -142,8 +154,9 @@ impl ServerProc {
             let status = me.child.try_wait().ok().flatten();
             let _ = me.child.kill();
             let status = status.or_else(|| me.child.wait().ok());
-            // Give the reader thread a moment to collect the last lines.
-            std::thread::sleep(Duration::from_millis(50));
+            // The reader ends at the end of the dead server's stderr, with
+            // its last lines collected.
+            let _ = reader.join();
             Err((me.log(), status))
         }
     }
@@ -183,7 +196,7 @@ impl ServerProc {
                 ..Default::default()
             },
         )
-        .unwrap_or_else(|e| panic!("connect: {e}; server log:\n{}", self.log().join("\n")))
+        .unwrap_or_else(|e| panic!("connect: {e:?}; server log:\n{}", self.log().join("\n")))
     }
 
     /// Open descriptors of the server process.
@@ -262,6 +275,43 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Reads announcements until `c` knows exactly the peers `want`.
+pub fn converge(c: &mut Client, want: &[PeerId]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.peers().keys().copied().eq(want.iter().copied()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.next_event_timeout(Some(left)) {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!(
+                "client {} knows peers {:?}, expected {want:?}",
+                c.id(),
+                c.peers().keys().collect::<Vec<_>>()
+            ),
+            Err(e) => panic!("client {}: {e:?}", c.id()),
+        }
+    }
+}
+
+/// The resident memory of a process in KiB (`VmRSS`).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The effective capabilities of a process (`CapEff`).
+pub fn cap_eff(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no CapEff in /proc/{pid}/status"))
 }
 
 /// Raises this process's open file soft limit to the hard limit; returns it.
