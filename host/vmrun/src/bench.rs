@@ -8,9 +8,10 @@
 //! (every raw sample and the machine), `table.md`, `machine.json`, SVG
 //! plots, and the guests' logs under `logs/`.
 
-use crate::Ctx;
 use crate::qemu::{Accel, GuestSpec};
-use crate::scenarios::{Expect, Scenario, ServerSpec};
+use crate::runner::Ctx;
+use crate::scenarios::{Expect, Scenario};
+use crate::server::ServerSpec;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -742,7 +743,7 @@ pub fn run(ctx: &Ctx, selected: &[&Scenario], o: &Opts, accel: Accel, why: &str)
     let mut all_ok = true;
     for (i, sc) in selected.iter().enumerate() {
         println!("# bench: [{}/{steps}] {}: {}", i + 1, sc.name, sc.about);
-        let (ok, _) = crate::run_scenario(ctx, sc, i + 1);
+        let (ok, _) = crate::runner::run_scenario(ctx, sc, i + 1);
         all_ok &= ok;
         for g in &sc.guests {
             let ktap = ctx.workdir.join(sc.name).join(&g.name).join("ktap.log");

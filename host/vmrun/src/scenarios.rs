@@ -1,9 +1,10 @@
 //! The scenarios of the suite: which guests boot, with which devices, and
 //! which selftests each runs.
 
-use crate::Regions;
-use crate::hostcheck;
+use crate::hooks;
 use crate::qemu::GuestSpec;
+use crate::regions::Regions;
+use crate::server::ServerSpec;
 use std::time::Duration;
 
 /// What a scenario must end in for the runner to call it a pass.
@@ -17,15 +18,6 @@ pub enum Expect {
     /// A guest never finishes and the runner times it out properly. Used
     /// only by the runner's own tests.
     Timeout,
-}
-
-/// An ivshmem server for a scenario (our `ivshmem-server`).
-#[derive(Debug, Clone, Copy)]
-pub struct ServerSpec {
-    /// Vectors per peer (`-n`).
-    pub vectors: u32,
-    /// Shared memory size (`-l`).
-    pub size: u64,
 }
 
 /// A scenario.
@@ -162,8 +154,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             expect: Expect::Pass,
             in_suite: true,
             server: None,
-            before: Some(hostcheck::host_writes),
-            after: Some(hostcheck::guest_wrote),
+            before: Some(hooks::host_writes),
+            after: Some(hooks::guest_wrote),
         },
         Scenario {
             name: "shm-mm",
@@ -224,8 +216,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
             expect: Expect::Pass,
             in_suite: true,
             server: None,
-            before: Some(hostcheck::big_markers),
-            after: Some(hostcheck::big_replies),
+            before: Some(hooks::big_markers),
+            after: Some(hooks::big_replies),
         },
         Scenario {
             name: "shm-unbind",
@@ -393,8 +385,8 @@ pub fn all(base_timeout: Duration) -> Vec<Scenario> {
                 vectors: 4,
                 size: 4 * MIB,
             }),
-            before: Some(hostcheck::cli_host_text),
-            after: Some(hostcheck::cli_guest_text),
+            before: Some(hooks::cli_host_text),
+            after: Some(hooks::cli_guest_text),
         },
         Scenario {
             name: "runner-detects-failure",

@@ -2,7 +2,6 @@
 //! stopped (SIGTERM, then SIGKILL) when dropped.
 
 use crate::qemu::ServerLink;
-use crate::scenarios::ServerSpec;
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::os::unix::net::UnixStream;
@@ -16,6 +15,15 @@ pub fn tool(name: &str) -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(|d| d.join(name)))
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// An ivshmem server for a scenario (our `ivshmem-server`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSpec {
+    /// Vectors per peer (`-n`).
+    pub vectors: u32,
+    /// Shared memory size (`-l`).
+    pub size: u64,
 }
 
 /// A running server.

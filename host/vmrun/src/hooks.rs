@@ -1,0 +1,173 @@
+//! The host's side of the shared memory: what it writes into the backing
+//! files before the guests boot, and what it checks there after them.
+
+use crate::regions::Regions;
+use anyhow::{Result, bail, ensure};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+/// The test pattern: byte `off` of a region written with `seed`. The
+/// in-guest tests compute the same (`userspace-test/selftest/src/data.rs`).
+pub fn pattern(seed: u8, off: u64) -> u8 {
+    ((off >> 12) as u8) ^ (off as u8).wrapping_mul(31) ^ seed
+}
+
+/// Where the text of the C example lives: the first 64 bytes.
+pub const TEXT_LEN: u64 = 64;
+/// What the host leaves there for the guest.
+pub const HOST_TEXT: &[u8] = b"hello from the host";
+/// What the guest's C example writes back.
+pub const GUEST_TEXT: &[u8] = b"hello from C";
+/// Pattern seed the host writes.
+pub const HOST_SEED: u8 = 0x5a;
+/// Pattern seed the guest writes.
+pub const GUEST_SEED: u8 = 0xa5;
+
+fn fill(region: &Regions, name: &str, seed: u8) -> Result<()> {
+    let path = region.path(name);
+    let f = OpenOptions::new().write(true).open(&path)?;
+    let len = f.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = buf.len().min((len - off) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(seed, off + i as u64);
+        }
+        f.write_all_at(&buf[..n], off)?;
+        off += n as u64;
+    }
+    let mut text = HOST_TEXT.to_vec();
+    text.resize(TEXT_LEN as usize, 0);
+    f.write_all_at(&text, 0)?;
+    Ok(())
+}
+
+fn check(region: &Regions, name: &str, seed: u8) -> Result<()> {
+    let path = region.path(name);
+    let f = OpenOptions::new().read(true).open(&path)?;
+    let len = f.metadata()?.len();
+    let mut text = vec![0u8; TEXT_LEN as usize];
+    f.read_exact_at(&mut text, 0)?;
+    ensure!(
+        text.starts_with(GUEST_TEXT) && text[GUEST_TEXT.len()] == 0,
+        "the guest's C example did not leave {:?} at offset 0, found {:?}",
+        String::from_utf8_lossy(GUEST_TEXT),
+        String::from_utf8_lossy(&text)
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = TEXT_LEN;
+    while off < len {
+        let n = buf.len().min((len - off) as usize);
+        f.read_exact_at(&mut buf[..n], off)?;
+        if let Some(i) = (0..n).find(|i| buf[*i] != pattern(seed, off + *i as u64)) {
+            bail!(
+                "byte {:#x}: the guest should have written {:#04x}, the host reads {:#04x}",
+                off + i as u64,
+                pattern(seed, off + i as u64),
+                buf[i]
+            );
+        }
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Before boot: the host's pattern and text in region "shm".
+pub fn host_writes(r: &Regions) -> Result<()> {
+    fill(r, "shm", HOST_SEED)
+}
+
+/// After the guest: its pattern and text must be in region "shm".
+pub fn guest_wrote(r: &Regions) -> Result<()> {
+    check(r, "shm", GUEST_SEED)
+}
+
+/// Where the host leaves text for the `ivshmem dump` test, and the text
+/// (as the selftest's `data::CLI_HOST_*`).
+const CLI_HOST_AT: u64 = 0x4000;
+const CLI_HOST_TEXT: &[u8] = b"the host wrote this for ivshmem dump";
+/// Where the guest's `ivshmem write` leaves its text (`data::CLI_GUEST_*`).
+const CLI_GUEST_AT: u64 = 0x5000;
+const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";
+
+/// Before boot: text in region "shm" for the guest's `ivshmem dump`.
+pub fn cli_host_text(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(r.path("shm"))?;
+    f.write_all_at(CLI_HOST_TEXT, CLI_HOST_AT)?;
+    Ok(())
+}
+
+/// After the guest: the text its `ivshmem write` put in region "shm",
+/// with no newline after it.
+pub fn cli_guest_text(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().read(true).open(r.path("shm"))?;
+    let mut got = vec![0u8; CLI_GUEST_TEXT.len() + 1];
+    f.read_exact_at(&mut got, CLI_GUEST_AT)?;
+    ensure!(
+        got[..CLI_GUEST_TEXT.len()] == *CLI_GUEST_TEXT && got[CLI_GUEST_TEXT.len()] != b'\n',
+        "the guest's `ivshmem write` did not leave {:?} at {CLI_GUEST_AT:#x}: the host reads {:?}",
+        String::from_utf8_lossy(CLI_GUEST_TEXT),
+        String::from_utf8_lossy(&got)
+    );
+    Ok(())
+}
+
+/// Before boot, for the 4 GiB test: markers at the start, around the 4 GiB
+/// line and at the end of region "big" (a sparse file: nothing else is
+/// written).
+pub fn big_markers(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(r.path("big"))?;
+    let len = f.metadata()?.len();
+    for off in big_offsets(len) {
+        f.write_all_at(&off.to_le_bytes(), off)?;
+    }
+    Ok(())
+}
+
+/// After the 4 GiB test: the guest wrote each marker's bitwise negation
+/// right after it.
+pub fn big_replies(r: &Regions) -> Result<()> {
+    let f = OpenOptions::new().read(true).open(r.path("big"))?;
+    let len = f.metadata()?.len();
+    for off in big_offsets(len) {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, off + 8)?;
+        ensure!(
+            u64::from_le_bytes(b) == !off,
+            "no reply from the guest at {:#x}",
+            off + 8
+        );
+    }
+    Ok(())
+}
+
+/// The marker offsets of a region of `len` bytes (the guest uses the same).
+pub fn big_offsets(len: u64) -> Vec<u64> {
+    let mut v = vec![0, len / 2, len - 4096];
+    if len > 1 << 32 {
+        v.push((1 << 32) - 16);
+        v.push(1 << 32);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_offsets_cross_4g() {
+        let v = big_offsets(8 << 30);
+        assert!(v.contains(&(1 << 32)));
+        assert!(v.iter().all(|o| o + 16 <= 8 << 30));
+    }
+
+    #[test]
+    fn pattern_varies() {
+        let a: Vec<u8> = (0..4096).map(|o| pattern(1, o)).collect();
+        assert!(a.windows(2).any(|w| w[0] != w[1]));
+        assert_ne!(pattern(1, 0), pattern(2, 0));
+        assert_ne!(pattern(1, 0), pattern(1, 4096));
+    }
+}
