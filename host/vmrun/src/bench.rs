@@ -10,8 +10,7 @@
 
 use crate::qemu::{Accel, GuestSpec};
 use crate::runner::Ctx;
-use crate::scenarios::{Expect, Scenario};
-use crate::server::ServerSpec;
+use crate::scenarios::Scenario;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -87,7 +86,7 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
         mapping = mapping.plain(&format!("r{i}"), *s);
     }
     // Room for the bandwidth buffers and the sysfs mappings' page tables.
-    mapping.mem_mib = 1024;
+    mapping = mapping.mem_mib(1024);
     let bell = |name: &str| {
         GuestSpec::new(name, &["doorbell"])
             .env("prog", "bench")
@@ -103,42 +102,32 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
         .plain("big", b.faults);
     let timeout = Duration::from_secs(if o.quick { 240 } else { 900 });
     vec![
-        Scenario {
-            name: "bench-mapping",
-            about: "mmap setup, first touch and bandwidth: /dev/ivshmemN in each cache mode vs sysfs resource2/resource2_wc",
-            guests: vec![mapping],
+        Scenario::new(
+            "bench-mapping",
+            "mmap setup, first touch and bandwidth: /dev/ivshmemN in each cache mode \
+             vs sysfs resource2/resource2_wc",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: None,
-            before: None,
-            after: None,
-        },
-        Scenario {
-            name: "bench-doorbell",
-            about: "two guests ring each other: ring-to-wake latency (read, poll, epoll) vs eventfd between threads; rings per second",
-            guests: vec![bell("a"), bell("b")],
+        )
+        .guest(mapping)
+        .not_in_suite(),
+        Scenario::new(
+            "bench-doorbell",
+            "two guests ring each other: ring-to-wake latency (read, poll, epoll) \
+             vs eventfd between threads; rings per second",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: Some(ServerSpec {
-                vectors: 4,
-                size: 4 * MIB,
-            }),
-            before: None,
-            after: None,
-        },
-        Scenario {
-            name: "bench-faults",
-            about: "fault-heavy first touch: 1, NCPU and 4*NCPU threads touching one large mapping with 4 KiB entries only",
-            guests: vec![faults],
+        )
+        .guest(bell("a"))
+        .guest(bell("b"))
+        .server(4)
+        .not_in_suite(),
+        Scenario::new(
+            "bench-faults",
+            "fault-heavy first touch: 1, NCPU and 4*NCPU threads touching one large \
+             mapping with 4 KiB entries only",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: None,
-            before: None,
-            after: None,
-        },
+        )
+        .guest(faults)
+        .not_in_suite(),
     ]
 }
 

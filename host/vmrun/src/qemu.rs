@@ -133,6 +133,18 @@ impl GuestSpec {
         self
     }
 
+    /// Gives the guest `n` virtual CPUs instead of two.
+    pub fn smp(mut self, n: u32) -> Self {
+        self.smp = n;
+        self
+    }
+
+    /// Gives the guest `mib` MiB of memory instead of 512.
+    pub fn mem_mib(mut self, mib: u32) -> Self {
+        self.mem_mib = mib;
+        self
+    }
+
     /// Makes the first device hot-pluggable.
     pub fn hotplug(mut self) -> Self {
         self.hotplug = true;
