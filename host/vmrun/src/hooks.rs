@@ -5,23 +5,15 @@ use crate::regions::Regions;
 use anyhow::{Result, bail, ensure};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
+use vmrun_protocol::data::{
+    self, CLI_GUEST_AT, CLI_GUEST_TEXT, CLI_HOST_AT, CLI_HOST_TEXT, GUEST_SEED, HOST_SEED,
+    big_offsets, pattern,
+};
 
-/// The test pattern: byte `off` of a region written with `seed`. The
-/// in-guest tests compute the same (`userspace-test/selftest/src/data.rs`).
-pub fn pattern(seed: u8, off: u64) -> u8 {
-    ((off >> 12) as u8) ^ (off as u8).wrapping_mul(31) ^ seed
-}
-
-/// Where the text of the C example lives: the first 64 bytes.
-pub const TEXT_LEN: u64 = 64;
-/// What the host leaves there for the guest.
-pub const HOST_TEXT: &[u8] = b"hello from the host";
-/// What the guest's C example writes back.
-pub const GUEST_TEXT: &[u8] = b"hello from C";
-/// Pattern seed the host writes.
-pub const HOST_SEED: u8 = 0x5a;
-/// Pattern seed the guest writes.
-pub const GUEST_SEED: u8 = 0xa5;
+/// The C example's text, as the host reads and writes it.
+const TEXT_LEN: u64 = data::TEXT_LEN as u64;
+const HOST_TEXT: &[u8] = data::HOST_TEXT.as_bytes();
+const GUEST_TEXT: &[u8] = data::GUEST_TEXT.as_bytes();
 
 fn fill(region: &Regions, name: &str, seed: u8) -> Result<()> {
     let path = region.path(name);
@@ -83,14 +75,6 @@ pub fn guest_wrote(r: &Regions) -> Result<()> {
     check(r, "shm", GUEST_SEED)
 }
 
-/// Where the host leaves text for the `ivshmem dump` test, and the text
-/// (as the selftest's `data::CLI_HOST_*`).
-const CLI_HOST_AT: u64 = 0x4000;
-const CLI_HOST_TEXT: &[u8] = b"the host wrote this for ivshmem dump";
-/// Where the guest's `ivshmem write` leaves its text (`data::CLI_GUEST_*`).
-const CLI_GUEST_AT: u64 = 0x5000;
-const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";
-
 /// Before boot: text in region "shm" for the guest's `ivshmem dump`.
 pub fn cli_host_text(r: &Regions) -> Result<()> {
     let f = OpenOptions::new().write(true).open(r.path("shm"))?;
@@ -140,34 +124,4 @@ pub fn big_replies(r: &Regions) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The marker offsets of a region of `len` bytes (the guest uses the same).
-pub fn big_offsets(len: u64) -> Vec<u64> {
-    let mut v = vec![0, len / 2, len - 4096];
-    if len > 1 << 32 {
-        v.push((1 << 32) - 16);
-        v.push(1 << 32);
-    }
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn big_offsets_cross_4g() {
-        let v = big_offsets(8 << 30);
-        assert!(v.contains(&(1 << 32)));
-        assert!(v.iter().all(|o| o + 16 <= 8 << 30));
-    }
-
-    #[test]
-    fn pattern_varies() {
-        let a: Vec<u8> = (0..4096).map(|o| pattern(1, o)).collect();
-        assert!(a.windows(2).any(|w| w[0] != w[1]));
-        assert_ne!(pattern(1, 0), pattern(2, 0));
-        assert_ne!(pattern(1, 0), pattern(1, 4096));
-    }
 }

@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vmrun_protocol::{ParseError, Request};
 
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -424,19 +425,16 @@ impl Drop for Guest {
     }
 }
 
-/// The prefix of a line a guest prints on its KTAP channel to ask the
-/// runner to act on it, e.g. `# vmrun-request: device_del shm0`.
-pub const REQUEST: &str = "# vmrun-request: ";
-
 /// Waits for every guest to end, or kills those still running at
 /// `deadline`. Prints a heartbeat every 30 s while waiting, and carries
-/// out the guests' requests (see [`REQUEST`]) with `on_request`.
+/// out the guests' requests (see [`Request`]) with `on_request`, which
+/// also gets the requests it could not read.
 pub fn wait_all(
     guests: &mut [Guest],
     deadline: Instant,
     boot_by: Option<Instant>,
     beat: &mut dyn FnMut(),
-    on_request: &mut dyn FnMut(&Guest, &str),
+    on_request: &mut dyn FnMut(&Guest, Result<Request, ParseError>),
 ) -> Vec<Ending> {
     let mut seen = vec![0usize; guests.len()];
     let mut endings: Vec<Option<Ending>> = vec![None; guests.len()];
@@ -481,7 +479,7 @@ pub fn wait_all(
         }
         for (g, n) in guests.iter().zip(seen.iter_mut()) {
             for req in new_requests(&g.ktap, n) {
-                on_request(g, &req);
+                on_request(g, req);
             }
         }
         if Instant::now() >= next_beat {
@@ -495,7 +493,7 @@ pub fn wait_all(
 
 /// Returns the requests in `ktap` past byte `*seen` on complete lines, and
 /// moves `*seen` past them.
-fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<String> {
+fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<Result<Request, ParseError>> {
     let Ok(bytes) = fs::read(ktap) else {
         return Vec::new();
     };
@@ -508,8 +506,7 @@ fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<String> {
     *seen += last_nl + 1;
     String::from_utf8_lossy(&fresh[..=last_nl])
         .lines()
-        .filter_map(|l| l.trim().strip_prefix(REQUEST.trim_start()))
-        .map(|r| r.trim().to_string())
+        .filter_map(Request::from_line)
         .collect()
 }
 

@@ -2,7 +2,7 @@
 //! (`# vmrun-request: ...` lines), such as hot-unplug and re-plug over QMP
 //! or the host client's view of the server's peers.
 
-use crate::qemu::Guest;
+use crate::qemu::{Guest, ServerLink};
 use crate::qmp::Qmp;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
@@ -10,6 +10,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use vmrun_protocol::{Request, server_shm};
 
 /// Backend objects added so far, to name new ones uniquely.
 static PLUGS: AtomicUsize = AtomicUsize::new(0);
@@ -29,7 +30,7 @@ pub struct HostCtx {
 }
 
 /// An `ivshmem-client` command on the scenario's server.
-fn client(srv: &crate::qemu::ServerLink) -> std::process::Command {
+fn client(srv: &ServerLink) -> std::process::Command {
     let mut c = std::process::Command::new(crate::server::tool("ivshmem-client"));
     c.arg("-S").arg(&srv.socket);
     c
@@ -48,45 +49,28 @@ pub struct Waiter {
     pub what: String,
 }
 
-/// Where a guest finds the id of the host client waiting for its ring.
-pub fn host_id_slot(guest_id: u16) -> u64 {
-    0x3000 + 8 * u64::from(guest_id)
-}
-
-/// The marked value at [`host_id_slot`].
-pub fn host_id_value(host: u16) -> u64 {
-    0x4057_0000_0000 | u64::from(host)
-}
-
-/// Carries out a guest's request:
-/// - `device_del shm0` / `device_add shm0`: QMP hot-unplug and re-plug;
-/// - `peers ID`: is peer ID in the host client's peer list? If so the host
-///   acknowledges in the shared memory, at 4096 + 8 * ID;
-/// - `host-ring PEER VECTOR`: the host client rings a guest;
-/// - `host-wait ID VECTOR`: a host client waits for one ring on VECTOR and
-///   leaves its own id at [`host_id_slot`]`(ID)` for guest ID to ring;
-/// - `kill NAME`: kill guest NAME's QEMU.
-pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
-    let words: Vec<&str> = req.split_whitespace().collect();
-    let peers = &mut ctx.peers;
-    match words.as_slice() {
-        ["kill", name, rest @ ..] => {
+/// Carries out a guest's request (see [`Request`] for what each does).
+/// `progress` is the caller's.
+pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
+    let server = || {
+        g.server
+            .as_ref()
+            .context("no ivshmem server in this scenario")
+    };
+    match req {
+        Request::Kill { guest, peer } => {
             let (_, pid) = ctx
                 .pids
                 .iter()
-                .find(|(n, _)| n == name)
-                .with_context(|| format!("no guest {name}"))?;
+                .find(|(n, _)| n == guest)
+                .with_context(|| format!("no guest {guest}"))?;
             let pid = rustix::process::Pid::from_raw(*pid as i32).context("bad pid")?;
             rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
-            ctx.killed.push((*name).to_string());
-            // `kill NAME PEER`: once the server has seen peer PEER go, say
-            // so in the shared memory at KILL_ACK, for the guest to wait on.
-            if let [peer] = rest {
-                let peer: u16 = peer.parse().context("bad peer id")?;
-                let srv = g
-                    .server
-                    .as_ref()
-                    .context("no ivshmem server in this scenario")?;
+            ctx.killed.push(guest.clone());
+            // Once the server has seen the peer go, say so in the shared
+            // memory, for the guest to wait on.
+            if let Some(peer) = *peer {
+                let srv = server()?;
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 while peer_ids(srv)?.contains(&u64::from(peer)) {
                     ensure!(
@@ -95,18 +79,13 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                let f = OpenOptions::new().write(true).open(&srv.shm)?;
-                f.write_all_at(&ack(peer).to_le_bytes(), KILL_ACK)?;
+                write_u64(srv, server_shm::KILL_ACK, server_shm::ack(peer))?;
             }
             Ok(())
         }
-        ["host-ring", peer, vector] => {
-            let srv = g
-                .server
-                .as_ref()
-                .context("no ivshmem server in this scenario")?;
-            let out = client(srv)
-                .args(["ring", peer, vector])
+        Request::HostRing { peer, vector } => {
+            let out = client(server()?)
+                .args(["ring", &peer.to_string(), &vector.to_string()])
                 .output()
                 .context("running ivshmem-client ring")?;
             ensure!(
@@ -116,12 +95,9 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
             );
             Ok(())
         }
-        ["host-wait", id, vector] => {
-            let id: u16 = id.parse().context("bad guest id")?;
-            let srv = g
-                .server
-                .as_ref()
-                .context("no ivshmem server in this scenario")?;
+        Request::HostWait { guest, vector } => {
+            let srv = server()?;
+            let vector = vector.to_string();
             let mut child = client(srv)
                 .args([
                     "wait",
@@ -130,7 +106,7 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                     "--timeout",
                     "60",
                     "--vector",
-                    vector,
+                    &vector,
                 ])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -143,43 +119,40 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
                 .strip_prefix("id ")
                 .and_then(|n| n.parse().ok())
                 .with_context(|| format!("ivshmem-client wait said {first:?}"))?;
-            let f = OpenOptions::new().write(true).open(&srv.shm)?;
-            f.write_all_at(&host_id_value(host).to_le_bytes(), host_id_slot(id))?;
+            write_u64(
+                srv,
+                server_shm::host_id_slot(*guest),
+                server_shm::host_id_value(host),
+            )?;
             ctx.waiters.push(Waiter {
                 child,
                 out,
-                vector: (*vector).to_string(),
-                what: format!("host client {host} waiting for guest {id} on vector {vector}"),
+                what: format!("host client {host} waiting for guest {guest} on vector {vector}"),
+                vector,
             });
             Ok(())
         }
-        ["peers", id] => {
-            let id: u16 = id.parse().context("bad peer id")?;
-            let srv = g
-                .server
-                .as_ref()
-                .context("no ivshmem server in this scenario")?;
+        Request::Peers(id) => {
+            let srv = server()?;
             let ids = peer_ids(srv)?;
             println!("# host: ivshmem-client peers: {ids:?}");
             ensure!(
-                ids.contains(&u64::from(id)),
+                ids.contains(&u64::from(*id)),
                 "peer {id} is not in the host client's list {ids:?}"
             );
-            peers.confirmed.push(id);
-            peers.listings.push(ids);
-            let f = OpenOptions::new().write(true).open(&srv.shm)?;
-            f.write_all_at(&ack(id).to_le_bytes(), 4096 + 8 * u64::from(id))?;
-            Ok(())
+            ctx.peers.confirmed.push(*id);
+            ctx.peers.listings.push(ids);
+            write_u64(srv, server_shm::peer_ack_slot(*id), server_shm::ack(*id))
         }
-        ["device_del", id] => {
+        Request::DeviceDel(id) => {
             let mut q = Qmp::connect(&g.qmp)?;
             q.execute("device_del", json!({ "id": id }))?;
             // Completes only when the guest lets go (pciehp takes ~5 s).
             q.wait_event("DEVICE_DELETED", Duration::from_secs(60), |d| {
-                d.get("device").and_then(|v| v.as_str()) == Some(id)
+                d.get("device").and_then(|v| v.as_str()) == Some(id.as_str())
             })
         }
-        ["device_add", id] => {
+        Request::DeviceAdd(id) => {
             let i = id
                 .strip_prefix("shm")
                 .and_then(|n| n.parse::<usize>().ok())
@@ -201,16 +174,23 @@ pub fn carry_out(g: &Guest, req: &str, ctx: &mut HostCtx) -> Result<()> {
             }
             q.execute("device_add", args).map(|_| ())
         }
-        _ => bail!("unknown request"),
+        Request::Progress(_) => bail!("progress is not the host's to carry out"),
     }
 }
 
-/// The host's acknowledgement for peer `id`.
-/// Where the host acknowledges `kill NAME PEER` in the shared memory.
-pub const KILL_ACK: u64 = 0x3800;
+/// Writes `value` (little endian) at `offset` of the server's shared
+/// memory, where a guest waits for it.
+fn write_u64(srv: &ServerLink, offset: usize, value: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&srv.shm)
+        .with_context(|| format!("opening {}", srv.shm.display()))?;
+    f.write_all_at(&value.to_le_bytes(), offset as u64)
+        .with_context(|| format!("writing at {offset:#x} of {}", srv.shm.display()))
+}
 
 /// The peer ids the server lists (`ivshmem-client peers --json`).
-fn peer_ids(srv: &crate::qemu::ServerLink) -> Result<Vec<u64>> {
+fn peer_ids(srv: &ServerLink) -> Result<Vec<u64>> {
     let out = client(srv)
         .args(["peers", "--json"])
         .output()
@@ -227,10 +207,6 @@ fn peer_ids(srv: &crate::qemu::ServerLink) -> Result<Vec<u64>> {
         .iter()
         .filter_map(|p| p["id"].as_u64())
         .collect())
-}
-
-pub fn ack(id: u16) -> u64 {
-    0xacc0_0000 | u64::from(id)
 }
 
 /// What the host client saw of the peers during a doorbell scenario.

@@ -12,6 +12,7 @@ use ktap::Totals;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vmrun_protocol::Request;
 
 /// What every scenario of a run shares.
 #[derive(Debug)]
@@ -197,12 +198,20 @@ fn boot_and_collect(
             );
         },
         &mut |g, req| {
-            if let Some(what) = req.strip_prefix("progress ") {
-                println!("# {}: guest '{}': {what}", sc.name, g.name);
-                return;
-            }
+            let req = match req {
+                Ok(Request::Progress(what)) => {
+                    println!("# {}: guest '{}': {what}", sc.name, g.name);
+                    return;
+                }
+                Ok(req) => req,
+                Err(e) => {
+                    println!("# {}: guest '{}': {e}", sc.name, g.name);
+                    host_errors.push(format!("guest '{}': {e}", g.name));
+                    return;
+                }
+            };
             let t = Instant::now();
-            match requests::carry_out(g, req, &mut host) {
+            match requests::carry_out(g, &req, &mut host) {
                 Ok(()) => println!(
                     "# {}: guest '{}' asked for `{req}`: done in {:.1} s",
                     sc.name,
