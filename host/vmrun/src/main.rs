@@ -32,6 +32,7 @@ mod requests;
 mod runner;
 mod scenarios;
 mod server;
+mod testlist;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -117,6 +118,17 @@ fn real_main(cli: Cli) -> Result<bool> {
             );
         }
     }
+    // Every test the scenarios name must exist, before anything boots.
+    let lists = testlist::Lists {
+        selftest: testlist::TestList::of(&cli.selftest)?,
+        bench: cli
+            .bench_bin
+            .as_deref()
+            .filter(|p| p.is_file())
+            .map(testlist::TestList::of)
+            .transpose()?,
+    };
+    lists.check(&selected)?;
 
     let workdir = match (&cli.workdir, &cli.cmd) {
         (Some(d), _) => d.clone(),

@@ -74,6 +74,15 @@ pub enum Root {
     DebianPython,
 }
 
+/// The program a guest's init runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `ivshmem-selftest`, the default.
+    Selftest,
+    /// `ivshmem-bench` (the setting `prog=bench`).
+    Bench,
+}
+
 /// One guest of a scenario.
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
@@ -126,6 +135,15 @@ impl GuestSpec {
         self.root = Root::DebianPython;
         self.mem_mib = self.mem_mib.max(1536);
         self
+    }
+
+    /// The program the guest's init runs.
+    pub fn program(&self) -> Program {
+        if self.env.iter().any(|(k, v)| k == "prog" && v == "bench") {
+            Program::Bench
+        } else {
+            Program::Selftest
+        }
     }
 
     /// Adds a setting for the tests.
