@@ -9,9 +9,10 @@
 //! plots, and the guests' logs under `logs/`.
 
 use crate::qemu::{Accel, GuestSpec};
+use crate::regions::ShmFile;
 use crate::runner::Ctx;
 use crate::scenarios::Scenario;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -241,7 +242,7 @@ fn host_memcpy(file_size: u64, bw: u64, reps: u64, case: &str) -> Result<Vec<Set
         .truncate(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    let _rm = RemoveOnDrop(path.clone());
+    let _rm = ShmFile::track(path.clone());
     f.set_len(file_size)?;
     let shm = ivshmem_proto::SharedMemory::map(&f, file_size)?;
     let len = bw as usize;
@@ -274,14 +275,6 @@ fn host_memcpy(file_size: u64, bw: u64, reps: u64, case: &str) -> Result<Vec<Set
         samples,
     };
     Ok(vec![set("sequential read", r), set("sequential write", w)])
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// A process's resident set size in KiB.
@@ -317,8 +310,9 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
         },
     );
     fs::create_dir_all(dir)?;
-    let sock = dir.join("bench-server.sock");
+    let sock = fs::canonicalize(dir)?.join("bench-server.sock");
     let name = format!("ivshmem-bench.{}", std::process::id());
+    let _shm = ShmFile::track(Path::new("/dev/shm").join(&name));
     let mut cmd = Command::new(crate::server::tool("ivshmem-server"));
     cmd.args(["-F", "-S"])
         .arg(&sock)
@@ -330,13 +324,8 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
     let mut child = cmd.spawn().context("starting ivshmem-server")?;
     let pid = child.id();
     let result = (|| -> Result<Vec<Set>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&sock).is_err() {
-            if Instant::now() > deadline {
-                bail!("ivshmem-server did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::server::wait_listening(&sock, &mut child, Duration::from_secs(10))
+            .context("ivshmem-server did not come up")?;
         let opts = ConnectOptions {
             vectors: Some(1),
             timeout: Some(Duration::from_secs(60)),
@@ -394,7 +383,6 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
     })();
     let _ = child.kill();
     let _ = child.wait();
-    let _ = fs::remove_file(Path::new("/dev/shm").join(&name));
     result
 }
 

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<bool> {
+    regions::remove_on_signals()?;
     let base = Duration::from_secs(cli.timeout);
     let all = scenarios::all(base);
     // The bench scenarios, also for `run` (e.g. the rerun command a

@@ -33,6 +33,8 @@ pub struct HostCtx {
 fn client(srv: &ServerLink) -> std::process::Command {
     let mut c = std::process::Command::new(crate::server::tool("ivshmem-client"));
     c.arg("-S").arg(&srv.socket);
+    // A waiting client must not outlive an interrupted runner.
+    crate::qemu::die_with_runner(&mut c);
     c
 }
 
