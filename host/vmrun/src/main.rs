@@ -53,8 +53,9 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("ivshmem-vmrun: {e:#}");
-            println!("Bail out! {}", format!("{e:#}").replace('\n', " "));
-            println!("vmrun: 0 passed, 1 failed, 0 skipped");
+            for l in report::run_error(&format!("{e:#}")) {
+                println!("{l}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -228,16 +229,20 @@ fn real_main(cli: Cli) -> Result<bool> {
         // The benchmarks' samples are read from the guests' logs.
         keep: cli.keep || matches!(cli.cmd, Cmd::Bench(_)),
         repro,
+        lists,
     };
     if let Cmd::Bench(o) = &cli.cmd {
         return bench::run(&ctx, &selected, o, accel, &why);
     }
 
-    println!("KTAP version 1");
-    println!("1..{}", selected.len());
-    println!("# accelerator: {accel} ({why})");
-    println!("# kernel: {}", ctx.kernel_label);
-    println!("# logs: {}", workdir.display());
+    let notes = [
+        format!("accelerator: {accel} ({why})"),
+        format!("kernel: {}", ctx.kernel_label),
+        format!("logs: {}", workdir.display()),
+    ];
+    for l in report::run_header(selected.len(), &notes) {
+        println!("{l}");
+    }
     let mut totals = Totals::default();
     let mut all_ok = true;
     for (i, sc) in selected.iter().enumerate() {
@@ -245,14 +250,12 @@ fn real_main(cli: Cli) -> Result<bool> {
         all_ok &= ok;
         totals.merge(t);
     }
-    println!(
-        "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
-        totals.pass, totals.fail, totals.skip
-    );
     if all_ok && !cli.keep && cli.workdir.is_none() {
         let _ = fs::remove_dir_all(&workdir);
     }
-    println!("vmrun: {totals}");
+    for l in report::run_footer(totals) {
+        println!("{l}");
+    }
     Ok(all_ok)
 }
 

@@ -28,6 +28,8 @@ pub struct Ctx {
     pub keep: bool,
     /// The command line that reruns one scenario, without its name.
     pub repro: String,
+    /// The tests the guests' programs offer.
+    pub lists: crate::testlist::Lists,
 }
 
 /// Why the scenario cannot run with this run's guest roots, if it cannot.
@@ -58,14 +60,9 @@ pub fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
         ctx.kernel_label
     );
     if let Some(why) = missing_root(&ctx.boot, sc) {
-        println!("ok {number} {} # SKIP {why}", sc.name);
-        return (
-            true,
-            Totals {
-                skip: 1,
-                ..Totals::default()
-            },
-        );
+        let v = Verdict::skip(why);
+        println!("{}", v.result(number, sc.name).line());
+        return (true, v.totals());
     }
     let start = Instant::now();
     let repro = format!("{} {}", ctx.repro, sc.name);
@@ -135,21 +132,20 @@ pub fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
             Err(e) => Verdict::error(format!("{e:#}")),
         };
     };
-    let elapsed = start.elapsed();
-    if let Some(why) = &retried_because {
-        println!(
-            "  # retried: the first attempt hit a kernel fault before the module was loaded: {why}"
-        );
+    let lines = report::scenario_lines(
+        number,
+        sc.name,
+        &verdict,
+        retried_because.as_deref(),
+        start.elapsed(),
+    );
+    for l in lines {
+        println!("{l}");
     }
-    for l in &verdict.lines {
-        println!("  {l}");
-    }
-    println!("# {}: {:.1} s", sc.name, elapsed.as_secs_f64());
-    println!("{}", verdict.result_line(number, sc.name));
     if verdict.ok && !ctx.keep {
         let _ = fs::remove_dir_all(&dir);
     }
-    (verdict.ok, verdict.totals)
+    (verdict.ok, verdict.totals())
 }
 
 /// Boots the scenario's guests and waits for them. Returns their reports
@@ -227,7 +223,9 @@ fn boot_and_collect(
     );
     let mut reports = Vec::new();
     for (g, ending) in guests.iter().zip(endings) {
-        reports.push(GuestReport::collect(g, ending, sc.timeout));
+        let spec = sc.guests.iter().find(|s| s.name == g.name);
+        let planned = spec.map(|s| ctx.lists.planned(s)).unwrap_or_default();
+        reports.push(GuestReport::collect(g, ending, sc.timeout, planned));
     }
     // Every QEMU must be gone before the next scenario.
     for g in &mut guests {

@@ -77,6 +77,15 @@ impl TestList {
     pub fn contains(&self, name: &str) -> bool {
         self.tests.iter().any(|t| t.name == name)
     }
+
+    /// The tests the program runs when none is named, in its order.
+    pub fn defaults(&self) -> Vec<String> {
+        self.tests
+            .iter()
+            .filter(|t| t.default)
+            .map(|t| t.name.clone())
+            .collect()
+    }
 }
 
 /// The test lists of a run's guest programs.
@@ -95,6 +104,15 @@ impl Lists {
             Program::Selftest => Some(&self.selftest),
             Program::Bench => self.bench.as_ref(),
         }
+    }
+
+    /// The tests guest `g` will run, in order: those it names, or its
+    /// program's default set.
+    pub fn planned(&self, g: &GuestSpec) -> Vec<String> {
+        if !g.tests.is_empty() {
+            return g.tests.clone();
+        }
+        self.of(g).map(TestList::defaults).unwrap_or_default()
     }
 
     /// Checks that every test the scenarios' guests name exists in their
@@ -158,14 +176,8 @@ a_test_with_a_very_long_name_indeed the rest
         assert!(l.contains("autoload_module"));
         assert!(l.contains("a_test_with_a_very_long_name_indeed"));
         assert!(!l.contains("udev"));
-        let defaults: Vec<&str> = l
-            .tests
-            .iter()
-            .filter(|t| t.default)
-            .map(|t| t.name.as_str())
-            .collect();
         assert_eq!(
-            defaults,
+            l.defaults(),
             [
                 "module_bind",
                 "info_sysfs",
@@ -207,6 +219,16 @@ a_test_with_a_very_long_name_indeed the rest
         with.check(&[&sc]).unwrap();
         // A bench guest's tests are not looked up in the selftest's list.
         assert!(!with.selftest.contains("mapping"));
+    }
+
+    #[test]
+    fn planned_tests_are_the_named_ones_or_the_defaults() {
+        let l = lists();
+        assert_eq!(
+            l.planned(&GuestSpec::new("g", &["info_sysfs"])),
+            ["info_sysfs"]
+        );
+        assert_eq!(l.planned(&GuestSpec::new("g", &[])), l.selftest.defaults());
     }
 
     #[test]
