@@ -8,10 +8,11 @@
 //! (every raw sample and the machine), `table.md`, `machine.json`, SVG
 //! plots, and the guests' logs under `logs/`.
 
-use crate::Ctx;
 use crate::qemu::{Accel, GuestSpec};
-use crate::scenarios::{Expect, Scenario, ServerSpec};
-use anyhow::{Context, Result, bail};
+use crate::regions::ShmFile;
+use crate::runner::Ctx;
+use crate::scenarios::Scenario;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -86,7 +87,7 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
         mapping = mapping.plain(&format!("r{i}"), *s);
     }
     // Room for the bandwidth buffers and the sysfs mappings' page tables.
-    mapping.mem_mib = 1024;
+    mapping = mapping.mem_mib(1024);
     let bell = |name: &str| {
         GuestSpec::new(name, &["doorbell"])
             .env("prog", "bench")
@@ -102,42 +103,32 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
         .plain("big", b.faults);
     let timeout = Duration::from_secs(if o.quick { 240 } else { 900 });
     vec![
-        Scenario {
-            name: "bench-mapping",
-            about: "mmap setup, first touch and bandwidth: /dev/ivshmemN in each cache mode vs sysfs resource2/resource2_wc",
-            guests: vec![mapping],
+        Scenario::new(
+            "bench-mapping",
+            "mmap setup, first touch and bandwidth: /dev/ivshmemN in each cache mode \
+             vs sysfs resource2/resource2_wc",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: None,
-            before: None,
-            after: None,
-        },
-        Scenario {
-            name: "bench-doorbell",
-            about: "two guests ring each other: ring-to-wake latency (read, poll, epoll) vs eventfd between threads; rings per second",
-            guests: vec![bell("a"), bell("b")],
+        )
+        .guest(mapping)
+        .not_in_suite(),
+        Scenario::new(
+            "bench-doorbell",
+            "two guests ring each other: ring-to-wake latency (read, poll, epoll) \
+             vs eventfd between threads; rings per second",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: Some(ServerSpec {
-                vectors: 4,
-                size: 4 * MIB,
-            }),
-            before: None,
-            after: None,
-        },
-        Scenario {
-            name: "bench-faults",
-            about: "fault-heavy first touch: 1, NCPU and 4*NCPU threads touching one large mapping with 4 KiB entries only",
-            guests: vec![faults],
+        )
+        .guest(bell("a"))
+        .guest(bell("b"))
+        .server(4)
+        .not_in_suite(),
+        Scenario::new(
+            "bench-faults",
+            "fault-heavy first touch: 1, NCPU and 4*NCPU threads touching one large \
+             mapping with 4 KiB entries only",
             timeout,
-            expect: Expect::Pass,
-            in_suite: false,
-            server: None,
-            before: None,
-            after: None,
-        },
+        )
+        .guest(faults)
+        .not_in_suite(),
     ]
 }
 
@@ -251,7 +242,7 @@ fn host_memcpy(file_size: u64, bw: u64, reps: u64, case: &str) -> Result<Vec<Set
         .truncate(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    let _rm = RemoveOnDrop(path.clone());
+    let _rm = ShmFile::track(path.clone());
     f.set_len(file_size)?;
     let shm = ivshmem_proto::SharedMemory::map(&f, file_size)?;
     let len = bw as usize;
@@ -284,14 +275,6 @@ fn host_memcpy(file_size: u64, bw: u64, reps: u64, case: &str) -> Result<Vec<Set
         samples,
     };
     Ok(vec![set("sequential read", r), set("sequential write", w)])
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// A process's resident set size in KiB.
@@ -327,8 +310,9 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
         },
     );
     fs::create_dir_all(dir)?;
-    let sock = dir.join("bench-server.sock");
+    let sock = fs::canonicalize(dir)?.join("bench-server.sock");
     let name = format!("ivshmem-bench.{}", std::process::id());
+    let _shm = ShmFile::track(Path::new("/dev/shm").join(&name));
     let mut cmd = Command::new(crate::server::tool("ivshmem-server"));
     cmd.args(["-F", "-S"])
         .arg(&sock)
@@ -340,13 +324,8 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
     let mut child = cmd.spawn().context("starting ivshmem-server")?;
     let pid = child.id();
     let result = (|| -> Result<Vec<Set>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&sock).is_err() {
-            if Instant::now() > deadline {
-                bail!("ivshmem-server did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::server::wait_listening(&sock, &mut child, Duration::from_secs(10))
+            .context("ivshmem-server did not come up")?;
         let opts = ConnectOptions {
             vectors: Some(1),
             timeout: Some(Duration::from_secs(60)),
@@ -404,7 +383,6 @@ fn server_peers(peers: &[usize], dir: &Path) -> Result<Vec<Set>> {
     })();
     let _ = child.kill();
     let _ = child.wait();
-    let _ = fs::remove_file(Path::new("/dev/shm").join(&name));
     result
 }
 
@@ -742,7 +720,7 @@ pub fn run(ctx: &Ctx, selected: &[&Scenario], o: &Opts, accel: Accel, why: &str)
     let mut all_ok = true;
     for (i, sc) in selected.iter().enumerate() {
         println!("# bench: [{}/{steps}] {}: {}", i + 1, sc.name, sc.about);
-        let (ok, _) = crate::run_scenario(ctx, sc, i + 1);
+        let (ok, _) = crate::runner::run_scenario(ctx, sc, i + 1);
         all_ok &= ok;
         for g in &sc.guests {
             let ktap = ctx.workdir.join(sc.name).join(&g.name).join("ktap.log");

@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vmrun_protocol::{ParseError, Request};
 
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -73,6 +74,15 @@ pub enum Root {
     DebianPython,
 }
 
+/// The program a guest's init runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `ivshmem-selftest`, the default.
+    Selftest,
+    /// `ivshmem-bench` (the setting `prog=bench`).
+    Bench,
+}
+
 /// One guest of a scenario.
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
@@ -127,9 +137,30 @@ impl GuestSpec {
         self
     }
 
+    /// The program the guest's init runs.
+    pub fn program(&self) -> Program {
+        if self.env.iter().any(|(k, v)| k == "prog" && v == "bench") {
+            Program::Bench
+        } else {
+            Program::Selftest
+        }
+    }
+
     /// Adds a setting for the tests.
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Gives the guest `n` virtual CPUs instead of two.
+    pub fn smp(mut self, n: u32) -> Self {
+        self.smp = n;
+        self
+    }
+
+    /// Gives the guest `mib` MiB of memory instead of 512.
+    pub fn mem_mib(mut self, mib: u32) -> Self {
+        self.mem_mib = mib;
         self
     }
 
@@ -412,19 +443,16 @@ impl Drop for Guest {
     }
 }
 
-/// The prefix of a line a guest prints on its KTAP channel to ask the
-/// runner to act on it, e.g. `# vmrun-request: device_del shm0`.
-pub const REQUEST: &str = "# vmrun-request: ";
-
 /// Waits for every guest to end, or kills those still running at
 /// `deadline`. Prints a heartbeat every 30 s while waiting, and carries
-/// out the guests' requests (see [`REQUEST`]) with `on_request`.
+/// out the guests' requests (see [`Request`]) with `on_request`, which
+/// also gets the requests it could not read.
 pub fn wait_all(
     guests: &mut [Guest],
     deadline: Instant,
     boot_by: Option<Instant>,
     beat: &mut dyn FnMut(),
-    on_request: &mut dyn FnMut(&Guest, &str),
+    on_request: &mut dyn FnMut(&Guest, Result<Request, ParseError>),
 ) -> Vec<Ending> {
     let mut seen = vec![0usize; guests.len()];
     let mut endings: Vec<Option<Ending>> = vec![None; guests.len()];
@@ -469,7 +497,7 @@ pub fn wait_all(
         }
         for (g, n) in guests.iter().zip(seen.iter_mut()) {
             for req in new_requests(&g.ktap, n) {
-                on_request(g, &req);
+                on_request(g, req);
             }
         }
         if Instant::now() >= next_beat {
@@ -483,7 +511,7 @@ pub fn wait_all(
 
 /// Returns the requests in `ktap` past byte `*seen` on complete lines, and
 /// moves `*seen` past them.
-fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<String> {
+fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<Result<Request, ParseError>> {
     let Ok(bytes) = fs::read(ktap) else {
         return Vec::new();
     };
@@ -496,8 +524,7 @@ fn new_requests(ktap: &Path, seen: &mut usize) -> Vec<String> {
     *seen += last_nl + 1;
     String::from_utf8_lossy(&fresh[..=last_nl])
         .lines()
-        .filter_map(|l| l.trim().strip_prefix(REQUEST.trim_start()))
-        .map(|r| r.trim().to_string())
+        .filter_map(Request::from_line)
         .collect()
 }
 

@@ -2,7 +2,7 @@
 
 use crate::qemu::{Ending, Guest};
 use crate::scenarios::{Expect, Scenario};
-use ktap::{Report, Totals};
+use ktap::{Outcome, Report, TestResult, Totals};
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,6 +84,8 @@ pub struct GuestReport {
     /// Set when every kernel report came before the module was loaded and
     /// none has a driver frame: the first report's line.
     pub fault_before_module: Option<String>,
+    /// The tests it was to run, in order (to name those it never reached).
+    pub planned: Vec<String>,
 }
 
 /// A guest's log as text: invalid UTF-8 replaced, carriage returns
@@ -180,7 +182,7 @@ pub fn exit_marker(ktap: &str) -> Option<i32> {
 
 impl GuestReport {
     /// Reads a guest's logs after it ended.
-    pub fn collect(g: &Guest, ending: Ending, timeout: Duration) -> Self {
+    pub fn collect(g: &Guest, ending: Ending, timeout: Duration, planned: Vec<String>) -> Self {
         let ktap_text = read_lossy(&g.ktap);
         let console = read_lossy(&g.console);
         let (splats, tolerated) = find_splats(&console);
@@ -210,7 +212,62 @@ impl GuestReport {
             killed: false,
             reached_user_space: console.contains(crate::qemu::INIT_LINE),
             fault_before_module: early,
+            planned,
         }
+    }
+
+    /// Why its KTAP stops early, if it does: what the test that was running
+    /// gets, and why the tests after it did not run.
+    fn interruption(&self) -> (Outcome, String) {
+        if self.killed {
+            let why = "the guest was killed on request".to_string();
+            return (Outcome::Skip(format!("{why}, as the scenario wants")), why);
+        }
+        match (&self.ending, self.exit_code) {
+            (Ending::TimedOut, _) => (
+                Outcome::Timeout(format!(
+                    "the guest was killed after {} s",
+                    self.timeout.as_secs()
+                )),
+                "the guest timed out".into(),
+            ),
+            (Ending::Exited(_), None) => (
+                Outcome::Error("QEMU exited during this test (kernel panic, or init died)".into()),
+                "QEMU exited".into(),
+            ),
+            (Ending::Exited(_), Some(code)) => (
+                Outcome::Error(format!(
+                    "the harness stopped during this test (exit {code})"
+                )),
+                "the harness stopped".into(),
+            ),
+        }
+    }
+
+    /// Its KTAP as the subtests of its result in the runner's output:
+    /// complete, closed if it stopped early (see [`Report::close`]).
+    /// Output without a KTAP document goes to `parent` as diagnostics.
+    fn subtests(&self, parent: &mut Report) -> Option<Report> {
+        if self.ktap.version.is_none() {
+            for l in self.ktap_text.lines().filter(|l| !l.trim().is_empty()) {
+                parent.push_diag(&format!("guest '{}' printed: {l}", self.name));
+            }
+            return None;
+        }
+        let mut doc = self.ktap.clone();
+        if !doc.is_complete() {
+            let (interrupted, why) = self.interruption();
+            let stopped =
+                doc.unfinished.is_some() || doc.plan.is_none_or(|p| doc.results.len() < p);
+            if stopped {
+                doc.push_diag(&format!(
+                    "ivshmem-vmrun: the output stops here ({why}); the results after this \
+                     line are the runner's"
+                ));
+            }
+            doc.close(&self.planned, &interrupted, &why);
+        }
+        Some(doc)
     }
 
     /// What went wrong with this guest as a whole (not its tests): it timed
@@ -232,8 +289,10 @@ impl GuestReport {
             ),
             Ending::Exited(_) => {}
         }
-        if self.exit_code.is_some() && !self.ktap.is_complete() {
-            p.push("the harness printed incomplete KTAP".into());
+        if self.exit_code.is_some() {
+            if let Err(e) = ktap::parse_strict(&self.ktap_text) {
+                p.push(format!("the harness printed malformed KTAP: {e}"));
+            }
         }
         if !self.splats.is_empty() {
             p.push(format!("the kernel complained: {}", self.splats[0].trim()));
@@ -266,14 +325,17 @@ impl GuestReport {
 /// The runner's judgement of one scenario.
 #[derive(Debug)]
 pub struct Verdict {
-    /// Whether the scenario passed.
+    /// Whether the scenario passed (or was skipped).
     pub ok: bool,
     /// Why not, in one line.
     pub reason: String,
-    /// Lines to print (nested KTAP, diagnostics), without indentation.
-    pub lines: Vec<String>,
-    /// Leaf counts.
-    pub totals: Totals,
+    /// Why it did not run, if it was skipped.
+    pub skipped: Option<String>,
+    /// Its guests' results, with their own tests nested: the subtests of
+    /// the scenario's result (scenarios judged on their guests' KTAP).
+    pub subtests: Option<Report>,
+    /// Diagnostics to print before the scenario's result, without `# `.
+    pub notes: Vec<String>,
 }
 
 impl Verdict {
@@ -281,45 +343,125 @@ impl Verdict {
     pub fn error(why: String) -> Self {
         Self {
             ok: false,
-            lines: vec![format!("# error: {why}")],
+            notes: vec![format!("error: {why}")],
             reason: why,
-            totals: Totals {
-                fail: 1,
-                ..Totals::default()
-            },
+            skipped: None,
+            subtests: None,
+        }
+    }
+
+    /// A scenario that cannot run here, and why.
+    pub fn skip(why: &str) -> Self {
+        Self {
+            ok: true,
+            reason: String::new(),
+            skipped: Some(why.to_string()),
+            subtests: None,
+            notes: Vec::new(),
         }
     }
 
     /// Fails the scenario for host-side problems (hooks, requests).
     pub fn fail_host(&mut self, errors: &[String], repro: &str) {
         for e in errors {
-            self.lines.push(format!("# host: {e}"));
+            self.notes.push(format!("host: {e}"));
         }
-        self.lines.push(format!("# --- reproduce: {repro}"));
+        self.notes.push(format!("--- reproduce: {repro}"));
         if self.ok {
             self.ok = false;
-            self.totals.fail += 1;
             self.reason = errors.join("; ");
         } else {
             self.reason = format!("{}; {}", self.reason, errors.join("; "));
         }
     }
 
-    /// The scenario's KTAP result line.
-    pub fn result_line(&self, number: usize, name: &str) -> String {
-        if self.ok {
-            format!("ok {number} {name}")
-        } else {
-            format!(
-                "not ok {number} {name} # {}",
-                self.reason.replace('\n', " ")
-            )
+    /// The scenario's result in the run's KTAP, as test `number`.
+    pub fn result(&self, number: usize, name: &str) -> TestResult {
+        let outcome = match (&self.skipped, self.ok) {
+            (Some(why), _) => Outcome::Skip(why.clone()),
+            (None, true) => Outcome::Pass,
+            (None, false) => Outcome::Fail(self.reason.replace('\n', " ")),
+        };
+        TestResult {
+            number,
+            name: name.to_string(),
+            ok: self.ok,
+            outcome,
+            subtests: self.subtests.clone(),
         }
+    }
+
+    /// The leaf counts of the scenario's result: what its KTAP says.
+    pub fn totals(&self) -> Totals {
+        self.result(1, "").leaf_totals()
     }
 }
 
-fn diag(lines: &[String]) -> Vec<String> {
-    lines.iter().map(|l| format!("# {l}")).collect()
+/// The run's first lines: the version, the plan of `scenarios` results,
+/// and `notes` as diagnostics.
+pub fn run_header(scenarios: usize, notes: &[String]) -> Vec<String> {
+    let mut v = vec!["KTAP version 1".to_string(), format!("1..{scenarios}")];
+    v.extend(notes.iter().map(|n| format!("# {n}")));
+    v
+}
+
+/// What the run prints for scenario `number` once it is over: its guests'
+/// KTAP nested, the runner's notes, its time and its result line. The
+/// lines printed while it ran (its description, heartbeats, requests) are
+/// diagnostics before these.
+pub fn scenario_lines(
+    number: usize,
+    name: &str,
+    v: &Verdict,
+    retried: Option<&str>,
+    elapsed: Duration,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(why) = retried {
+        out.push(format!(
+            "# retried: the first attempt hit a kernel fault before the module was loaded: {why}"
+        ));
+    }
+    let result = v.result(number, name);
+    if let Some(sub) = &result.subtests {
+        out.extend(sub.render().into_iter().map(|l| format!("  {l}")));
+    }
+    out.extend(v.notes.iter().map(|n| format!("# {n}")));
+    out.push(format!("# {name}: {:.1} s", elapsed.as_secs_f64()));
+    out.push(result.line());
+    out
+}
+
+/// The run's last lines: its totals and the summary line
+/// (`vmrun: N passed, N failed, N skipped`), which scripts read.
+pub fn run_footer(t: Totals) -> Vec<String> {
+    vec![
+        format!(
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+            t.pass, t.fail, t.skip
+        ),
+        format!("vmrun: {t}"),
+    ]
+}
+
+/// The whole output of a run that failed before any scenario: one
+/// failed test, `ivshmem-vmrun`, with the reason.
+pub fn run_error(why: &str) -> Vec<String> {
+    let mut doc = Report {
+        version: Some("KTAP version 1".into()),
+        plan: Some(1),
+        ..Report::default()
+    };
+    doc.push_diag(&format!("error: {why}"));
+    doc.push_result(
+        "ivshmem-vmrun",
+        false,
+        Outcome::Error(why.replace('\n', " ")),
+        None,
+    );
+    let mut out = doc.render();
+    out.extend(run_footer(doc.leaf_totals()));
+    out
 }
 
 /// Judges a scenario from its guests' reports.
@@ -332,68 +474,68 @@ pub fn judge(sc: &Scenario, guests: &[GuestReport], repro: &str) -> Verdict {
 }
 
 fn judge_pass(guests: &[GuestReport], repro: &str) -> Verdict {
-    let mut lines = vec!["KTAP version 1".to_string(), format!("1..{}", guests.len())];
-    let mut totals = Totals::default();
+    let mut doc = Report {
+        version: Some("KTAP version 1".into()),
+        plan: Some(guests.len()),
+        ..Report::default()
+    };
     let mut failed = Vec::new();
-    for (i, g) in guests.iter().enumerate() {
+    for g in guests {
         // The guest's own KTAP, nested one level further.
-        lines.extend(
-            g.ktap_text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| format!("  {l}")),
-        );
-        for k in &g.tolerated {
-            lines.push(format!("# tolerated known kernel report: {k}"));
+        let sub = g.subtests(&mut doc);
+        if sub.is_some() {
+            doc.mark_subtests();
         }
-        if g.killed && g.splats.is_empty() {
+        for k in &g.tolerated {
+            doc.push_diag(&format!("tolerated known kernel report: {k}"));
+        }
+        let t = sub.as_ref().map(Report::leaf_totals).unwrap_or_default();
+        if g.killed && g.splats.is_empty() && t.fail == 0 {
             // Killed on purpose, mid-test (e.g. a peer that dies mid-stream).
-            lines.push(format!(
-                "ok {} {} # SKIP killed on request, as the scenario wants",
-                i + 1,
-                g.name
-            ));
-            totals.skip += 1;
+            let why = "killed on request, as the scenario wants";
+            doc.push_result(&g.name, true, Outcome::Skip(why.into()), sub);
             continue;
         }
-        let mut t = g.ktap.leaf_totals();
         let mut problems = g.problems();
         if t.fail > 0 {
-            problems.insert(0, format!("{} selftest(s) failed", t.fail));
+            // First, unless the guest stopped mid-test: then that is the
+            // news, and the test it stopped in is one of the failures.
+            let at = if g.ktap.is_complete() {
+                0
+            } else {
+                problems.len()
+            };
+            problems.insert(at, format!("{} selftest(s) failed", t.fail));
         }
         if t.pass + t.fail + t.skip == 0 && problems.is_empty() {
             problems.push("no selftest ran".into());
         }
         if problems.is_empty() {
-            lines.push(format!("ok {} {}", i + 1, g.name));
+            doc.push_result(&g.name, true, Outcome::Pass, sub);
         } else {
-            if t.fail == 0 {
-                // The guest failed as a whole: count that once.
-                t.fail += 1;
-            }
-            lines.extend(diag(&g.failure_report(&problems.join("; "), repro)));
-            lines.push(format!("not ok {} {}", i + 1, g.name));
+            doc.push_diag(&g.failure_report(&problems.join("; "), repro).join("\n"));
+            doc.push_result(&g.name, false, Outcome::Fail(problems[0].clone()), sub);
             failed.push(format!("{}: {}", g.name, problems[0]));
         }
-        totals.merge(t);
     }
     Verdict {
         ok: failed.is_empty(),
         reason: failed.join("; "),
-        lines,
-        totals,
+        skipped: None,
+        subtests: Some(doc),
+        notes: Vec::new(),
     }
 }
 
 /// The runner's own tests: the guest must fail (`want_failure`) or time out,
 /// and the runner must report it with the console tail and a reproducer.
 fn judge_meta(guests: &[GuestReport], repro: &str, want_failure: bool) -> Verdict {
-    let mut lines = Vec::new();
+    let mut notes = Vec::new();
     let mut wrong = Vec::new();
     for g in guests {
         let t = g.ktap.leaf_totals();
-        lines.push(format!(
-            "# guest '{}': ending {:?}, harness exit {:?}, KTAP {}",
+        notes.push(format!(
+            "guest '{}': ending {:?}, harness exit {:?}, KTAP {}",
             g.name, g.ending, g.exit_code, t
         ));
         let problems = g.problems();
@@ -441,27 +583,37 @@ fn judge_meta(guests: &[GuestReport], repro: &str, want_failure: bool) -> Verdic
         if !rep.last().is_some_and(|l| l.contains(repro)) {
             wrong.push(format!("'{}' report has no reproducer", g.name));
         }
-        lines.push(format!(
-            "# the runner's report ({} lines, console tail of {tail_len}):",
+        notes.push(format!(
+            "the runner's report ({} lines, console tail of {tail_len}):",
             rep.len()
         ));
-        lines.extend(rep.iter().take(3).map(|l| format!("#   {l}")));
-        lines.push(format!(
-            "#   ... {}",
-            rep.last().cloned().unwrap_or_default()
-        ));
+        notes.extend(rep.iter().take(3).map(|l| format!("  {l}")));
+        notes.push(format!("  ... {}", rep.last().cloned().unwrap_or_default()));
+        // What the runner would print for this guest in a scenario that
+        // must pass: strict KTAP, however the guest ended.
+        let lines = scenario_lines(
+            1,
+            "check",
+            &judge_pass(std::slice::from_ref(g), repro),
+            None,
+            Duration::ZERO,
+        );
+        let doc = [run_header(1, &[]), lines].concat().join("\n") + "\n";
+        if let Err(e) = ktap::parse_strict(&doc) {
+            wrong.push(format!(
+                "the runner's KTAP for '{}' is not strict: {e}",
+                g.name
+            ));
+        }
     }
     let ok = wrong.is_empty();
-    lines.extend(wrong.iter().map(|w| format!("# wrong: {w}")));
+    notes.extend(wrong.iter().map(|w| format!("wrong: {w}")));
     Verdict {
         ok,
         reason: wrong.join("; "),
-        lines,
-        totals: Totals {
-            pass: usize::from(ok),
-            fail: usize::from(!ok),
-            skip: 0,
-        },
+        skipped: None,
+        subtests: None,
+        notes,
     }
 }
 
@@ -487,6 +639,7 @@ mod tests {
             killed: false,
             reached_user_space: true,
             fault_before_module: fault_before_module(console),
+            planned: vec!["t".into()],
         }
     }
 
@@ -533,7 +686,7 @@ mod tests {
         let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), "boot\n")], "repro");
         assert!(v.ok, "{v:?}");
         assert_eq!(
-            v.totals,
+            v.totals(),
             Totals {
                 pass: 1,
                 fail: 0,
@@ -546,10 +699,11 @@ mod tests {
     fn failing_test_fails_with_console_and_reproducer() {
         let v = judge_pass(&[guest(FAIL, Ending::Exited(Some(0)), "boot\n")], "repro x");
         assert!(!v.ok);
-        assert_eq!(v.totals.fail, 1);
-        assert!(v.lines.iter().any(|l| l.contains("console tail")));
-        assert!(v.lines.iter().any(|l| l == "# boot"));
-        assert!(v.lines.iter().any(|l| l.contains("reproduce: repro x")));
+        assert_eq!(v.totals().fail, 1);
+        let lines = scenario_lines(1, "sc", &v, None, Duration::ZERO);
+        assert!(lines.iter().any(|l| l.contains("console tail")));
+        assert!(lines.iter().any(|l| l.trim() == "# boot"));
+        assert!(lines.iter().any(|l| l.contains("reproduce: repro x")));
     }
 
     #[test]
@@ -603,5 +757,280 @@ mod tests {
         assert!(!judge_meta(&[guest(PASS, Ending::Exited(Some(0)), "b\n")], "r", false).ok);
         assert!(judge_meta(&[guest("", Ending::TimedOut, "b\n")], "r", false).ok);
         assert!(!judge_meta(&[guest("", Ending::TimedOut, "")], "r", false).ok);
+    }
+
+    fn named(
+        name: &str,
+        ktap: &str,
+        ending: Ending,
+        console: &str,
+        planned: &[&str],
+    ) -> GuestReport {
+        GuestReport {
+            name: name.into(),
+            planned: planned.iter().map(|t| t.to_string()).collect(),
+            ..guest(ktap, ending, console)
+        }
+    }
+
+    fn scenario(expect: Expect) -> Scenario {
+        Scenario::new("sc", "about", Duration::from_secs(5)).expect(expect)
+    }
+
+    fn counts(pass: usize, fail: usize, skip: usize) -> Totals {
+        Totals { pass, fail, skip }
+    }
+
+    /// Every way a scenario can end, the runner's verdict on it, and the
+    /// counts it must report.
+    fn every_case() -> Vec<(&'static str, Verdict, Totals)> {
+        let pass = |guests: &[GuestReport]| judge(&scenario(Expect::Pass), guests, "repro");
+        let exited = Ending::Exited(Some(0));
+        let mut host_error = pass(&[named("g", PASS, exited.clone(), "boot\n", &["t"])]);
+        host_error.fail_host(
+            &["the host's check of the shared memory failed".into()],
+            "repro",
+        );
+        let mut victim = named(
+            "b",
+            "KTAP version 1\n1..1\n# doorbell_kill: a guest dies mid-stream\n",
+            Ending::Exited(None),
+            "boot\n",
+            &["doorbell_kill"],
+        );
+        victim.killed = true;
+        vec![
+            (
+                "pass",
+                pass(&[named("g", PASS, exited.clone(), "boot\n", &["t"])]),
+                counts(1, 0, 0),
+            ),
+            (
+                "fail",
+                pass(&[named("g", FAIL, exited.clone(), "boot\n", &["t"])]),
+                counts(0, 1, 0),
+            ),
+            (
+                "skipped-tests",
+                pass(&[named(
+                    "g",
+                    "KTAP version 1\n1..2\nok 1 a # SKIP no device\nok 2 b\n# ivshmem-selftest exit=0\n",
+                    exited.clone(),
+                    "boot\n",
+                    &["a", "b"],
+                )]),
+                counts(1, 0, 1),
+            ),
+            (
+                "skipped-scenario",
+                Verdict::skip("needs the Debian guest root"),
+                counts(0, 0, 1),
+            ),
+            (
+                "timeout-mid-test",
+                pass(&[named(
+                    "g",
+                    "KTAP version 1\n1..3\n# a: first\nok 1 a\n# b: second\n",
+                    Ending::TimedOut,
+                    "boot\n",
+                    &["a", "b", "c"],
+                )]),
+                counts(1, 1, 1),
+            ),
+            (
+                "killed-on-request-mid-test",
+                pass(&[named("a", PASS, exited.clone(), "boot\n", &["t"]), victim]),
+                counts(1, 0, 1),
+            ),
+            (
+                "qemu-died-mid-test",
+                pass(&[named(
+                    "g",
+                    "KTAP version 1\n1..2\nok 1 a\n",
+                    exited.clone(),
+                    "[ 3.0] Kernel panic - not syncing: Fatal exception\n",
+                    &["a", "b"],
+                )]),
+                counts(1, 1, 0),
+            ),
+            (
+                "no-output-timeout",
+                pass(&[named("g", "", Ending::TimedOut, "boot\n", &["t"])]),
+                counts(0, 1, 0),
+            ),
+            (
+                "no-output-exit",
+                pass(&[named("g", "", exited.clone(), "boot\n", &["t"])]),
+                counts(0, 1, 0),
+            ),
+            (
+                "output-without-ktap",
+                pass(&[named(
+                    "g",
+                    "[ 1.0] no KTAP here\n",
+                    Ending::TimedOut,
+                    "boot\n",
+                    &["t"],
+                )]),
+                counts(0, 1, 0),
+            ),
+            (
+                "kernel-fault-after-passing-tests",
+                pass(&[named(
+                    "g",
+                    PASS,
+                    exited.clone(),
+                    "[ 2.0] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 y\n",
+                    &["t"],
+                )]),
+                counts(1, 1, 0),
+            ),
+            ("host-error", host_error, counts(1, 1, 0)),
+            (
+                "nested-document-cut",
+                pass(&[named(
+                    "g",
+                    "KTAP version 1\n1..2\n  KTAP version 1\n  1..2\n  ok 1 x\n",
+                    Ending::TimedOut,
+                    "boot\n",
+                    &["p", "q"],
+                )]),
+                counts(1, 1, 1),
+            ),
+            (
+                "malformed-but-finished",
+                pass(&[named(
+                    "g",
+                    "KTAP version 1\n1..2\nok 1 a\nok 3 b\n# ivshmem-selftest exit=0\n",
+                    exited.clone(),
+                    "boot\n",
+                    &["a", "b"],
+                )]),
+                counts(2, 1, 0),
+            ),
+            (
+                "noise-on-the-channel",
+                pass(&[named(
+                    "g",
+                    "ivt-probe-ok\nKTAP version 1\n1..1\nok 7 looks like a result\n  ok 1 t\nok 1 t\n\
+                     # ivshmem-selftest exit=0\n",
+                    exited.clone(),
+                    "boot\n",
+                    &["t"],
+                )]),
+                counts(2, 1, 0),
+            ),
+            (
+                "runner-detects-failure",
+                judge(
+                    &scenario(Expect::GuestFailure),
+                    &[named("g", FAIL, exited.clone(), "boot\n", &["t"])],
+                    "repro",
+                ),
+                counts(1, 0, 0),
+            ),
+            (
+                "runner-detects-timeout",
+                judge(
+                    &scenario(Expect::Timeout),
+                    &[named(
+                        "g",
+                        "KTAP version 1\n1..1\n# hang: never ends\n",
+                        Ending::TimedOut,
+                        "boot\n",
+                        &["hang"],
+                    )],
+                    "repro",
+                ),
+                counts(1, 0, 0),
+            ),
+            (
+                "could-not-run",
+                Verdict::error("creating /dev/shm/x: No space left on device".into()),
+                counts(0, 1, 0),
+            ),
+        ]
+    }
+
+    /// The runner's whole output for a run of every case, as it prints it:
+    /// header, each scenario's description and progress lines, its block,
+    /// the footer.
+    fn run_output(cases: &[(&'static str, Verdict, Totals)]) -> (String, Totals) {
+        let mut text = run_header(cases.len(), &["accelerator: tcg (requested)".into()]);
+        let mut sum = Totals::default();
+        for (i, (name, v, _)) in cases.iter().enumerate() {
+            sum.merge(v.totals());
+            text.push(format!("# {name}: about (1 guest, tcg, kernel: k)"));
+            text.push(format!("# {name}: still running after 30 s"));
+            let retried = (i == 0).then_some("guest 'g': [ 0.5] Oops: int3");
+            text.extend(scenario_lines(
+                i + 1,
+                name,
+                v,
+                retried,
+                Duration::from_secs(3),
+            ));
+        }
+        text.extend(run_footer(sum));
+        (text.join("\n") + "\n", sum)
+    }
+
+    #[test]
+    fn the_runners_output_is_strict_ktap_in_every_case() {
+        let cases = every_case();
+        let (doc, sum) = run_output(&cases);
+        let r = ktap::parse_strict(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        if std::env::var_os("VMRUN_SHOW_KTAP").is_some() {
+            println!("{doc}");
+        }
+        assert_eq!(r.results.len(), cases.len());
+        for (res, (name, v, want)) in r.results.iter().zip(&cases) {
+            assert_eq!(res.name, *name);
+            assert_eq!(v.totals(), *want, "the runner's count for {name}");
+            assert_eq!(
+                res.leaf_totals(),
+                *want,
+                "a strict reader's count for {name}"
+            );
+            assert_eq!(res.ok, v.ok, "{name}");
+        }
+        assert_eq!(r.leaf_totals(), sum);
+        assert_eq!(sum, counts(14, 12, 5));
+        assert_eq!(doc.lines().last(), Some(format!("vmrun: {sum}").as_str()));
+    }
+
+    #[test]
+    fn cut_documents_are_closed_with_the_reason() {
+        let cases = every_case();
+        let (doc, _) = run_output(&cases);
+        for want in [
+            "    not ok 2 b # TIMEOUT the guest was killed after 5 s",
+            "    not ok 3 c # SKIP not run: the guest timed out",
+            "    ok 1 doorbell_kill # SKIP the guest was killed on request, as the scenario wants",
+            "  ok 2 b # SKIP killed on request, as the scenario wants",
+            "    not ok 2 b # ERROR QEMU exited during this test (kernel panic, or init died)",
+            "      not ok 2 test_2 # TIMEOUT the guest was killed after 5 s",
+            "    not ok 2 q # SKIP not run: the guest timed out",
+            "    ok 1 looks like a result",
+            "    # ok 1 t",
+            "    ok 2 t",
+            "    # ivt-probe-ok",
+            "  # guest 'g' printed: [ 1.0] no KTAP here",
+        ] {
+            assert!(doc.lines().any(|l| l == want), "no {want:?} in\n{doc}");
+        }
+        // The malformed document is renumbered, and said to be malformed.
+        assert!(
+            doc.contains("the harness printed malformed KTAP: line 4: test 3, expected test 2")
+        );
+    }
+
+    #[test]
+    fn a_run_that_cannot_start_is_one_strict_failure() {
+        let out = run_error("kernel /x does not exist\n(build it)").join("\n") + "\n";
+        let r = ktap::parse_strict(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(r.leaf_totals(), counts(0, 1, 0));
+        assert!(out.contains("not ok 1 ivshmem-vmrun # ERROR kernel /x does not exist (build it)"));
+        assert!(out.ends_with("vmrun: 0 passed, 1 failed, 0 skipped\n"));
     }
 }

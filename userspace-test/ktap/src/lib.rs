@@ -2,8 +2,17 @@
 //!
 //! [`Writer`] prints results the way kselftest's `kselftest.h` does: a
 //! version line, a plan, one `ok`/`not ok` line per test, `# ` diagnostics
-//! and a totals line. [`parse`] reads such output back, including nested
-//! (indented) subtests, for the VM runner.
+//! and a totals line. [`parse`] reads such output back leniently,
+//! including nested (indented) subtests, for the VM runner, which can
+//! [`Report::close`] a document that stopped early and
+//! [`Report::render`] it again. [`parse_strict`] accepts only what the
+//! specification allows.
+
+mod report;
+mod strict;
+
+pub use report::{Entry, Report, TestResult, parse};
+pub use strict::{StrictError, parse_strict};
 
 use std::fmt;
 use std::io::{self, Write};
@@ -155,9 +164,9 @@ impl<W: Write> Writer<W> {
                 }
                 format!("not ok {n} {name}")
             }
-            Outcome::Skip(why) => format!("ok {n} {name} # SKIP {}", one_line(why)),
-            Outcome::Timeout(why) => format!("not ok {n} {name} # TIMEOUT {}", one_line(why)),
-            Outcome::Error(why) => format!("not ok {n} {name} # ERROR {}", one_line(why)),
+            Outcome::Skip(_) | Outcome::Timeout(_) | Outcome::Error(_) => {
+                report::result_line(!outcome.is_failure(), n, name, outcome)
+            }
         };
         self.line(&l)
     }
@@ -187,150 +196,6 @@ fn one_line(s: &str) -> String {
     s.replace('\n', " ")
 }
 
-/// One parsed result line, with the subtests printed before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestResult {
-    /// The test number.
-    pub number: usize,
-    /// The description (test name).
-    pub name: String,
-    /// What happened.
-    pub outcome: Outcome,
-    /// Nested subtests, if any were printed before this line.
-    pub subtests: Option<Report>,
-}
-
-/// A parsed KTAP document.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    /// The version line, e.g. `KTAP version 1`, if one was seen.
-    pub version: Option<String>,
-    /// The plan (`1..N`), if one was seen.
-    pub plan: Option<usize>,
-    /// The result lines, in order.
-    pub results: Vec<TestResult>,
-    /// The reason given by `Bail out!`, if the run bailed out.
-    pub bail_out: Option<String>,
-    /// Diagnostic lines (without the leading `# `).
-    pub diagnostics: Vec<String>,
-}
-
-impl Report {
-    /// Whether the document is complete: a version and a plan were seen,
-    /// the plan matches the results, and nothing bailed out.
-    pub fn is_complete(&self) -> bool {
-        self.version.is_some() && self.bail_out.is_none() && self.plan == Some(self.results.len())
-    }
-
-    /// Counts of the leaf results: a test with subtests counts its
-    /// subtests, not itself.
-    pub fn leaf_totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for r in &self.results {
-            match &r.subtests {
-                Some(sub) if !sub.results.is_empty() => t.merge(sub.leaf_totals()),
-                _ => t.add(&r.outcome),
-            }
-        }
-        t
-    }
-
-    /// Counts of the top-level results.
-    pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for r in &self.results {
-            t.add(&r.outcome);
-        }
-        t
-    }
-}
-
-/// Parses KTAP (or TAP 13) text. Lines that are not KTAP (console noise)
-/// are ignored; carriage returns from a serial line are stripped.
-pub fn parse(text: &str) -> Report {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .map(|l| {
-            let trimmed = l.trim_start_matches(' ');
-            ((l.len() - trimmed.len()) / 2, trimmed)
-        })
-        .collect();
-    let mut pos = 0;
-    parse_level(&lines, &mut pos, 0)
-}
-
-fn parse_level(lines: &[(usize, &str)], pos: &mut usize, level: usize) -> Report {
-    let mut report = Report::default();
-    let mut pending_sub: Option<Report> = None;
-    while *pos < lines.len() {
-        let (indent, l) = lines[*pos];
-        if indent < level {
-            break;
-        }
-        if indent > level {
-            // A nested document belongs to the next result line at our level.
-            let sub = parse_level(lines, pos, indent);
-            pending_sub = Some(sub);
-            continue;
-        }
-        *pos += 1;
-        if l.starts_with("KTAP version") || l.starts_with("TAP version") {
-            if report.version.is_some() && level == 0 && !report.results.is_empty() {
-                // A second document at top level: keep the first one only.
-                break;
-            }
-            report.version = Some(l.to_string());
-        } else if let Some(n) = l.strip_prefix("1..") {
-            report.plan = n.split_whitespace().next().and_then(|n| n.parse().ok());
-        } else if let Some(rest) = l.strip_prefix("Bail out!") {
-            report.bail_out = Some(rest.trim().to_string());
-        } else if let Some(d) = l.strip_prefix('#') {
-            report.diagnostics.push(d.trim_start().to_string());
-        } else if let Some(mut r) = parse_result(l) {
-            r.subtests = pending_sub.take();
-            report.results.push(r);
-        }
-    }
-    report
-}
-
-fn parse_result(l: &str) -> Option<TestResult> {
-    let (ok, rest) = if let Some(r) = l.strip_prefix("not ok ") {
-        (false, r)
-    } else if let Some(r) = l.strip_prefix("ok ") {
-        (true, r)
-    } else {
-        return None;
-    };
-    let (num, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-    let number = num.parse().ok()?;
-    let (name, directive) = match rest.split_once(" # ") {
-        Some((n, d)) => (n, Some(d)),
-        None => match rest.strip_prefix("# ") {
-            Some(d) => ("", Some(d)),
-            None => (rest, None),
-        },
-    };
-    let directive = directive.map(|d| {
-        let (word, reason) = d.split_once(' ').unwrap_or((d, ""));
-        (word.to_ascii_uppercase(), reason.to_string())
-    });
-    let outcome = match (ok, directive) {
-        (_, Some((w, r))) if w == "SKIP" => Outcome::Skip(r),
-        (false, Some((w, r))) if w == "TIMEOUT" => Outcome::Timeout(r),
-        (false, Some((w, r))) if w == "ERROR" => Outcome::Error(r),
-        (true, _) => Outcome::Pass,
-        (false, _) => Outcome::Fail(String::new()),
-    };
-    Some(TestResult {
-        number,
-        name: name.trim().to_string(),
-        outcome,
-        subtests: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +220,29 @@ mod tests {
             "KTAP version 1\n1..3\nok 1 a\n# b: bad\n# very\nnot ok 2 b\n\
              ok 3 c # SKIP no device\n\
              # Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0\n"
+        );
+        parse_strict(&out).unwrap();
+    }
+
+    #[test]
+    fn writer_prints_timeouts_and_errors_as_not_ok() {
+        let out = written(|w| {
+            w.result("a", &Outcome::Timeout("after 5 s".into()))
+                .unwrap();
+            w.result("b", &Outcome::Error("no fd".into())).unwrap();
+            w.result("c", &Outcome::Skip(String::new())).unwrap();
+        });
+        assert!(out.contains("not ok 1 a # TIMEOUT after 5 s\n"), "{out}");
+        assert!(out.contains("not ok 2 b # ERROR no fd\n"), "{out}");
+        assert!(out.contains("ok 3 c # SKIP\n"), "{out}");
+        let r = parse_strict(&out).unwrap();
+        assert_eq!(
+            r.leaf_totals(),
+            Totals {
+                pass: 0,
+                fail: 2,
+                skip: 1
+            }
         );
     }
 
@@ -389,46 +277,7 @@ mod tests {
                 skip: 1
             }
         );
-    }
-
-    #[test]
-    fn parses_serial_noise_and_directives() {
-        let text = "garbage\r\nKTAP version 1\r\n1..3\r\n[  1.0] kernel says hi\r\n\
-                    not ok 1 slow # TIMEOUT after 5s\r\nnot ok 2 broken # error no fd\r\n\
-                    ok 3 # SKIP unnamed\r\n";
-        let r = parse(text);
-        assert!(r.is_complete());
-        assert_eq!(r.results[0].outcome, Outcome::Timeout("after 5s".into()));
-        assert_eq!(r.results[1].outcome, Outcome::Error("no fd".into()));
-        assert_eq!(r.results[2].outcome, Outcome::Skip("unnamed".into()));
-        assert!(r.results.iter().take(2).all(|t| t.outcome.is_failure()));
-    }
-
-    #[test]
-    fn incomplete_documents_are_detected() {
-        assert!(!parse("KTAP version 1\n1..2\nok 1 a\n").is_complete());
-        assert!(!parse("1..1\nok 1 a\n").is_complete());
-        assert!(!parse("KTAP version 1\n1..1\nBail out! no module\n").is_complete());
-        assert!(!parse("").is_complete());
-    }
-
-    #[test]
-    fn nested_subtests_attach_to_their_parent() {
-        let text = "KTAP version 1\n1..2\n  KTAP version 1\n  1..2\n  ok 1 x\n  \
-                    not ok 2 y\nnot ok 1 scenario\nok 2 other\n";
-        let r = parse(text);
-        assert!(r.is_complete());
-        let sub = r.results[0].subtests.as_ref().unwrap();
-        assert!(sub.is_complete());
-        assert_eq!(sub.results[1].name, "y");
-        assert!(r.results[1].subtests.is_none());
-        assert_eq!(
-            r.leaf_totals(),
-            Totals {
-                pass: 2,
-                fail: 1,
-                skip: 0
-            }
-        );
+        // Rendered again, it is the same document.
+        assert_eq!(r.render().join("\n") + "\n", out);
     }
 }

@@ -8,6 +8,7 @@ use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
+use vmrun_protocol::{Request, server_shm};
 
 /// The first doorbell device and the first plain one, by index.
 pub(crate) fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
@@ -419,7 +420,6 @@ pub fn doorbell_unbind() -> TestResult {
 const SLOTS: usize = 0x100;
 const SEQ: usize = 0x1000;
 const STREAM: usize = 0x2000;
-const HOST_IDS: usize = 0x3000;
 const READY: u64 = 0x5245_4144_0000;
 
 /// Announces this guest in its slot and waits for another's: returns the
@@ -544,17 +544,24 @@ pub fn doorbell_pair() -> TestResult {
     drain(&dev)?;
 
     // The host client rings this guest, and this guest rings a host client.
-    println!("{}host-ring {me} 2", crate::shm::REQUEST);
+    let ring = Request::HostRing {
+        peer: me,
+        vector: 2,
+    };
+    println!("{}", ring.line());
     expect_events(&dev, &[(2, 1)], "the host client's ring on vector 2")?;
-    println!("{}host-wait {me} 3", crate::shm::REQUEST);
-    let slot = HOST_IDS + 8 * usize::from(me);
+    let wait = Request::HostWait {
+        guest: me,
+        vector: 3,
+    };
+    println!("{}", wait.line());
+    let slot = server_shm::host_id_slot(me);
     let mut host = None;
     sys::wait_for(30, || {
         host = map
             .read_volatile::<u64>(slot)
             .ok()
-            .filter(|v| v >> 16 == 0x4057_0000)
-            .map(|v| v as u16);
+            .and_then(server_shm::host_id);
         host.is_some()
     });
     let host = host.ok_or(Failure::Fail("the host client's id never arrived".into()))?;
@@ -585,17 +592,19 @@ pub fn doorbell_kill() -> TestResult {
         map.write_volatile(STREAM, i)?;
         dev.ring(peer, 0)?;
         if i == 1000 {
-            println!(
-                "{}kill {} {peer}",
-                crate::shm::REQUEST,
-                sys::setting("victim").unwrap_or_default()
-            );
+            let kill = Request::Kill {
+                guest: victim.clone(),
+                peer: Some(peer),
+            };
+            println!("{}", kill.line());
         }
     }
     // The host acknowledges once the server has seen the peer go (and has
     // told this guest's QEMU); then keep ringing the dead peer.
-    let want = 0xacc0_0000u64 | u64::from(peer);
-    let acked = sys::wait_for(60, || map.read_volatile::<u64>(KILL_ACK).ok() == Some(want));
+    let want = server_shm::ack(peer);
+    let acked = sys::wait_for(60, || {
+        map.read_volatile::<u64>(server_shm::KILL_ACK).ok() == Some(want)
+    });
     check!(acked, "the host did not confirm that peer {peer} is gone");
     for _ in 0..10_000 {
         dev.ring(peer, 0)?;
@@ -608,9 +617,6 @@ pub fn doorbell_kill() -> TestResult {
 }
 
 const MESSAGE: usize = 0x4000;
-
-/// Where the host acknowledges `kill NAME PEER` (host/vmrun's KILL_ACK).
-const KILL_ACK: usize = 0x3800;
 
 fn read_text(map: &ivshmem::Mapping) -> Result<String, Failure> {
     let mut buf = [0u8; 128];

@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use vmrun_protocol::{Request, server_shm};
 
 const PAGE: usize = 4096;
 
@@ -867,7 +868,7 @@ pub fn unbind_rebind() -> TestResult {
 pub fn hotplug() -> TestResult {
     removal(
         &|pci| {
-            println!("{}device_del shm0", REQUEST);
+            println!("{}", Request::DeviceDel("shm0".into()).line());
             if sys::wait_for(60, || !pci.path.exists()) {
                 Ok(())
             } else {
@@ -878,14 +879,11 @@ pub fn hotplug() -> TestResult {
             }
         },
         &|_| {
-            println!("{}device_add shm0", REQUEST);
+            println!("{}", Request::DeviceAdd("shm0".into()).line());
             Ok(())
         },
     )
 }
-
-/// What the runner watches for (`host/vmrun/src/qemu.rs`).
-pub const REQUEST: &str = "# vmrun-request: ";
 
 /// The module's KUnit suites pass (they run when it loads).
 pub fn kunit() -> TestResult {
@@ -1007,9 +1005,9 @@ pub fn doorbell_info() -> TestResult {
     }
     println!("# ivposition={id}");
     let map = dev.map_all()?;
-    let ack_at = PAGE + 8 * usize::from(id);
-    println!("{REQUEST}peers {id}");
-    let want = 0xacc0_0000u64 | u64::from(id);
+    let ack_at = server_shm::peer_ack_slot(id);
+    println!("{}", Request::Peers(id).line());
+    let want = server_shm::ack(id);
     let acked = sys::wait_for(60, || map.read_volatile::<u64>(ack_at).ok() == Some(want));
     check!(
         acked,

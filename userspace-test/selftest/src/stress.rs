@@ -10,7 +10,6 @@
 //! `bind_cycles`, `hotplug_cycles`, `mod_cycles`, `stress_rings`.
 
 use crate::doorbell::{find, find_peer};
-use crate::shm::REQUEST;
 use crate::sys::{self, Loaded, PciDev, errname};
 use crate::{Failure, TestResult, check, fail, skip};
 use ivshmem::Device;
@@ -18,6 +17,7 @@ use ivshmem_fuzz::{Config, Report};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use vmrun_protocol::Request;
 
 /// The seed of `make check`'s slice.
 const SEED: u64 = 0x5eed_1f5e;
@@ -271,7 +271,7 @@ pub fn stress_hotplug() -> TestResult {
             let map = dev.map_all()?;
             map.write_volatile(0, 0x0091_0900 + i)?;
             let t = Instant::now();
-            println!("{REQUEST}device_del shm0");
+            println!("{}", Request::DeviceDel("shm0".into()).line());
             check!(
                 sys::wait_for(60, || !pci.path.exists()),
                 "cycle {i}: {} still present 60 s after device_del",
@@ -284,7 +284,7 @@ pub fn stress_hotplug() -> TestResult {
                 e.map(errname)
             );
             drop(map);
-            println!("{REQUEST}device_add shm0");
+            println!("{}", Request::DeviceAdd("shm0".into()).line());
             check!(
                 sys::wait_for(60, || pci.path.exists() && pci.driver().is_some()),
                 "cycle {i}: {} did not come back within 60 s",

@@ -1,0 +1,334 @@
+//! The protocol between `ivshmem-vmrun` on the host and the programs it
+//! runs in its guests (`ivshmem-selftest`, `ivshmem-bench`), in one place
+//! for both sides:
+//!
+//! - [`Request`]: what a guest asks the runner to do, as a KTAP diagnostic
+//!   line starting with [`REQUEST`] on the guest's KTAP channel;
+//! - [`server_shm`]: where the runner answers in the shared memory of a
+//!   scenario's ivshmem server;
+//! - [`data`]: what the host and the guests write into, and check in, a
+//!   plain device's shared memory.
+//!
+//! No dependencies: the guests' programs are static binaries.
+
+use std::fmt;
+
+/// The prefix of a request line: `# vmrun-request: device_del shm0`.
+pub const REQUEST: &str = "# vmrun-request: ";
+
+/// What a guest asks the runner to do, while the guest runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `device_del ID`: hot-unplug device ID over QMP, and wait until QEMU
+    /// says it is gone.
+    DeviceDel(String),
+    /// `device_add ID`: plug device ID (`shmN`) in again, on its file.
+    DeviceAdd(String),
+    /// `peers ID`: check that peer ID is in the host client's peer list,
+    /// then acknowledge at [`server_shm::peer_ack_slot`]`(ID)`.
+    Peers(u16),
+    /// `host-ring PEER VECTOR`: the host client rings peer PEER.
+    HostRing {
+        /// The peer to ring.
+        peer: u16,
+        /// Its vector.
+        vector: u16,
+    },
+    /// `host-wait GUEST VECTOR`: a host client waits for one ring on
+    /// VECTOR and leaves its id at [`server_shm::host_id_slot`]`(GUEST)`
+    /// for guest GUEST to ring.
+    HostWait {
+        /// The IVPosition of the guest that will ring.
+        guest: u16,
+        /// The vector it will ring.
+        vector: u16,
+    },
+    /// `kill NAME [PEER]`: kill guest NAME's QEMU. With PEER (the killed
+    /// guest's IVPosition), acknowledge at [`server_shm::KILL_ACK`] once
+    /// the server has seen that peer go.
+    Kill {
+        /// The guest's name in its scenario.
+        guest: String,
+        /// Its peer id on the server, if the asking guest waits for it.
+        peer: Option<u16>,
+    },
+    /// `progress TEXT`: print TEXT as the guest's progress.
+    Progress(String),
+}
+
+/// Why a request line could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The request, as the guest wrote it.
+    pub request: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad request `{}`: {}", self.request, self.why)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl fmt::Display for Request {
+    /// The request without [`REQUEST`], as [`Request::parse`] reads it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DeviceDel(id) => write!(f, "device_del {id}"),
+            Self::DeviceAdd(id) => write!(f, "device_add {id}"),
+            Self::Peers(id) => write!(f, "peers {id}"),
+            Self::HostRing { peer, vector } => write!(f, "host-ring {peer} {vector}"),
+            Self::HostWait { guest, vector } => write!(f, "host-wait {guest} {vector}"),
+            Self::Kill { guest, peer: None } => write!(f, "kill {guest}"),
+            Self::Kill {
+                guest,
+                peer: Some(p),
+            } => write!(f, "kill {guest} {p}"),
+            Self::Progress(text) => write!(f, "progress {text}"),
+        }
+    }
+}
+
+impl Request {
+    /// The line a guest prints to make this request (without a newline).
+    pub fn line(&self) -> String {
+        format!("{REQUEST}{self}")
+    }
+
+    /// The request in a line of a guest's KTAP, if the line is one
+    /// (leading and trailing blanks ignored).
+    pub fn from_line(line: &str) -> Option<Result<Self, ParseError>> {
+        line.trim()
+            .strip_prefix(REQUEST.trim_end())
+            .map(|r| Self::parse(r.trim()))
+    }
+
+    /// Reads a request, as [`Request`]'s `Display` writes it.
+    pub fn parse(request: &str) -> Result<Self, ParseError> {
+        let bad = |why| ParseError {
+            request: request.to_string(),
+            why,
+        };
+        let id = |w: &str| {
+            w.parse::<u16>()
+                .map_err(|_| bad("not a number from 0 to 65535"))
+        };
+        if let Some(text) = request.strip_prefix("progress ") {
+            return Ok(Self::Progress(text.to_string()));
+        }
+        let words: Vec<&str> = request.split_whitespace().collect();
+        Ok(match words.as_slice() {
+            ["device_del", dev] => Self::DeviceDel((*dev).to_string()),
+            ["device_add", dev] => Self::DeviceAdd((*dev).to_string()),
+            ["peers", peer] => Self::Peers(id(peer)?),
+            ["host-ring", peer, vector] => Self::HostRing {
+                peer: id(peer)?,
+                vector: id(vector)?,
+            },
+            ["host-wait", guest, vector] => Self::HostWait {
+                guest: id(guest)?,
+                vector: id(vector)?,
+            },
+            ["kill", guest] => Self::Kill {
+                guest: (*guest).to_string(),
+                peer: None,
+            },
+            ["kill", guest, peer] => Self::Kill {
+                guest: (*guest).to_string(),
+                peer: Some(id(peer)?),
+            },
+            [
+                "device_del" | "device_add" | "peers" | "host-ring" | "host-wait" | "kill"
+                | "progress",
+                ..,
+            ] => return Err(bad("wrong number of arguments")),
+            _ => return Err(bad("unknown request")),
+        })
+    }
+}
+
+/// Where the runner answers requests in the shared memory of a scenario's
+/// ivshmem server (the doorbell devices' BAR 2). Slots are 8 bytes, little
+/// endian, for peer ids below [`server_shm::MAX_ID`].
+pub mod server_shm {
+    /// Peer ids below this have slots that overlap nothing else.
+    pub const MAX_ID: u16 = 256;
+    /// `peers ID`: the acknowledgement [`ack`]`(ID)` lands at
+    /// `PEER_ACKS + 8 * ID`.
+    pub const PEER_ACKS: usize = 0x1000;
+    /// `host-wait GUEST VECTOR`: the host client's id, marked
+    /// ([`host_id_value`]), lands at `HOST_IDS + 8 * GUEST`.
+    pub const HOST_IDS: usize = 0x3000;
+    /// `kill NAME PEER`: [`ack`]`(PEER)` lands here once the server has
+    /// seen peer PEER go.
+    pub const KILL_ACK: usize = 0x3800;
+    /// The end of the runner's slots.
+    pub const END: usize = 0x4000;
+
+    /// Where the host acknowledges `peers ID`.
+    pub const fn peer_ack_slot(id: u16) -> usize {
+        PEER_ACKS + 8 * id as usize
+    }
+
+    /// Where guest `guest` finds the id of the host client waiting for its
+    /// ring.
+    pub const fn host_id_slot(guest: u16) -> usize {
+        HOST_IDS + 8 * guest as usize
+    }
+
+    /// The host's acknowledgement concerning peer `id`.
+    pub const fn ack(id: u16) -> u64 {
+        0xacc0_0000 | id as u64
+    }
+
+    // The slots of ids below MAX_ID overlap nothing else.
+    const _: () = {
+        assert!(peer_ack_slot(MAX_ID - 1) + 8 <= HOST_IDS);
+        assert!(host_id_slot(MAX_ID - 1) + 8 <= KILL_ACK);
+        assert!(KILL_ACK + 8 <= END);
+    };
+
+    const HOST_ID_MARK: u64 = 0x4057_0000_0000;
+
+    /// The value at [`host_id_slot`]: the host client's id, marked so that
+    /// zeroed memory does not read as id 0.
+    pub const fn host_id_value(host: u16) -> u64 {
+        HOST_ID_MARK | host as u64
+    }
+
+    /// The host client's id in a value read at [`host_id_slot`], if the
+    /// host has written one.
+    pub const fn host_id(value: u64) -> Option<u16> {
+        if value >> 16 == HOST_ID_MARK >> 16 {
+            Some(value as u16)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the host and the guests leave in a plain device's shared memory
+/// for each other (the host through the backing file, the guests through
+/// the device).
+pub mod data {
+    /// Byte `off` of a region written with `seed`.
+    pub fn pattern(seed: u8, off: u64) -> u8 {
+        ((off >> 12) as u8) ^ (off as u8).wrapping_mul(31) ^ seed
+    }
+
+    /// The first bytes hold text for the C example.
+    pub const TEXT_LEN: usize = 64;
+    /// Text the host leaves at offset 0.
+    pub const HOST_TEXT: &str = "hello from the host";
+    /// Text the C example writes back.
+    pub const GUEST_TEXT: &str = "hello from C";
+    /// Pattern seed of the host.
+    pub const HOST_SEED: u8 = 0x5a;
+    /// Pattern seed of the guest.
+    pub const GUEST_SEED: u8 = 0xa5;
+
+    /// Marker offsets for a region of `len` bytes: the host writes each
+    /// offset at itself, the guest its bitwise negation right after it.
+    pub fn big_offsets(len: u64) -> Vec<u64> {
+        let mut v = vec![0, len / 2, len - 4096];
+        if len > 1 << 32 {
+            v.push((1 << 32) - 16);
+            v.push(1 << 32);
+        }
+        v
+    }
+
+    /// Where the host leaves text for the `ivshmem dump` test (the `cli`
+    /// scenario).
+    pub const CLI_HOST_AT: u64 = 0x4000;
+    /// The host's text for `ivshmem dump`.
+    pub const CLI_HOST_TEXT: &[u8] = b"the host wrote this for ivshmem dump";
+    /// Where the `ivshmem write` test leaves its text for the host to check.
+    pub const CLI_GUEST_AT: u64 = 0x5000;
+    /// The text `ivshmem write` leaves.
+    pub const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_shm::*;
+    use super::*;
+
+    #[test]
+    fn requests_read_back_what_they_write() {
+        for r in [
+            Request::DeviceDel("shm0".into()),
+            Request::DeviceAdd("shm0".into()),
+            Request::Peers(3),
+            Request::HostRing { peer: 1, vector: 2 },
+            Request::HostWait {
+                guest: 4,
+                vector: 3,
+            },
+            Request::Kill {
+                guest: "b".into(),
+                peer: None,
+            },
+            Request::Kill {
+                guest: "b".into(),
+                peer: Some(7),
+            },
+            Request::Progress("mapping: 3 of 11 repetitions".into()),
+        ] {
+            let line = r.line();
+            assert!(line.starts_with(REQUEST), "{line}");
+            assert_eq!(Request::from_line(&line), Some(Ok(r.clone())), "{line}");
+            // As the runner sees it: indented, with a carriage return.
+            assert_eq!(Request::from_line(&format!("  {line}\r")), Some(Ok(r)));
+        }
+    }
+
+    #[test]
+    fn other_lines_are_not_requests() {
+        assert_eq!(Request::from_line("# vmrun: something else"), None);
+        assert_eq!(Request::from_line("ok 1 peers 3"), None);
+        assert_eq!(Request::from_line(""), None);
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        for (line, why) in [
+            ("peers", "wrong number of arguments"),
+            ("peers x", "not a number from 0 to 65535"),
+            ("host-ring 1 70000", "not a number from 0 to 65535"),
+            ("kill", "wrong number of arguments"),
+            ("reboot now", "unknown request"),
+        ] {
+            let e = Request::parse(line).unwrap_err();
+            assert_eq!(e.why, why, "{line}");
+            assert!(e.to_string().contains(line), "{e}");
+        }
+    }
+
+    #[test]
+    fn host_ids_are_marked() {
+        assert_eq!(host_id(host_id_value(0)), Some(0));
+        assert_eq!(host_id(host_id_value(65535)), Some(65535));
+        assert_eq!(host_id(0), None);
+        assert_eq!(host_id(ack(5)), None);
+    }
+
+    #[test]
+    fn big_markers_cross_4g() {
+        let v = data::big_offsets(8 << 30);
+        assert!(v.contains(&(1 << 32)));
+        assert!(v.iter().all(|o| o + 16 <= 8 << 30));
+    }
+
+    #[test]
+    fn pattern_varies() {
+        use data::pattern;
+        let a: Vec<u8> = (0..4096).map(|o| pattern(1, o)).collect();
+        assert!(a.windows(2).any(|w| w[0] != w[1]));
+        assert_ne!(pattern(1, 0), pattern(2, 0));
+        assert_ne!(pattern(1, 0), pattern(1, 4096));
+    }
+}
