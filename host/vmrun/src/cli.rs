@@ -99,6 +99,30 @@ pub enum Cmd {
     /// Run the benchmarks (`make bench`): print a table of ratios and
     /// write a results directory.
     Bench(BenchOpts),
+    /// Run the stress campaign (`make stress`): the fuzzer, unbind/bind,
+    /// hot-unplug and insmod/rmmod cycles, two guests ringing at full speed.
+    Stress(StressOpts),
+}
+
+/// Options of `stress`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StressOpts {
+    /// The short slice `make check` runs (about 2 minutes), only so that
+    /// the campaign cannot rot.
+    #[arg(long)]
+    pub quick: bool,
+    /// The fuzzer's seed (printed by every run); the default is fixed.
+    #[arg(long, value_parser = parse_seed)]
+    pub seed: Option<u64>,
+}
+
+/// A seed, decimal or `0x` hexadecimal (as the runs print it).
+fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Options of `bench`.

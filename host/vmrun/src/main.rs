@@ -32,6 +32,7 @@ mod requests;
 mod runner;
 mod scenarios;
 mod server;
+mod stress;
 mod testlist;
 
 use anyhow::{Context, Result, bail};
@@ -71,11 +72,23 @@ fn real_main(cli: Cli) -> Result<bool> {
         Cmd::Bench(o) => bench::scenarios(o),
         _ => bench::scenarios(&bench::Opts::default()),
     };
+    // The stress scenarios, also for `run`, with the full budget there.
+    let stress_all = match &cli.cmd {
+        Cmd::Stress(o) => stress::scenarios(o),
+        _ => stress::scenarios(&Default::default()),
+    };
     let selected: Vec<&Scenario> = match &cli.cmd {
         Cmd::List => {
             for s in &all {
                 let tag = if s.in_suite { "" } else { " (not in suite)" };
                 println!("{:26} {}{tag}", s.name, s.about);
+            }
+            for (s, tag) in bench_all
+                .iter()
+                .map(|s| (s, "bench"))
+                .chain(stress_all.iter().map(|s| (s, "stress")))
+            {
+                println!("{:26} {} ({tag})", s.name, s.about);
             }
             return Ok(true);
         }
@@ -89,6 +102,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             .map(|n| {
                 all.iter()
                     .chain(&bench_all)
+                    .chain(&stress_all)
                     .find(|s| s.name == n)
                     .with_context(|| format!("no scenario named '{n}' (see `list`)"))
             })
@@ -103,6 +117,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             }
             bench_all.iter().collect()
         }
+        Cmd::Stress(_) => stress_all.iter().collect(),
     };
     if selected.is_empty() {
         bail!("no scenario matches");
