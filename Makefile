@@ -20,6 +20,12 @@
 #   make bench [QUICK=1]   benchmarks on Debian's stock kernel against what
 #                          users would use instead (docs/benchmarks.md);
 #                          QUICK=1: tiny sizes, only so that it cannot rot
+#   make stress [QUICK=1] [SEED=N]
+#                          the stress campaign on the debug kernel: the
+#                          seeded fuzzer, unbind/bind, QMP hot-unplug and
+#                          insmod/rmmod cycles, two guests ringing at full
+#                          speed (about 20 minutes; QUICK=1: the slice
+#                          make check runs)
 #   make kernel            build (or find in the cache) the guest kernel
 #   make clean
 #
@@ -37,7 +43,7 @@ endif
 
 KRELEASE ?= $(shell uname -r)
 
-.PHONY: all modules clean kernel demo check debian deb stock bench
+.PHONY: all modules clean kernel demo check debian deb stock bench stress
 
 all: modules
 
@@ -69,3 +75,6 @@ check:
 
 bench:
 	scripts/bench.sh $(if $(QUICK),--quick)
+
+stress:
+	scripts/stress.sh $(if $(QUICK),--quick) $(if $(SEED),--seed $(SEED))

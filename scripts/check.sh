@@ -9,7 +9,8 @@
 #      workspace, the release kernel's config;
 #   3. host tests: cargo test for the workspace (KTAP, runner, server...);
 #   4. guest tests: every suite scenario in QEMU, through ivshmem-vmrun,
-#      on the project's debug kernel (for the sanitizers);
+#      on the project's debug kernel (for the sanitizers), then the stress
+#      campaign's fixed-seed slice (`ivshmem-vmrun stress --quick`);
 #   5. Debian's stock kernel: the ivshmem-dkms package is built and
 #      installed with apt into a Debian system with that kernel's headers
 #      (DKMS builds the module), build-debian-module.sh's refusals are
@@ -92,8 +93,9 @@ if [ "$status" -ne 0 ] && [ "$hf" -eq 0 ]; then ko "cargo test (did not run to t
 [ "$hf" -eq 0 ] || failed_steps+=("$hf host test(s)")
 echo "host tests: $hp passed, $hf failed, $hi ignored"
 
-# guest_suite WHAT ENV-FILE...: the guest suite with the paths of the env
-# files (later ones override), its counts added to the summary.
+# guest_suite WHAT ENV-FILE...: `ivshmem-vmrun "${vmrun_args[@]}"` (the
+# suite unless set otherwise) with the paths of the env files (later ones
+# override), its counts added to the summary.
 guest_suite() {
 	local what=$1 log summary
 	shift
@@ -102,7 +104,7 @@ guest_suite() {
 		set -a
 		for f in "$@"; do . "$f"; done
 		set +a
-		"$IVSHMEM_VMRUN" suite "${filters[@]}"
+		"$IVSHMEM_VMRUN" "${vmrun_args[@]}"
 	) 2>&1 | tee "$log"
 	summary=$(grep -a '^vmrun: ' "$log" | tail -n 1)
 	rm -f "$log"
@@ -115,12 +117,24 @@ guest_suite() {
 	fi
 }
 filters=("$@")
+vmrun_args=(suite "${filters[@]}")
 
 step "guest tests (QEMU), project debug kernel"
 if [ $built = 1 ]; then
 	guest_suite "debug kernel" build/test/env
 else
 	ko "guest tests (not run: the build failed)"
+fi
+
+step "stress campaign, the fixed-seed slice (make stress runs it all), project debug kernel"
+if [ $built = 1 ] && [ ${#filters[@]} -eq 0 ]; then
+	vmrun_args=(stress --quick)
+	guest_suite "debug kernel (stress slice)" build/test/env
+	vmrun_args=(suite "${filters[@]}")
+elif [ $built = 1 ]; then
+	echo "not run: scenario filters given"
+else
+	ko "stress slice (not run: the build failed)"
 fi
 
 step "Debian stock kernel: the ivshmem-dkms package, installed with apt, built by DKMS"
