@@ -15,90 +15,18 @@
 
 use crate::sys::{self, timed};
 use crate::{BenchResult, Failure, progress, samples};
-use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use ivshmem::{CacheMode, Device, Mapping};
 use std::sync::Barrier;
 
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
 const HUGE: usize = 2 * MIB;
 
-/// A shared mapping of `len` bytes of a device at offset one page, at a
-/// 2 MiB-aligned address; unmapped on drop.
-struct Misaligned {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory; threads touch it through raw
-// reads only.
-unsafe impl Sync for Misaligned {}
-
-impl Misaligned {
-    fn new(fd: i32, len: usize) -> Result<Self, Failure> {
-        let os = |what: &str| Failure::Fail(format!("{what}: {}", std::io::Error::last_os_error()));
-        // SAFETY: a new private reservation at an address the kernel picks;
-        // only used to find a free, aligned range and replaced below.
-        let area = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len + HUGE,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if area == libc::MAP_FAILED {
-            return Err(os("reserving address space"));
-        }
-        let start = area as usize;
-        let aligned = start.next_multiple_of(HUGE);
-        // SAFETY: replaces part of the reservation made above with the
-        // device mapping (MAP_FIXED within our own range).
-        let ptr = unsafe {
-            libc::mmap(
-                aligned as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd,
-                PAGE as libc::off_t,
-            )
-        };
-        let err = (ptr == libc::MAP_FAILED).then(|| os("mmap at offset 4096"));
-        // SAFETY: unmaps the parts of the reservation not used (or all of
-        // it on failure); none of it is referenced.
-        unsafe {
-            if aligned > start {
-                libc::munmap(area, aligned - start);
-            }
-            let tail = aligned + if err.is_some() { 0 } else { len };
-            if start + len + HUGE > tail {
-                libc::munmap(tail as *mut libc::c_void, start + len + HUGE - tail);
-            }
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(Self {
-                ptr: ptr.cast(),
-                len,
-            }),
-        }
-    }
-}
-
-impl Drop for Misaligned {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped; no thread refers to it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// Touches every page once from `threads` threads; returns nanoseconds from
 /// the start barrier to the last thread done.
-fn storm(map: &Misaligned, threads: usize) -> Result<f64, Failure> {
-    let pages = map.len / PAGE;
+fn storm(map: &Mapping, threads: usize) -> Result<f64, Failure> {
+    let pages = map.len() / PAGE;
+    let ptr = map.as_ptr() as usize;
     let start = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -108,7 +36,9 @@ fn storm(map: &Misaligned, threads: usize) -> Result<f64, Failure> {
                     start.wait();
                     for p in (t..pages).step_by(threads) {
                         // SAFETY: within the mapping, which outlives the scope.
-                        std::hint::black_box(unsafe { map.ptr.add(p * PAGE).read_volatile() });
+                        std::hint::black_box(unsafe {
+                            ((ptr + p * PAGE) as *const u8).read_volatile()
+                        });
                     }
                 })
             })
@@ -157,17 +87,15 @@ pub fn run() -> BenchResult {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut counts = vec![1, cpus, 4 * cpus];
     counts.dedup();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/dev/ivshmem{index}"))
-        .map_err(|e| Failure::Fail(format!("/dev/ivshmem{index}: {e}")))?;
+    let dev = Device::open(index)?;
+    // One page in, at a 2 MiB-aligned address: no 2 MiB block lines up.
+    let map_one = || dev.map_aligned(PAGE as u64, len, CacheMode::WriteBack, HUGE);
     let pages = (len / PAGE) as u64;
     let case = sys::size_name(len as u64);
     // The host backs the memory on first touch: a first pass, not
     // counted, so that every repetition measures the guest's faults only.
     progress(&format!("faults: {case}, warming up"));
-    storm(&Misaligned::new(file.as_raw_fd(), len)?, cpus)?;
+    storm(&map_one()?, cpus)?;
     let mut ns = vec![Vec::new(); counts.len()];
     for rep in 0..reps {
         for k in 0..counts.len() {
@@ -179,7 +107,7 @@ pub fn run() -> BenchResult {
                 rep + 1
             ));
             let before = sys::driver_faults(index);
-            let map = Misaligned::new(file.as_raw_fd(), len)?;
+            let map = map_one()?;
             ns[k].push(storm(&map, threads)?);
             drop(map);
             if let (Some(b), Some(a)) = (before, sys::driver_faults(index)) {

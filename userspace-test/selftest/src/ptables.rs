@@ -6,8 +6,7 @@
 
 use crate::shm::{bar_size, faults, load, mtrr_wb_name};
 use crate::{Failure, TestResult, check, fail, skip};
-use ivshmem::{CacheMode, Device};
-use std::os::fd::{AsFd, AsRawFd};
+use ivshmem::{CacheMode, Device, Mapping};
 
 const PAGE: usize = 4096;
 const PMD: usize = 2 << 20;
@@ -128,84 +127,12 @@ fn all_present_at(start: usize, len: usize, level: &str) -> Result<Vec<Run>, Fai
     Ok(runs)
 }
 
-/// A shared mapping of a device at an address aligned to `align`, made by
-/// hand (the library lets the kernel pick the address); unmapped on drop.
-struct Aligned {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(dev: &Device, offset: u64, len: usize, align: usize) -> Result<Self, Failure> {
-        let os = |what: &str| Failure::Fail(format!("{what}: {}", std::io::Error::last_os_error()));
-        // SAFETY: a new reservation at an address the kernel picks, only to
-        // find a free aligned range; replaced or unmapped below.
-        let area = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len + align,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if area == libc::MAP_FAILED {
-            return Err(os("reserving address space"));
-        }
-        let base = area as usize;
-        let at = base.next_multiple_of(align);
-        // SAFETY: replaces part of our own reservation with the device.
-        let ptr = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                dev.as_fd().as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        let failed = ptr == libc::MAP_FAILED;
-        let err = failed.then(|| os("mmap of the device"));
-        let used_end = if failed { at } else { at + len };
-        // SAFETY: unmaps the parts of the reservation not used.
-        unsafe {
-            if at > base {
-                libc::munmap(area, at - base);
-            }
-            if base + len + align > used_end {
-                libc::munmap(used_end as *mut libc::c_void, base + len + align - used_end);
-            }
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(Self {
-                ptr: ptr.cast(),
-                len,
-            }),
-        }
-    }
-
-    /// Writes `v` at `off` and reads it back.
-    fn poke(&self, off: usize, v: u64) -> TestResult {
-        check!(off + 8 <= self.len, "poke at {off} beyond {}", self.len);
-        // SAFETY: within the mapping, 8-byte aligned (callers pass pages).
-        let got = unsafe {
-            let p = self.ptr.add(off).cast::<u64>();
-            p.write_volatile(v);
-            p.read_volatile()
-        };
-        check!(got == v, "read back {got:#x} at {off:#x}, wrote {v:#x}");
-        Ok(())
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped; nothing refers to it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+/// Writes `v` at `off` of `map` and reads it back.
+fn poke(map: &Mapping, off: usize, v: u64) -> TestResult {
+    map.write_volatile(off, v)?;
+    let got: u64 = map.read_volatile(off)?;
+    check!(got == v, "read back {got:#x} at {off:#x}, wrote {v:#x}");
+    Ok(())
 }
 
 /// Each cache mode's bits in the page table entries of a mapping: none
@@ -225,13 +152,12 @@ pub fn pat_page_tables() -> TestResult {
         (CacheMode::Uncached, &["PCD"][..]),
     ] {
         let dev = Device::open(0)?;
-        dev.set_cache_mode(mode)?;
-        let map = Aligned::new(&dev, 0, len, PMD)?;
+        let map = dev.map_aligned(0, len, mode, PMD)?;
         for off in (0..len).step_by(PAGE) {
-            map.poke(off, off as u64)?;
+            poke(&map, off, off as u64)?;
         }
         let level = if len >= PMD { "pmd" } else { "pte" };
-        let runs = all_present_at(map.ptr as usize, len, level)?;
+        let runs = all_present_at(map.as_ptr() as usize, len, level)?;
         for r in &runs {
             check!(
                 r.cache_bits() == want,
@@ -261,28 +187,28 @@ pub fn huge_entries() -> TestResult {
     let dev = Device::open(0)?;
     // PMDs: the first 4 MiB (or all), every page touched.
     let len = size.min(2 * PMD);
-    let map = Aligned::new(&dev, 0, len, PMD)?;
+    let map = dev.map_aligned(0, len, CacheMode::WriteBack, PMD)?;
     for off in (0..len).step_by(PAGE) {
-        map.poke(off, off as u64)?;
+        poke(&map, off, off as u64)?;
     }
-    all_present_at(map.ptr as usize, len, "pmd")?;
+    all_present_at(map.as_ptr() as usize, len, "pmd")?;
     drop(map);
     // One page off: no 2 MiB block lines up, so 4 KiB entries only.
-    let map = Aligned::new(&dev, PAGE as u64, PMD, PMD)?;
+    let map = dev.map_aligned(PAGE as u64, PMD, CacheMode::WriteBack, PMD)?;
     for off in (0..PMD).step_by(PAGE) {
-        map.poke(off, off as u64)?;
+        poke(&map, off, off as u64)?;
     }
-    all_present_at(map.ptr as usize, PMD, "pte")?;
+    all_present_at(map.as_ptr() as usize, PMD, "pte")?;
     drop(map);
     println!("# 2 MiB-aligned: pmd entries only; one page off: pte entries only");
     if size >= 2 * PUD {
         // PUDs: one write per GiB is enough, each fault maps a whole GiB.
         let len = 2 * PUD;
-        let map = Aligned::new(&dev, 0, len, PUD)?;
+        let map = dev.map_aligned(0, len, CacheMode::WriteBack, PUD)?;
         for off in (0..len).step_by(PUD) {
-            map.poke(off + PAGE, off as u64)?;
+            poke(&map, off + PAGE, off as u64)?;
         }
-        all_present_at(map.ptr as usize, len, "pud")?;
+        all_present_at(map.as_ptr() as usize, len, "pud")?;
         println!("# 1 GiB-aligned mapping of 2 GiB: pud entries only");
     }
     Ok(())
@@ -298,10 +224,10 @@ pub fn huge_pud() -> TestResult {
     let _m = load()?;
     let dev = Device::open(0)?;
     let len = 2 * PUD;
-    let map = Aligned::new(&dev, 0, len, PUD)?;
+    let map = dev.map_aligned(0, len, CacheMode::WriteBack, PUD)?;
     let before = faults()?;
     for off in (0..len).step_by(PUD) {
-        map.poke(off + PAGE, 0x5055_4400 + (off / PUD) as u64)?;
+        poke(&map, off + PAGE, 0x5055_4400 + (off / PUD) as u64)?;
     }
     let after = faults()?;
     let d = [after.0 - before.0, after.1 - before.1, after.2 - before.2];
@@ -314,8 +240,8 @@ pub fn huge_pud() -> TestResult {
         "want 2 PUD faults and nothing else, got {d:?}"
     );
     // The rest of each GiB is mapped too: no further fault.
-    map.poke(PUD - PAGE, 1)?;
-    map.poke(2 * PUD - PAGE, 2)?;
+    poke(&map, PUD - PAGE, 1)?;
+    poke(&map, 2 * PUD - PAGE, 2)?;
     let again = faults()?;
     check!(
         again == after,

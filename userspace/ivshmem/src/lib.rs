@@ -279,6 +279,76 @@ impl Device {
         Ok(Mapping { ptr, len })
     }
 
+    /// Maps `len` bytes at `offset` with `mode`, at a virtual address that
+    /// is a multiple of `align` (a power of two, at least a page): the
+    /// driver maps with 2 MiB or 1 GiB entries where the virtual and the
+    /// physical address line up, so a mapping at `offset` 0 aligned to 2 MiB
+    /// (1 GiB) gets PMD (PUD) entries, and one a page off gets 4 KiB ones.
+    pub fn map_aligned(
+        &self,
+        offset: u64,
+        len: usize,
+        mode: CacheMode,
+        align: usize,
+    ) -> io::Result<Mapping> {
+        if !align.is_power_of_two() || len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("alignment {align:#x} (a power of two) and length {len} (not 0)"),
+            ));
+        }
+        let span = len
+            .checked_add(align)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        self.set_cache_mode(mode)?;
+        // SAFETY: a new reservation at an address the kernel picks, only to
+        // find a free aligned range; replaced or unmapped below.
+        let area = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                span,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }?;
+        let base = area as usize;
+        let at = base.next_multiple_of(align);
+        // SAFETY: replaces part of our own reservation with the device.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                at as *mut std::ffi::c_void,
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &self.fd,
+                offset,
+            )
+        };
+        let end = if mapped.is_ok() { at + len } else { at };
+        // SAFETY: unmaps the parts of the reservation not used (all of it
+        // if the device mapping failed).
+        unsafe {
+            if at > base {
+                let _ = rustix::mm::munmap(area, at - base);
+            }
+            if base + span > end {
+                let _ = rustix::mm::munmap(end as *mut std::ffi::c_void, base + span - end);
+            }
+        }
+        let ptr = mapped.map_err(|e| {
+            context(
+                e,
+                format_args!(
+                    "mapping {len} bytes at {offset:#x} of {}, {align:#x}-aligned",
+                    self.path.display()
+                ),
+            )
+        })?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(Mapping { ptr, len })
+    }
+
     /// Maps all of the shared memory, write-back.
     pub fn map_all(&self) -> io::Result<Mapping> {
         let size = self.info()?.size;
@@ -555,7 +625,8 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping made by `Device::map`, unmapped once.
+        // SAFETY: exactly the mapping made by `Device::map` or
+        // `Device::map_aligned`, unmapped once.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
