@@ -69,6 +69,8 @@ pub struct Report {
     pub sigbus: u64,
     /// Children forked by the `fork` call (besides the processes).
     pub forks: u64,
+    /// Of those, the ones that died of a signal (each one a failure).
+    pub fork_deaths: u64,
 }
 
 impl Report {
@@ -76,6 +78,7 @@ impl Report {
         self.calls += o.calls;
         self.sigbus += o.sigbus;
         self.forks += o.forks;
+        self.fork_deaths += o.fork_deaths;
         for (k, v) in &o.ops {
             *self.ops.entry(k.clone()).or_default() += v;
         }
@@ -87,8 +90,8 @@ impl Report {
     /// A line-based text form, for a pipe between processes.
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "calls {}\nsigbus {}\nforks {}\n",
-            self.calls, self.sigbus, self.forks
+            "calls {}\nsigbus {}\nforks {}\nfork_deaths {}\n",
+            self.calls, self.sigbus, self.forks, self.fork_deaths
         );
         for (k, v) in &self.ops {
             s += &format!("op {k} {v}\n");
@@ -108,6 +111,7 @@ impl Report {
                 ["calls", n] => r.calls = n.parse().ok()?,
                 ["sigbus", n] => r.sigbus = n.parse().ok()?,
                 ["forks", n] => r.forks = n.parse().ok()?,
+                ["fork_deaths", n] => r.fork_deaths = n.parse().ok()?,
                 ["op", k, n] => {
                     r.ops.insert((*k).to_string(), n.parse().ok()?);
                 }
@@ -222,6 +226,9 @@ struct Map {
     addr: usize,
     len: usize,
     prot: i32,
+    /// Not inherited by forked children: MADV_DONTFORK stuck (the kernel
+    /// refuses MADV_DOFORK on VM_IO mappings).
+    dontfork: bool,
 }
 
 /// The kinds of call, in the order of their weights.
@@ -416,7 +423,7 @@ impl<'a> Worker<'a> {
                     }
                     1 if !self.maps.is_empty() => {
                         let m = self.maps[rng.below(self.maps.len() as u64) as usize];
-                        if m.prot & libc::PROT_READ != 0 {
+                        if m.prot & libc::PROT_READ != 0 && !m.dontfork {
                             let off = rng.below((m.len / PAGE) as u64) as usize * PAGE;
                             // SAFETY: a page of a mapping inherited from
                             // the parent, readable.
@@ -452,8 +459,12 @@ impl<'a> Worker<'a> {
         if self.result(pid as i64) > 0 {
             self.report.forks += 1;
             let mut status = 0;
-            // SAFETY: waits for the child forked above.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            // SAFETY: waits for the child forked above, again when a
+            // sibling's SIGUSR1 interrupts the wait.
+            while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
+            if libc::WIFSIGNALED(status) {
+                self.report.fork_deaths += 1;
+            }
         }
     }
 
@@ -516,6 +527,7 @@ impl<'a> Worker<'a> {
                 addr: p as usize,
                 len,
                 prot,
+                dontfork: false,
             });
         }
     }
@@ -582,7 +594,7 @@ impl<'a> Worker<'a> {
             self.maps[i] = Map {
                 addr: p as usize,
                 len: new_len,
-                prot: m.prot,
+                ..m
             };
         }
     }
@@ -610,7 +622,8 @@ impl<'a> Worker<'a> {
         if self.maps.is_empty() {
             return;
         }
-        let m = self.maps[self.rng.below(self.maps.len() as u64) as usize];
+        let i = self.rng.below(self.maps.len() as u64) as usize;
+        let m = self.maps[i];
         let advice = self.rng.pick(&[
             libc::MADV_DONTNEED,
             libc::MADV_DONTNEED,
@@ -619,14 +632,18 @@ impl<'a> Worker<'a> {
             libc::MADV_DONTFORK,
             libc::MADV_DOFORK,
         ]);
-        // SAFETY: advice on a mapping of this worker. DONTFORK would keep
-        // it out of forked children, which touch the mappings in their
-        // table: it is undone at once.
+        // SAFETY: advice on a mapping of this worker. DONTFORK keeps it
+        // out of forked children, which touch the mappings in their table:
+        // it is undone at once, and where the kernel refuses that (VM_IO
+        // mappings), the mapping is marked so that children leave it.
         let r = unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, advice) };
-        self.result(r as i64);
-        if advice == libc::MADV_DONTFORK {
+        if self.result(r as i64) == 0 && advice == libc::MADV_DONTFORK {
             // SAFETY: as above.
-            unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, libc::MADV_DOFORK) };
+            let undone =
+                unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, libc::MADV_DOFORK) };
+            if undone != 0 {
+                self.maps[i].dontfork = true;
+            }
         }
     }
 
@@ -1014,6 +1031,12 @@ impl Running {
                     libc::WTERMSIG(status)
                 ));
             } else if let Some(r) = Report::from_text(&text) {
+                if r.fork_deaths > 0 {
+                    failures.push(format!(
+                        "process {p} (seed {:#x}): {} of its {} forked children died of a signal",
+                        self.seed, r.fork_deaths, r.forks
+                    ));
+                }
                 total.merge(&r);
             } else {
                 failures.push(format!("process {p} sent no report"));
@@ -1053,7 +1076,8 @@ mod tests {
         let mut r = Report {
             calls: 10,
             sigbus: 2,
-            forks: 1,
+            forks: 3,
+            fork_deaths: 1,
             ..Default::default()
         };
         r.ops.insert("mmap".into(), 4);
