@@ -133,20 +133,23 @@ impl Waiter {
         let dev = Device::open(index)?;
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let handle = std::thread::spawn(move || {
-            let _ = ready_tx.send(crate::readers::gettid());
-            loop {
-                match dev.read_events() {
-                    Ok(v) => {
-                        let _ = tx.send(Woke::Events(v.len()));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Woke::Ended(ivshmem::errno(&e).unwrap_or(0)));
-                        return;
+        let handle = std::thread::Builder::new()
+            .name("doorbell-waiter".into())
+            .spawn(move || {
+                let _ = ready_tx.send(crate::readers::gettid());
+                loop {
+                    match dev.read_events() {
+                        Ok(v) => {
+                            let _ = tx.send(Woke::Events(v.len()));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Woke::Ended(ivshmem::errno(&e).unwrap_or(0)));
+                            return;
+                        }
                     }
                 }
-            }
-        });
+            })
+            .map_err(|e| Failure::Fail(format!("cannot start the waiter thread: {e}")))?;
         let tid = ready_rx
             .recv()
             .map_err(|_| Failure::Fail("the waiter thread died".into()))?;
