@@ -174,13 +174,26 @@ impl Waiter {
     }
 
     /// Interrupts its read with a signal (no SA_RESTART) and waits for it
-    /// to end, closing its file.
+    /// to end, closing its file. The signal is sent only once the thread
+    /// is blocked in read (one arriving between two reads would be lost),
+    /// and again if an event got in first.
     fn stop(self) -> Result<i32, Failure> {
         crate::readers::sigusr1_interrupts();
-        // SAFETY: signals a thread of this process, whose handler does
-        // nothing; tgkill checks the thread group.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), self.tid, libc::SIGUSR1) };
-        self.ended(10)
+        for _ in 0..10 {
+            crate::readers::wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
+            // SAFETY: signals a thread of this process, whose handler does
+            // nothing; tgkill checks the thread group.
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), self.tid, libc::SIGUSR1) };
+            match self.rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Woke::Events(_)) => continue,
+                Ok(Woke::Ended(e)) => {
+                    let _ = self.handle.join();
+                    return Ok(e);
+                }
+                Err(_) => fail!("the doorbell waiter did not end within 10 s of a signal"),
+            }
+        }
+        fail!("the doorbell waiter kept receiving events instead of ending")
     }
 }
 
