@@ -24,7 +24,7 @@
 #                          the stress campaign on the debug kernel: the
 #                          seeded fuzzer, unbind/bind, QMP hot-unplug and
 #                          insmod/rmmod cycles, two guests ringing at full
-#                          speed (about 20 minutes; QUICK=1: the slice
+#                          speed (about 25 minutes; QUICK=1: the slice
 #                          make check runs)
 #   make kernel            build (or find in the cache) the guest kernel
 #   make clean

@@ -7,7 +7,7 @@
 # static in-guest harness with the fuzzer, the host tools -- then runs
 # `ivshmem-vmrun stress`: the seeded fuzzer alone and under unbind/bind
 # and QMP hot-unplug cycles, insmod/rmmod cycles, and two guests ringing
-# each other at full speed (about 20 minutes under TCG; --quick is the
+# each other at full speed (about 25 minutes under TCG; --quick is the
 # 1-minute slice `make check` runs). Every fuzzing test prints its seed;
 # --seed repeats a run. Heavy: on a shared machine, run it under the
 # shared lock.
