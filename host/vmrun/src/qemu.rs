@@ -356,8 +356,9 @@ impl Guest {
         ];
         if spec.viommu {
             // Before any other PCI device. Its interrupt remapping is
-            // QEMU's default: on under TCG; off under KVM with the
-            // in-kernel irqchip, which it cannot serve.
+            // QEMU's default (intremap=auto): on under TCG; under KVM
+            // with the full in-kernel irqchip, which cannot serve it,
+            // off (not tried here: no usable KVM).
             args.push("-device".into());
             args.push("intel-iommu".into());
         }
