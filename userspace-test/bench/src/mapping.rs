@@ -67,14 +67,19 @@ const SYSFS_WAYS: [Way; 2] = [Way::Sysfs("resource2"), Way::Sysfs("resource2_wc"
 /// size are not counted from the page tables.
 fn pagemap_probe(who: &str, ptr: *const u8, len: usize) {
     let pages = len / 4096;
+    // Whether huge entries were possible at all: 2 MiB ones need a
+    // 2 MiB-aligned virtual address (and physical one).
+    let aligned = (ptr as usize) % (2 << 20) == 0;
     match sys::pagemap_present(ptr, len) {
         Ok((present, scan, huge)) => {
             println!(
-                "# pagemap: {who}: {pages} pages touched; /proc/self/pagemap marks {present} present, \
+                "# pagemap: {who}: {pages} pages touched at {ptr:p} (2 MiB aligned: {aligned}); \
+                 /proc/self/pagemap marks {present} present, \
                  PAGEMAP_SCAN reports {scan} present ({huge} huge)"
             );
             crate::emit(serde_json::json!({"pagemap_probe": {
-                "contender": who, "pages": pages, "pagemap_present": present,
+                "contender": who, "pages": pages, "address": format!("{ptr:p}"),
+                "address_2m_aligned": aligned, "pagemap_present": present,
                 "pagemap_scan_present": scan, "pagemap_scan_huge": huge}}));
         }
         Err(e) => println!("# pagemap: {who}: {e}"),
