@@ -28,9 +28,11 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --release --locked --target x86_64-unknown-linux-gnu -p ivshmem-cli >&2 ||
 	die "step 'package': cargo build of the ivshmem command failed"
 mkdir -p build/deb/src/dist/bin
-cp target/release/ivshmem-server target/release/ivshmem-client \
-	target/x86_64-unknown-linux-gnu/release/ivshmem build/deb/src/dist/bin/
-target/release/ivshmem-docgen build/deb/src/dist >/dev/null ||
+# Cargo's target directory: CARGO_TARGET_DIR where set, target/ otherwise.
+target=${CARGO_TARGET_DIR:-target}
+cp "$target/release/ivshmem-server" "$target/release/ivshmem-client" \
+	"$target/x86_64-unknown-linux-gnu/release/ivshmem" build/deb/src/dist/bin/
+"$target/release/ivshmem-docgen" build/deb/src/dist >/dev/null ||
 	die "step 'package': generating the man pages and completions failed"
 in_buildroot sh -c 'cd build/deb/src && dpkg-buildpackage -us -uc -b' >build/deb/build.log 2>&1 ||
 	{ tail -n 30 build/deb/build.log >&2; die "step 'package': dpkg-buildpackage failed; log: build/deb/build.log"; }

@@ -19,10 +19,13 @@ mkdir -p build/userspace
 for prog in ivshmem-info ivshmem-ring; do
 	gcc -static -O2 -Wall -Wextra -Werror -I uapi -o "build/userspace/$prog" "userspace/c/$prog.c"
 done
+# Cargo's target directory: CARGO_TARGET_DIR where set (e.g. one per
+# worktree), target/ otherwise.
+target=${CARGO_TARGET_DIR:-$IVSHMEM_TOP/target}
 cat >build/userspace/env <<ENV
-IVSHMEM_SELFTEST=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-selftest
-IVSHMEM_BENCH=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem-bench
-IVSHMEM_VMRUN=$IVSHMEM_TOP/target/release/ivshmem-vmrun
+IVSHMEM_SELFTEST=$target/x86_64-unknown-linux-gnu/release/ivshmem-selftest
+IVSHMEM_BENCH=$target/x86_64-unknown-linux-gnu/release/ivshmem-bench
+IVSHMEM_VMRUN=$target/release/ivshmem-vmrun
 IVSHMEM_C_EXAMPLE=$IVSHMEM_TOP/build/userspace/ivshmem-info
-IVSHMEM_CLI=$IVSHMEM_TOP/target/x86_64-unknown-linux-gnu/release/ivshmem
+IVSHMEM_CLI=$target/x86_64-unknown-linux-gnu/release/ivshmem
 ENV

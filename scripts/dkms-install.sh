@@ -17,6 +17,14 @@
 #   build/dkms/debian-py-root.cpio              the same over the root with
 #                                               CPython and pytest (the
 #                                               `debian-python` flavour)
+#   build/dkms/guest-modules/                   vfio-pci, vfio_iommu_type1
+#                                               and what they depend on,
+#                                               from the stock kernel's own
+#                                               modules (linux-modules in
+#                                               the build root), uncompressed,
+#                                               and `order`, their load order:
+#                                               the bench guests' vfio-pci
+#                                               contenders load them
 #
 # The Debian system is a throw-away overlay over the build root (trixie,
 # which has the package's dependencies and, from stock-kernel.sh, the
@@ -141,11 +149,51 @@ guest_root() {
 guest_root "$guestroot_cpio" "$out/debian-root.cpio"
 guest_root "$pyroot_cpio" "$out/debian-py-root.cpio"
 
+# 4. The stock kernel's vfio modules for the bench guests (the busybox
+# initramfs has no modprobe and no module tree): each module after what
+# modules.dep says it needs, decompressed here, since busybox's insmod may
+# not read .ko.xz.
+moddir="$(buildroot_dir)/lib/modules/$release"
+[ -f "$moddir/modules.dep" ] ||
+	die "step 'guest modules': no $moddir/modules.dep (scripts/stock-kernel.sh installs linux-modules-$release)"
+mods=$out/guest-modules
+mkdir -p "$mods"
+: >"$mods/order"
+# add_module PATH: PATH as modules.dep names it, relative to $moddir.
+add_module() {
+	local rel=$1 dep name
+	name=$(basename "$rel")
+	name=${name%%.ko*}.ko
+	grep -qxF "$name" "$mods/order" && return 0
+	# modules.dep lists every dependency, direct or not; the last ones
+	# are loaded first (modprobe's order). Each is added after its own.
+	for dep in $(awk -v m="$rel:" '$1 == m { for (i = NF; i > 1; i--) print $i }' "$moddir/modules.dep"); do
+		add_module "$dep"
+	done
+	case "$rel" in
+	*.ko.xz) xz -dc "$moddir/$rel" ;;
+	*.ko.zst) zstd -qdc "$moddir/$rel" ;;
+	*.ko) cat "$moddir/$rel" ;;
+	*) die "step 'guest modules': unknown module file $rel" ;;
+	esac >"$mods/$name" || die "step 'guest modules': cannot decompress $moddir/$rel"
+	echo "$name" >>"$mods/order"
+}
+for m in vfio_iommu_type1 vfio-pci; do
+	rel=$(awk -F: -v m="$m" '{ n = $1; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); if (n == m) { print $1; exit } }' "$moddir/modules.dep")
+	if [ -n "$rel" ]; then
+		add_module "$rel"
+	elif ! grep -qE "/$m\.ko\$" "$moddir/modules.builtin"; then
+		die "step 'guest modules': $m is neither in $moddir/modules.dep nor built in (no CONFIG_VFIO_PCI?)"
+	fi
+done
+log "guest modules: $(tr '\n' ' ' <"$mods/order")from $moddir, in $mods"
+
 cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
 IVSHMEM_MODULE=$out/ivshmem.ko
 IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
 IVSHMEM_DEBIAN_PY_ROOT=$out/debian-py-root.cpio
+IVSHMEM_GUEST_MODULES=$mods
 IVSHMEM_KERNEL_LABEL="Debian $release (stock), module built by DKMS"
 ENV
 log "ivshmem-dkms: guest files and build/dkms/env in $out"

@@ -86,8 +86,9 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
     for (i, s) in b.sizes.iter().enumerate() {
         mapping = mapping.plain(&format!("r{i}"), *s);
     }
-    // Room for the bandwidth buffers and the sysfs mappings' page tables.
-    mapping = mapping.mem_mib(1024);
+    // Room for the bandwidth buffers and the sysfs mappings' page tables;
+    // a vIOMMU for vfio-pci.
+    mapping = mapping.mem_mib(1024).viommu();
     let bell = |name: &str| {
         GuestSpec::new(name, &["doorbell"])
             .env("prog", "bench")
@@ -95,6 +96,7 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
             .env("rounds", b.rounds)
             .env("stream", b.stream)
             .doorbell(4)
+            .viommu()
     };
     let faults = GuestSpec::new("guest", &["faults"])
         .env("prog", "bench")
@@ -105,8 +107,8 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
     vec![
         Scenario::new(
             "bench-mapping",
-            "mmap setup, first touch and bandwidth: /dev/ivshmemN in each cache mode \
-             vs sysfs resource2/resource2_wc",
+            "mmap setup, first touch, page tables and bandwidth: /dev/ivshmemN in each \
+             cache mode vs sysfs resource2/resource2_wc and a vfio-pci region (vIOMMU)",
             timeout,
         )
         .guest(mapping)
@@ -114,7 +116,7 @@ pub fn scenarios(o: &Opts) -> Vec<Scenario> {
         Scenario::new(
             "bench-doorbell",
             "two guests ring each other: ring-to-wake latency (read, poll, epoll) \
-             vs eventfd between threads; rings per second",
+             vs vfio-pci's MSI-X eventfd and eventfd between threads; rings per second",
             timeout,
         )
         .guest(bell("a"))
@@ -392,10 +394,11 @@ fn baselines(bench: &str) -> &'static [&'static str] {
         "mapping" => &[
             "resource2",
             "resource2_wc",
+            "vfio-pci",
             "guest RAM memcpy",
             "host memcpy of the backing file",
         ],
-        "doorbell" => &["eventfd, two threads"],
+        "doorbell" => &["eventfd, two threads", "vfio-pci read(eventfd)"],
         "faults" => &["1 thread"],
         _ => &[],
     }
@@ -407,6 +410,7 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "ns" if v >= 1e3 => format!("{:.1} µs", v / 1e3),
         "ns" => format!("{v:.0} ns"),
         "GiB/s" => format!("{v:.2} GiB/s"),
+        "KiB" if v < 1024.0 => format!("{v:.0} KiB"),
         "KiB" => format!("{:.1} MiB", v / 1024.0),
         "count" => format!("{v:.0}"),
         "ratio" => format!("{v:.3}"),
@@ -496,6 +500,7 @@ const METRICS: &[&str] = &[
     "entries inserted, 4K",
     "entries inserted, 2M",
     "entries inserted, 1G",
+    "page-table memory (VmPTE)",
     "sequential read",
     "sequential write",
     "p50",
@@ -518,11 +523,13 @@ const CONTENDERS: &[&str] = &[
     "ivshmem-uc",
     "resource2",
     "resource2_wc",
+    "vfio-pci",
     "guest RAM memcpy",
     "host memcpy of the backing file",
     "ivshmem read()",
     "ivshmem poll()",
     "ivshmem epoll(eventfd)",
+    "vfio-pci read(eventfd)",
     "ivshmem ring ioctl",
     "eventfd, two threads",
 ];

@@ -31,6 +31,13 @@ pub struct Cli {
     /// The statically linked benchmarks (ivshmem-bench), for `bench`.
     #[arg(long = "bench", env = "IVSHMEM_BENCH")]
     pub bench_bin: Option<PathBuf>,
+    /// Extra kernel modules for the guest kernel, for the benchmarks'
+    /// vfio-pci contenders: a directory of uncompressed `.ko` files and a
+    /// file `order` naming them in load order (scripts/dkms-install.sh
+    /// makes it from the stock kernel's modules). The initramfs gets them
+    /// in /lib/modules/extra; without them those contenders are skipped.
+    #[arg(long, env = "IVSHMEM_GUEST_MODULES")]
+    pub guest_modules: Option<PathBuf>,
     /// A statically linked busybox.
     #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
     pub busybox: PathBuf,

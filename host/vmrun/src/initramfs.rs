@@ -169,6 +169,44 @@ pub struct Contents {
     pub bench: Option<PathBuf>,
     /// The statically linked `ivshmem` command, if built: `/bin/ivshmem`.
     pub cli: Option<PathBuf>,
+    /// Extra modules for the guest kernel, if given: a directory with the
+    /// `.ko` files and `order`, the file that names them in load order
+    /// (see [`add_extra_modules`]).
+    pub extra_modules: Option<PathBuf>,
+}
+
+/// Where the extra modules go in the initramfs: their files and `order`.
+pub const EXTRA_MODULES: &str = "/lib/modules/extra";
+
+/// Adds the modules that `dir/order` names (one file name a line, in load
+/// order; each an uncompressed `.ko` in `dir`) and `order` itself under
+/// [`EXTRA_MODULES`]. Whoever uses them loads them in that order.
+fn add_extra_modules(w: &mut cpio::Writer<Vec<u8>>, dir: &Path) -> Result<()> {
+    let order = dir.join("order");
+    let text =
+        fs::read_to_string(&order).with_context(|| format!("reading {}", order.display()))?;
+    w.dir(EXTRA_MODULES)?;
+    let mut names = Vec::new();
+    for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        anyhow::ensure!(
+            name.ends_with(".ko") && !name.contains('/'),
+            "{}: {name:?} is not the file name of an uncompressed module",
+            order.display()
+        );
+        w.file(
+            &format!("{EXTRA_MODULES}/{name}"),
+            0o644,
+            &read(&dir.join(name))?,
+        )?;
+        names.push(name);
+    }
+    anyhow::ensure!(!names.is_empty(), "{} names no module", order.display());
+    w.file(
+        &format!("{EXTRA_MODULES}/order"),
+        0o644,
+        (names.join("\n") + "\n").as_bytes(),
+    )?;
+    Ok(())
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -204,6 +242,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     if let Some(p) = &c.cli {
         w.file("/bin/ivshmem", 0o755, &read(p)?)?;
     }
+    if let Some(d) = &c.extra_modules {
+        add_extra_modules(&mut w, d)?;
+    }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
 }
@@ -211,6 +252,32 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_modules_go_in_with_their_order() {
+        let d = std::env::temp_dir().join(format!("ivshmem-extra-mods-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("vfio.ko"), b"ELF-vfio").unwrap();
+        fs::write(d.join("vfio-pci.ko"), b"ELF-vfio-pci").unwrap();
+        fs::write(d.join("unlisted.ko"), b"ELF-unlisted").unwrap();
+        fs::write(d.join("order"), "vfio.ko\nvfio-pci.ko\n").unwrap();
+        let mut w = cpio::Writer::new(Vec::new());
+        add_extra_modules(&mut w, &d).unwrap();
+        let text = String::from_utf8_lossy(&w.finish().unwrap()).into_owned();
+        assert!(text.contains("lib/modules/extra/vfio.ko"));
+        assert!(text.contains("lib/modules/extra/vfio-pci.ko"));
+        assert!(text.contains("lib/modules/extra/order"));
+        assert!(text.contains("vfio.ko\nvfio-pci.ko\n"));
+        assert!(!text.contains("unlisted"));
+
+        // A compressed or missing module is an error, not a silent gap.
+        fs::write(d.join("order"), "vfio.ko.xz\n").unwrap();
+        assert!(add_extra_modules(&mut cpio::Writer::new(Vec::new()), &d).is_err());
+        fs::write(d.join("order"), "gone.ko\n").unwrap();
+        assert!(add_extra_modules(&mut cpio::Writer::new(Vec::new()), &d).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn debian_python_root_gets_the_package_and_not_local_leftovers() {

@@ -162,6 +162,7 @@ fn real_main(cli: Cli) -> Result<bool> {
             c_example: cli.c_example.clone(),
             bench: cli.bench_bin.clone(),
             cli: cli.cli.clone(),
+            extra_modules: cli.guest_modules.clone(),
         },
         &initrd,
     )?;
@@ -190,7 +191,7 @@ fn real_main(cli: Cli) -> Result<bool> {
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ivshmem-vmrun"));
     let repro = format!(
-        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{}{} --accel {accel} --timeout {} --boot-deadline {} run",
+        "{} --kernel {} --module {} --selftest {} --busybox {}{}{}{}{}{}{} --accel {accel} --timeout {} --boot-deadline {} run",
         exe.display(),
         kernel.display(),
         abs(&cli.module).display(),
@@ -219,6 +220,10 @@ fn real_main(cli: Cli) -> Result<bool> {
         cli.bench_bin
             .as_ref()
             .map(|p| format!(" --bench {}", abs(p).display()))
+            .unwrap_or_default(),
+        cli.guest_modules
+            .as_ref()
+            .map(|p| format!(" --guest-modules {}", abs(p).display()))
             .unwrap_or_default(),
         cli.timeout,
         cli.boot_deadline

@@ -1,21 +1,32 @@
 //! Doorbells between two guests on the scenario's ivshmem server: ring-to-
 //! wake latency by ping-pong, waking through `read`, `poll`, and `epoll` on
-//! a bound eventfd; the floor, two threads of one guest waking each other
-//! through eventfds; and rings per second, one way and ping-pong.
+//! a bound eventfd; the alternative, vfio-pci's MSI-X eventfd on the same
+//! device rung through vfio's BAR0 mapping; the floor, two threads of one
+//! guest waking each other through eventfds; and rings per second, one way
+//! and ping-pong.
+//!
+//! For the vfio-pci chunk both guests close every file of our driver,
+//! unbind it and hand the device to vfio-pci, meet in the shared memory
+//! (now mapped through vfio), ping-pong, and then bind our driver again
+//! and meet once more before the next method: a ring never reaches a
+//! guest whose device is between drivers.
 //!
 //! Both guests follow the same schedule, so each knows what comes next
 //! without asking: rounds of (a chunk of ping-pongs per wake method and
 //! the floor in the pinger alone, in an order that rotates every round,
 //! then a one-way stream). Every hand-off is a
 //! doorbell or a sequence number in the shared memory; nothing sleeps to
-//! wait for the other side.
+//! wait for the other side, except while a device changes drivers around
+//! the vfio-pci chunk (polling the shared memory, outside the timing).
 
-use crate::sys::{self, timed};
-use crate::{BenchResult, Failure, progress, samples};
+use crate::sys::{self, Map, timed};
+use crate::{BenchResult, Failure, contender, mapping, progress, samples, vfio};
 use hdrhistogram::Histogram;
 use ivshmem::Device;
+use ktap::Outcome;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Where each guest announces itself: 8 bytes per IVPosition.
@@ -23,6 +34,16 @@ const SLOTS: usize = 0x100;
 /// The one-way stream's sequence number.
 const STREAM: usize = 0x2000;
 const READY: u64 = 0x4245_4e43_0000;
+/// Where each guest says, before it announces itself, whether it can use
+/// vfio-pci: 8 bytes per IVPosition.
+const VFIO_CAPS: usize = 0x400;
+const VFIO_CAN: u64 = 0x5646_494f_0001;
+const VFIO_CANNOT: u64 = 0x5646_494f_0002;
+/// Where each guest says how far it is in the vfio-pci hand-overs (a
+/// number that only grows): 8 bytes per IVPosition.
+const VFIO_SYNC: usize = 0x800;
+/// BAR0's Doorbell register: `(peer << 16) | vector`.
+const DOORBELL: usize = 12;
 
 /// How the waiting side wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +56,9 @@ enum Method {
     Epoll,
     /// Two threads of one guest, blocking `read()`s of two eventfds.
     Floor,
+    /// The device bound to vfio-pci: blocking `read()` of the eventfd
+    /// that MSI-X vector 0 signals, rung through vfio's BAR0 mapping.
+    Vfio,
 }
 
 impl Method {
@@ -44,6 +68,7 @@ impl Method {
             Method::Poll => "ivshmem poll()",
             Method::Epoll => "ivshmem epoll(eventfd)",
             Method::Floor => "eventfd, two threads",
+            Method::Vfio => "vfio-pci read(eventfd)",
         }
     }
     /// The vector its doorbells use.
@@ -53,6 +78,7 @@ impl Method {
             Method::Poll => 1,
             Method::Epoll => 2,
             Method::Floor => u16::MAX,
+            Method::Vfio => 0,
         }
     }
 }
@@ -206,7 +232,10 @@ impl Waiters {
                 }
                 read_once(self.efd.as_fd())
             }
-            Method::Floor => Err(Failure::Fail("the floor has no doorbell".into())),
+            Method::Floor | Method::Vfio => Err(Failure::Fail(format!(
+                "{} is not ours to wait for",
+                m.contender()
+            ))),
         }
     }
 }
@@ -235,6 +264,114 @@ fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
         // measured hand-off below is a doorbell.
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Says that this guest got to `token` (in `VFIO_SYNC`) and waits until
+/// the peer has got there too; `read` and `write` reach the shared memory
+/// through whichever mapping the guest has at that moment.
+fn meet(
+    read: impl Fn(usize) -> u64,
+    write: impl Fn(usize, u64),
+    me: u16,
+    peer: u16,
+    token: u64,
+) -> Result<(), Failure> {
+    write(VFIO_SYNC + 8 * usize::from(me), token);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read(VFIO_SYNC + 8 * usize::from(peer)) < token {
+        if Instant::now() > deadline {
+            return Err(Failure::Fail(format!(
+                "the peer did not get to vfio-pci hand-over step {token}"
+            )));
+        }
+        // A hand-over between drivers, not measured: the peer may be
+        // binding one.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// Reads what is pending on an eventfd without blocking, if anything.
+fn drain(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout.
+    if unsafe { libc::poll(&mut p, 1, 0) } == 1 {
+        read_once(fd)?;
+    }
+    Ok(())
+}
+
+/// `n` ping-pongs through vfio-pci, the device at `pci` already unbound
+/// from our driver: bind it to vfio-pci, map BAR0 and BAR2, route MSI-X
+/// vector 0 to an eventfd, meet the peer at `token`, ping-pong (the
+/// pinger records half of each round trip), undo it all. Returns the
+/// seconds the ping-pongs took.
+#[allow(clippy::too_many_arguments)]
+fn vfio_chunk(
+    pci: &Path,
+    me: u16,
+    peer: u16,
+    pinger: bool,
+    n: u64,
+    token: u64,
+    hist: &mut Histogram<u64>,
+    chunk: &mut Vec<u64>,
+) -> Result<f64, Failure> {
+    vfio::with_device(pci, |d| {
+        let bar0 = d.region(vfio::BAR0)?;
+        let bar2 = d.region(vfio::BAR2)?;
+        let (_, regs): (f64, Map) = d.map(&bar0, 4096)?;
+        let (_, shm) = d.map(
+            &bar2,
+            usize::try_from(bar2.size).map_err(|e| e.to_string())?,
+        )?;
+        let efd = sys::eventfd(0).map_err(|e| format!("eventfd: {e}"))?;
+        d.bus_master()?;
+        d.msix_eventfd(0, efd.as_fd())?;
+        // Anything pending from before goes now; after the meeting every
+        // wake-up is the peer's ring (draining after it could eat the
+        // peer's first ping).
+        drain(efd.as_fd()).map_err(Failure::why)?;
+        meet(
+            |o| shm.read_u64(o),
+            |o, v| shm.write_u64(o, v),
+            me,
+            peer,
+            token,
+        )
+        .map_err(Failure::why)?;
+        let bell = u32::from(peer) << 16;
+        let start = Instant::now();
+        for _ in 0..n {
+            if pinger {
+                let (ns, r) = timed(|| {
+                    regs.write_u32(DOORBELL, bell);
+                    read_once(efd.as_fd())
+                });
+                r.map_err(Failure::why)?;
+                let half = (ns / 2.0) as u64;
+                hist.saturating_record(half);
+                chunk.push(half);
+            } else {
+                read_once(efd.as_fd()).map_err(Failure::why)?;
+                regs.write_u32(DOORBELL, bell);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        d.msix_off()?;
+        Ok(secs)
+    })
+    .map_err(|e| Failure::Fail(format!("vfio-pci: {e}")))
+}
+
+/// The PCI function of `/dev/ivshmem<index>`.
+fn pci_of(index: u32) -> Result<PathBuf, Failure> {
+    let p = format!("/sys/class/misc/ivshmem{index}/device");
+    std::fs::canonicalize(&p).map_err(|e| Failure::Fail(format!("{p}: {e}")))
 }
 
 /// Half the round trip of `n` ping-pongs between two threads of this guest
@@ -325,7 +462,13 @@ pub fn run() -> BenchResult {
     let Some(index) = index else {
         return Err(Failure::Skip("no ivshmem-doorbell device".into()));
     };
-    let w = Waiters::open(index)?;
+    // Whether vfio-pci can take the device here (tried once, our driver
+    // bound again after); the peer says the same of its own before it
+    // announces itself.
+    let pci = pci_of(index)?;
+    let vfio_here = vfio::prepare(&pci).and_then(|()| vfio::preflight(&pci, true));
+    let index = mapping::index_of(&pci)?;
+    let mut w = Waiters::open(index)?;
     let info = w.dev.info()?;
     if info.vectors < 4 {
         return Err(Failure::Fail(format!(
@@ -336,9 +479,32 @@ pub fn run() -> BenchResult {
     let me = info
         .ivposition
         .ok_or(Failure::Fail("no IVPosition".into()))?;
-    let map = w.dev.map_all()?;
+    let mut map = w.dev.map_all()?;
+    map.write_volatile(
+        VFIO_CAPS + 8 * usize::from(me),
+        if vfio_here.is_ok() {
+            VFIO_CAN
+        } else {
+            VFIO_CANNOT
+        },
+    )?;
     let peer = find_peer(&map, me)?;
     let pinger = me < peer;
+    let vfio_ok = match (
+        vfio_here,
+        map.read_volatile::<u64>(VFIO_CAPS + 8 * usize::from(peer))?,
+    ) {
+        (Err(why), _) => Err(why),
+        (Ok(()), VFIO_CAN) => Ok(()),
+        (Ok(()), _) => Err(format!(
+            "the peer guest (IVPosition {peer}) cannot use vfio-pci (its log says why)"
+        )),
+    };
+    let mut methods = METHODS.to_vec();
+    match &vfio_ok {
+        Ok(()) => methods.push(Method::Vfio),
+        Err(why) => println!("# vfio-pci: skipped: {why}"),
+    }
     println!(
         "# I am {me}, my peer is {peer}; {}; {rounds} rounds of {pings} ping-pongs per method, streams of {stream} rings",
         if pinger {
@@ -360,8 +526,8 @@ pub fn run() -> BenchResult {
         };
         // Each round starts one method further, so that none always runs
         // first (both guests rotate alike).
-        let mut order = METHODS;
-        order.rotate_left(round as usize % METHODS.len());
+        let mut order = methods.clone();
+        order.rotate_left(round as usize % methods.len());
         if pinger {
             progress(&format!(
                 "doorbell: round {round}/{rounds} (0 warms up), {n} ping-pongs each: {}, then {s} rings one way",
@@ -387,6 +553,31 @@ pub fn run() -> BenchResult {
                     continue;
                 }
                 floor_chunk(n, hist, &mut chunk)?
+            } else if m == Method::Vfio {
+                // Every file of our driver closed, the driver unbound; back
+                // after the chunk, files open again, and the peer too.
+                let token = 2 * (round + 1);
+                drop(map);
+                drop(w);
+                sys::unbind(&pci).map_err(Failure::Fail)?;
+                let r = vfio_chunk(&pci, me, peer, pinger, n, token, hist, &mut chunk);
+                sys::bind(&pci).map_err(Failure::Fail)?;
+                let secs = r?;
+                w = Waiters::open(mapping::index_of(&pci)?)?;
+                map = w.dev.map_all()?;
+                meet(
+                    |o| map.read_volatile(o).unwrap_or(0),
+                    |o, v| {
+                        let _ = map.write_volatile(o, v);
+                    },
+                    me,
+                    peer,
+                    token + 1,
+                )?;
+                if !pinger {
+                    continue;
+                }
+                secs
             } else if pinger {
                 let start = Instant::now();
                 for _ in 0..n {
@@ -516,5 +707,17 @@ pub fn run() -> BenchResult {
             "max": h.max(),
         }));
     }
+    for m in METHODS {
+        if pinger || m != Method::Floor {
+            contender(m.contender(), Outcome::Pass);
+        }
+    }
+    contender(
+        Method::Vfio.contender(),
+        match vfio_ok {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Skip(why),
+        },
+    );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `ivshmem-bench`: in-guest benchmarks of the ivshmem driver against what
-//! users would use instead (sysfs `resource2`, eventfds between threads).
+//! users would use instead (sysfs `resource2`, vfio-pci, eventfds between
+//! threads).
 //!
 //! Runs inside a QEMU guest booted by `ivshmem-vmrun bench` (the guest's
 //! init runs it when the kernel command line says `ivt_prog=bench`). Prints
@@ -9,6 +10,12 @@
 //! ```text
 //! # bench-json: {"bench":"mmap","case":"256 MiB","metric":"first","unit":"ns","contender":"ivshmem-wb","samples":[...]}
 //! ```
+//!
+//! A benchmark with contenders lists them as its subtests (a nested KTAP
+//! document before its result): `ok` for those measured, `# SKIP` with the
+//! reason for one that cannot run in this guest (vfio-pci without an
+//! IOMMU, say); a skipped contender has no samples, so the table leaves
+//! it out.
 //!
 //! Progress goes to the runner as `# vmrun-request: progress ...` lines.
 //! Settings come from the kernel command line (`ivt_KEY=VALUE`): `reps`
@@ -21,11 +28,13 @@ mod doorbell;
 mod faults;
 mod mapping;
 mod sys;
+mod vfio;
 
 use ktap::{Outcome, Writer};
 use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 /// Why a benchmark did not run to the end.
 #[derive(Debug)]
@@ -34,6 +43,15 @@ pub enum Failure {
     Fail(String),
     /// The benchmark cannot run in this guest; the string says why.
     Skip(String),
+}
+
+impl Failure {
+    /// What went wrong, or why it was skipped.
+    pub fn why(self) -> String {
+        match self {
+            Failure::Fail(w) | Failure::Skip(w) => w,
+        }
+    }
 }
 
 impl<E: std::error::Error> From<E> for Failure {
@@ -64,6 +82,17 @@ pub fn samples(bench: &str, case: &str, metric: &str, unit: &str, contender: &st
     }));
 }
 
+/// The contenders of the running benchmark and how each fared.
+static CONTENDERS: Mutex<Vec<(String, Outcome)>> = Mutex::new(Vec::new());
+
+/// Records how a contender of the running benchmark fared: listed as a
+/// subtest of the benchmark.
+pub fn contender(name: &str, outcome: Outcome) {
+    if let Ok(mut v) = CONTENDERS.lock() {
+        v.push((name.to_string(), outcome));
+    }
+}
+
 /// Tells the runner how far this guest is.
 pub fn progress(msg: &str) {
     let mut out = io::stdout().lock();
@@ -81,12 +110,12 @@ struct Bench {
 const BENCHES: &[Bench] = &[
     Bench {
         name: "mapping",
-        about: "mmap setup, first touch and bandwidth of /dev/ivshmemN (each cache mode) vs sysfs resource2/resource2_wc, RAM as the ceiling",
+        about: "mmap setup, first touch, page tables and bandwidth of /dev/ivshmemN (each cache mode) vs sysfs resource2/resource2_wc and a vfio-pci region, RAM as the ceiling",
         run: mapping::run,
     },
     Bench {
         name: "doorbell",
-        about: "guest-to-guest ring-to-wake latency (read, poll, epoll on a bound eventfd) vs two threads on eventfds; rings per second",
+        about: "guest-to-guest ring-to-wake latency (read, poll, epoll on a bound eventfd) vs vfio-pci's MSI-X eventfd and two threads on eventfds; rings per second",
         run: doorbell::run,
     },
     Bench {
@@ -142,6 +171,13 @@ fn run(selected: &[&Bench]) -> io::Result<i32> {
             Err(Failure::Fail(why)) => Outcome::Fail(why),
             Err(Failure::Skip(why)) => Outcome::Skip(why),
         };
+        let contenders = std::mem::take(&mut *CONTENDERS.lock().unwrap_or_else(|e| e.into_inner()));
+        if !contenders.is_empty() && outcome == Outcome::Pass {
+            let mut sub = Writer::nested(io::stdout(), contenders.len(), 1)?;
+            for (name, o) in &contenders {
+                sub.result(name, o)?;
+            }
+        }
         w.result(b.name, &outcome)?;
     }
     Ok(w.finish()?.exit_code())

@@ -1,20 +1,33 @@
 //! Mapping the shared memory: mmap setup time, first touch of the whole
-//! mapping, and sequential bandwidth, through `/dev/ivshmemN` in each cache
-//! mode and through sysfs `resource2` / `resource2_wc` (with our driver
-//! unbound), with a copy in guest RAM as the bandwidth ceiling.
+//! mapping, the page tables it took, and sequential bandwidth, through
+//! `/dev/ivshmemN` in each cache mode, through sysfs `resource2` /
+//! `resource2_wc` and through a vfio-pci region mapping (both with our
+//! driver unbound), with a copy in guest RAM as the bandwidth ceiling.
 //!
 //! One repetition visits every device and, for each, every contender in
-//! turn (the driver's three modes, unbind, the two sysfs files, bind), so
-//! the contenders' samples interleave: A B C D E, A B C D E, ... Each
-//! repetition starts one contender further (B C A E D, C A B D E, ...), so
-//! that none is always the first after a bind.
+//! turn (the driver's three modes, unbind, the two sysfs files and
+//! vfio-pci, bind), so the contenders' samples interleave: A B C D E F,
+//! A B C D E F, ... Each repetition starts one contender further in each
+//! group (B C A E F D, C A B F D E, ...), so that none is always the
+//! first after a bind.
+//!
+//! Page-table entries by size cannot be read from the page tables of a
+//! process on Debian's kernel: it has no `CONFIG_PTDUMP_DEBUGFS`, and both
+//! readers it has skip these mappings (all three kinds are `VM_PFNMAP`):
+//! `/proc/PID/pagemap` reports a `VM_PFNMAP` range as a hole (not
+//! present) and `PAGEMAP_SCAN` does not walk it at all (`fs/proc/
+//! task_mmu.c`). The run proves it once per contender (a `# pagemap:`
+//! line) and counts what the kernel does account: the process's
+//! page-table pages (`VmPTE`), and for our driver the entries it inserted
+//! by size, from its own counter.
 
-use crate::sys::{self, timed};
-use crate::{BenchResult, Failure, progress, samples};
+use crate::sys::{self, Map, timed};
+use crate::{BenchResult, Failure, contender, progress, samples, vfio};
 use ivshmem::{CacheMode, Device};
+use ktap::Outcome;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +38,8 @@ enum Way {
     Driver(CacheMode),
     /// A sysfs resource file of the PCI function, our driver unbound.
     Sysfs(&'static str),
+    /// The BAR2 region of the function bound to vfio-pci.
+    Vfio,
 }
 
 impl Way {
@@ -34,6 +49,7 @@ impl Way {
             Way::Driver(CacheMode::WriteCombining) => "ivshmem-wc",
             Way::Driver(CacheMode::Uncached) => "ivshmem-uc",
             Way::Sysfs(f) => f,
+            Way::Vfio => "vfio-pci",
         }
     }
 }
@@ -45,63 +61,33 @@ const DRIVER_WAYS: [Way; 3] = [
 ];
 const SYSFS_WAYS: [Way; 2] = [Way::Sysfs("resource2"), Way::Sysfs("resource2_wc")];
 
+/// Prints what the kernel's readers of page tables (`/proc/self/pagemap`,
+/// `PAGEMAP_SCAN`) report of a touched mapping, as a diagnostic and a raw
+/// record: they skip `VM_PFNMAP` mappings, which is why the entries by
+/// size are not counted from the page tables.
+fn pagemap_probe(who: &str, ptr: *const u8, len: usize) {
+    let pages = len / 4096;
+    // Whether huge entries were possible at all: 2 MiB ones need a
+    // 2 MiB-aligned virtual address (and physical one).
+    let aligned = (ptr as usize) % (2 << 20) == 0;
+    match sys::pagemap_present(ptr, len) {
+        Ok((present, scan, huge)) => {
+            println!(
+                "# pagemap: {who}: {pages} pages touched at {ptr:p} (2 MiB aligned: {aligned}); \
+                 /proc/self/pagemap marks {present} present, \
+                 PAGEMAP_SCAN reports {scan} present ({huge} huge)"
+            );
+            crate::emit(serde_json::json!({"pagemap_probe": {
+                "contender": who, "pages": pages, "address": format!("{ptr:p}"),
+                "address_2m_aligned": aligned, "pagemap_present": present,
+                "pagemap_scan_present": scan, "pagemap_scan_huge": huge}}));
+        }
+        Err(e) => println!("# pagemap: {who}: {e}"),
+    }
+}
+
 /// Samples by (case, metric, unit, contender).
 type Samples = BTreeMap<(String, &'static str, &'static str, &'static str), Vec<f64>>;
-
-/// A shared mapping made with mmap(2), unmapped on drop.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Map {
-    /// Maps `len` bytes of `fd` at offset 0; returns the nanoseconds the
-    /// mmap call took too.
-    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<(f64, Self), Failure> {
-        let (ns, ptr) = timed(|| {
-            // SAFETY: a new shared mapping at an address the kernel picks,
-            // owned by the returned `Map`.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            }
-        });
-        if ptr == libc::MAP_FAILED {
-            return Err(Failure::Fail(format!(
-                "mmap of {len} bytes: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok((
-            ns,
-            Map {
-                ptr: ptr.cast(),
-                len,
-            },
-        ))
-    }
-
-    /// Reads one byte of every 4 KiB page.
-    fn touch(&self) {
-        for off in (0..self.len).step_by(4096) {
-            // SAFETY: within the mapping.
-            std::hint::black_box(unsafe { self.ptr.add(off).read_volatile() });
-        }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped; nothing refers to it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// Copies `len` bytes and returns GiB/s.
 fn copy_rate(src: *const u8, dst: *mut u8, len: usize) -> f64 {
@@ -134,7 +120,26 @@ pub(crate) fn index_of(dev: &Path) -> Result<u32, Failure> {
     Err(Failure::Fail(format!("{} has no node", dev.display())))
 }
 
-/// Measures one way of mapping device `dev` (size `size`) once.
+/// What is mapped: a file (device node or sysfs resource) at offset 0, or
+/// vfio's device file at the region's offset.
+enum Source<'a> {
+    File(OwnedFd),
+    Vfio(&'a vfio::Device, vfio::RegionInfo),
+}
+
+impl Source<'_> {
+    fn map(&self, len: usize) -> Result<(f64, Map), Failure> {
+        match self {
+            Source::File(f) => Map::new(f.as_fd(), len),
+            Source::Vfio(d, r) => d.map(r, len),
+        }
+        .map_err(Failure::Fail)
+    }
+}
+
+/// Measures one way of mapping device `dev` (size `size`) once. `probe`:
+/// also print what pagemap says of the touched mapping.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     way: Way,
     dev: &Path,
@@ -142,36 +147,44 @@ fn measure(
     plan: &Plan,
     bufs: &mut (Vec<u8>, Vec<u8>),
     out: &mut Samples,
+    probe: bool,
+    vdev: Option<&vfio::Device>,
 ) -> BenchResult {
     let case = sys::size_name(size);
     let len = usize::try_from(size).map_err(|e| Failure::Fail(e.to_string()))?;
-    let (index, file): (Option<u32>, std::fs::File) = match way {
-        Way::Driver(mode) => {
+    let (index, src): (Option<u32>, Source<'_>) = match (way, vdev) {
+        (Way::Driver(mode), _) => {
             let i = index_of(dev)?;
             let d = Device::open(i)?;
             d.set_cache_mode(mode)?;
-            (Some(i), d.as_fd().try_clone_to_owned()?.into())
+            (Some(i), Source::File(d.as_fd().try_clone_to_owned()?))
         }
-        Way::Sysfs(name) => (
+        (Way::Sysfs(name), _) => (
             None,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_SYNC)
-                .open(dev.join(name))
-                .map_err(|e| Failure::Fail(format!("opening {name}: {e}")))?,
+            Source::File(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_SYNC)
+                    .open(dev.join(name))
+                    .map_err(|e| Failure::Fail(format!("opening {name}: {e}")))?
+                    .into(),
+            ),
         ),
+        (Way::Vfio, Some(d)) => (
+            None,
+            Source::Vfio(d, d.region(vfio::BAR2).map_err(Failure::Fail)?),
+        ),
+        (Way::Vfio, None) => return Err(Failure::Fail("vfio-pci without its device".into())),
     };
     let mut put = |metric: &'static str, unit: &'static str, v: f64| {
         out.entry((case.clone(), metric, unit, way.name()))
             .or_default()
             .push(v)
     };
-    let (first_ns, map) = Map::new(file.as_fd(), len)?;
-    let (later_ns, later) = Map::new(file.as_fd(), len)?;
-    drop(later);
+    let pte0 = sys::vm_pte_kib();
+    let (first_ns, map) = src.map(len)?;
     put("mmap, first", "ns", first_ns);
-    put("mmap, while mapped", "ns", later_ns);
     if size <= plan.touch_max {
         let before = index.and_then(sys::driver_faults);
         let (ns, ()) = timed(|| map.touch());
@@ -183,7 +196,21 @@ fn measure(
                 put("entries inserted, 1G", "count", (a[2] - b[2]) as f64);
             }
         }
+        if probe {
+            pagemap_probe(way.name(), map.ptr, map.len);
+        }
     }
+    // The page tables the mapping took, after the touch if there was one.
+    if let (Some(a), Some(b)) = (sys::vm_pte_kib(), pte0) {
+        put(
+            "page-table memory (VmPTE)",
+            "KiB",
+            a.saturating_sub(b) as f64,
+        );
+    }
+    let (later_ns, later) = src.map(len)?;
+    drop(later);
+    put("mmap, while mapped", "ns", later_ns);
     if plan.bw_dev.as_deref() == Some(dev) {
         let bw_case = format!(
             "{} through a {case} mapping",
@@ -197,6 +224,34 @@ fn measure(
         out.entry((bw_case, "sequential write", "GiB/s", way.name()))
             .or_default()
             .push(w);
+    }
+    Ok(())
+}
+
+/// Measures the ways of the unbound group (sysfs, vfio-pci) of `dev`, our
+/// driver unbound; vfio-pci is bound for its turn only.
+fn measure_unbound(
+    ways: &[Way],
+    dev: &Path,
+    size: u64,
+    plan: &Plan,
+    bufs: &mut (Vec<u8>, Vec<u8>),
+    out: &mut Samples,
+    probe: bool,
+) -> BenchResult {
+    for way in ways {
+        match way {
+            Way::Vfio => {
+                let mut inner = Ok(());
+                vfio::with_device(dev, |d| {
+                    inner = measure(*way, dev, size, plan, bufs, out, probe, Some(d));
+                    Ok(())
+                })
+                .map_err(|e| Failure::Fail(format!("vfio-pci: {e}")))?;
+                inner?;
+            }
+            _ => measure(*way, dev, size, plan, bufs, out, probe, None)?,
+        }
     }
     Ok(())
 }
@@ -215,6 +270,15 @@ pub fn run() -> BenchResult {
     for d in &devs {
         let size = Device::open(index_of(d)?)?.info()?.size;
         sized.push((d.clone(), size));
+    }
+    // vfio-pci, if it can take the devices here; otherwise it is skipped,
+    // and says why.
+    let vfio_ok = sized
+        .iter()
+        .try_for_each(|(d, _)| vfio::prepare(d))
+        .and_then(|()| vfio::preflight(&sized[0].0, false));
+    if let Err(why) = &vfio_ok {
+        println!("# vfio-pci: skipped: {why}");
     }
     // Bandwidth through the largest device that is touched whole.
     let bw_dev = sized
@@ -239,33 +303,43 @@ pub fn run() -> BenchResult {
         sys::size_name(bw as u64),
         plan.bw_dev
     );
+    let mut unbound_ways = SYSFS_WAYS.to_vec();
+    if vfio_ok.is_ok() {
+        unbound_ways.push(Way::Vfio);
+    }
     let mut bufs = (vec![1u8; bw], vec![2u8; bw]);
     let mut out = Samples::new();
+    let probe_dev = sized
+        .iter()
+        .find(|(_, s)| *s <= plan.touch_max)
+        .map(|(d, _)| d.clone());
     for rep in 1..=reps {
         for (dev, size) in &sized {
             let mut driver = DRIVER_WAYS;
             driver.rotate_left(rep as usize % DRIVER_WAYS.len());
-            let mut sysfs = SYSFS_WAYS;
-            sysfs.rotate_left(rep as usize % SYSFS_WAYS.len());
+            let mut unbound = unbound_ways.clone();
+            let n = unbound.len();
+            unbound.rotate_left(rep as usize % n);
             progress(&format!(
                 "mapping: repetition {rep}/{reps}, {} device: {}",
                 sys::size_name(*size),
                 driver
                     .iter()
-                    .chain(&sysfs)
+                    .chain(&unbound)
                     .map(|w| w.name())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+            // What pagemap says, once per contender, on the first device
+            // that is touched.
+            let probe = rep == 1 && probe_dev.as_ref() == Some(dev);
             for way in driver {
-                measure(way, dev, *size, &plan, &mut bufs, &mut out)?;
+                measure(way, dev, *size, &plan, &mut bufs, &mut out, probe, None)?;
             }
             sys::unbind(dev).map_err(Failure::Fail)?;
-            let sysfs = sysfs
-                .iter()
-                .try_for_each(|w| measure(*w, dev, *size, &plan, &mut bufs, &mut out));
+            let r = measure_unbound(&unbound, dev, *size, &plan, &mut bufs, &mut out, probe);
             sys::bind(dev).map_err(Failure::Fail)?;
-            sysfs?;
+            r?;
         }
         // The ceiling: a copy between two buffers in guest RAM.
         if plan.bw_dev.is_some() {
@@ -286,8 +360,27 @@ pub fn run() -> BenchResult {
             }
         }
     }
+    // The control of the pagemap probe: anonymous memory, which both
+    // readers do report.
+    let anon = vec![1u8; 2 << 20];
+    let start = (anon.as_ptr() as usize).next_multiple_of(4096);
+    pagemap_probe(
+        "anonymous memory (control)",
+        start as *const u8,
+        (anon.as_ptr() as usize + anon.len() - start) / 4096 * 4096,
+    );
     for ((case, metric, unit, contender), v) in &out {
         samples("mapping", case, metric, unit, contender, v);
     }
+    for w in DRIVER_WAYS.iter().chain(&SYSFS_WAYS) {
+        contender(w.name(), Outcome::Pass);
+    }
+    contender(
+        Way::Vfio.name(),
+        match vfio_ok {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Skip(why),
+        },
+    );
     Ok(())
 }
