@@ -93,18 +93,23 @@ if [ "$status" -ne 0 ] && [ "$hf" -eq 0 ]; then ko "cargo test (did not run to t
 [ "$hf" -eq 0 ] || failed_steps+=("$hf host test(s)")
 echo "host tests: $hp passed, $hf failed, $hi ignored"
 
-# guest_suite WHAT ENV-FILE...: `ivshmem-vmrun "${vmrun_args[@]}"` (the
-# suite unless set otherwise) with the paths of the env files (later ones
-# override), its counts added to the summary.
+# guest_suite WHAT ENV-FILE... -- VMRUN-ARGS...: `ivshmem-vmrun VMRUN-ARGS`
+# with the paths of the env files (later ones override), its counts added
+# to the summary.
 guest_suite() {
-	local what=$1 log summary
+	local what=$1 log summary envs=()
+	shift
+	while [ "$1" != -- ]; do
+		envs+=("$1")
+		shift
+	done
 	shift
 	log=$(mktemp)
 	(
 		set -a
-		for f in "$@"; do . "$f"; done
+		for f in "${envs[@]}"; do . "$f"; done
 		set +a
-		"$IVSHMEM_VMRUN" "${vmrun_args[@]}"
+		"$IVSHMEM_VMRUN" "$@"
 	) 2>&1 | tee "$log"
 	summary=$(grep -a '^vmrun: ' "$log" | tail -n 1)
 	rm -f "$log"
@@ -117,20 +122,17 @@ guest_suite() {
 	fi
 }
 filters=("$@")
-vmrun_args=(suite "${filters[@]}")
 
 step "guest tests (QEMU), project debug kernel"
 if [ $built = 1 ]; then
-	guest_suite "debug kernel" build/test/env
+	guest_suite "debug kernel" build/test/env -- suite "${filters[@]}"
 else
 	ko "guest tests (not run: the build failed)"
 fi
 
 step "stress campaign, the fixed-seed slice (make stress runs it all), project debug kernel"
 if [ $built = 1 ] && [ ${#filters[@]} -eq 0 ]; then
-	vmrun_args=(stress --quick)
-	guest_suite "debug kernel (stress slice)" build/test/env
-	vmrun_args=(suite "${filters[@]}")
+	guest_suite "debug kernel (stress slice)" build/test/env -- stress --quick
 elif [ $built = 1 ]; then
 	echo "not run: scenario filters given"
 else
@@ -160,7 +162,7 @@ fi
 
 step "guest tests (QEMU), Debian stock kernel with the DKMS-built module"
 if [ $dkms = 1 ]; then
-	guest_suite "Debian stock kernel" build/test/env build/dkms/env
+	guest_suite "Debian stock kernel" build/test/env build/dkms/env -- suite "${filters[@]}"
 else
 	ko "guest tests on the Debian stock kernel (not run: no DKMS-built module)"
 fi

@@ -66,25 +66,9 @@ pub fn parse_vector(s: &str) -> Result<VectorArg, String> {
     }
 }
 
-/// A number: decimal or 0x hexadecimal, optionally with K, M or G.
-pub fn parse_num(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let v = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => digits.parse(),
-    }
-    .map_err(|_| format!("{s:?} is not a number"))?;
-    v.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+/// A byte count or offset (decimal or 0x hexadecimal, optionally K, M or
+/// G): the one grammar of the ivshmem tools, from the library.
+pub use ivshmem::parse_size as parse_num;
 
 /// The longest timeout, in seconds (about 31 years): any longer is as
 /// good as none, and could overflow a deadline on the clock.

@@ -366,7 +366,7 @@ impl<'a> Worker<'a> {
         if self.fds.len() >= MAX_FDS {
             self.close();
         }
-        let path = self.paths[self.rng.below(self.paths.len() as u64) as usize].clone();
+        let i = self.rng.below(self.paths.len() as u64) as usize;
         let mut flags =
             self.rng
                 .pick(&[libc::O_RDWR, libc::O_RDWR, libc::O_RDONLY, libc::O_WRONLY]);
@@ -375,7 +375,7 @@ impl<'a> Worker<'a> {
         }
         flags |= libc::O_CLOEXEC;
         // SAFETY: opens a path given as a C string.
-        let fd = unsafe { libc::open(path.as_ptr(), flags) };
+        let fd = unsafe { libc::open(self.paths[i].as_ptr(), flags) };
         if self.result(fd as i64) >= 0 {
             let (size, vectors) = self.info_of(fd);
             self.fds.push(Fd { fd, size, vectors });

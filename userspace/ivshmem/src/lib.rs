@@ -163,6 +163,28 @@ fn context(e: impl Into<io::Error>, what: fmt::Arguments<'_>) -> io::Error {
     )
 }
 
+/// Parses a byte count or offset as the ivshmem tools take them: decimal,
+/// or `0x` hexadecimal, optionally with a `K`, `M` or `G` suffix (powers
+/// of 1024). Overflow is an error, not a wrap.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse(),
+    }
+    .map_err(|_| format!("{s:?} is not a number"))?;
+    v.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// The OS error number (`errno`) behind an error of this library, e.g.
 /// `libc::ENODEV` once the device is gone.
 pub fn errno(e: &io::Error) -> Option<i32> {
