@@ -234,6 +234,7 @@ impl pci::Driver for IvshmemDriver {
                 usize::from(vectors).min(uapi::MAX_VECTORS)
             };
             let shm = Arc::pin_init(Shm::new(facts, window, bar0, ivposition, nvec)?, GFP_KERNEL)?;
+            shm.reserve_default();
             let irq_vectors = irq_vectors(pdev, nvec, intx)?;
 
             Ok(try_pin_init!(Ivshmem {

@@ -111,7 +111,11 @@ impl Facts {
 
 /// The user mappings of BAR2, under [`Shm::maps`].
 pub(crate) struct Maps {
-    /// The memtype reserved for BAR2 while any VMA maps it.
+    /// The memtype reserved for BAR2: write-back from probe
+    /// ([`Shm::reserve_default`]), then the mode of the latest first
+    /// mapping. It is kept when the last mapping goes, and replaced only by
+    /// a first mapping with another mode, so that mapping the device again
+    /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
     memtype: Option<Memtype>,
     /// The VMAs, by address space, to zap them.
     mappings: Mappings,
@@ -359,12 +363,9 @@ impl IoMap for Shm {
     }
 
     fn vma_closed(&self, m: Mapping) {
-        let mut maps = self.maps.lock();
-        maps.mappings.remove(m);
-        if maps.mappings.is_empty() {
-            // The last mapping is gone: another cache mode may be used.
-            maps.memtype = None;
-        }
+        // The memtype stays: the next first mapping replaces it if it
+        // wants another mode.
+        self.maps.lock().mappings.remove(m);
     }
 }
 
@@ -385,10 +386,34 @@ fn self_uncount(shm: &Shm, m: Mapping) {
 }
 
 impl Shm {
+    /// Reserves BAR2's memtype for the default mode (write-back) at probe,
+    /// so that the first mmap does not pay for an `ioremap` of the whole
+    /// BAR. Best effort: if it cannot be made (a conflicting reservation,
+    /// no room for the kernel mapping), the first mmap tries again and
+    /// reports the error.
+    pub(crate) fn reserve_default(&self) {
+        let mut maps = self.maps.lock();
+        if maps.memtype.is_some() || self.check_alive().is_err() {
+            return;
+        }
+        // SAFETY: BAR2 is reserved by this driver until after `revoke`,
+        // which has not taken `maps` yet (`gone` is not set) and drops the
+        // memtype when it does.
+        match unsafe { Memtype::reserve(self.facts.phys, self.facts.size, CacheMode::WriteBack) } {
+            Ok(t) => maps.memtype = Some(t),
+            Err(e) => pr_info!(
+                "ivshmem{}: BAR2 memtype not reserved at probe ({:?}); the first mmap will try\n",
+                self.facts.index,
+                e
+            ),
+        }
+    }
+
     /// Sets up `vma`, a mapping of `file`, with cache `mode`: checks the
-    /// request, reserves BAR2's memtype for the first mapping (`EBUSY`
-    /// while mappings with another mode exist), counts the mapping to zap
-    /// it on removal, and installs the fault handler.
+    /// request, makes BAR2's memtype `mode` (`EBUSY` while mappings with
+    /// another mode exist; with none, the memtype of another mode is
+    /// replaced), counts the mapping to zap it on removal, and installs the
+    /// fault handler.
     pub(crate) fn map(shm: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
         shm.check_alive()?;
         // Private copies of device memory make no sense.
@@ -403,23 +428,21 @@ impl Shm {
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
         shm.check_alive()?;
-        match &maps.memtype {
-            Some(t) if t.mode() != mode => return Err(EBUSY),
-            Some(_) => {}
-            None => {
-                // SAFETY: BAR2 is reserved by this driver until after
-                // `revoke`, which has not taken `maps` yet (`gone` is not
-                // set) and drops the memtype when it does.
-                let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
-                maps.memtype = Some(t);
+        if maps.memtype.as_ref().map(Memtype::mode) != Some(mode) {
+            if !maps.mappings.is_empty() {
+                // Mapped with another mode: a second one would alias.
+                return Err(EBUSY);
             }
+            // Nothing maps BAR2: the old reservation goes before the new
+            // one is made (they would conflict).
+            maps.memtype = None;
+            // SAFETY: BAR2 is reserved by this driver until after
+            // `revoke`, which has not taken `maps` yet (`gone` is not set)
+            // and drops the memtype when it does.
+            let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
+            maps.memtype = Some(t);
         }
-        if let Err(e) = maps.mappings.add(m) {
-            if maps.mappings.is_empty() {
-                maps.memtype = None;
-            }
-            return Err(e);
-        }
+        maps.mappings.add(m)?;
         drop(maps);
         // Cannot fail: the VMA was checked to be shared above.
         vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))

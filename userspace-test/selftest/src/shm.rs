@@ -522,19 +522,22 @@ fn mtrr_uncachable(start: u64, end: u64) -> Result<bool, Failure> {
 }
 
 /// Each cache mode shows up as the matching memtype of BAR2 in the PAT
-/// memtype list while mapped, and modes do not alias.
+/// memtype list while mapped, and modes do not alias. The driver reserves
+/// write-back at bind, keeps the last mode after unmapping, and releases
+/// the memtype when the device is unbound.
 pub fn pat_memtype() -> TestResult {
     let devs = devices(1)?;
     if !Path::new("/sys/kernel/debug/x86/pat_memtype_list").exists() {
         skip!("no /sys/kernel/debug/x86/pat_memtype_list (PAT off or no debugfs)");
     }
-    let _m = load()?;
     let (start, end) = devs[0].bar(2).map_err(Failure::Fail)?;
     let size = (end + 1 - start) as usize;
+    // Not bound yet (`load` refuses a loaded module): no memtype.
     check!(
         memtypes_of(start, end)?.is_empty(),
-        "BAR2 has a memtype before any mapping"
+        "BAR2 has a memtype before the driver is loaded"
     );
+    let m = load()?;
     let wb = if mtrr_uncachable(start, end)? {
         println!(
             "# BAR2 at {start:#x} is in an uncachable MTRR range: write-back becomes uncached-minus"
@@ -543,6 +546,11 @@ pub fn pat_memtype() -> TestResult {
     } else {
         "write-back"
     };
+    let types = memtypes_of(start, end)?;
+    check!(
+        types == [wb],
+        "BAR2 memtype {types:?} after bind, before any mapping: want [{wb:?}]"
+    );
     for (mode, name, other) in [
         (CacheMode::WriteBack, wb, CacheMode::Uncached),
         (
@@ -579,12 +587,20 @@ pub fn pat_memtype() -> TestResult {
         // The same mode is fine.
         drop(dev2.map(0, PAGE, mode)?);
         drop(map);
+        // Kept for the next first mapping in the same mode.
         let types = memtypes_of(start, end)?;
         check!(
-            types.is_empty(),
-            "{mode:?}: memtype {types:?} left after unmapping"
+            types == [name],
+            "{mode:?}: memtype {types:?} after unmapping, want [{name:?}] kept"
         );
     }
+    // Unbinding releases it.
+    m.unload().map_err(Failure::Fail)?;
+    let types = memtypes_of(start, end)?;
+    check!(
+        types.is_empty(),
+        "memtype {types:?} left after the driver was unloaded"
+    );
     Ok(())
 }
 

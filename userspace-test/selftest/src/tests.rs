@@ -100,7 +100,7 @@ pub fn all() -> Vec<Test> {
         Test {
             name: "pat_memtype",
             default: true,
-            about: "each cache mode is BAR2's memtype in the PAT list while mapped",
+            about: "each cache mode is BAR2's memtype in the PAT list while mapped; write-back from bind, kept after unmapping, released on unload",
             run: crate::shm::pat_memtype,
         },
         Test {

@@ -42,10 +42,12 @@ pub enum Command {
     /// List every device: node, PCI address, size, IVPosition, vectors, cache mode
     ///
     /// Reads sysfs, so it needs no access to the device nodes. The cache
-    /// mode is that of the device's current mappings (from the PAT memtype
-    /// list in debugfs: "wb", "wc", "uc-"), "none" when nothing maps the
-    /// device (a new mapping gets write-back unless asked otherwise), or
-    /// "?" when the list cannot be read (it needs root and debugfs).
+    /// mode is BAR2's memtype, from the PAT memtype list in debugfs ("wb",
+    /// "wc", "uc-"): that of the device's current mappings or, when nothing
+    /// maps it, the mode of the last ones (write-back after the driver
+    /// binds; a first mapping in another mode replaces it). "none" when the
+    /// driver holds no memtype for it, "?" when the list cannot be read (it
+    /// needs root and debugfs).
     List {
         /// Print a JSON array instead of a table
         #[arg(long)]

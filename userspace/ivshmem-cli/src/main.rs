@@ -235,7 +235,7 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
         };
         let cache = match &cache {
             CacheState::Mapped(t) => t.clone(),
-            CacheState::Unmapped => "none (not mapped; mappings default to write-back)".into(),
+            CacheState::Unmapped => "none (no memtype held; the next mapping reserves one)".into(),
             CacheState::Unknown => "? (needs root and debugfs)".into(),
         };
         [

@@ -1,6 +1,5 @@
 //! What sysfs and debugfs say about the devices: the list of devices
-//! (readable by anyone, unlike the nodes) and the cache mode of their
-//! current mappings.
+//! (readable by anyone, unlike the nodes) and the memtype of their BAR2.
 
 use std::fs;
 use std::io;
@@ -28,17 +27,19 @@ pub struct Listed {
     pub vectors: u32,
     /// The driver's `features` attribute: `plain` or `doorbell msix`...
     pub features: String,
-    /// The cache mode of the current mappings.
+    /// BAR2's memtype: the cache mode of the current mappings.
     pub cache: CacheState,
 }
 
-/// The cache mode a device's memory is mapped with right now.
+/// The PAT memtype the driver holds for a device's memory: the cache mode
+/// of its current mappings or, when nothing maps it, of the next mapping
+/// that does not ask for another mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheState {
-    /// Mapped, with this PAT memtype (`write-back`, `write-combining`,
+    /// This PAT memtype (`write-back`, `write-combining`,
     /// `uncached-minus`...).
     Mapped(String),
-    /// Nothing maps the device.
+    /// No memtype: the driver does not hold the device's memory.
     Unmapped,
     /// The PAT list cannot be read (not root, no debugfs, PAT off).
     Unknown,
@@ -95,7 +96,7 @@ fn bar(pci: &str, n: usize) -> Option<(u64, u64)> {
     Some((f.next()??, f.next()??))
 }
 
-/// The cache mode of the current mappings of the device at `pci`.
+/// BAR2's memtype for the device at `pci`.
 pub fn cache_state(pci: &str) -> CacheState {
     let (Some((start, end)), Ok(list)) = (bar(pci, 2), fs::read_to_string(PAT_LIST)) else {
         return CacheState::Unknown;
