@@ -55,6 +55,8 @@ pub(crate) struct Ivshmem<'bound> {
     /// The MSI-X vectors of a doorbell device.
     _vectors: Option<pci::IrqVectorRegistration<'bound>>,
     _index: ids::Index,
+    /// The rest of BAR0's page, reserved while user space may map it.
+    _doorbell_tail: Option<raw::pci::PageTail>,
     _shm_region: raw::pci::Region<'bound>,
     _enabled: raw::pci::Enabled<'bound>,
 }
@@ -119,6 +121,38 @@ fn shared_memory<'bound>(
     }
     let region = raw::pci::Region::request(pdev, regs::SHM_BAR, c"ivshmem/shm")?;
     Ok((region, phys, size))
+}
+
+/// The page of BAR0 that user space may map to ring peers with a store
+/// (MSI-X devices only: on an INTx device, IntrMask and IntrStatus in that
+/// page are the interrupt handler's). Returns the window and the
+/// reservation of the rest of the page, or `None` when it cannot be had,
+/// which only costs user space the ioctl it rings with instead.
+fn doorbell_page(
+    pdev: &pci::Device<Core<'_>>,
+    msix: bool,
+) -> (Option<IoWindow>, Option<raw::pci::PageTail>) {
+    if !msix {
+        return (None, None);
+    }
+    let claimed = raw::pci::PageTail::claim(pdev, 0).and_then(|(phys, tail)| {
+        // SAFETY: The page is BAR0, reserved with `iomap_region_sized`
+        // until the device is unbound, and the rest of the page, reserved
+        // by `tail`, which the driver data keeps until after `unbind`
+        // revoked `Shm`, after which its `IoMap::lock` returns no window.
+        let window = unsafe { IoWindow::new(phys, kernel::page::PAGE_SIZE as u64) }?;
+        Ok((window, tail))
+    });
+    match claimed {
+        Ok((window, tail)) => (Some(window), tail),
+        Err(e) => {
+            dev_info!(
+                pdev,
+                "BAR0's page cannot be given to user space ({e:?}): peers are rung with the ioctl\n"
+            );
+            (None, None)
+        }
+    }
 }
 
 /// How doorbells arrive: the MSI-X table size (0 without MSI-X), and
@@ -200,6 +234,7 @@ impl pci::Driver for IvshmemDriver {
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
             let (vectors, intx) = interrupt_kind(pdev)?;
+            let (doorbell_window, doorbell_tail) = doorbell_page(pdev, vectors > 0);
 
             let index = ids::Index::alloc().inspect_err(|e| {
                 if *e == ENOSPC {
@@ -233,7 +268,10 @@ impl pci::Driver for IvshmemDriver {
             } else {
                 usize::from(vectors).min(uapi::MAX_VECTORS)
             };
-            let shm = Arc::pin_init(Shm::new(facts, window, bar0, ivposition, nvec)?, GFP_KERNEL)?;
+            let shm = Arc::pin_init(
+                Shm::new(facts, window, doorbell_window, bar0, ivposition, nvec)?,
+                GFP_KERNEL,
+            )?;
             shm.reserve_default();
             let irq_vectors = irq_vectors(pdev, nvec, intx)?;
 
@@ -264,6 +302,7 @@ impl pci::Driver for IvshmemDriver {
                     shm,
                 ),
                 _index: index,
+                _doorbell_tail: doorbell_tail,
                 _shm_region: shm_region,
                 _enabled: enabled,
             }))

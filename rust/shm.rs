@@ -51,7 +51,13 @@ use crate::{
     uapi, //
 };
 use kernel::{
-    fs::File,
+    fs::{
+        file::flags::{
+            O_ACCMODE,
+            O_RDONLY, //
+        },
+        File, //
+    },
     mm::virt::VmaNew,
     new_mutex, pci,
     prelude::*,
@@ -111,6 +117,9 @@ impl Facts {
 
 /// The user mappings of BAR2, under [`Shm::maps`].
 pub(crate) struct Maps {
+    /// VMAs of BAR2 (not of the doorbell page): while there are any, the
+    /// memtype cannot change.
+    bar2: usize,
     /// The memtype reserved for BAR2: write-back from probe
     /// ([`Shm::reserve_default`]), then the mode of the latest first
     /// mapping. It is kept when the last mapping goes, and replaced only by
@@ -132,6 +141,11 @@ pub(crate) struct Shm {
     /// after that, and a device that is surprise-removed reads -1.
     ivposition: Atomic<i32>,
     window: IoWindow,
+    /// The page of BAR0 (the registers) that user space may map to ring
+    /// peers without a system call, at [`uapi::DOORBELL_MMAP_PGOFF`]: only
+    /// on MSI-X devices (on INTx ones the interrupt registers in it are
+    /// the driver's), and only when the rest of its page is reserved.
+    doorbell_page: Option<IoWindow>,
     bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
     /// Whether BAR2 may still be mapped: held for reading by page faults,
     /// for writing by [`Shm::revoke`] to zap the mappings.
@@ -186,12 +200,14 @@ impl doorbell::IntxDevice for Arc<Shm> {
 }
 
 impl Shm {
-    /// The state of a newly probed device. `window` must cover BAR2;
-    /// `ivposition` is IVPosition as read at probe; up to `nvec` vectors
-    /// can be made usable ([`Events::set_usable`]).
+    /// The state of a newly probed device. `window` must cover BAR2, and
+    /// `doorbell_page` BAR0's page, if user space may map it; `ivposition`
+    /// is IVPosition as read at probe; up to `nvec` vectors can be made
+    /// usable ([`Events::set_usable`]).
     pub(crate) fn new(
         facts: Facts,
         window: IoWindow,
+        doorbell_page: Option<IoWindow>,
         bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
         ivposition: i32,
         nvec: usize,
@@ -202,9 +218,11 @@ impl Shm {
             gone: Atomic::new(false),
             ivposition: Atomic::new(ivposition),
             window,
+            doorbell_page: doorbell_page.map(|w| w.at_pgoff(uapi::DOORBELL_MMAP_PGOFF)),
             bar0,
             present <- new_rwsem!(true, "ivshmem_present"),
             maps <- new_mutex!(Maps {
+                bar2: 0,
                 memtype: None,
                 mappings: Mappings::new(),
             }),
@@ -315,7 +333,12 @@ impl Shm {
             size: f.size,
             ivposition,
             vectors: u32::try_from(self.usable_vectors())?,
-            features: f.features(),
+            features: f.features()
+                | if self.doorbell_page.is_some() {
+                    uapi::FEATURE_DOORBELL_MMAP
+                } else {
+                    0
+                },
             flags: if ivposition < 0 {
                 uapi::INFO_NOT_READY
             } else {
@@ -336,13 +359,17 @@ impl Shm {
 impl IoMap for Shm {
     type Guard<'a> = ReadGuard<'a, bool>;
 
-    fn lock(&self) -> Option<(Self::Guard<'_>, IoWindow)> {
+    fn lock(&self, pgoff: usize) -> Option<(Self::Guard<'_>, IoWindow)> {
         let present = self.present.read();
-        if *present {
-            Some((present, self.window))
-        } else {
-            None
+        if !*present {
+            return None;
         }
+        let window = if is_doorbell_page(pgoff) {
+            self.doorbell_page?
+        } else {
+            self.window
+        };
+        Some((present, window))
     }
 
     fn faulted(&self, kind: FaultKind) {
@@ -354,18 +381,26 @@ impl IoMap for Shm {
         self.faults[i].fetch_add(1, Relaxed);
     }
 
-    fn vma_opened(&self, m: Mapping) {
+    fn vma_opened(&self, m: Mapping, pgoff: usize) {
+        let mut maps = self.maps.lock();
+        if !is_doorbell_page(pgoff) {
+            maps.bar2 += 1;
+        }
         // A failed allocation leaves the copy uncounted: it is then not
         // zapped on removal. Never seen; warn if it happens.
-        if self.maps.lock().mappings.add(m).is_err() {
+        if maps.mappings.add(m).is_err() {
             pr_warn!("ivshmem: out of memory counting a mapping\n");
         }
     }
 
-    fn vma_closed(&self, m: Mapping) {
-        // The memtype stays: the next first mapping replaces it if it
-        // wants another mode.
-        self.maps.lock().mappings.remove(m);
+    fn vma_closed(&self, m: Mapping, pgoff: usize) {
+        let mut maps = self.maps.lock();
+        maps.mappings.remove(m);
+        if !is_doorbell_page(pgoff) {
+            // The memtype stays: the next first mapping replaces it if it
+            // wants another mode.
+            maps.bar2 = maps.bar2.saturating_sub(1);
+        }
     }
 }
 
@@ -380,9 +415,14 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
     Ok(u64::try_from(offset)?)
 }
 
+/// Whether file page `pgoff` is the doorbell page rather than BAR2.
+fn is_doorbell_page(pgoff: usize) -> bool {
+    pgoff >= uapi::DOORBELL_MMAP_PGOFF
+}
+
 /// Undoes the counting of a VMA that was not installed after all.
-fn self_uncount(shm: &Shm, m: Mapping) {
-    shm.vma_closed(m);
+fn self_uncount(shm: &Shm, m: Mapping, pgoff: usize) {
+    shm.vma_closed(m, pgoff);
 }
 
 impl Shm {
@@ -418,7 +458,11 @@ impl Shm {
         shm.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
-        check_range(vma::pgoff(vma), vma.end() - vma.start(), shm.facts.size)?;
+        let pgoff = vma::pgoff(vma);
+        if pgoff == uapi::DOORBELL_MMAP_PGOFF {
+            return Self::map_doorbell_page(shm, file, vma);
+        }
+        check_range(pgoff, vma.end() - vma.start(), shm.facts.size)?;
         // A revision 0 device has no memory before IVPosition is set.
         if shm.ivposition()? < 0 {
             return Err(EAGAIN);
@@ -429,7 +473,7 @@ impl Shm {
         // mapping is counted before `revoke` zaps, and its faults fail.
         shm.check_alive()?;
         if maps.memtype.as_ref().map(Memtype::mode) != Some(mode) {
-            if !maps.mappings.is_empty() {
+            if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
                 return Err(EBUSY);
             }
@@ -443,9 +487,35 @@ impl Shm {
             maps.memtype = Some(t);
         }
         maps.mappings.add(m)?;
+        maps.bar2 += 1;
         drop(maps);
         // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m))
+        vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m, pgoff))
+    }
+
+    /// Sets up `vma` as a mapping of the doorbell page: one page, uncached,
+    /// of a file opened for writing (`EACCES` otherwise: ringing is all it
+    /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
+    fn map_doorbell_page(shm: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
+        if shm.doorbell_page.is_none() {
+            return Err(EOPNOTSUPP);
+        }
+        if vma.end() - vma.start() != PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        if file.flags() & O_ACCMODE == O_RDONLY {
+            return Err(EACCES);
+        }
+        let m = Mapping::of_file(file)?;
+        let mut maps = shm.maps.lock();
+        // As for BAR2: counted before `revoke` zaps, or refused.
+        shm.check_alive()?;
+        maps.mappings.add(m)?;
+        drop(maps);
+        let pgoff = uapi::DOORBELL_MMAP_PGOFF;
+        // Cannot fail: the VMA was checked to be shared above.
+        vma::install(vma, shm.clone(), CacheMode::Uncached)
+            .inspect_err(|_| self_uncount(shm, m, pgoff))
     }
 }
 

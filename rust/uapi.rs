@@ -24,6 +24,13 @@ pub(crate) const FEATURE_DOORBELL: u32 = 1 << 0;
 pub(crate) const FEATURE_MSIX: u32 = 1 << 1;
 /// `ivshmem_info.features`: doorbells arrive as INTx.
 pub(crate) const FEATURE_INTX: u32 = 1 << 2;
+/// `ivshmem_info.features`: the doorbell page can be mapped.
+pub(crate) const FEATURE_DOORBELL_MMAP: u32 = 1 << 3;
+
+/// `IVSHMEM_DOORBELL_MMAP_OFFSET` (`1 << 52`, past any BAR2: x86-64
+/// physical addresses have at most 52 bits), in pages: the mmap offset of
+/// the page holding the device's registers.
+pub(crate) const DOORBELL_MMAP_PGOFF: usize = 1 << (52 - kernel::bindings::PAGE_SHIFT);
 
 /// `ivshmem_info.flags`: IVPosition reads -1, the memory is not there yet.
 pub(crate) const INFO_NOT_READY: u32 = 1 << 0;

@@ -89,11 +89,6 @@ impl Mappings {
         }
     }
 
-    /// Whether any VMA is counted.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Removes every page table entry of every VMA counted. Later accesses
     /// fault again, to the VMA's fault handler.
     pub(crate) fn zap_all(&self) {

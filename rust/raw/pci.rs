@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! PCI helpers missing from `kernel::pci`: reserving a BAR without mapping
-//! it into the kernel, the MSI-X table size, and the device's PCI address.
+//! it into the kernel, the rest of a sub-page BAR's page, the MSI-X table
+//! size, and the device's PCI address.
 
 use super::helpers;
 use kernel::{
@@ -12,7 +13,8 @@ use kernel::{
     },
     error::to_result,
     pci,
-    prelude::*, //
+    prelude::*,
+    types::Opaque, //
 };
 
 /// Returns the C `struct pci_dev` of `pdev`.
@@ -122,4 +124,75 @@ pub(crate) fn msix_vec_count(pdev: &pci::Device<Bound>) -> u16 {
     let n = unsafe { bindings::pci_msix_vec_count(raw(pdev)) };
     // Negative (-EINVAL) without an MSI-X capability; at most 2048.
     u16::try_from(n).unwrap_or(0)
+}
+
+/// The rest of the page that holds a BAR smaller than a page, reserved in
+/// the resource tree so that no other device's resource can be placed
+/// there while this object lives: a user mapping of the BAR maps its whole
+/// page. vfio-pci does the same before it lets user space map a sub-page
+/// BAR ("vfio sub-page reserved").
+///
+/// # Invariants
+///
+/// `res` was inserted into the resource tree by [`PageTail::claim`] and is
+/// removed from it (`release_resource()`) exactly once, on drop; the tree
+/// links it by address, so it stays in its box.
+pub(crate) struct PageTail {
+    res: Pin<KBox<Opaque<bindings::resource>>>,
+}
+
+// SAFETY: The resource is only touched through the resource tree's own
+// lock (`request_resource`/`release_resource`), from any thread.
+unsafe impl Send for PageTail {}
+// SAFETY: No method reads or writes the resource.
+unsafe impl Sync for PageTail {}
+
+impl PageTail {
+    /// Reserves the rest of the page holding BAR `bar` of `pdev` and
+    /// returns the page's physical address, with the reservation when the
+    /// BAR is smaller than a page. `EINVAL` when the BAR does not start on
+    /// a page or is not in the resource tree; `EBUSY` when another resource
+    /// already lies in the rest of its page.
+    pub(crate) fn claim(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
+        let page = kernel::page::PAGE_SIZE as u64;
+        let i = usize::try_from(bar)?;
+        // SAFETY: `raw(pdev)` is a valid, bound PCI device; its resources
+        // are set at enumeration and not changed while a driver is bound.
+        let (start, end, flags, parent) = unsafe {
+            let r = (*raw(pdev)).resource.get(i).ok_or(EINVAL)?;
+            (r.start, r.end, r.flags, r.parent)
+        };
+        if start % page != 0 || end < start || parent.is_null() {
+            return Err(EINVAL);
+        }
+        let len = end - start + 1;
+        if len >= page {
+            return if len % page == 0 {
+                Ok((start, None))
+            } else {
+                Err(EINVAL)
+            };
+        }
+        // SAFETY: All-zero is a valid `struct resource` (unlinked, no name).
+        let mut tail: bindings::resource = unsafe { core::mem::zeroed() };
+        tail.name = c"ivshmem sub-page reserved".as_char_ptr();
+        tail.start = end + 1;
+        tail.end = start + page - 1;
+        tail.flags = flags;
+        let res = KBox::pin(Opaque::new(tail), GFP_KERNEL)?;
+        // SAFETY: `parent` is the BAR's parent in the resource tree, which
+        // outlives the bound device; `res` is a valid, unlinked resource in
+        // a box that is not freed before `release_resource` on drop.
+        to_result(unsafe { bindings::request_resource(parent, res.get()) })?;
+        // INVARIANT: `res` was just inserted.
+        Ok((start, Some(Self { res })))
+    }
+}
+
+impl Drop for PageTail {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `res` is in the tree, and is taken
+        // out only here.
+        unsafe { bindings::release_resource(self.res.get()) };
+    }
 }

@@ -42,7 +42,8 @@ const VM_FAULT_FALLBACK: bindings::vm_fault_t =
 const VM_FAULT_NOPAGE: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
 
-/// A range of page frames of I/O memory that user space may map.
+/// A range of page frames of I/O memory that user space may map, at file
+/// page offsets `[base, base + pages)`.
 ///
 /// # Invariants
 ///
@@ -53,10 +54,12 @@ const VM_FAULT_NOPAGE: bindings::vm_fault_t =
 pub(crate) struct IoWindow {
     pfn: usize,
     pages: usize,
+    base: usize,
 }
 
 impl IoWindow {
-    /// A window over `[phys, phys + len)`; both must be page-aligned.
+    /// A window over `[phys, phys + len)`, mapped at file offset 0; both
+    /// must be page-aligned.
     ///
     /// # Safety
     ///
@@ -72,7 +75,18 @@ impl IoWindow {
         Ok(Self {
             pfn: usize::try_from(phys >> PAGE_SHIFT)?,
             pages: usize::try_from(len >> PAGE_SHIFT)?,
+            base: 0,
         })
+    }
+
+    /// The same window, mapped at file page offset `base`.
+    pub(crate) fn at_pgoff(self, base: usize) -> Self {
+        Self { base, ..self }
+    }
+
+    /// The window's index of file page `pgoff`, if the window has it.
+    fn index(&self, pgoff: usize) -> Option<usize> {
+        pgoff.checked_sub(self.base).filter(|i| *i < self.pages)
     }
 }
 
@@ -94,18 +108,20 @@ pub(crate) trait IoMap: Send + Sync + Sized + 'static {
     where
         Self: 'a;
 
-    /// Returns the window to map and a guard keeping it valid, or `None`
-    /// once the device is gone.
-    fn lock(&self) -> Option<(Self::Guard<'_>, IoWindow)>;
+    /// Returns the window that maps file page `pgoff` and a guard keeping
+    /// it valid, or `None` once the device is gone (or no window has that
+    /// page).
+    fn lock(&self, pgoff: usize) -> Option<(Self::Guard<'_>, IoWindow)>;
 
     /// Called after an entry of `kind` was inserted, under the guard.
     fn faulted(&self, _kind: FaultKind) {}
 
-    /// A VMA linked into `m` was duplicated (fork) or split off.
-    fn vma_opened(&self, m: Mapping);
+    /// A VMA linked into `m`, starting at file page `pgoff`, was
+    /// duplicated (fork) or split off.
+    fn vma_opened(&self, m: Mapping, pgoff: usize);
 
-    /// A VMA linked into `m` is going away.
-    fn vma_closed(&self, m: Mapping);
+    /// A VMA linked into `m`, starting at file page `pgoff`, is going away.
+    fn vma_closed(&self, m: Mapping, pgoff: usize);
 }
 
 /// The page offset (`mmap` offset in pages) a VMA being set up maps.
@@ -201,9 +217,11 @@ impl<M: IoMap> VmOps<M> {
         let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
         // The copy owns a reference of its own, released by its `close`.
         let copy: Arc<M> = map.into();
+        // SAFETY: The mm sets the copy up: `vm_pgoff` is set and stable.
+        let pgoff = unsafe { (*vma).vm_pgoff };
         // SAFETY: A live VMA of this driver has a `vm_file`.
         if let Some(m) = unsafe { Mapping::of_vma(vma) } {
-            copy.vma_opened(m);
+            copy.vma_opened(m, pgoff);
         }
         // SAFETY: The VMA is being set up by the mm; its private data
         // becomes the copy's own reference.
@@ -216,9 +234,11 @@ impl<M: IoMap> VmOps<M> {
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
         // SAFETY: This VMA owns one reference, given up here, once.
         let map = unsafe { <Arc<M> as ForeignOwnable>::from_foreign((*vma).vm_private_data) };
+        // SAFETY: The VMA is still live during `close`.
+        let pgoff = unsafe { (*vma).vm_pgoff };
         // SAFETY: The VMA is still live (and has its file) during `close`.
         if let Some(m) = unsafe { Mapping::of_vma(vma) } {
-            map.vma_closed(m);
+            map.vma_closed(m, pgoff);
         }
     }
 
@@ -272,27 +292,24 @@ impl<M: IoMap> VmOps<M> {
             start,
             end,
         } = *f;
-        let Some((guard, win)) = map.lock() else {
+        let Some((guard, win)) = map.lock(pgoff) else {
             // The device is gone.
             return VM_FAULT_SIGBUS;
         };
+        let Some(index) = win.index(pgoff) else {
+            return VM_FAULT_SIGBUS;
+        };
         let ret = if order == 0 {
-            if pgoff >= win.pages {
-                VM_FAULT_SIGBUS
-            } else {
-                // SAFETY: By the `IoWindow` invariant, the frame is I/O
-                // memory of this driver, reserved while `guard` lives; the
-                // address is within the locked VMA.
-                unsafe {
-                    bindings::vmf_insert_pfn(vma, address & !(PAGE_SIZE - 1), win.pfn + pgoff)
-                }
-            }
+            // SAFETY: By the `IoWindow` invariant, the frame is I/O memory
+            // of this driver, reserved while `guard` lives; the address is
+            // within the locked VMA.
+            unsafe { bindings::vmf_insert_pfn(vma, address & !(PAGE_SIZE - 1), win.pfn + index) }
         } else if order == PMD_ORDER || order == PUD_ORDER {
             let size = PAGE_SIZE << order;
             let pages = 1usize << order;
             let base = address & !(size - 1);
             let head = (address - base) >> PAGE_SHIFT;
-            match pgoff.checked_sub(head) {
+            match index.checked_sub(head) {
                 Some(first)
                     if base >= start
                         && base.checked_add(size).is_some_and(|e| e <= end)

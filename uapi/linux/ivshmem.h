@@ -8,6 +8,7 @@
  *   ioctl(fd, IVSHMEM_IOCTL_SET_CACHE, &cache)   cache mode of later mmaps
  *   mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)
  *   ioctl(fd, IVSHMEM_IOCTL_RING, &ring)         interrupt a peer
+ *   mmap(..., fd, IVSHMEM_DOORBELL_MMAP_OFFSET)  or with a store (MSI-X)
  *   read(fd, events, n * sizeof(*events))        wait for doorbells
  *   poll(fd) / select / epoll                    POLLIN while some are pending
  *   ioctl(fd, IVSHMEM_IOCTL_SET_MASK, &mask)     which vectors this file sees
@@ -43,6 +44,33 @@
 #define IVSHMEM_FEATURE_DOORBELL (1U << 0) /* can ring peers (ivshmem-doorbell) */
 #define IVSHMEM_FEATURE_MSIX     (1U << 1) /* doorbells arrive as MSI-X */
 #define IVSHMEM_FEATURE_INTX     (1U << 2) /* doorbells arrive as INTx (revision 0) */
+#define IVSHMEM_FEATURE_DOORBELL_MMAP (1U << 3) /* the doorbell page can be mapped */
+
+/*
+ * The doorbell page: mmap(NULL, page size, PROT_READ | PROT_WRITE,
+ * MAP_SHARED, fd, IVSHMEM_DOORBELL_MMAP_OFFSET) maps the page holding the
+ * device's registers (BAR0), uncached, so that a peer is rung with a
+ * 32-bit store, without a system call:
+ *
+ *   *(volatile __u32 *)(page + IVSHMEM_REG_DOORBELL) = peer << 16 | vector;
+ *
+ * This is the ring of IVSHMEM_IOCTL_RING minus its checks: a ring to an
+ * absent peer or vector is dropped by QEMU. On x86 an uncached store is
+ * ordered after earlier stores to write-back memory; after writes through
+ * a write-combining mapping, issue a store fence first.
+ *
+ * Only where ivshmem_info.features has IVSHMEM_FEATURE_DOORBELL_MMAP:
+ * doorbell devices with MSI-X (on a revision 0 INTx device the page holds
+ * the interrupt registers the driver owns) whose register page has no
+ * other device's registers (the driver reserves the rest of the page).
+ * -EOPNOTSUPP elsewhere; -EINVAL unless the length is one page and the
+ * mapping shared; -EACCES on an O_RDONLY file. The offset is past any
+ * shared memory (x86-64 physical addresses have at most 52 bits), so
+ * 32-bit processes cannot reach it. Like the shared memory, the mapping
+ * raises SIGBUS once the device is gone.
+ */
+#define IVSHMEM_DOORBELL_MMAP_OFFSET (1ULL << 52)
+#define IVSHMEM_REG_DOORBELL 12 /* offset of the Doorbell register in the page */
 
 /* ivshmem_info.flags */
 /*

@@ -300,6 +300,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "doorbell_fairness",
                     "readonly_open",
                     "doorbell_many_bindings",
+                    "doorbell_mmap",
                     "doorbell_unbind",
                 ],
             )

@@ -717,3 +717,189 @@ pub fn c_ring() -> TestResult {
     expect_events(&dev, &[(3, 1)], "vector 3 rung by the C program")?;
     Ok(())
 }
+
+/// `mmap()` of `len` bytes at `offset` of `fd` with `prot` and `flags`:
+/// the errno it fails with, or `None` (then unmapped again).
+fn mmap_errno(fd: &impl AsFd, len: usize, prot: i32, flags: i32, offset: u64) -> Option<i32> {
+    // SAFETY: a new mapping at an address the kernel picks, unmapped below
+    // before anything can use it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            flags,
+            fd.as_fd().as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Some(errno());
+    }
+    // SAFETY: exactly the mapping just made.
+    unsafe { libc::munmap(p, len) };
+    None
+}
+
+/// Whether `/proc/iomem` lists the reservation of the rest of a doorbell
+/// device's register page.
+fn tail_reserved() -> Result<bool, Failure> {
+    let text = std::fs::read_to_string("/proc/iomem")
+        .map_err(|e| Failure::Fail(format!("/proc/iomem: {e}")))?;
+    Ok(text.contains("ivshmem sub-page reserved"))
+}
+
+/// The doorbell page: a store rings a peer as the ioctl does, wakes the
+/// reader, and leaves BAR2's cache mode free; a mapping of another length,
+/// a private one, one of a read-only file, or of a plain device is refused;
+/// after unbind the store raises SIGBUS and the page's reservation is gone.
+pub fn doorbell_mmap() -> TestResult {
+    const PAGE: usize = 4096;
+    let off = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), plain) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let pci = sys::ivshmem_devices()?[bell as usize].clone();
+    let dev = Device::open(bell)?;
+    let info = dev.info()?;
+    check!(
+        info.doorbell_mmap,
+        "INFO of an MSI-X doorbell device: features {:#x}, no IVSHMEM_FEATURE_DOORBELL_MMAP",
+        info.raw.features
+    );
+    check!(
+        tail_reserved()?,
+        "/proc/iomem has no \"ivshmem sub-page reserved\" for the rest of BAR0's page"
+    );
+    let me = info
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let page = dev.map_doorbell()?;
+    // One at a time: QEMU merges rings it has not delivered yet.
+    for i in 0..3 {
+        page.ring(me, 0);
+        expect_events(&dev, &[(0, 1)], &format!("store ring {i} on vector 0"))?;
+    }
+    if info.vectors > 1 {
+        page.ring(me, 1);
+        expect_events(&dev, &[(1, 1)], "store ring on vector 1")?;
+    }
+    // The ioctl still rings alongside.
+    dev.ring(me, 0)?;
+    expect_events(&dev, &[(0, 1)], "ioctl ring while the page is mapped")?;
+    // The page does not pin BAR2's cache mode: with only the page mapped,
+    // BAR2 can be mapped in any mode.
+    for mode in [
+        ivshmem::CacheMode::WriteCombining,
+        ivshmem::CacheMode::WriteBack,
+    ] {
+        drop(dev.map(0, PAGE, mode)?);
+    }
+
+    for (what, len, prot, flags, offset, want) in [
+        (
+            "two pages",
+            2 * PAGE,
+            rw,
+            libc::MAP_SHARED,
+            off,
+            libc::EINVAL,
+        ),
+        (
+            "MAP_PRIVATE",
+            PAGE,
+            rw,
+            libc::MAP_PRIVATE,
+            off,
+            libc::EINVAL,
+        ),
+        (
+            "the page after it",
+            PAGE,
+            rw,
+            libc::MAP_SHARED,
+            off + PAGE as u64,
+            libc::EINVAL,
+        ),
+    ] {
+        let got = mmap_errno(&dev, len, prot, flags, offset);
+        println!("# doorbell page, {what}: {:?}", got.map(errname));
+        check!(
+            got == Some(want),
+            "mapping the doorbell page, {what}: {:?}, want {}",
+            got.map(errname),
+            errname(want)
+        );
+    }
+    let ro = Device::open_read_only(bell)?;
+    let got = mmap_errno(&ro, PAGE, libc::PROT_READ, libc::MAP_SHARED, off);
+    check!(
+        got == Some(libc::EACCES),
+        "doorbell page of a read-only file: {:?}, want EACCES",
+        got.map(errname)
+    );
+    drop(ro);
+    if let Some(p) = plain {
+        let pdev = Device::open(p)?;
+        check!(
+            !pdev.info()?.doorbell_mmap,
+            "a plain device says it has a doorbell page"
+        );
+        expect_err(
+            "doorbell page of a plain device",
+            pdev.map_doorbell(),
+            libc::EOPNOTSUPP,
+        )?;
+    }
+
+    // Unbind: the page is zapped and its reservation released.
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
+        .map_err(Failure::Fail)?;
+    let reg = page_ptr(&page);
+    let ended = crate::shm::in_child(|| {
+        // SAFETY: a volatile store to the (zapped) page, in a child.
+        unsafe { reg.write_volatile(u32::from(me) << 16) };
+        // Reaching here means no SIGBUS.
+        10
+    })?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "a store to the doorbell page after unbind: {ended:?}, want SIGBUS"
+    );
+    check!(
+        !tail_reserved()?,
+        "the rest of BAR0's page is still reserved after unbind"
+    );
+    expect_err(
+        "doorbell page after unbind",
+        dev.map_doorbell(),
+        libc::ENODEV,
+    )?;
+    drop(page);
+    drop(dev);
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    check!(
+        sys::wait_for(10, || sys::node_exists(bell as usize)),
+        "the device did not come back"
+    );
+    check!(tail_reserved()?, "no page reservation after rebinding");
+    let again = Device::open(bell)?;
+    again.map_doorbell()?.ring(me, 0);
+    expect_events(&again, &[(0, 1)], "store ring after rebinding")?;
+    drop(again);
+    m.unload().map_err(Failure::Fail)?;
+    check!(
+        !tail_reserved()?,
+        "the rest of BAR0's page is still reserved after rmmod"
+    );
+    Ok(())
+}
+
+/// The Doorbell register of a mapped doorbell page.
+fn page_ptr(page: &ivshmem::DoorbellPage) -> *mut u32 {
+    page.as_ptr()
+        .wrapping_add(ivshmem::uapi::IVSHMEM_REG_DOORBELL)
+        .cast()
+}

@@ -33,7 +33,7 @@ fn devices(min: usize) -> Result<Vec<PciDev>, Failure> {
 
 /// Runs `f` in a child process and returns how it ended: `Ok(code)` for an
 /// exit, `Err(signal)` for a signal.
-fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Failure> {
+pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Failure> {
     // SAFETY: the child only runs `f` (volatile accesses to a mapping) and
     // `_exit`s; it never returns into the test harness.
     let pid = unsafe { libc::fork() };

@@ -212,6 +212,12 @@ pub fn all() -> Vec<Test> {
             run: crate::doorbell::doorbell_signal,
         },
         Test {
+            name: "doorbell_mmap",
+            default: false,
+            about: "the doorbell page: a store rings; bad mappings refused; SIGBUS after unbind",
+            run: crate::doorbell::doorbell_mmap,
+        },
+        Test {
             name: "doorbell_unbind",
             default: false,
             about: "unbind wakes a blocked reader (ENODEV) and a poller (HUP|ERR)",

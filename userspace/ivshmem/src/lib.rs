@@ -41,6 +41,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
 
 /// How a mapping is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +78,8 @@ pub struct Info {
     pub vectors: u32,
     /// Whether peers can be rung (ivshmem-doorbell).
     pub doorbell: bool,
+    /// Whether peers can be rung with a store ([`Device::map_doorbell`]).
+    pub doorbell_mmap: bool,
     /// N of `/dev/ivshmemN`.
     pub index: u32,
     /// PCI revision.
@@ -117,6 +120,7 @@ impl From<uapi::ivshmem_info> for Info {
             ivposition: u16::try_from(r.ivposition).ok(),
             vectors: r.vectors,
             doorbell: r.features & uapi::IVSHMEM_FEATURE_DOORBELL != 0,
+            doorbell_mmap: r.features & uapi::IVSHMEM_FEATURE_DOORBELL_MMAP != 0,
             index: r.index,
             revision: r.revision,
             pci: (r.pci_domain, r.pci_bus, r.pci_devfn >> 3, r.pci_devfn & 7),
@@ -417,6 +421,34 @@ impl Device {
         )
     }
 
+    /// Maps the doorbell page, to ring peers with a store instead of a
+    /// system call ([`DoorbellPage::ring`]). Fails with `EOPNOTSUPP` where
+    /// [`Info::doorbell_mmap`] is false, `EACCES` on a read-only file.
+    pub fn map_doorbell(&self) -> io::Result<DoorbellPage> {
+        let len = rustix::param::page_size();
+        // SAFETY: a new shared mapping at an address the kernel picks,
+        // owned by the returned `DoorbellPage`.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &self.fd,
+                uapi::IVSHMEM_DOORBELL_MMAP_OFFSET,
+            )
+        }
+        .map_err(|e| {
+            context(
+                e,
+                format_args!("mapping the doorbell page of {}", self.path.display()),
+            )
+        })?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(DoorbellPage { ptr, len })
+    }
+
     /// Chooses the vectors this open file waits on (all, when opened).
     pub fn set_vector_mask(&self, vectors: impl IntoIterator<Item = u16>) -> io::Result<()> {
         let mut arg = uapi::ivshmem_mask::default();
@@ -532,6 +564,55 @@ impl Device {
 impl AsFd for Device {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// The device's doorbell page, mapped ([`Device::map_doorbell`]); unmapped
+/// on drop.
+#[derive(Debug)]
+pub struct DoorbellPage {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a store to a device register, which any thread may make.
+unsafe impl Send for DoorbellPage {}
+// SAFETY: as above.
+unsafe impl Sync for DoorbellPage {}
+
+impl DoorbellPage {
+    /// Interrupts `peer` on `vector` with one store to the Doorbell
+    /// register, as [`Device::ring`] does with a system call. Earlier
+    /// writes to the shared memory (through any mapping, write-combining
+    /// ones too: a full fence comes first) are visible to the peer when
+    /// its interrupt arrives. Once the device is gone, the store raises
+    /// SIGBUS, like an access to a mapping of its memory.
+    pub fn ring(&self, peer: u16, vector: u16) {
+        fence(Ordering::SeqCst);
+        let value = u32::from(peer) << 16 | u32::from(vector);
+        // SAFETY: the register lies within the mapped page, 4-aligned.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .add(uapi::IVSHMEM_REG_DOORBELL)
+                .cast::<u32>()
+                .write_volatile(value)
+        };
+    }
+}
+
+impl DoorbellPage {
+    /// The start of the page.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for DoorbellPage {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made by `Device::map_doorbell`,
+        // unmapped once.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

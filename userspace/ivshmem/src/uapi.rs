@@ -14,6 +14,12 @@ pub const IVSHMEM_FEATURE_DOORBELL: u32 = 1 << 0;
 pub const IVSHMEM_FEATURE_MSIX: u32 = 1 << 1;
 /// `ivshmem_info.features`: doorbells arrive as INTx (revision 0).
 pub const IVSHMEM_FEATURE_INTX: u32 = 1 << 2;
+/// `ivshmem_info.features`: the doorbell page can be mapped.
+pub const IVSHMEM_FEATURE_DOORBELL_MMAP: u32 = 1 << 3;
+/// The mmap offset of the doorbell page (the device's registers).
+pub const IVSHMEM_DOORBELL_MMAP_OFFSET: u64 = 1 << 52;
+/// Offset of the Doorbell register in the doorbell page.
+pub const IVSHMEM_REG_DOORBELL: usize = 12;
 /// `ivshmem_info.flags`: IVPosition is -1, the memory is not there yet.
 pub const IVSHMEM_INFO_NOT_READY: u32 = 1 << 0;
 

@@ -23,6 +23,12 @@ IVSHMEM_FEATURE_DOORBELL = 1 << 0
 IVSHMEM_FEATURE_MSIX = 1 << 1
 #: ``ivshmem_info.features``: doorbells arrive as INTx (revision 0).
 IVSHMEM_FEATURE_INTX = 1 << 2
+#: ``ivshmem_info.features``: the doorbell page can be mapped.
+IVSHMEM_FEATURE_DOORBELL_MMAP = 1 << 3
+#: The mmap offset of the doorbell page (the device's registers).
+IVSHMEM_DOORBELL_MMAP_OFFSET = 1 << 52
+#: Offset of the Doorbell register in the doorbell page.
+IVSHMEM_REG_DOORBELL = 12
 #: ``ivshmem_info.flags``: IVPosition reads -1, the memory is not there yet.
 IVSHMEM_INFO_NOT_READY = 1 << 0
 
@@ -177,6 +183,9 @@ CONSTANTS: Tuple[str, ...] = (
     "IVSHMEM_FEATURE_DOORBELL",
     "IVSHMEM_FEATURE_MSIX",
     "IVSHMEM_FEATURE_INTX",
+    "IVSHMEM_FEATURE_DOORBELL_MMAP",
+    "IVSHMEM_DOORBELL_MMAP_OFFSET",
+    "IVSHMEM_REG_DOORBELL",
     "IVSHMEM_INFO_NOT_READY",
     "IVSHMEM_CACHE_WB",
     "IVSHMEM_CACHE_WC",
