@@ -527,10 +527,12 @@ const CONTENDERS: &[&str] = &[
     "guest RAM memcpy",
     "host memcpy of the backing file",
     "ivshmem read()",
+    "ivshmem read(), store ring",
     "ivshmem poll()",
     "ivshmem epoll(eventfd)",
     "vfio-pci read(eventfd)",
     "ivshmem ring ioctl",
+    "ivshmem ring store",
     "eventfd, two threads",
 ];
 

@@ -44,12 +44,20 @@ const VFIO_CANNOT: u64 = 0x5646_494f_0002;
 const VFIO_SYNC: usize = 0x800;
 /// BAR0's Doorbell register: `(peer << 16) | vector`.
 const DOORBELL: usize = 12;
+/// Where each guest says, before it announces itself, whether it can map
+/// the doorbell page: 8 bytes per IVPosition.
+const PAGE_CAPS: usize = 0xc00;
+const PAGE_CAN: u64 = 0x5041_4745_0001;
+const PAGE_CANNOT: u64 = 0x5041_4745_0002;
 
 /// How the waiting side wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     /// Blocking `read()` of the device file.
     Read,
+    /// The same, the peer rung with a store to the mapped doorbell page
+    /// instead of the RING ioctl.
+    Store,
     /// `poll()` of the device file, then `read()`.
     Poll,
     /// `epoll_wait()` on an eventfd bound to the vector, then `read()` of it.
@@ -65,6 +73,7 @@ impl Method {
     fn contender(self) -> &'static str {
         match self {
             Method::Read => "ivshmem read()",
+            Method::Store => "ivshmem read(), store ring",
             Method::Poll => "ivshmem poll()",
             Method::Epoll => "ivshmem epoll(eventfd)",
             Method::Floor => "eventfd, two threads",
@@ -74,7 +83,7 @@ impl Method {
     /// The vector its doorbells use.
     fn vector(self) -> u16 {
         match self {
-            Method::Read => 0,
+            Method::Read | Method::Store => 0,
             Method::Poll => 1,
             Method::Epoll => 2,
             Method::Floor => u16::MAX,
@@ -163,6 +172,8 @@ struct Waiters {
     efd: OwnedFd,
     epfd: OwnedFd,
     stream: Device,
+    /// The doorbell page, or why it cannot be mapped.
+    page: Result<ivshmem::DoorbellPage, String>,
 }
 
 impl Waiters {
@@ -199,21 +210,37 @@ impl Waiters {
         if r != 0 {
             return Err(Failure::Fail("epoll_ctl failed".into()));
         }
+        let dev = Device::open(index)?;
+        let page = dev.map_doorbell().map_err(|e| e.to_string());
         Ok(Self {
-            dev: Device::open(index)?,
+            dev,
             read,
             poll,
             _bound: bound,
             efd,
             epfd,
             stream,
+            page,
         })
+    }
+
+    /// Rings `vector` of `peer` the way `m` does: a store to the doorbell
+    /// page for [`Method::Store`], the RING ioctl otherwise.
+    fn ring(&self, m: Method, peer: u16, vector: u16) -> Result<(), Failure> {
+        match (m, &self.page) {
+            (Method::Store, Ok(page)) => {
+                page.ring(peer, vector);
+                Ok(())
+            }
+            (Method::Store, Err(why)) => Err(Failure::Fail(format!("doorbell page: {why}"))),
+            _ => Ok(self.dev.ring(peer, vector)?),
+        }
     }
 
     /// Waits for the next doorbell of `m`'s vector, the way `m` says.
     fn wait(&self, m: Method) -> Result<(), Failure> {
         match m {
-            Method::Read => read_once(self.read.as_fd()),
+            Method::Read | Method::Store => read_once(self.read.as_fd()),
             Method::Poll => {
                 poll_in(self.poll.as_fd())?;
                 read_once(self.poll.as_fd())
@@ -481,6 +508,14 @@ pub fn run() -> BenchResult {
         .ok_or(Failure::Fail("no IVPosition".into()))?;
     let mut map = w.dev.map_all()?;
     map.write_volatile(
+        PAGE_CAPS + 8 * usize::from(me),
+        if w.page.is_ok() {
+            PAGE_CAN
+        } else {
+            PAGE_CANNOT
+        },
+    )?;
+    map.write_volatile(
         VFIO_CAPS + 8 * usize::from(me),
         if vfio_here.is_ok() {
             VFIO_CAN
@@ -500,7 +535,21 @@ pub fn run() -> BenchResult {
             "the peer guest (IVPosition {peer}) cannot use vfio-pci (its log says why)"
         )),
     };
+    let page_ok = match (
+        &w.page,
+        map.read_volatile::<u64>(PAGE_CAPS + 8 * usize::from(peer))?,
+    ) {
+        (Err(why), _) => Err(format!("no doorbell page: {why}")),
+        (Ok(_), PAGE_CAN) => Ok(()),
+        (Ok(_), _) => Err(format!(
+            "the peer guest (IVPosition {peer}) cannot map its doorbell page"
+        )),
+    };
     let mut methods = METHODS.to_vec();
+    match &page_ok {
+        Ok(()) => methods.push(Method::Store),
+        Err(why) => println!("# store ring: skipped: {why}"),
+    }
     match &vfio_ok {
         Ok(()) => methods.push(Method::Vfio),
         Err(why) => println!("# vfio-pci: skipped: {why}"),
@@ -582,7 +631,7 @@ pub fn run() -> BenchResult {
                 let start = Instant::now();
                 for _ in 0..n {
                     let (ns, r) = timed(|| -> Result<(), Failure> {
-                        w.dev.ring(peer, m.vector())?;
+                        w.ring(m, peer, m.vector())?;
                         w.wait(m)
                     });
                     r?;
@@ -594,7 +643,7 @@ pub fn run() -> BenchResult {
             } else {
                 for _ in 0..n {
                     w.wait(m)?;
-                    w.dev.ring(peer, m.vector())?;
+                    w.ring(m, peer, m.vector())?;
                 }
                 continue;
             };
@@ -612,29 +661,29 @@ pub fn run() -> BenchResult {
                 .push(n as f64 / secs);
         }
         // One way: the pinger rings as fast as it can, the receiver wakes
-        // until it sees the last sequence number, then acknowledges.
+        // until it sees the last sequence number, then acknowledges. Once
+        // with the ioctl, once with stores to the doorbell page.
         let s = if round == 0 {
             (stream / 10).max(1)
         } else {
             stream
         };
-        let base = (round + 1) << 32;
-        if pinger {
-            let start = Instant::now();
-            for i in 1..=s {
-                map.write_volatile(STREAM, base + i)?;
-                w.dev.ring(peer, STREAM_VECTOR)?;
-            }
-            let sent = start.elapsed().as_secs_f64();
-            w.wait(Method::Read)?;
-            let done = start.elapsed().as_secs_f64();
-            // The floor of the same stream, in this guest alone.
-            let (f_sent, f_done, f_wakes) = floor_stream(s)?;
-            if round > 0 {
-                for (c, sent, done) in [
-                    ("ivshmem ring ioctl", sent, done),
-                    (Method::Floor.contender(), f_sent, f_done),
-                ] {
+        let mut kinds = vec![(Method::Read, "ivshmem ring ioctl")];
+        if page_ok.is_ok() {
+            kinds.push((Method::Store, "ivshmem ring store"));
+        }
+        for (k, (how, c)) in kinds.into_iter().enumerate() {
+            let base = ((round + 1) << 32) + ((k as u64) << 28);
+            if pinger {
+                let start = Instant::now();
+                for i in 1..=s {
+                    map.write_volatile(STREAM, base + i)?;
+                    w.ring(how, peer, STREAM_VECTOR)?;
+                }
+                let sent = start.elapsed().as_secs_f64();
+                w.wait(Method::Read)?;
+                let done = start.elapsed().as_secs_f64();
+                if round > 0 {
                     out.entry(("one way, rings sent", "rings/s", c))
                         .or_default()
                         .push(s as f64 / sent);
@@ -642,32 +691,37 @@ pub fn run() -> BenchResult {
                         .or_default()
                         .push(s as f64 / done);
                 }
-                out.entry((
-                    "one way, receiver wake-ups per ring",
-                    "ratio",
-                    Method::Floor.contender(),
-                ))
-                .or_default()
-                .push(f_wakes as f64 / s as f64);
-            }
-        } else {
-            let mut interrupts = 0u64;
-            loop {
-                read_once(w.stream.as_fd())?;
-                interrupts += 1;
-                if map.read_volatile::<u64>(STREAM)? == base + s {
-                    break;
+            } else {
+                let mut interrupts = 0u64;
+                loop {
+                    read_once(w.stream.as_fd())?;
+                    interrupts += 1;
+                    if map.read_volatile::<u64>(STREAM)? == base + s {
+                        break;
+                    }
+                }
+                w.ring(how, peer, Method::Read.vector())?;
+                if round > 0 {
+                    out.entry(("one way, receiver wake-ups per ring", "ratio", c))
+                        .or_default()
+                        .push(interrupts as f64 / s as f64);
                 }
             }
-            w.dev.ring(peer, Method::Read.vector())?;
+        }
+        if pinger {
+            // The floor of the same stream, in this guest alone.
+            let (f_sent, f_done, f_wakes) = floor_stream(s)?;
             if round > 0 {
-                out.entry((
-                    "one way, receiver wake-ups per ring",
-                    "ratio",
-                    "ivshmem ring ioctl",
-                ))
-                .or_default()
-                .push(interrupts as f64 / s as f64);
+                let c = Method::Floor.contender();
+                out.entry(("one way, rings sent", "rings/s", c))
+                    .or_default()
+                    .push(s as f64 / f_sent);
+                out.entry(("one way, until the receiver saw the last", "rings/s", c))
+                    .or_default()
+                    .push(s as f64 / f_done);
+                out.entry(("one way, receiver wake-ups per ring", "ratio", c))
+                    .or_default()
+                    .push(f_wakes as f64 / s as f64);
             }
         }
     }
@@ -712,6 +766,13 @@ pub fn run() -> BenchResult {
             contender(m.contender(), Outcome::Pass);
         }
     }
+    contender(
+        Method::Store.contender(),
+        match page_ok {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Skip(why),
+        },
+    );
     contender(
         Method::Vfio.contender(),
         match vfio_ok {
