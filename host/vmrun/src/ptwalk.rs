@@ -313,16 +313,34 @@ pub fn carry_out(qmp: &Path, scratch: &Path, w: &PtWalk) -> Result<()> {
         w.offset
     );
     let file = backing_file(&mut q, &id)?;
-    let r = walk_until_found(&mut q, scratch, w, size, &file);
-    if r.is_err() {
+    walk_until_found(&mut q, scratch, w, size, &file).map_err(|e| {
         // The guest spins until an answer comes: say it failed.
         let failed = ptwalk::Answer {
             status: ptwalk::FAILED,
             ..Default::default()
         };
-        answer(&file, w.offset, w.nonce, &failed)?;
+        match answer(&file, w.offset, w.nonce, &failed) {
+            Ok(()) => e,
+            Err(a) => e.context(format!("and the guest could not be told: {a:#}")),
+        }
+    })
+}
+
+/// The counts of the walk `w` asks for, if the page tables at `p` are the
+/// asking process's: those map its answer slot (VA+OFFSET) to the BAR's
+/// (PHYS+OFFSET). Otherwise (another process's, or the kernel's, were on
+/// the vCPU) why not.
+fn askers_walk(
+    mem: &mut impl PhysMem,
+    p: Paging,
+    w: &PtWalk,
+    bar: &Range<u64>,
+) -> Result<Result<Counts, String>> {
+    let (slot, want) = (w.va + w.offset, w.phys + w.offset);
+    match translate(mem, p, slot)? {
+        Some(pa) if pa == want => Ok(Ok(walk(mem, p, w.va..w.va + w.len, bar)?)),
+        other => Ok(Err(format!("{slot:#x} maps to {other:x?}, not {want:#x}"))),
     }
-    r
 }
 
 /// Walks until a walk is the asking process's (see [`carry_out`]), and
@@ -343,18 +361,10 @@ fn walk_until_found(q: &mut Qmp, scratch: &Path, w: &PtWalk, size: u64, file: &P
                 file: scratch,
                 cache: HashMap::new(),
             };
-            // Whose page tables: the asking process's map its answer slot.
-            let (slot, want) = (w.va + w.offset, w.phys + w.offset);
-            match translate(&mut mem, p, slot)? {
-                Some(pa) if pa == want => {}
-                other => {
-                    return Ok(Err(format!(
-                        "CR3 {:#x}: {slot:#x} maps to {other:x?}, not {want:#x}",
-                        regs.cr3
-                    )));
-                }
-            }
-            let c = walk(&mut mem, p, w.va..w.va + w.len, &bar)?;
+            let c = match askers_walk(&mut mem, p, w, &bar)? {
+                Ok(c) => c,
+                Err(why) => return Ok(Err(format!("CR3 {:#x}: {why}", regs.cr3))),
+            };
             let a = ptwalk::Answer {
                 status: ptwalk::OK,
                 entries: c.into,
@@ -614,6 +624,42 @@ EFER=0000000000000d01
         assert!(real.paging().is_err());
         let e = Regs::parse("CR0=80050033 CR3=0").unwrap_err();
         assert!(e.to_string().contains("no CR4"), "{e}");
+    }
+
+    #[test]
+    fn only_the_askers_page_tables_are_counted() {
+        let (mut m, base) = image();
+        // The asker maps the BAR's first 4 GiB from `base`; its answer
+        // slot is in the 1 GiB leaf.
+        let w = PtWalk {
+            cpu: 0,
+            va: base,
+            len: 4 * G,
+            phys: BAR.start,
+            offset: G + 0x1000,
+            nonce: 1,
+        };
+        assert_eq!(
+            askers_walk(&mut m, paging(), &w, &BAR).unwrap(),
+            Ok(counts([528, 5, 1], 2))
+        );
+        // Another process: nothing at the slot.
+        let other = Paging {
+            root: 0x8000,
+            levels: 4,
+        };
+        m.set(0x8000, 0, 0);
+        let why = askers_walk(&mut m, other, &w, &BAR).unwrap().unwrap_err();
+        assert!(why.contains("maps to None"), "{why}");
+        // Or something other than the BAR's page there.
+        let shifted = PtWalk {
+            phys: BAR.start + G,
+            ..w
+        };
+        let why = askers_walk(&mut m, paging(), &shifted, &BAR)
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("not 0x1080001000"), "{why}");
     }
 
     #[test]
