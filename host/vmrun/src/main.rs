@@ -24,6 +24,7 @@ mod bench;
 mod cpio;
 mod hooks;
 mod initramfs;
+mod ptwalk;
 mod qemu;
 mod qmp;
 mod regions;

@@ -32,7 +32,7 @@ impl Qmp {
 
     /// Reads the greeting on a connected stream and negotiates
     /// capabilities.
-    fn handshake(stream: UnixStream) -> Result<Self> {
+    pub(crate) fn handshake(stream: UnixStream) -> Result<Self> {
         let mut q = Self {
             stream,
             partial: Vec::new(),

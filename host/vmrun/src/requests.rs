@@ -1,6 +1,7 @@
 //! What the host does for the guests while they run: their requests
-//! (`# vmrun-request: ...` lines), such as hot-unplug and re-plug over QMP
-//! or the host client's view of the server's peers.
+//! (`# vmrun-request: ...` lines), such as hot-unplug and re-plug over QMP,
+//! the host client's view of the server's peers, or a walk of a guest
+//! process's page tables ([`crate::ptwalk`]).
 
 use crate::qemu::{Guest, ServerLink};
 use crate::qmp::Qmp;
@@ -175,6 +176,11 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
                 args["bus"] = json!("rp0");
             }
             q.execute("device_add", args).map(|_| ())
+        }
+        Request::PtWalk(w) => {
+            // pmemsave's output, next to the guest's logs.
+            let scratch = g.qmp.with_file_name("ptwalk-table.bin");
+            crate::ptwalk::carry_out(&g.qmp, &scratch, w)
         }
         Request::Progress(_) => bail!("progress is not the host's to carry out"),
     }

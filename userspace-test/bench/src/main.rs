@@ -27,6 +27,7 @@
 mod doorbell;
 mod faults;
 mod mapping;
+mod ptwalk;
 mod sys;
 mod vfio;
 

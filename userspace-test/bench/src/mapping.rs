@@ -17,12 +17,14 @@
 //! `/proc/PID/pagemap` reports a `VM_PFNMAP` range as a hole (not
 //! present) and `PAGEMAP_SCAN` does not walk it at all (`fs/proc/
 //! task_mmu.c`). The run proves it once per contender (a `# pagemap:`
-//! line) and counts what the kernel does account: the process's
-//! page-table pages (`VmPTE`), and for our driver the entries it inserted
-//! by size, from its own counter.
+//! line). So the host counts the entries by size, from the page tables,
+//! after each first touch (`ptwalk.rs`); besides, the run records what the
+//! kernel does account: the process's page-table pages (`VmPTE`), and for
+//! our driver the entries it inserted by size, from its own counter,
+//! which the host's count is checked against (a `# ptwalk:` line).
 
 use crate::sys::{self, Map, timed};
-use crate::{BenchResult, Failure, contender, progress, samples, vfio};
+use crate::{BenchResult, Failure, contender, progress, ptwalk, samples, vfio};
 use ivshmem::{CacheMode, Device};
 use ktap::Outcome;
 use std::collections::BTreeMap;
@@ -84,6 +86,45 @@ fn pagemap_probe(who: &str, ptr: *const u8, len: usize) {
         }
         Err(e) => println!("# pagemap: {who}: {e}"),
     }
+}
+
+/// Says what the host's walk of the page tables found for a touched
+/// mapping, and whether the driver's own counter (`counter`, our driver's
+/// contenders only) agrees with it, as a diagnostic and a raw record.
+fn report_walk(
+    who: &str,
+    case: &str,
+    map: &Map,
+    walked: &vmrun_protocol::ptwalk::Answer,
+    counter: Option<[u64; 3]>,
+) {
+    let e = walked.entries;
+    let whole = walked.bytes_mapped() == map.len as u64;
+    let sizes = |c: [u64; 3]| format!("{} 4K + {} 2M + {} 1G", c[0], c[1], c[2]);
+    let against = match counter {
+        Some(c) if c == e => format!("; the driver's counter: {}: agree", sizes(c)),
+        Some(c) => format!("; the driver's counter: {}: DISAGREE", sizes(c)),
+        None => String::new(),
+    };
+    println!(
+        "# ptwalk: {who}, {case} at {:p}: page tables hold {} entries into BAR 2 \
+         ({}, {} elsewhere; walk {}){against}",
+        map.ptr,
+        sizes(e),
+        if whole {
+            format!("all {case} mapped")
+        } else {
+            format!("{} of {} bytes mapped", walked.bytes_mapped(), map.len)
+        },
+        walked.elsewhere,
+        walked.tries
+    );
+    crate::emit(serde_json::json!({"ptwalk": {
+        "contender": who, "case": case, "address": format!("{:p}", map.ptr),
+        "entries_4k": e[0], "entries_2m": e[1], "entries_1g": e[2],
+        "whole_mapping_mapped": whole, "elsewhere": walked.elsewhere,
+        "walks": walked.tries, "driver_counter": counter,
+        "driver_counter_agrees": counter.map(|c| c == e)}}));
 }
 
 /// Samples by (case, metric, unit, contender).
@@ -189,16 +230,29 @@ fn measure(
         let before = index.and_then(sys::driver_faults);
         let (ns, ()) = timed(|| map.touch());
         put("first touch, whole mapping", "ns", ns);
+        let mut counter = None;
         if let (Some(i), Some(b)) = (index, before) {
             if let Some(a) = sys::driver_faults(i) {
-                put("entries inserted, 4K", "count", (a[0] - b[0]) as f64);
-                put("entries inserted, 2M", "count", (a[1] - b[1]) as f64);
-                put("entries inserted, 1G", "count", (a[2] - b[2]) as f64);
+                let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+                put("entries inserted, 4K", "count", d[0] as f64);
+                put("entries inserted, 2M", "count", d[1] as f64);
+                put("entries inserted, 1G", "count", d[2] as f64);
+                counter = Some(d);
             }
         }
         if probe {
             pagemap_probe(way.name(), map.ptr, map.len);
         }
+        // The entries by size, from the page tables, walked by the host;
+        // the answer lands in the BAR's last page, which nothing here
+        // reads or writes otherwise.
+        let phys = ptwalk::bar2_phys(dev).map_err(Failure::Fail)?;
+        let walked = ptwalk::ask(&map, phys, len - 4096)
+            .map_err(|e| Failure::Fail(format!("{} {case}: {e}", way.name())))?;
+        put("page-table entries, 4K", "count", walked.entries[0] as f64);
+        put("page-table entries, 2M", "count", walked.entries[1] as f64);
+        put("page-table entries, 1G", "count", walked.entries[2] as f64);
+        report_walk(way.name(), &case, &map, &walked, counter);
     }
     // The page tables the mapping took, after the touch if there was one.
     if let (Some(a), Some(b)) = (sys::vm_pte_kib(), pte0) {

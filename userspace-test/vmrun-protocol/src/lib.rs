@@ -7,6 +7,8 @@
 //! - [`server_shm`]: where the runner answers in the shared memory of a
 //!   scenario's ivshmem server;
 //! - [`data`]: what the host and the guests write into, and check in, a
+//!   plain device's shared memory;
+//! - [`ptwalk`]: where and how the runner answers a `ptwalk` request in a
 //!   plain device's shared memory.
 //!
 //! No dependencies: the guests' programs are static binaries.
@@ -54,6 +56,36 @@ pub enum Request {
     },
     /// `progress TEXT`: print TEXT as the guest's progress.
     Progress(String),
+    /// `ptwalk CPU VA LEN PHYS OFFSET NONCE` (CPU in decimal, the others
+    /// in hexadecimal with `0x`):
+    /// the asking process, pinned to vCPU CPU and spinning in user space,
+    /// maps LEN bytes of a plain device's BAR 2 (at guest-physical PHYS)
+    /// from its start at virtual address VA. The host stops the guest,
+    /// walks that vCPU's page tables over [VA, VA+LEN), counts the leaf
+    /// entries that map into the BAR by size, and leaves a
+    /// [`ptwalk::Answer`] at OFFSET of the device's shared memory, NONCE
+    /// last. The walk is the asking process's only if VA+OFFSET maps to
+    /// PHYS+OFFSET; otherwise the host lets the guest run and tries again.
+    PtWalk(PtWalk),
+}
+
+/// The arguments of [`Request::PtWalk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtWalk {
+    /// The vCPU (QEMU's cpu-index, Linux's CPU number) the process is
+    /// pinned to.
+    pub cpu: u32,
+    /// Where the mapping starts.
+    pub va: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// BAR 2's guest-physical address.
+    pub phys: u64,
+    /// Where in the BAR the answer goes (8-byte aligned, below LEN): the
+    /// process reads it through the mapping at VA+OFFSET.
+    pub offset: u64,
+    /// What the host writes last ([`ptwalk::nonce`]).
+    pub nonce: u64,
 }
 
 /// Why a request line could not be understood.
@@ -88,6 +120,11 @@ impl fmt::Display for Request {
                 peer: Some(p),
             } => write!(f, "kill {guest} {p}"),
             Self::Progress(text) => write!(f, "progress {text}"),
+            Self::PtWalk(w) => write!(
+                f,
+                "ptwalk {} {:#x} {:#x} {:#x} {:#x} {:#x}",
+                w.cpu, w.va, w.len, w.phys, w.offset, w.nonce
+            ),
         }
     }
 }
@@ -119,6 +156,11 @@ impl Request {
         if let Some(text) = request.strip_prefix("progress ") {
             return Ok(Self::Progress(text.to_string()));
         }
+        let hex = |w: &str| {
+            w.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad("not a hexadecimal number (0x...)"))
+        };
         let words: Vec<&str> = request.split_whitespace().collect();
         Ok(match words.as_slice() {
             ["device_del", dev] => Self::DeviceDel((*dev).to_string()),
@@ -140,9 +182,17 @@ impl Request {
                 guest: (*guest).to_string(),
                 peer: Some(id(peer)?),
             },
+            ["ptwalk", cpu, va, len, phys, offset, nonce] => Self::PtWalk(PtWalk {
+                cpu: cpu.parse().map_err(|_| bad("not a CPU number"))?,
+                va: hex(va)?,
+                len: hex(len)?,
+                phys: hex(phys)?,
+                offset: hex(offset)?,
+                nonce: hex(nonce)?,
+            }),
             [
                 "device_del" | "device_add" | "peers" | "host-ring" | "host-wait" | "kill"
-                | "progress",
+                | "progress" | "ptwalk",
                 ..,
             ] => return Err(bad("wrong number of arguments")),
             _ => return Err(bad("unknown request")),
@@ -252,6 +302,86 @@ pub mod data {
     pub const CLI_GUEST_TEXT: &[u8] = b"ivshmem write was here";
 }
 
+/// The answer to a `ptwalk` request ([`Request::PtWalk`]), at OFFSET of
+/// the device's shared memory: little-endian `u64` words, the nonce
+/// written last.
+pub mod ptwalk {
+    /// The nonce's word.
+    pub const NONCE: usize = 0;
+    /// [`OK`] or [`FAILED`].
+    pub const STATUS: usize = 8;
+    /// Leaf entries mapping into BAR 2: 4 KiB (PTEs), 2 MiB (PDEs with PS)
+    /// and 1 GiB (PDPTEs with PS), three words.
+    pub const ENTRIES: usize = 16;
+    /// Present leaf entries in the range that map elsewhere.
+    pub const ELSEWHERE: usize = 40;
+    /// The walks the host made until one was the asking process's.
+    pub const TRIES: usize = 48;
+    /// The bytes of an answer.
+    pub const LEN: usize = 56;
+    /// The walk was made.
+    pub const OK: u64 = 0;
+    /// It was not (the runner's log says why): the counts are zero.
+    pub const FAILED: u64 = 1;
+
+    const TAG: u64 = 0x7074_7761_0000_0000;
+
+    /// The `n`th nonce: marked, so that zeroed or patterned memory does
+    /// not read as one.
+    pub const fn nonce(n: u32) -> u64 {
+        TAG | n as u64
+    }
+
+    /// What the host found.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Answer {
+        /// [`OK`] or [`FAILED`].
+        pub status: u64,
+        /// Leaf entries into BAR 2: 4 KiB, 2 MiB, 1 GiB.
+        pub entries: [u64; 3],
+        /// Present leaf entries in the range that map elsewhere.
+        pub elsewhere: u64,
+        /// Walks made.
+        pub tries: u64,
+    }
+
+    impl Answer {
+        /// The answer's words after the nonce, as bytes for offset
+        /// [`STATUS`].
+        pub fn body(&self) -> [u8; LEN - STATUS] {
+            let mut b = [0u8; LEN - STATUS];
+            let words = [
+                self.status,
+                self.entries[0],
+                self.entries[1],
+                self.entries[2],
+                self.elsewhere,
+                self.tries,
+            ];
+            for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+            b
+        }
+
+        /// Reads an answer with `word(offset)`, the `u64` at that offset of
+        /// the answer.
+        pub fn read(mut word: impl FnMut(usize) -> u64) -> Self {
+            Self {
+                status: word(STATUS),
+                entries: [word(ENTRIES), word(ENTRIES + 8), word(ENTRIES + 16)],
+                elsewhere: word(ELSEWHERE),
+                tries: word(TRIES),
+            }
+        }
+
+        /// The bytes the entries into the BAR map.
+        pub fn bytes_mapped(&self) -> u64 {
+            self.entries[0] << 12 | self.entries[1] << 21 | self.entries[2] << 30
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::server_shm::*;
@@ -277,6 +407,14 @@ mod tests {
                 peer: Some(7),
             },
             Request::Progress("mapping: 3 of 11 repetitions".into()),
+            Request::PtWalk(PtWalk {
+                cpu: 1,
+                va: 0x7f23_30c4_8000,
+                len: 4 << 20,
+                phys: 0x4_0000_0000,
+                offset: (4 << 20) - 4096,
+                nonce: ptwalk::nonce(7),
+            }),
         ] {
             let line = r.line();
             assert!(line.starts_with(REQUEST), "{line}");
@@ -301,6 +439,15 @@ mod tests {
             ("host-ring 1 70000", "not a number from 0 to 65535"),
             ("kill", "wrong number of arguments"),
             ("reboot now", "unknown request"),
+            (
+                "ptwalk 0 0x1000 0x1000 0x1000 0",
+                "wrong number of arguments",
+            ),
+            (
+                "ptwalk 0 1000 0x1000 0x1000 0 0x1",
+                "not a hexadecimal number (0x...)",
+            ),
+            ("ptwalk x 0x1000 0x1000 0x1000 0x0 0x1", "not a CPU number"),
         ] {
             let e = Request::parse(line).unwrap_err();
             assert_eq!(e.why, why, "{line}");
@@ -314,6 +461,24 @@ mod tests {
         assert_eq!(host_id(host_id_value(65535)), Some(65535));
         assert_eq!(host_id(0), None);
         assert_eq!(host_id(ack(5)), None);
+    }
+
+    #[test]
+    fn ptwalk_answers_read_back() {
+        let a = ptwalk::Answer {
+            status: ptwalk::OK,
+            entries: [3, 2, 1],
+            elsewhere: 4,
+            tries: 5,
+        };
+        let mut mem = [0u8; ptwalk::LEN];
+        mem[ptwalk::STATUS..].copy_from_slice(&a.body());
+        let word = |o: usize| u64::from_le_bytes(mem[o..o + 8].try_into().unwrap());
+        assert_eq!(ptwalk::Answer::read(word), a);
+        assert_eq!(a.bytes_mapped(), 3 * 4096 + 2 * (2 << 20) + (1 << 30));
+        assert_ne!(ptwalk::nonce(0), 0);
+        assert_ne!(ptwalk::nonce(0), ptwalk::nonce(1));
+        assert_ne!(ptwalk::nonce(0), u64::from_le_bytes([1; 8]));
     }
 
     #[test]
