@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
+/// The doorbell page's mmap offset (`IVSHMEM_DOORBELL_MMAP_OFFSET`).
+const DOORBELL_MMAP_OFFSET: usize = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET as usize;
 /// Per thread, at most this many open files, mappings and eventfds.
 const MAX_FDS: usize = 12;
 const MAX_MAPS: usize = 8;
@@ -475,11 +477,13 @@ impl<'a> Worker<'a> {
         }
         let size = fd.size;
         let pages = (size / PAGE) as u64;
-        let offset = match self.rng.below(8) {
+        let offset = match self.rng.below(9) {
             0..=2 => 0,
             3 | 4 => self.rng.below(pages) as usize * PAGE,
             5 => size.saturating_sub(PAGE),
             6 => size,
+            // The doorbell page: touches then store to the registers.
+            7 => DOORBELL_MMAP_OFFSET,
             _ => (self.rng.next_u64() as usize) & !(PAGE - 1),
         };
         let len = match self.rng.below(8) {
