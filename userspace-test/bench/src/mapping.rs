@@ -18,7 +18,11 @@
 //! present) and `PAGEMAP_SCAN` does not walk it at all (`fs/proc/
 //! task_mmu.c`). The run proves it once per contender (a `# pagemap:`
 //! line). So the host counts the entries by size, from the page tables,
-//! after each first touch (`ptwalk.rs`); besides, the run records what the
+//! after a first touch of each contender and size (`ptwalk.rs`), in an
+//! untimed pass after the repetitions: the guest stops while the host
+//! walks, and the timings right after a walk were seen to suffer (mmap
+//! of 4 MiB up to 6 times slower for every contender). Besides, the run
+//! records what the
 //! kernel does account: the process's page-table pages (`VmPTE`), and for
 //! our driver the entries it inserted by size, from its own counter,
 //! which the host's count is checked against (a `# ptwalk:` line).
@@ -140,11 +144,16 @@ fn copy_rate(src: *const u8, dst: *mut u8, len: usize) -> f64 {
 }
 
 /// What one repetition needs to know of the run.
+#[derive(Clone)]
 struct Plan {
     touch_max: u64,
     bw: usize,
     /// The PCI function whose mappings are also copied through.
     bw_dev: Option<PathBuf>,
+    /// Ask the host to walk the page tables after each first touch: only
+    /// in the untimed pass after the repetitions, since the guest stops
+    /// while the host walks, which disturbs what is timed next.
+    walk: bool,
 }
 
 /// The `/dev/ivshmemN` index of the PCI function at `dev`.
@@ -246,13 +255,15 @@ fn measure(
         // The entries by size, from the page tables, walked by the host;
         // the answer lands in the BAR's last page, which nothing here
         // reads or writes otherwise.
-        let phys = ptwalk::bar2_phys(dev).map_err(Failure::Fail)?;
-        let walked = ptwalk::ask(&map, phys, len - 4096)
-            .map_err(|e| Failure::Fail(format!("{} {case}: {e}", way.name())))?;
-        put("page-table entries, 4K", "count", walked.entries[0] as f64);
-        put("page-table entries, 2M", "count", walked.entries[1] as f64);
-        put("page-table entries, 1G", "count", walked.entries[2] as f64);
-        report_walk(way.name(), &case, &map, &walked, counter);
+        if plan.walk {
+            let phys = ptwalk::bar2_phys(dev).map_err(Failure::Fail)?;
+            let walked = ptwalk::ask(&map, phys, len - 4096)
+                .map_err(|e| Failure::Fail(format!("{} {case}: {e}", way.name())))?;
+            put("page-table entries, 4K", "count", walked.entries[0] as f64);
+            put("page-table entries, 2M", "count", walked.entries[1] as f64);
+            put("page-table entries, 1G", "count", walked.entries[2] as f64);
+            report_walk(way.name(), &case, &map, &walked, counter);
+        }
     }
     // The page tables the mapping took, after the touch if there was one.
     if let (Some(a), Some(b)) = (sys::vm_pte_kib(), pte0) {
@@ -344,6 +355,7 @@ pub fn run() -> BenchResult {
         touch_max: plan_touch,
         bw,
         bw_dev,
+        walk: false,
     };
     println!(
         "# {} device(s): {}; {reps} repetitions; touch up to {}; bandwidth {} through {:?}",
@@ -412,6 +424,56 @@ pub fn run() -> BenchResult {
                     .or_default()
                     .push(v);
             }
+        }
+    }
+    // The page tables of each contender's touched mapping, walked by the
+    // host: an untimed pass (the guest stops during a walk), whose other
+    // figures are dropped.
+    let walk_plan = Plan {
+        bw_dev: None,
+        walk: true,
+        ..plan.clone()
+    };
+    let mut scratch = Samples::new();
+    for (dev, size) in sized.iter().filter(|(_, s)| *s <= plan.touch_max) {
+        progress(&format!(
+            "mapping: page-table walks by the host, {} device: {}",
+            sys::size_name(*size),
+            DRIVER_WAYS
+                .iter()
+                .chain(&unbound_ways)
+                .map(|w| w.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for way in DRIVER_WAYS {
+            measure(
+                way,
+                dev,
+                *size,
+                &walk_plan,
+                &mut bufs,
+                &mut scratch,
+                false,
+                None,
+            )?;
+        }
+        sys::unbind(dev).map_err(Failure::Fail)?;
+        let r = measure_unbound(
+            &unbound_ways,
+            dev,
+            *size,
+            &walk_plan,
+            &mut bufs,
+            &mut scratch,
+            false,
+        );
+        sys::bind(dev).map_err(Failure::Fail)?;
+        r?;
+    }
+    for (k, v) in scratch {
+        if k.1.starts_with("page-table entries") {
+            out.insert(k, v);
         }
     }
     // The control of the pagemap probe: anonymous memory, which both
