@@ -496,6 +496,7 @@ fn table(sets: &[Set]) -> String {
 const METRICS: &[&str] = &[
     "mmap, first",
     "mmap, while mapped",
+    "mmap, again after unmapping",
     "first touch, whole mapping",
     "entries inserted, 4K",
     "entries inserted, 2M",
