@@ -71,6 +71,15 @@ def test_ring_self_and_wait(bell: Device) -> None:
     assert bell.wait(0) == [], "the event was reported twice"
 
 
+def test_ring_by_store(bell: Device) -> None:
+    assert bell.info.doorbell_mmap
+    with bell.map_doorbell() as page:
+        page.ring(me(bell), 2)
+        wait_for(bell, {2: 1})
+        with pytest.raises(ValueError):
+            page.ring(1 << 16, 0)
+
+
 def test_wait_times_out(bell: Device) -> None:
     t = time.monotonic()
     assert bell.wait(0.05) == []

@@ -52,7 +52,7 @@ def test_open_missing_says_which() -> None:
 
 def test_info_matches_sysfs(plain: Device) -> None:
     info = plain.info
-    assert not info.doorbell and not info.msix
+    assert not info.doorbell and not info.msix and not info.doorbell_mmap
     assert info.ready
     assert info.size == int(sysfs(plain, "size"))
     assert info.size > 0 and info.size % mmap.PAGESIZE == 0
@@ -152,4 +152,7 @@ def test_doorbell_calls_are_refused(plain: Device) -> None:
     assert "ringing peer 0 vector 0" in str(e.value)
     with pytest.raises(OSError) as e:
         plain.wait(0)
+    assert e.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(OSError) as e:
+        plain.map_doorbell()
     assert e.value.errno == errno.EOPNOTSUPP

@@ -25,7 +25,7 @@ from typing import (
 
 from . import uapi
 
-__all__ = ["CacheMode", "Device", "Event", "Info", "devices"]
+__all__ = ["CacheMode", "Device", "DoorbellPage", "Event", "Info", "devices"]
 
 #: How many events one ``read()`` asks for (each vector that fired is one).
 READ_BATCH = 32
@@ -95,6 +95,11 @@ class Info:
         return bool(self.features & uapi.IVSHMEM_FEATURE_MSIX)
 
     @property
+    def doorbell_mmap(self) -> bool:
+        """Whether peers can be rung with a store (:meth:`Device.map_doorbell`)."""
+        return bool(self.features & uapi.IVSHMEM_FEATURE_DOORBELL_MMAP)
+
+    @property
     def ready(self) -> bool:
         """False while a revision 0 device waits for its memory."""
         return not self.flags & uapi.IVSHMEM_INFO_NOT_READY
@@ -160,6 +165,32 @@ def _oserror(e: OSError, what: str, path: str) -> OSError:
 
 
 _NODE = re.compile(r"ivshmem(\d+)\Z")
+
+
+class DoorbellPage:
+    """A device's mapped doorbell page (:meth:`Device.map_doorbell`)."""
+
+    def __init__(self, page: mmap.mmap) -> None:
+        self._page = page
+        self._reg = ctypes.c_uint32.from_buffer(page, uapi.IVSHMEM_REG_DOORBELL)
+
+    def ring(self, peer: int, vector: int) -> None:
+        """Interrupts ``peer`` on ``vector`` with one 32-bit store to the
+        Doorbell register, as :meth:`Device.ring` does with an ioctl."""
+        if not (0 <= peer <= 0xFFFF and 0 <= vector <= 0xFFFF):
+            raise ValueError(f"peer {peer} vector {vector}: out of range")
+        self._reg.value = peer << 16 | vector
+
+    def close(self) -> None:
+        """Unmaps the page."""
+        del self._reg
+        self._page.close()
+
+    def __enter__(self) -> "DoorbellPage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def devices() -> List[str]:
@@ -302,6 +333,23 @@ class Device:
             ) from None
 
     # -- doorbells -----------------------------------------------------
+
+    def map_doorbell(self) -> "DoorbellPage":
+        """Maps the doorbell page, to ring peers with a store instead of a
+        system call (MSI-X devices; ``EOPNOTSUPP`` where
+        :attr:`Info.doorbell_mmap` is false, ``EACCES`` on a read-only
+        file)."""
+        try:
+            page = mmap.mmap(
+                self.fileno(),
+                mmap.PAGESIZE,
+                flags=mmap.MAP_SHARED,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                offset=uapi.IVSHMEM_DOORBELL_MMAP_OFFSET,
+            )
+        except OSError as e:
+            raise _oserror(e, "mapping the doorbell page", self.path) from None
+        return DoorbellPage(page)
 
     def ring(self, peer: int, vector: int) -> None:
         """Interrupts ``peer`` (its IVPosition) on ``vector``.
