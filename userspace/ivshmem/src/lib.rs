@@ -279,6 +279,13 @@ impl Device {
     /// `mode`.
     pub fn map(&self, offset: u64, len: usize, mode: CacheMode) -> io::Result<Mapping> {
         self.set_cache_mode(mode)?;
+        self.map_shared(offset, len, format_args!("{len} bytes at {offset:#x}"))
+    }
+
+    /// A new read-write shared mapping of `len` bytes at `offset` of the
+    /// device file, at an address the kernel picks; `what` names it in
+    /// errors.
+    fn map_shared(&self, offset: u64, len: usize, what: fmt::Arguments<'_>) -> io::Result<Mapping> {
         // SAFETY: a new shared mapping at an address the kernel picks,
         // owned by the returned `Mapping`.
         let ptr = unsafe {
@@ -291,15 +298,7 @@ impl Device {
                 offset,
             )
         }
-        .map_err(|e| {
-            context(
-                e,
-                format_args!(
-                    "mapping {len} bytes at {offset:#x} of {}",
-                    self.path.display()
-                ),
-            )
-        })?;
+        .map_err(|e| context(e, format_args!("mapping {what} of {}", self.path.display())))?;
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
         Ok(Mapping { ptr, len })
@@ -425,28 +424,12 @@ impl Device {
     /// system call ([`DoorbellPage::ring`]). Fails with `EOPNOTSUPP` where
     /// [`Info::doorbell_mmap`] is false, `EACCES` on a read-only file.
     pub fn map_doorbell(&self) -> io::Result<DoorbellPage> {
-        let len = rustix::param::page_size();
-        // SAFETY: a new shared mapping at an address the kernel picks,
-        // owned by the returned `DoorbellPage`.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &self.fd,
-                uapi::IVSHMEM_DOORBELL_MMAP_OFFSET,
-            )
-        }
-        .map_err(|e| {
-            context(
-                e,
-                format_args!("mapping the doorbell page of {}", self.path.display()),
-            )
-        })?;
-        let ptr =
-            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
-        Ok(DoorbellPage { ptr, len })
+        let page = self.map_shared(
+            uapi::IVSHMEM_DOORBELL_MMAP_OFFSET,
+            rustix::param::page_size(),
+            format_args!("the doorbell page"),
+        )?;
+        Ok(DoorbellPage { page })
     }
 
     /// Chooses the vectors this open file waits on (all, when opened).
@@ -571,14 +554,8 @@ impl AsFd for Device {
 /// on drop.
 #[derive(Debug)]
 pub struct DoorbellPage {
-    ptr: NonNull<u8>,
-    len: usize,
+    page: Mapping,
 }
-
-// SAFETY: a store to a device register, which any thread may make.
-unsafe impl Send for DoorbellPage {}
-// SAFETY: as above.
-unsafe impl Sync for DoorbellPage {}
 
 impl DoorbellPage {
     /// Interrupts `peer` on `vector` with one store to the Doorbell
@@ -592,7 +569,7 @@ impl DoorbellPage {
         let value = u32::from(peer) << 16 | u32::from(vector);
         // SAFETY: the register lies within the mapped page, 4-aligned.
         unsafe {
-            self.ptr
+            self.page
                 .as_ptr()
                 .add(uapi::IVSHMEM_REG_DOORBELL)
                 .cast::<u32>()
@@ -604,15 +581,7 @@ impl DoorbellPage {
 impl DoorbellPage {
     /// The start of the page.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-}
-
-impl Drop for DoorbellPage {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made by `Device::map_doorbell`,
-        // unmapped once.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        self.page.as_ptr()
     }
 }
 
@@ -728,7 +697,7 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping made by `Device::map` or
+        // SAFETY: exactly the mapping made by `Device::map`, `map_doorbell` or
         // `Device::map_aligned`, unmapped once.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
