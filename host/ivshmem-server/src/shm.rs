@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use log::{debug, info, warn};
-use rustix::fs::{AtFlags, Mode, OFlags, fstat, fstatfs, ftruncate, openat, unlinkat};
+use rustix::fs::{
+    AtFlags, FlockOperation, Mode, OFlags, flock, fstat, fstatfs, ftruncate, openat, unlinkat,
+};
 use rustix::io::Errno;
 
 use crate::config::ShmBacking;
@@ -56,16 +58,35 @@ fn open_posix(name: &str, size: u64) -> Result<Shm> {
         Mode::RWXU,
     )
     .with_context(|| format!("cannot open POSIX shared memory {name:?}"))?;
+    // A shared lock for as long as the memory is in use: this server's
+    // descriptor, and the copies it hands to QEMU, share it (one open file
+    // description), so it outlives this server while a guest maps the
+    // memory. Only a server that finds no one else holding it may resize.
+    flock(&fd, FlockOperation::NonBlockingLockShared)
+        .with_context(|| format!("cannot lock POSIX shared memory {name:?}"))?;
     let old = fstat(&fd)
         .with_context(|| format!("cannot fstat POSIX shared memory {name:?}"))?
         .st_size as u64;
     if old != size {
+        match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => bail!(
+                "POSIX shared memory {name:?} is in use (another ivshmem-server, or the guests \
+                 of one, map it) with {old} bytes: not resized to {size} bytes; ask for -l {old} \
+                 to share it, or stop its users first"
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot lock POSIX shared memory {name:?}"));
+            }
+        }
         if old != 0 {
             warn!("resizing existing shared memory {name:?} from {old} to {size} bytes");
         }
         ftruncate(&fd, size).with_context(|| {
             format!("cannot set the size of POSIX shared memory {name:?} to {size} bytes")
         })?;
+        flock(&fd, FlockOperation::NonBlockingLockShared)
+            .with_context(|| format!("cannot lock POSIX shared memory {name:?}"))?;
     }
     Ok(Shm {
         fd,

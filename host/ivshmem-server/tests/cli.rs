@@ -152,6 +152,67 @@ fn a_refused_second_server_leaves_the_live_memory_alone() {
     assert_eq!(s.connect(1).shm_size(), 4 << 20);
 }
 
+/// A second server on another socket, for the same POSIX memory.
+fn second_server(
+    name: &ShmName,
+    size: &str,
+) -> Result<ServerProc, (Vec<String>, Option<std::process::ExitStatus>)> {
+    ServerProc::try_start(&["-M", &name.0, "-l", size])
+}
+
+#[test]
+fn memory_in_use_is_not_resized_by_a_server_on_another_socket() {
+    let a = ServerProc::start(&["-l", "4M"]);
+    let name = a.shm.as_ref().unwrap();
+    let c = a.connect(1);
+    let mem = c.map_shared_memory().unwrap();
+    mem.write(3 << 20, b"data at 3 MiB").unwrap();
+
+    let (log, status) = second_server(name, "1M")
+        .err()
+        .expect("the second server started");
+    let log = log.join("\n");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(
+        log.contains("is in use") && log.contains("not resized"),
+        "{log}"
+    );
+    assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 4 << 20);
+    let mut buf = [0u8; 13];
+    mem.read(3 << 20, &mut buf).unwrap();
+    assert_eq!(&buf, b"data at 3 MiB");
+
+    // The same size is fine: both serve the same memory.
+    let b = second_server(name, "4M").unwrap_or_else(|(log, _)| panic!("{}", log.join("\n")));
+    let other = b.connect(1).map_shared_memory().unwrap();
+    other.read(3 << 20, &mut buf).unwrap();
+    assert_eq!(&buf, b"data at 3 MiB");
+}
+
+#[test]
+fn memory_a_guest_still_maps_is_not_resized_after_its_server_died() {
+    let mut a = ServerProc::start(&["-l", "4M"]);
+    let name = a.shm.take().unwrap();
+    // A client (QEMU) keeps the memory's descriptor, which it got from the
+    // server, after the server is gone.
+    let c = a.connect(1);
+    let mem = c.map_shared_memory().unwrap();
+    a.terminate();
+
+    let (log, _) = second_server(&name, "1M")
+        .err()
+        .expect("the memory was resized under its user");
+    assert!(log.join("\n").contains("is in use"), "{}", log.join("\n"));
+    assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 4 << 20);
+
+    // Once its last user is gone, it may be resized.
+    drop(mem);
+    drop(c);
+    let b = second_server(&name, "1M").unwrap_or_else(|(log, _)| panic!("{}", log.join("\n")));
+    assert_eq!(b.connect(1).shm_size(), 1 << 20);
+    assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 1 << 20);
+}
+
 #[test]
 fn a_stale_socket_is_replaced() {
     let dir = TempDir::new();

@@ -97,7 +97,8 @@ pub fn contender(name: &str, outcome: Outcome) {
 /// Tells the runner how far this guest is.
 pub fn progress(msg: &str) {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "# vmrun-request: progress {msg}");
+    let req = vmrun_protocol::Request::Progress(msg.to_string());
+    let _ = writeln!(out, "{}", req.line());
     let _ = out.flush();
 }
 
