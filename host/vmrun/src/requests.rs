@@ -149,11 +149,27 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
         }
         Request::DeviceDel(id) => {
             let mut q = Qmp::connect(&g.qmp)?;
+            // Its memory backend, to delete with it: a re-plug gets a new
+            // one (below), so each cycle would otherwise leave one behind.
+            let memdev = q.execute(
+                "qom-get",
+                json!({ "path": format!("/machine/peripheral/{id}"), "property": "memdev" }),
+            )?;
+            let memdev = memdev
+                .as_str()
+                .with_context(|| format!("{id}'s memdev is {memdev}"))?
+                .to_string();
             q.execute("device_del", json!({ "id": id }))?;
             // Completes only when the guest lets go (pciehp takes ~5 s).
             q.wait_event("DEVICE_DELETED", Duration::from_secs(60), |d| {
                 d.get("device").and_then(|v| v.as_str()) == Some(id.as_str())
-            })
+            })?;
+            // The device has unmapped it (ivshmem's unrealize), so QEMU
+            // lets it go.
+            let backend = memdev.rsplit('/').next().unwrap_or(&memdev);
+            q.execute("object-del", json!({ "id": backend }))
+                .with_context(|| format!("deleting {id}'s memory backend {memdev}"))
+                .map(|_| ())
         }
         Request::DeviceAdd(id) => {
             let i = id
