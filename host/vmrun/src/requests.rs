@@ -42,6 +42,10 @@ fn client(srv: &ServerLink) -> std::process::Command {
 /// A host client waiting for a guest's ring.
 #[derive(Debug)]
 pub struct Waiter {
+    /// The IVPosition of the guest whose ring it waits for.
+    pub guest: u16,
+    /// Its own id on the server.
+    pub host: u16,
     /// The `ivshmem-client wait` process.
     pub child: std::process::Child,
     /// Its standard output, past the `id` line.
@@ -128,12 +132,37 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
                 server_shm::host_id_value(host),
             )?;
             ctx.waiters.push(Waiter {
+                guest: *guest,
+                host,
                 child,
                 out,
                 what: format!("host client {host} waiting for guest {guest} on vector {vector}"),
                 vector,
             });
             Ok(())
+        }
+        Request::HostGot(guest) => {
+            let srv = server()?;
+            let w = ctx
+                .waiters
+                .iter_mut()
+                .rev()
+                .find(|w| w.guest == *guest)
+                .with_context(|| format!("no host client waits for guest {guest}"))?;
+            // `wait --count 1` exits, successfully, once it has the ring.
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            let got = loop {
+                match w.child.try_wait()? {
+                    Some(status) => break status.success(),
+                    None if std::time::Instant::now() >= deadline => break false,
+                    None => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
+            write_u64(
+                srv,
+                server_shm::host_id_slot(*guest),
+                server_shm::host_got_value(got, w.host),
+            )
         }
         Request::Peers(id) => {
             let srv = server()?;

@@ -45,6 +45,13 @@ pub enum Request {
         /// The vector it will ring.
         vector: u16,
     },
+    /// `host-got GUEST`: whether the host client of guest GUEST's
+    /// `host-wait` has got its ring (the host waits up to a second for it),
+    /// answered at [`server_shm::host_id_slot`]`(GUEST)` with
+    /// [`server_shm::host_got_value`]. The guest's QEMU drops a ring to a
+    /// peer whose arrival it has not read from the server yet, so a guest
+    /// rings and asks until the answer is yes.
+    HostGot(u16),
     /// `kill NAME [PEER]`: kill guest NAME's QEMU. With PEER (the killed
     /// guest's IVPosition), acknowledge at [`server_shm::KILL_ACK`] once
     /// the server has seen that peer go.
@@ -114,6 +121,7 @@ impl fmt::Display for Request {
             Self::Peers(id) => write!(f, "peers {id}"),
             Self::HostRing { peer, vector } => write!(f, "host-ring {peer} {vector}"),
             Self::HostWait { guest, vector } => write!(f, "host-wait {guest} {vector}"),
+            Self::HostGot(guest) => write!(f, "host-got {guest}"),
             Self::Kill { guest, peer: None } => write!(f, "kill {guest}"),
             Self::Kill {
                 guest,
@@ -174,6 +182,7 @@ impl Request {
                 guest: id(guest)?,
                 vector: id(vector)?,
             },
+            ["host-got", guest] => Self::HostGot(id(guest)?),
             ["kill", guest] => Self::Kill {
                 guest: (*guest).to_string(),
                 peer: None,
@@ -191,8 +200,8 @@ impl Request {
                 nonce: hex(nonce)?,
             }),
             [
-                "device_del" | "device_add" | "peers" | "host-ring" | "host-wait" | "kill"
-                | "progress" | "ptwalk",
+                "device_del" | "device_add" | "peers" | "host-ring" | "host-wait" | "host-got"
+                | "kill" | "progress" | "ptwalk",
                 ..,
             ] => return Err(bad("wrong number of arguments")),
             _ => return Err(bad("unknown request")),
@@ -256,6 +265,26 @@ pub mod server_shm {
             Some(value as u16)
         } else {
             None
+        }
+    }
+
+    const HOST_GOT: u64 = 0x4057_0001_0000;
+    const HOST_NOT_YET: u64 = 0x4057_0002_0000;
+
+    /// The answer to `host-got GUEST` at [`host_id_slot`]`(GUEST)`
+    /// (which the guest clears before it asks): whether host client `host`
+    /// got the guest's ring.
+    pub const fn host_got_value(got: bool, host: u16) -> u64 {
+        (if got { HOST_GOT } else { HOST_NOT_YET }) | host as u64
+    }
+
+    /// The answer in a value read at [`host_id_slot`], once the host has
+    /// written one.
+    pub const fn host_got(value: u64) -> Option<bool> {
+        match value & !0xffff {
+            HOST_GOT => Some(true),
+            HOST_NOT_YET => Some(false),
+            _ => None,
         }
     }
 }
@@ -398,6 +427,7 @@ mod tests {
                 guest: 4,
                 vector: 3,
             },
+            Request::HostGot(4),
             Request::Kill {
                 guest: "b".into(),
                 peer: None,
@@ -422,6 +452,16 @@ mod tests {
             // As the runner sees it: indented, with a carriage return.
             assert_eq!(Request::from_line(&format!("  {line}\r")), Some(Ok(r)));
         }
+    }
+
+    #[test]
+    fn host_got_answers_are_told_apart() {
+        assert_eq!(host_got(host_got_value(true, 5)), Some(true));
+        assert_eq!(host_got(host_got_value(false, 5)), Some(false));
+        // Cleared, or the host client's id from `host-wait`: no answer yet.
+        assert_eq!(host_got(0), None);
+        assert_eq!(host_got(host_id_value(5)), None);
+        assert_eq!(host_id(host_got_value(true, 5)), None);
     }
 
     #[test]
