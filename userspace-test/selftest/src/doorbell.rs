@@ -418,9 +418,19 @@ pub fn doorbell_unbind() -> TestResult {
 
 /// Peer discovery and protocol offsets in the server's shared memory.
 const SLOTS: usize = 0x100;
-const SEQ: usize = 0x1000;
+/// One 8-byte slot per vector.
+const SEQ: usize = 0x5000;
 const STREAM: usize = 0x2000;
 const READY: u64 = 0x5245_4144_0000;
+
+// None of them overlaps the runner's answers (`server_shm`: from
+// PEER_ACKS to END).
+const _: () = {
+    assert!(SLOTS + 8 * server_shm::MAX_ID as usize <= server_shm::PEER_ACKS);
+    assert!(server_shm::PEER_ACKS + 8 * server_shm::MAX_ID as usize <= STREAM);
+    assert!(STREAM + 8 <= server_shm::HOST_IDS);
+    assert!(SEQ >= server_shm::END);
+};
 
 /// Announces this guest in its slot and waits for another's: returns the
 /// other guest's IVPosition.
