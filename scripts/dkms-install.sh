@@ -48,19 +48,15 @@ deb=$("$IVSHMEM_TOP/scripts/build-deb.sh")
 out="$IVSHMEM_TOP/build/dkms"
 rm -rf "$out"
 mkdir -p "$out/root"
-ovl=$(mktemp -d "$IVSHMEM_CACHE/dkms-overlay.XXXXXX")
+ovl=$(overlay_new dkms)
 trap 'rm -rf "$ovl"' EXIT
-mkdir -p "$ovl/upper" "$ovl/work" "$ovl/merged"
 log "ivshmem-dkms: apt-get install $deb in a Debian system with linux-headers-$release (DKMS builds the module)"
 start=$SECONDS
 set +e
 unshare --mount --propagation private -- /bin/sh -ec '
-	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6
+	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6 top=$7
 	m=$ovl/merged
-	mount -t overlay overlay -o "lowerdir=$root,upperdir=$ovl/upper,workdir=$ovl/work" "$m"
-	mount --rbind /dev "$m/dev"
-	mount -t proc proc "$m/proc"
-	mount -t sysfs sysfs "$m/sys"
+	"$top/scripts/mount-overlay.sh" "$root" "$ovl"
 	mkdir -p "$m/mnt/out" "$m/mnt/deb"
 	mount --bind "$out" "$m/mnt/out"
 	mount --bind "$(dirname "$deb")" "$m/mnt/deb"
@@ -94,7 +90,7 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
-' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" \
+' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" "$IVSHMEM_TOP" \
 	>"$out/install.log" 2>&1
 status=$?
 set -e

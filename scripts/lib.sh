@@ -57,6 +57,16 @@ in_buildroot() {
 }
 
 # The linux source tree chosen by setup-toolchain.sh.
+# A new directory for a throw-away overlay of the build root, under the
+# cache: upper and work directories and the mount point (see
+# scripts/mount-overlay.sh). The caller removes it.
+overlay_new() {
+	local d
+	d=$(mktemp -d "$IVSHMEM_CACHE/$1-overlay.XXXXXX")
+	mkdir -p "$d/upper" "$d/work" "$d/merged"
+	echo "$d"
+}
+
 kernel_src_dir() {
 	local f="$IVSHMEM_CACHE/src/current"
 	[ -f "$f" ] || die "no kernel source chosen yet; run scripts/setup-toolchain.sh"

@@ -52,22 +52,18 @@ if ! in_buildroot dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q 'in
 		>/dev/null 2>&1 || { result 1 "systemd in the build root"; finish; }
 fi
 
-ovl=$(mktemp -d "$IVSHMEM_CACHE/server-overlay.XXXXXX")
+ovl=$(overlay_new server)
 shm_name="ivshmem-pkgtest-$$"
 trap 'rm -rf "$ovl"; rm -f "/dev/shm/$shm_name"' EXIT
-mkdir -p "$ovl/upper" "$ovl/work" "$ovl/merged"
 out=$(mktemp -d)
 
 # Everything below runs in one private mount namespace, so that the
 # guest's QEMU reaches the socket through the overlay's own path.
 unshare --mount --propagation private -- /bin/bash -c '
-	root=$1 ovl=$2 deb=$3 shm_name=$4 out=$5
-	shift 5
+	root=$1 ovl=$2 deb=$3 shm_name=$4 out=$5 top=$6
+	shift 6
 	m=$ovl/merged
-	mount -t overlay overlay -o "lowerdir=$root,upperdir=$ovl/upper,workdir=$ovl/work" "$m"
-	mount --rbind /dev "$m/dev"
-	mount -t proc proc "$m/proc"
-	mount -t sysfs sysfs "$m/sys"
+	"$top/scripts/mount-overlay.sh" "$root" "$ovl"
 	mkdir -p "$m/mnt/deb"
 	mount --bind "$(dirname "$deb")" "$m/mnt/deb"
 	in_root() {
@@ -112,7 +108,7 @@ unshare --mount --propagation private -- /bin/bash -c '
 	pkill -TERM -f "ivshmem-server -F -S $listen" 2>/dev/null
 	wait $activator 2>/dev/null
 	true
-' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP/$deb" "$shm_name" "$out" "$@"
+' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP/$deb" "$shm_name" "$out" "$IVSHMEM_TOP" "$@"
 
 while read -r status what; do result "$status" "$what"; done <"$out/results"
 cat "$out/notes" 2>/dev/null

@@ -275,13 +275,7 @@ fn bar2_device(pci: &Value, phys: u64) -> Option<(String, u64)> {
 
 /// The backing file of the memory behind the device with QOM id `id`.
 fn backing_file(q: &mut Qmp, id: &str) -> Result<PathBuf> {
-    let memdev = q.execute(
-        "qom-get",
-        json!({ "path": format!("/machine/peripheral/{id}"), "property": "memdev" }),
-    )?;
-    let memdev = memdev
-        .as_str()
-        .with_context(|| format!("device {id} has no memory backend ({memdev})"))?;
+    let memdev = q.memdev(id)?;
     let path = q.execute("qom-get", json!({ "path": memdev, "property": "mem-path" }))?;
     Ok(PathBuf::from(path.as_str().with_context(|| {
         format!("{memdev} has no mem-path ({path})")

@@ -104,6 +104,19 @@ impl Qmp {
         }
     }
 
+    /// The QOM path of the memory backend of the device with id `id`
+    /// (its `memdev`, such as `/objects/mem0`).
+    pub fn memdev(&mut self, id: &str) -> Result<String> {
+        let memdev = self.execute(
+            "qom-get",
+            json!({ "path": format!("/machine/peripheral/{id}"), "property": "memdev" }),
+        )?;
+        memdev
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("device {id} has no memory backend ({memdev})"))
+    }
+
     /// Waits for an event named `name` whose data matches `pred`, among
     /// the events already read first. Other events are kept.
     pub fn wait_event(

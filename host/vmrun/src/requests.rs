@@ -56,6 +56,23 @@ pub struct Waiter {
     pub what: String,
 }
 
+impl Waiter {
+    /// Waits up to `limit` for the client to exit (it does once it got the
+    /// ring, or timed out): its exit status, or `None` if it still runs.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
 /// Carries out a guest's request (see [`Request`] for what each does).
 /// `progress` is the caller's.
 pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
@@ -150,14 +167,9 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
                 .find(|w| w.guest == *guest)
                 .with_context(|| format!("no host client waits for guest {guest}"))?;
             // `wait --count 1` exits, successfully, once it has the ring.
-            let deadline = std::time::Instant::now() + Duration::from_secs(1);
-            let got = loop {
-                match w.child.try_wait()? {
-                    Some(status) => break status.success(),
-                    None if std::time::Instant::now() >= deadline => break false,
-                    None => std::thread::sleep(Duration::from_millis(10)),
-                }
-            };
+            let got = w
+                .exited_within(Duration::from_secs(1))
+                .is_some_and(|s| s.success());
             write_u64(
                 srv,
                 server_shm::host_id_slot(*guest),
@@ -180,14 +192,7 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
             let mut q = Qmp::connect(&g.qmp)?;
             // Its memory backend, to delete with it: a re-plug gets a new
             // one (below), so each cycle would otherwise leave one behind.
-            let memdev = q.execute(
-                "qom-get",
-                json!({ "path": format!("/machine/peripheral/{id}"), "property": "memdev" }),
-            )?;
-            let memdev = memdev
-                .as_str()
-                .with_context(|| format!("{id}'s memdev is {memdev}"))?
-                .to_string();
+            let memdev = q.memdev(id)?;
             q.execute("device_del", json!({ "id": id }))?;
             // Completes only when the guest lets go (pciehp takes ~5 s).
             q.wait_event("DEVICE_DELETED", Duration::from_secs(60), |d| {

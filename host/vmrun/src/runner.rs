@@ -239,14 +239,7 @@ fn boot_and_collect(
     }
     // The host clients that waited for guests' rings must have got them.
     for mut w in host.waiters.drain(..) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match w.child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                _ if Instant::now() > deadline => break None,
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
+        let status = w.exited_within(Duration::from_secs(10));
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut w.out, &mut rest);
         let what = &w.what;

@@ -20,7 +20,7 @@
 //! the vfio-pci chunk (polling the shared memory, outside the timing).
 
 use crate::sys::{self, Map, timed};
-use crate::{BenchResult, Failure, contender, mapping, progress, samples, vfio};
+use crate::{BenchResult, Failure, contender, contender_unless, mapping, progress, samples, vfio};
 use hdrhistogram::Histogram;
 use ivshmem::Device;
 use ktap::Outcome;
@@ -96,17 +96,9 @@ const METHODS: [Method; 4] = [Method::Read, Method::Poll, Method::Epoll, Method:
 /// The stream's vector; the receiver acknowledges its end on vector 0.
 const STREAM_VECTOR: u16 = 3;
 
+/// A new eventfd ([`sys::eventfd`]), its error a failure of the benchmark.
 fn eventfd(flags: i32) -> Result<OwnedFd, Failure> {
-    // SAFETY: creates a new fd, owned below.
-    let fd = unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Failure::Fail(format!(
-            "eventfd: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::eventfd(flags).map_err(|e| Failure::Fail(format!("eventfd: {e}")))
 }
 
 /// One blocking read of `fd` into a small buffer (device events or an
@@ -465,6 +457,20 @@ fn floor_stream(n: u64) -> Result<(f64, f64, u64), Failure> {
     })
 }
 
+/// Per round samples: (metric, unit, contender) to values.
+type Rows = BTreeMap<(&'static str, &'static str, &'static str), Vec<f64>>;
+
+/// Records the rates of a one-way stream of `n` rings by contender `c`:
+/// all sent after `sent` seconds, all seen by the receiver after `done`.
+fn stream_rates(out: &mut Rows, c: &'static str, n: u64, sent: f64, done: f64) {
+    out.entry(("one way, rings sent", "rings/s", c))
+        .or_default()
+        .push(n as f64 / sent);
+    out.entry(("one way, until the receiver saw the last", "rings/s", c))
+        .or_default()
+        .push(n as f64 / done);
+}
+
 /// The `q` quantile of a chunk's samples.
 fn quantile(v: &mut [u64], q: f64) -> f64 {
     v.sort_unstable();
@@ -564,7 +570,7 @@ pub fn run() -> BenchResult {
     );
 
     let mut hists: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
-    let mut out: BTreeMap<(&str, &str, &str), Vec<f64>> = BTreeMap::new();
+    let mut out = Rows::new();
     // Round 0 warms up (a tenth of the pings, a tenth of the stream) and
     // is not recorded.
     for round in 0..=rounds {
@@ -684,12 +690,7 @@ pub fn run() -> BenchResult {
                 w.wait(Method::Read)?;
                 let done = start.elapsed().as_secs_f64();
                 if round > 0 {
-                    out.entry(("one way, rings sent", "rings/s", c))
-                        .or_default()
-                        .push(s as f64 / sent);
-                    out.entry(("one way, until the receiver saw the last", "rings/s", c))
-                        .or_default()
-                        .push(s as f64 / done);
+                    stream_rates(&mut out, c, s, sent, done);
                 }
             } else {
                 let mut interrupts = 0u64;
@@ -713,12 +714,7 @@ pub fn run() -> BenchResult {
             let (f_sent, f_done, f_wakes) = floor_stream(s)?;
             if round > 0 {
                 let c = Method::Floor.contender();
-                out.entry(("one way, rings sent", "rings/s", c))
-                    .or_default()
-                    .push(s as f64 / f_sent);
-                out.entry(("one way, until the receiver saw the last", "rings/s", c))
-                    .or_default()
-                    .push(s as f64 / f_done);
+                stream_rates(&mut out, c, s, f_sent, f_done);
                 out.entry(("one way, receiver wake-ups per ring", "ratio", c))
                     .or_default()
                     .push(f_wakes as f64 / s as f64);
@@ -766,19 +762,7 @@ pub fn run() -> BenchResult {
             contender(m.contender(), Outcome::Pass);
         }
     }
-    contender(
-        Method::Store.contender(),
-        match page_ok {
-            Ok(()) => Outcome::Pass,
-            Err(why) => Outcome::Skip(why),
-        },
-    );
-    contender(
-        Method::Vfio.contender(),
-        match vfio_ok {
-            Ok(()) => Outcome::Pass,
-            Err(why) => Outcome::Skip(why),
-        },
-    );
+    contender_unless(Method::Store.contender(), page_ok);
+    contender_unless(Method::Vfio.contender(), vfio_ok);
     Ok(())
 }

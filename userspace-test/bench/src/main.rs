@@ -94,6 +94,18 @@ pub fn contender(name: &str, outcome: Outcome) {
     }
 }
 
+/// Records contender `name` as measured, or skipped for the reason `r`
+/// gives.
+pub fn contender_unless(name: &str, r: Result<(), String>) {
+    contender(
+        name,
+        match r {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Skip(why),
+        },
+    );
+}
+
 /// Tells the runner how far this guest is.
 pub fn progress(msg: &str) {
     let mut out = io::stdout().lock();

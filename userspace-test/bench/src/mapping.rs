@@ -28,7 +28,7 @@
 //! which the host's count is checked against (a `# ptwalk:` line).
 
 use crate::sys::{self, Map, timed};
-use crate::{BenchResult, Failure, contender, progress, ptwalk, samples, vfio};
+use crate::{BenchResult, Failure, contender, contender_unless, progress, ptwalk, samples, vfio};
 use ivshmem::{CacheMode, Device};
 use ktap::Outcome;
 use std::collections::BTreeMap;
@@ -187,19 +187,21 @@ impl Source<'_> {
     }
 }
 
-/// Measures one way of mapping device `dev` (size `size`) once. `probe`:
-/// also print what pagemap says of the touched mapping.
-#[allow(clippy::too_many_arguments)]
+/// Measures one way of mapping the visited device once (`vdev`: the
+/// device's vfio-pci file, for [`Way::Vfio`]).
 fn measure(
+    visit: &Visit<'_>,
     way: Way,
-    dev: &Path,
-    size: u64,
-    plan: &Plan,
     bufs: &mut (Vec<u8>, Vec<u8>),
     out: &mut Samples,
-    probe: bool,
     vdev: Option<&vfio::Device>,
 ) -> BenchResult {
+    let Visit {
+        dev,
+        size,
+        plan,
+        probe,
+    } = *visit;
     let case = sys::size_name(size);
     let len = usize::try_from(size).map_err(|e| Failure::Fail(e.to_string()))?;
     let (index, src): (Option<u32>, Source<'_>) = match (way, vdev) {
@@ -302,32 +304,77 @@ fn measure(
     Ok(())
 }
 
-/// Measures the ways of the unbound group (sysfs, vfio-pci) of `dev`, our
-/// driver unbound; vfio-pci is bound for its turn only.
+/// Measures the ways of the unbound group (sysfs, vfio-pci) of the
+/// visited device, our driver unbound; vfio-pci is bound for its turn
+/// only.
 fn measure_unbound(
+    visit: &Visit<'_>,
     ways: &[Way],
-    dev: &Path,
-    size: u64,
-    plan: &Plan,
     bufs: &mut (Vec<u8>, Vec<u8>),
     out: &mut Samples,
-    probe: bool,
 ) -> BenchResult {
+    let dev = visit.dev;
     for way in ways {
         match way {
             Way::Vfio => {
                 let mut inner = Ok(());
                 vfio::with_device(dev, |d| {
-                    inner = measure(*way, dev, size, plan, bufs, out, probe, Some(d));
+                    inner = measure(visit, *way, bufs, out, Some(d));
                     Ok(())
                 })
                 .map_err(|e| Failure::Fail(format!("vfio-pci: {e}")))?;
                 inner?;
             }
-            _ => measure(*way, dev, size, plan, bufs, out, probe, None)?,
+            _ => measure(visit, *way, bufs, out, None)?,
         }
     }
     Ok(())
+}
+
+/// The contenders' names, for progress lines.
+fn way_names(driver: &[Way], unbound: &[Way]) -> String {
+    driver
+        .iter()
+        .chain(unbound)
+        .map(|w| w.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One visit of a device: every contender once.
+struct Visit<'a> {
+    dev: &'a Path,
+    size: u64,
+    plan: &'a Plan,
+    /// Also print what pagemap says of each touched mapping.
+    probe: bool,
+}
+
+impl Visit<'_> {
+    /// Measures the driver's `driver` ways, each right after the driver
+    /// bound the device (as the other contenders' first mmaps follow
+    /// their binding), then, the driver unbound, the `unbound` ways, and
+    /// binds the driver again.
+    fn run(
+        &self,
+        driver: &[Way],
+        unbound: &[Way],
+        bufs: &mut (Vec<u8>, Vec<u8>),
+        out: &mut Samples,
+    ) -> BenchResult {
+        let dev = self.dev;
+        for (i, way) in driver.iter().enumerate() {
+            if i > 0 {
+                sys::unbind(dev).map_err(Failure::Fail)?;
+                sys::bind(dev).map_err(Failure::Fail)?;
+            }
+            measure(self, *way, bufs, out, None)?;
+        }
+        sys::unbind(dev).map_err(Failure::Fail)?;
+        let r = measure_unbound(self, unbound, bufs, out);
+        sys::bind(dev).map_err(Failure::Fail)?;
+        r
+    }
 }
 
 /// The mapping benchmark (all plain devices of the guest).
@@ -398,29 +445,18 @@ pub fn run() -> BenchResult {
             progress(&format!(
                 "mapping: repetition {rep}/{reps}, {} device: {}",
                 sys::size_name(*size),
-                driver
-                    .iter()
-                    .chain(&unbound)
-                    .map(|w| w.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                way_names(&driver, &unbound)
             ));
             // What pagemap says, once per contender, on the first device
             // that is touched.
             let probe = rep == 1 && probe_dev.as_ref() == Some(dev);
-            // Each mode's first mmap is the first since the driver bound
-            // the device, as for the other contenders after theirs.
-            for (i, way) in driver.into_iter().enumerate() {
-                if i > 0 {
-                    sys::unbind(dev).map_err(Failure::Fail)?;
-                    sys::bind(dev).map_err(Failure::Fail)?;
-                }
-                measure(way, dev, *size, &plan, &mut bufs, &mut out, probe, None)?;
-            }
-            sys::unbind(dev).map_err(Failure::Fail)?;
-            let r = measure_unbound(&unbound, dev, *size, &plan, &mut bufs, &mut out, probe);
-            sys::bind(dev).map_err(Failure::Fail)?;
-            r?;
+            let visit = Visit {
+                dev,
+                size: *size,
+                plan: &plan,
+                probe,
+            };
+            visit.run(&driver, &unbound, &mut bufs, &mut out)?;
         }
         // The ceiling: a copy between two buffers in guest RAM.
         if plan.bw_dev.is_some() {
@@ -454,37 +490,15 @@ pub fn run() -> BenchResult {
         progress(&format!(
             "mapping: page-table walks by the host, {} device: {}",
             sys::size_name(*size),
-            DRIVER_WAYS
-                .iter()
-                .chain(&unbound_ways)
-                .map(|w| w.name())
-                .collect::<Vec<_>>()
-                .join(", ")
+            way_names(&DRIVER_WAYS, &unbound_ways)
         ));
-        for way in DRIVER_WAYS {
-            measure(
-                way,
-                dev,
-                *size,
-                &walk_plan,
-                &mut bufs,
-                &mut scratch,
-                false,
-                None,
-            )?;
-        }
-        sys::unbind(dev).map_err(Failure::Fail)?;
-        let r = measure_unbound(
-            &unbound_ways,
+        let visit = Visit {
             dev,
-            *size,
-            &walk_plan,
-            &mut bufs,
-            &mut scratch,
-            false,
-        );
-        sys::bind(dev).map_err(Failure::Fail)?;
-        r?;
+            size: *size,
+            plan: &walk_plan,
+            probe: false,
+        };
+        visit.run(&DRIVER_WAYS, &unbound_ways, &mut bufs, &mut scratch)?;
     }
     for (k, v) in scratch {
         if k.1.starts_with("page-table entries") {
@@ -506,12 +520,6 @@ pub fn run() -> BenchResult {
     for w in DRIVER_WAYS.iter().chain(&SYSFS_WAYS) {
         contender(w.name(), Outcome::Pass);
     }
-    contender(
-        Way::Vfio.name(),
-        match vfio_ok {
-            Ok(()) => Outcome::Pass,
-            Err(why) => Outcome::Skip(why),
-        },
-    );
+    contender_unless(Way::Vfio.name(), vfio_ok);
     Ok(())
 }

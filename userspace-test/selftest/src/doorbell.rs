@@ -751,29 +751,6 @@ pub fn c_ring() -> TestResult {
     Ok(())
 }
 
-/// `mmap()` of `len` bytes at `offset` of `fd` with `prot` and `flags`:
-/// the errno it fails with, or `None` (then unmapped again).
-fn mmap_errno(fd: &impl AsFd, len: usize, prot: i32, flags: i32, offset: u64) -> Option<i32> {
-    // SAFETY: a new mapping at an address the kernel picks, unmapped below
-    // before anything can use it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            flags,
-            fd.as_fd().as_raw_fd(),
-            offset as libc::off_t,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Some(errno());
-    }
-    // SAFETY: exactly the mapping just made.
-    unsafe { libc::munmap(p, len) };
-    None
-}
-
 /// Whether `/proc/iomem` lists the reservation of the rest of a doorbell
 /// device's register page.
 fn tail_reserved() -> Result<bool, Failure> {
@@ -857,21 +834,21 @@ pub fn doorbell_mmap() -> TestResult {
             libc::EINVAL,
         ),
     ] {
-        let got = mmap_errno(&dev, len, prot, flags, offset);
-        println!("# doorbell page, {what}: {:?}", got.map(errname));
+        let got = crate::shm::raw_mmap(&dev, len, prot, flags, offset as i64);
+        println!("# doorbell page, {what}: {}", errname(got));
         check!(
-            got == Some(want),
-            "mapping the doorbell page, {what}: {:?}, want {}",
-            got.map(errname),
+            got == want,
+            "mapping the doorbell page, {what}: {}, want {}",
+            errname(got),
             errname(want)
         );
     }
     let ro = Device::open_read_only(bell)?;
-    let got = mmap_errno(&ro, PAGE, libc::PROT_READ, libc::MAP_SHARED, off);
+    let got = crate::shm::raw_mmap(&ro, PAGE, libc::PROT_READ, libc::MAP_SHARED, off as i64);
     check!(
-        got == Some(libc::EACCES),
-        "doorbell page of a read-only file: {:?}, want EACCES",
-        got.map(errname)
+        got == libc::EACCES,
+        "doorbell page of a read-only file: {}, want EACCES",
+        errname(got)
     );
     drop(ro);
     if let Some(p) = plain {

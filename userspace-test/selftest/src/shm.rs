@@ -67,13 +67,13 @@ fn raw_ioctl(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> i32 {
 
 /// Calls mmap with raw arguments; returns the errno (0 = mapped, and then
 /// unmapped again).
-fn raw_mmap(fd: &impl AsFd, len: usize, flags: i32, off: i64) -> i32 {
+pub(crate) fn raw_mmap(fd: &impl AsFd, len: usize, prot: i32, flags: i32, off: i64) -> i32 {
     // SAFETY: a new mapping at a kernel-chosen address, unmapped below.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             flags,
             fd.as_fd().as_raw_fd(),
             off,
@@ -86,6 +86,9 @@ fn raw_mmap(fd: &impl AsFd, len: usize, flags: i32, off: i64) -> i32 {
     unsafe { libc::munmap(p, len) };
     0
 }
+
+/// Read and write, as the tests' mappings are.
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
 fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | (u32::from(IVSHMEM_IOCTL_MAGIC) << 8) | nr
@@ -293,7 +296,7 @@ pub fn mmap_bad() -> TestResult {
         ("zero length", 0, shared, 0, libc::EINVAL),
     ];
     for (what, len, flags, off, want) in cases {
-        let got = raw_mmap(&dev, len, flags, off);
+        let got = raw_mmap(&dev, len, RW, flags, off);
         println!("# {what}: {}", errname(got));
         check!(
             got == want,
@@ -302,13 +305,13 @@ pub fn mmap_bad() -> TestResult {
             errname(want)
         );
     }
-    let got = raw_mmap(&dev, size, shared, 0);
+    let got = raw_mmap(&dev, size, RW, shared, 0);
     check!(
         got == 0,
         "a valid mmap of everything failed afterwards: {}",
         errname(got)
     );
-    let got = raw_mmap(&dev, PAGE, shared, (size - PAGE) as i64);
+    let got = raw_mmap(&dev, PAGE, RW, shared, (size - PAGE) as i64);
     check!(
         got == 0,
         "a valid mmap of the last page failed: {}",
