@@ -11,7 +11,15 @@
 
 use crate::raw::{
     eventfd::EventFd,
-    helpers, //
+    helpers,
+    irqlock::{
+        new_irq_spinlock,
+        IrqSpinLock, //
+    },
+    waitq::{
+        PollTable,
+        WaitQueue, //
+    },
 };
 use crate::uapi;
 use kernel::{
@@ -20,17 +28,10 @@ use kernel::{
         KVec, //
     },
     fs::File,
-    irq,
     prelude::*,
-    sync::poll::PollTable,
-    sync::{
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
-        new_spinlock_irq,
-        poll::PollCondVarBox,
-        SpinLockIrq, //
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
     },
     uaccess::UserSliceWriter,
 };
@@ -69,12 +70,12 @@ pub(crate) struct Events {
     /// any file can be opened.
     usable: Atomic<usize>,
     #[pin]
-    pub(crate) state: SpinLockIrq<State>,
+    pub(crate) state: IrqSpinLock<State>,
     /// Readers and pollers wait here. Boxed and freed after an RCU grace
     /// period (`kfree_rcu`) rather than waiting for one on drop: the last
     /// reference to a device's state may go in a VMA's close, under the
     /// mmap lock, where `synchronize_rcu()` must not stall.
-    pub(crate) wait: PollCondVarBox,
+    pub(crate) wait: WaitQueue,
 }
 
 /// What one pass of [`Events::bind`] under the lock decided.
@@ -99,16 +100,19 @@ impl Events {
             stamps.push(0, GFP_KERNEL)?;
             bindings.push(KVec::new(), GFP_KERNEL)?;
         }
-        let wait = PollCondVarBox::new(c"ivshmem_events", kernel::static_lock_class!())?;
+        let wait = WaitQueue::new()?;
         Ok(try_pin_init!(Self {
             nvec,
             usable: Atomic::new(0),
-            state <- new_spinlock_irq!(State {
-                gone: false,
-                counts,
-                stamps,
-                bindings,
-            }),
+            state <- new_irq_spinlock!(
+                State {
+                    gone: false,
+                    counts,
+                    stamps,
+                    bindings,
+                },
+                c"ivshmem_events"
+            ),
             wait,
         }))
     }
@@ -302,15 +306,15 @@ impl<D: IntxDevice> Drop for IntxEnabled<D> {
 }
 
 /// Services an INTx interrupt: acknowledges it by reading IntrStatus (the
-/// read clears it), and reports `IrqReturn::None` when it reads zero, since
-/// the line may be shared with other devices. A doorbell counts on
-/// vector 0, the only one INTx has.
-pub(crate) fn intx_service(regs: &(impl IntxRegs + ?Sized), events: &Events) -> irq::IrqReturn {
+/// read clears it), and returns whether it was this device's: not when it
+/// reads zero, since the line may be shared with other devices. A doorbell
+/// counts on vector 0, the only one INTx has.
+pub(crate) fn intx_service(regs: &(impl IntxRegs + ?Sized), events: &Events) -> bool {
     if regs.read_status() == 0 {
-        return irq::IrqReturn::None;
+        return false;
     }
     events.fire(0);
-    irq::IrqReturn::Handled
+    true
 }
 
 /// A file's vector mask: bit `v` selects vector `v`. Stored and loaded
@@ -464,8 +468,8 @@ impl Listener {
 
     /// Registers `table` on the wait queue of `ev` and returns the `EPOLL*`
     /// events ready now.
-    pub(crate) fn poll(&self, ev: &Events, file: &File, table: &PollTable<'_>) -> u32 {
-        table.register_wait(file, &ev.wait);
+    pub(crate) fn poll(&self, ev: &Events, file: &File, table: &PollTable) -> u32 {
+        ev.wait.register(file, table);
         let st = ev.state.lock();
         if st.gone {
             uapi::EPOLLHUP | uapi::EPOLLERR
@@ -575,7 +579,7 @@ mod tests {
     fn intx_status_zero_is_not_ours() -> Result {
         let ev = KBox::pin_init(Events::new(1)?, GFP_KERNEL)?;
         let regs = fake(0);
-        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
+        assert!(!intx_service(&regs, &ev));
         assert_eq!(regs.reads.get(), 1);
         assert_eq!(count(&ev), 0);
         Ok(())
@@ -585,13 +589,13 @@ mod tests {
     fn intx_status_set_is_acknowledged_and_counted() -> Result {
         let ev = KBox::pin_init(Events::new(1)?, GFP_KERNEL)?;
         let regs = fake(1);
-        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::Handled));
+        assert!(intx_service(&regs, &ev));
         // The status was read, and so cleared.
         assert_eq!(regs.status.get(), 0);
         assert_eq!(count(&ev), 1);
         // The status is clear now: a second interrupt on a shared line is
         // someone else's.
-        assert!(matches!(intx_service(&regs, &ev), irq::IrqReturn::None));
+        assert!(!intx_service(&regs, &ev));
         assert_eq!(count(&ev), 1);
         assert_eq!(regs.reads.get(), 2);
         Ok(())

@@ -9,6 +9,11 @@ use crate::file::{
 };
 use crate::raw::{
     self,
+    irq::{
+        Registration,
+        VectorKind,
+        Vectors, //
+    },
     irqname::IrqNames,
     miscdev,
     vma::IoWindow, //
@@ -19,6 +24,7 @@ use crate::shm::{
     Shm, //
 };
 use crate::{
+    compat,
     ids,
     regs,
     uapi, //
@@ -26,7 +32,6 @@ use crate::{
 use kernel::{
     alloc::KVec,
     device::Core,
-    irq,
     pci,
     prelude::*,
     str::CString,
@@ -49,11 +54,11 @@ pub(crate) struct Ivshmem<'bound> {
     _intx: Option<IntxEnabled<Arc<Shm>>>,
     /// One handler per usable vector; must drop before `vectors` and
     /// `irq_names`.
-    _irqs: KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>,
+    _irqs: KVec<Registration<IrqHandler>>,
     /// The handlers' names in `/proc/interrupts`.
     _irq_names: IrqNames,
     /// The MSI-X vectors of a doorbell device.
-    _vectors: Option<pci::IrqVectorRegistration<'bound>>,
+    _vectors: Option<Vectors<'bound>>,
     _index: ids::Index,
     /// The rest of BAR0's page, reserved while user space may map it.
     _doorbell_tail: Option<raw::pci::PageTail>,
@@ -66,33 +71,26 @@ pub(crate) struct Ivshmem<'bound> {
 /// on x86 a CPU vector is only assigned here, and the CPUs' vector space
 /// can run out (256 vectors on one CPU). The handlers obtained are the
 /// usable vectors, `0..len`, and the count is recorded in `shm`.
-fn request_irqs<'bound>(
+fn request_irqs(
     pdev: &pci::Device<Core<'_>>,
-    vectors: Option<&'bound pci::IrqVectorRegistration<'bound>>,
+    vectors: Option<&Vectors<'_>>,
     names: &IrqNames,
     shm: &Arc<Shm>,
     intx: bool,
-) -> Result<KVec<Pin<KBox<irq::Registration<'bound, IrqHandler>>>>> {
+) -> Result<KVec<Registration<IrqHandler>>> {
     let mut irqs = KVec::new();
     let Some(vectors) = vectors else {
         return Ok(irqs);
     };
-    let flags = if intx {
-        irq::Flags::SHARED
-    } else {
-        irq::Flags::TRIGGER_NONE
-    };
     irqs.reserve(vectors.len(), GFP_KERNEL)?;
     for vector in 0..vectors.len() {
-        let request: irq::IrqRequest<'bound> = vectors.index(vector)?.into();
-        let handler = Ok::<_, Error>(IrqHandler::new(shm.clone(), vector, intx));
+        let handler = IrqHandler::new(shm.clone(), vector, intx);
         // SAFETY: The registrations go into the driver data, whose
         // `_irqs` drops (freeing them) before `_irq_names`.
         let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
-        // SAFETY: The registration goes into the driver data, which drops
-        // it on unbind; it is never forgotten.
-        let reg = unsafe { irq::Registration::new(request, flags, name, handler) };
-        match KBox::pin_init(reg, GFP_KERNEL) {
+        // SAFETY: The registration goes into the driver data, whose `_irqs`
+        // drops before `_vectors` and `_irq_names`.
+        match unsafe { Registration::new(vectors, vector, intx, name, handler) } {
             Ok(r) => irqs.push_within_capacity(r)?,
             Err(e) => {
                 dev_warn!(
@@ -170,19 +168,18 @@ fn irq_vectors<'bound>(
     pdev: &'bound pci::Device<Core<'_>>,
     nvec: usize,
     intx: bool,
-) -> Result<Option<pci::IrqVectorRegistration<'bound>>> {
+) -> Result<Option<Vectors<'bound>>> {
     if nvec == 0 {
         return Ok(None);
     }
     pdev.set_master();
     let n = u32::try_from(nvec)?;
     let kind = if intx {
-        pci::IrqType::Intx
+        VectorKind::Intx
     } else {
-        pci::IrqType::MsiX
+        VectorKind::MsiX
     };
-    let types = pci::IrqTypes::default().with(kind);
-    match pdev.alloc_irq_vectors(1, n, types) {
+    match Vectors::alloc(pdev, 1, n, kind) {
         Ok(v) => Ok(Some(v)),
         Err(e) => {
             dev_warn!(
@@ -197,7 +194,7 @@ fn irq_vectors<'bound>(
 /// The PCI driver.
 pub(crate) struct IvshmemDriver;
 
-kernel::pci_device_table!(
+compat::pci_device_table!(
     PCI_TABLE,
     <IvshmemDriver as pci::Driver>::IdInfo,
     [(
@@ -214,7 +211,7 @@ impl pci::Driver for IvshmemDriver {
 
     fn probe<'bound>(
         pdev: &'bound pci::Device<Core<'_>>,
-        _info: Option<&'bound Self::IdInfo>,
+        _info: compat::ProbeInfo<'bound, Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
             let enabled = raw::pci::Enabled::new(pdev)?;
@@ -278,19 +275,7 @@ impl pci::Driver for IvshmemDriver {
             Ok(try_pin_init!(Ivshmem {
                 _vectors: irq_vectors,
                 _irq_names: IrqNames::new(index.get(), nvec, intx)?,
-                _irqs: request_irqs(
-                    pdev,
-                    _vectors.as_ref().map(|v| {
-                        // SAFETY: `_vectors` is initialised above (pin-init
-                        // runs the fields in this order), lives pinned in the
-                        // driver data for `'bound`, and drops after `_irqs`,
-                        // declared before it.
-                        unsafe { &*core::ptr::from_ref(v) }
-                    }),
-                    _irq_names,
-                    &shm,
-                    intx
-                )?,
+                _irqs: request_irqs(pdev, _vectors.as_ref(), _irq_names, &shm, intx)?,
                 // Only now that its handler is registered; if a later field
                 // fails, dropping this masks INTx again.
                 _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),

@@ -11,10 +11,14 @@ use crate::doorbell::{
 use crate::raw::{
     eventfd::EventFd,
     miscdev::FileOps,
-    pat::CacheMode, //
+    pat::CacheMode,
+    waitq::PollTable, //
 };
 use crate::shm::Shm;
-use crate::uapi;
+use crate::{
+    compat,
+    uapi, //
+};
 use core::fmt;
 use kernel::{
     fs::{
@@ -32,7 +36,6 @@ use kernel::{
     },
     mm::virt::VmaNew,
     prelude::*,
-    sync::poll::PollTable,
     sync::{
         atomic::{
             Atomic,
@@ -94,7 +97,7 @@ impl OpenFile {
         self.doorbells.read(self.events()?, out, nonblock)
     }
 
-    fn poll_events(&self, file: &File, table: &PollTable<'_>) -> u32 {
+    fn poll_events(&self, file: &File, table: &PollTable) -> u32 {
         if self.shm.check_alive().is_err() {
             return uapi::EPOLLHUP | uapi::EPOLLERR;
         }
@@ -112,7 +115,7 @@ impl OpenFile {
         }
         // Ringing needs no interrupt of our own.
         if !self.shm.facts().doorbell() {
-            return Err(EOPNOTSUPP);
+            return Err(compat::eopnotsupp());
         }
         self.shm.ring(req.peer, req.vector)
     }
@@ -222,7 +225,7 @@ impl FileOps for ShmFile {
         this.read_events(out, nonblock)
     }
 
-    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable<'_>) -> u32 {
+    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable) -> u32 {
         this.poll_events(file, table)
     }
 

@@ -16,10 +16,13 @@
 //! [`shm`] the device state (facts, interrupt handlers, mappings, BAR2's
 //! memtype, removal), [`file`] the file operations, ioctls and sysfs,
 //! [`doorbell`] the doorbells (counting, read, poll, masks, eventfds,
-//! INTx), [`raw`] the few wrappers over C APIs the kernel crate lacks,
+//! INTx), [`raw`] the few wrappers over C APIs the kernel crate lacks
+//! (or has differently in 7.2 and 7.3), [`compat`] the names and
+//! signatures that differ between those kernels,
 //! [`regs`] the registers, [`uapi`] the user API structures, [`ids`] the
 //! device numbers.
 
+mod compat;
 mod doorbell;
 mod driver;
 mod file;

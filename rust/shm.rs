@@ -25,6 +25,7 @@
 use crate::doorbell::{self, Events};
 use crate::raw::helpers;
 use crate::raw::{
+    self,
     mappings::{
         Mapping,
         Mappings, //
@@ -47,6 +48,7 @@ use crate::raw::{
     },
 };
 use crate::{
+    compat,
     regs,
     uapi, //
 };
@@ -59,7 +61,7 @@ use kernel::{
         File, //
     },
     mm::virt::VmaNew,
-    new_mutex, pci,
+    new_mutex,
     prelude::*,
     sync::{
         atomic::{
@@ -146,7 +148,7 @@ pub(crate) struct Shm {
     /// on MSI-X devices (on INTx ones the interrupt registers in it are
     /// the driver's), and only when the rest of its page is reserved.
     doorbell_page: Option<IoWindow>,
-    bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
+    bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
     /// Whether BAR2 may still be mapped: held for reading by page faults,
     /// for writing by [`Shm::revoke`] to zap the mappings.
     #[pin]
@@ -175,18 +177,18 @@ impl IrqHandler {
     }
 }
 
-impl kernel::irq::Handler for IrqHandler {
-    fn handle(&self) -> kernel::irq::IrqReturn {
+impl raw::irq::Handler for IrqHandler {
+    fn handle(&self) -> bool {
         if self.intx {
             // The line may be shared: IntrStatus says whether it is ours.
             match self.shm.bar0.try_access() {
                 Some(bar) => doorbell::intx_service(&*bar, &self.shm.events),
-                None => kernel::irq::IrqReturn::None,
+                None => false,
             }
         } else {
             // MSI-X: the interrupt is ours; IntrStatus is not involved.
             self.shm.events.fire(self.vector);
-            kernel::irq::IrqReturn::Handled
+            true
         }
     }
 }
@@ -208,7 +210,7 @@ impl Shm {
         facts: Facts,
         window: IoWindow,
         doorbell_page: Option<IoWindow>,
-        bar0: pci::DevresBar<{ regs::BAR0_SIZE }>,
+        bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
         ivposition: i32,
         nvec: usize,
     ) -> Result<impl PinInit<Self, Error>> {
@@ -273,7 +275,7 @@ impl Shm {
     /// vectors could be set up.
     pub(crate) fn events(&self) -> Result<&Events> {
         match self.events.vectors() {
-            0 => Err(EOPNOTSUPP),
+            0 => Err(compat::eopnotsupp()),
             _ => Ok(&self.events),
         }
     }
@@ -498,7 +500,7 @@ impl Shm {
     /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
     fn map_doorbell_page(shm: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
         if shm.doorbell_page.is_none() {
-            return Err(EOPNOTSUPP);
+            return Err(compat::eopnotsupp());
         }
         if vma.end() - vma.start() != PAGE_SIZE {
             return Err(EINVAL);

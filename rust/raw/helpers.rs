@@ -29,6 +29,35 @@ extern "C" {
     /// `ida_free()` on the driver's IDA: `id` must have been allocated and
     /// not yet freed.
     pub(crate) fn ivshmem_ida_free(id: c_uint);
+    /// `spin_lock_irqsave()`: returns the saved interrupt flags.
+    pub(crate) fn ivshmem_spin_lock_irqsave(lock: *mut bindings::spinlock_t) -> c_ulong;
+    /// `spin_unlock_irqrestore()`.
+    pub(crate) fn ivshmem_spin_unlock_irqrestore(lock: *mut bindings::spinlock_t, flags: c_ulong);
+    /// Allocates and initialises a wait queue (NULL without memory).
+    pub(crate) fn ivshmem_waitq_alloc() -> *mut c_void;
+    /// `wake_up_pollfree()`, then frees the queue after an RCU grace period.
+    pub(crate) fn ivshmem_waitq_free(q: *mut c_void);
+    /// `wake_up_all()`.
+    pub(crate) fn ivshmem_waitq_wake_all(q: *mut c_void);
+    /// `poll_wait()` on the queue.
+    pub(crate) fn ivshmem_waitq_poll(q: *mut c_void, file: *mut c_void, table: *mut c_void);
+    /// Sleeps interruptibly on the queue with `lock` (held, with `*flags`
+    /// saved) released meanwhile; returns whether a signal is pending.
+    pub(crate) fn ivshmem_waitq_wait(
+        q: *mut c_void,
+        lock: *mut bindings::spinlock_t,
+        flags: *mut c_ulong,
+    ) -> bool;
+    /// `request_irq()` with the C handler that calls `ivshmem_irq_rust`
+    /// with `data`; `IRQF_SHARED` when `shared`.
+    pub(crate) fn ivshmem_request_irq(
+        irq: c_uint,
+        shared: bool,
+        name: *const c_char,
+        data: *mut c_void,
+    ) -> c_int;
+    /// `VM_MAYSHARE`, from C: 7.2's Rust binding of it is wrong.
+    pub(crate) fn ivshmem_vm_mayshare() -> bindings::vm_flags_t;
 }
 
 /// `wmb()`.
@@ -44,7 +73,9 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 use kernel::prelude::{
+    c_char,
     c_int,
     c_uint,
+    c_ulong,
     c_void, //
 };

@@ -9,7 +9,10 @@
 //! [`FileOps`] in safe Rust, this module turns it into a C
 //! `file_operations` table.
 
-use super::StaticTable;
+use super::{
+    waitq::PollTable,
+    StaticTable, //
+};
 use core::fmt;
 use core::marker::PhantomData;
 use kernel::{
@@ -20,7 +23,6 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     str::CString,
-    sync::poll::PollTable,
     types::{
         ForeignOwnable,
         Opaque, //
@@ -64,7 +66,7 @@ pub(crate) trait FileOps: Sized + 'static {
     fn poll(
         this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         file: &File,
-        table: &PollTable<'_>,
+        table: &PollTable,
     ) -> u32;
 
     /// Handles an ioctl.
@@ -276,7 +278,7 @@ struct Vtable<T: FileOps>(PhantomData<T>);
 
 impl<T: FileOps> Vtable<T> {
     const FOPS: bindings::file_operations = bindings::file_operations {
-        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        owner: super::module::THIS_MODULE,
         open: Some(Self::open),
         release: Some(Self::release),
         mmap: Some(Self::mmap),

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Small wrappers over C APIs that 7.3's Rust abstractions do not cover.
+//! Small wrappers over C APIs that the kernel's Rust abstractions do not
+//! cover, or cover differently in 7.2 and 7.3: each works on both.
 //!
 //! Every raw `bindings` call of the driver lives here, behind types whose
 //! safe methods cannot be misused from the driver logic. Each wrapper
@@ -8,13 +9,17 @@
 
 pub(crate) mod eventfd;
 pub(crate) mod helpers;
+pub(crate) mod irq;
+pub(crate) mod irqlock;
 pub(crate) mod irqname;
 pub(crate) mod mappings;
 pub(crate) mod miscdev;
+pub(crate) mod module;
 pub(crate) mod pat;
 pub(crate) mod pci;
 pub(crate) mod rwsem;
 pub(crate) mod vma;
+pub(crate) mod waitq;
 
 /// A wrapper that lets a static hold C structures with raw pointers.
 ///

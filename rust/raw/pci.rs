@@ -18,7 +18,7 @@ use kernel::{
 };
 
 /// Returns the C `struct pci_dev` of `pdev`.
-fn raw(pdev: &pci::Device<Bound>) -> *mut bindings::pci_dev {
+pub(super) fn raw(pdev: &pci::Device<Bound>) -> *mut bindings::pci_dev {
     // CAST: `pci::Device` is `#[repr(transparent)]` over
     // `Opaque<bindings::pci_dev>`, itself a transparent wrapper of the C
     // struct, so a reference to it points to the C `struct pci_dev`.

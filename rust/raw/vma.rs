@@ -133,9 +133,12 @@ pub(crate) fn pgoff(vma: &VmaNew) -> usize {
 
 /// Checks that a VMA being set up can map I/O memory: it must be shared
 /// (`MAP_SHARED`), since a private copy-on-write mapping of device memory
-/// makes no sense (and the fault path would hit a `BUG_ON`).
+/// makes no sense (and the fault path would hit a `BUG_ON`). `VM_MAYSHARE`
+/// comes from C: 7.2's `flags::MAYSHARE` is `VM_MAYEXEC`.
 pub(crate) fn check_shared(vma: &VmaNew) -> Result {
-    if vma.flags() & flags::MAYSHARE == 0 {
+    // SAFETY: Returns a constant.
+    let mayshare = unsafe { super::helpers::ivshmem_vm_mayshare() };
+    if vma.flags() & mayshare == 0 {
         return Err(EINVAL);
     }
     Ok(())
@@ -182,6 +185,35 @@ struct Fault {
 }
 
 use core::marker::PhantomData;
+
+/// Inserts a PMD (`order` [`PMD_ORDER`]) or PUD entry for `pfn`, where the
+/// kernel has them: without `CONFIG_TRANSPARENT_HUGEPAGE` (or without
+/// huge PUDs) the fault falls back to smaller entries.
+///
+/// # Safety
+///
+/// `vmf` is a valid fault on a locked VMA set up by [`install`]; the
+/// aligned block of `1 << order` frames from `pfn` is I/O memory of this
+/// driver, reserved while the fault runs, and lies within the VMA.
+#[allow(unused_variables)]
+unsafe fn insert_huge(
+    vmf: *mut bindings::vm_fault,
+    pfn: usize,
+    write: bool,
+    order: c_uint,
+) -> bindings::vm_fault_t {
+    #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+    if order == PMD_ORDER {
+        // SAFETY: Guaranteed by the caller.
+        return unsafe { bindings::vmf_insert_pfn_pmd(vmf, pfn, write) };
+    }
+    #[cfg(CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD)]
+    if order == PUD_ORDER {
+        // SAFETY: Guaranteed by the caller.
+        return unsafe { bindings::vmf_insert_pfn_pud(vmf, pfn, write) };
+    }
+    VM_FAULT_FALLBACK
+}
 
 impl<M: IoMap> VmOps<M> {
     const TABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
@@ -316,15 +348,9 @@ impl<M: IoMap> VmOps<M> {
                         && first.checked_add(pages).is_some_and(|e| e <= win.pages)
                         && (win.pfn + first) % pages == 0 =>
                 {
-                    let pfn = win.pfn + first;
-                    if order == PMD_ORDER {
-                        // SAFETY: As for a PTE; the whole aligned block lies
-                        // within both the VMA and the window.
-                        unsafe { bindings::vmf_insert_pfn_pmd(vmf, pfn, write) }
-                    } else {
-                        // SAFETY: As for a PMD.
-                        unsafe { bindings::vmf_insert_pfn_pud(vmf, pfn, write) }
-                    }
+                    // SAFETY: As for a PTE; the whole aligned block lies
+                    // within both the VMA and the window.
+                    unsafe { insert_huge(vmf, win.pfn + first, write, order) }
                 }
                 _ => VM_FAULT_FALLBACK,
             }
