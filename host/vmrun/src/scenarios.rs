@@ -209,6 +209,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                 "guest",
                 &[
                     "mmap_bad",
+                    "map_private_refused",
                     "ioctl_bad",
                     "pat_memtype",
                     "huge_faults",
@@ -293,6 +294,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                 "guest",
                 &[
                     "doorbell_local",
+                    "doorbell_all_vectors",
                     "c_ring",
                     "doorbell_signal",
                     "doorbell_mask_wakeup",

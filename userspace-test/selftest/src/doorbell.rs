@@ -913,3 +913,79 @@ fn page_ptr(page: &ivshmem::DoorbellPage) -> *mut u32 {
         .wrapping_add(ivshmem::uapi::IVSHMEM_REG_DOORBELL)
         .cast()
 }
+
+/// The interrupts counted so far on the line named `name` in
+/// /proc/interrupts, over every CPU, or `None` when there is no such line.
+fn interrupts_of(name: &str) -> Result<Option<u64>, Failure> {
+    let text = std::fs::read_to_string("/proc/interrupts")
+        .map_err(|e| Failure::Fail(format!("/proc/interrupts: {e}")))?;
+    for line in text.lines() {
+        if line.split_whitespace().last() != Some(name) {
+            continue;
+        }
+        let counts = line
+            .split_whitespace()
+            .skip(1)
+            .map_while(|w| w.parse::<u64>().ok());
+        return Ok(Some(counts.sum()));
+    }
+    Ok(None)
+}
+
+/// Every MSI-X vector the driver allocated delivers: each vector, rung on
+/// its own, raises its own interrupt (its `ivshmemN-V` line in
+/// /proc/interrupts counts exactly one more) and signals its own eventfd
+/// only. A driver that could reach only the first and the last vector of
+/// its allocation would fail on the ones between.
+pub fn doorbell_all_vectors() -> TestResult {
+    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    let dev = Device::open(bell)?;
+    let info = dev.info()?;
+    let me = info
+        .ivposition
+        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let n = info.vectors as u16;
+    check!(
+        n >= 3,
+        "the test needs a first, a middle and a last vector; the device receives on {n}"
+    );
+    let (domain, bus, slot, func) = info.pci;
+    let msi = format!("/sys/bus/pci/devices/{domain:04x}:{bus:02x}:{slot:02x}.{func}/msi_irqs");
+    let allocated = std::fs::read_dir(&msi)
+        .map_err(|e| Failure::Fail(format!("{msi}: {e}")))?
+        .count();
+    println!("# {allocated} MSI-X vectors allocated, {n} receiving");
+    check!(
+        allocated == usize::from(n),
+        "{allocated} vectors allocated, but the driver receives on {n}"
+    );
+    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
+    for (v, fd) in efds.iter().enumerate() {
+        dev.bind_eventfd(v as u16, fd.as_fd())?;
+    }
+    for v in 0..n {
+        let line = format!("ivshmem{}-{v}", info.index);
+        let Some(before) = interrupts_of(&line)? else {
+            fail!("no {line} in /proc/interrupts");
+        };
+        dev.ring(me, v)?;
+        expect_events(&dev, &[(v, 1)], &format!("ring vector {v}"))?;
+        let after = interrupts_of(&line)?.unwrap_or(0);
+        check!(
+            after == before + 1,
+            "vector {v}: {line} counted {before} then {after} interrupts"
+        );
+        for (w, fd) in efds.iter().enumerate() {
+            let c = efd_count(fd);
+            check!(
+                c == u64::from(w as u16 == v),
+                "vector {v}: the eventfd of vector {w} counts {c}"
+            );
+        }
+    }
+    println!("# each of the {n} vectors raised its own interrupt and eventfd");
+    Ok(())
+}

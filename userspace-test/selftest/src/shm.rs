@@ -320,6 +320,48 @@ pub fn mmap_bad() -> TestResult {
     Ok(())
 }
 
+/// MAP_PRIVATE is refused, whatever the protection and the file's access
+/// mode: a private (copy-on-write) mapping of device memory cannot be
+/// honoured. The shared mapping of the same range works, so the refusals
+/// are the driver's check of VM_MAYSHARE, not a blanket failure. (7.2's
+/// Rust binding of VM_MAYSHARE tests VM_MAYEXEC, which every mapping of a
+/// file on an exec mount has: a check built on it lets these through.)
+pub fn map_private_refused() -> TestResult {
+    devices(1)?;
+    let _m = load()?;
+    let rw = Device::open(0)?;
+    let ro = std::fs::File::open("/dev/ivshmem0")?;
+    let private = libc::MAP_PRIVATE;
+    let cases: [(&str, &dyn AsFd, i32); 4] = [
+        ("read-write file, PROT_READ|PROT_WRITE", &rw, RW),
+        ("read-write file, PROT_READ", &rw, libc::PROT_READ),
+        ("read-only file, PROT_READ", &ro, libc::PROT_READ),
+        ("read-write file, PROT_NONE", &rw, libc::PROT_NONE),
+    ];
+    for (what, fd, prot) in cases {
+        let got = raw_mmap(&fd, PAGE, prot, private, 0);
+        println!("# MAP_PRIVATE, {what}: {}", errname(got));
+        check!(
+            got == libc::EINVAL,
+            "MAP_PRIVATE, {what}: got {}, want EINVAL",
+            errname(got)
+        );
+    }
+    for (what, fd, prot) in [
+        ("read-write", &rw as &dyn AsFd, RW),
+        ("read-only", &ro, libc::PROT_READ),
+    ] {
+        let got = raw_mmap(&fd, PAGE, prot, libc::MAP_SHARED, 0);
+        println!("# MAP_SHARED, {what} file: {}", errname(got));
+        check!(
+            got == 0,
+            "MAP_SHARED of a {what} file failed: {}",
+            errname(got)
+        );
+    }
+    Ok(())
+}
+
 /// ioctls the driver must refuse, and its extensible-structure rules.
 pub fn ioctl_bad() -> TestResult {
     devices(1)?;

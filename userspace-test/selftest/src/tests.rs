@@ -92,6 +92,12 @@ pub fn all() -> Vec<Test> {
             run: crate::shm::mmap_bad,
         },
         Test {
+            name: "map_private_refused",
+            default: true,
+            about: "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works",
+            run: crate::shm::map_private_refused,
+        },
+        Test {
             name: "ioctl_bad",
             default: true,
             about: "bad ioctls are refused; structures extend both ways",
@@ -204,6 +210,12 @@ pub fn all() -> Vec<Test> {
             default: false,
             about: "a C program built against the UAPI header rings and polls",
             run: crate::doorbell::c_ring,
+        },
+        Test {
+            name: "doorbell_all_vectors",
+            default: false,
+            about: "every allocated MSI-X vector raises its own interrupt and eventfd, not only the first and last",
+            run: crate::doorbell::doorbell_all_vectors,
         },
         Test {
             name: "doorbell_signal",
