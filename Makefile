@@ -12,10 +12,14 @@
 #                          installed Debian kernel (the running one by
 #                          default): build/debian/<release>/ivshmem.ko
 #   make deb               build the ivshmem-dkms package: build/deb/
-#   make stock             build the module for Debian's stock kernel in
-#                          the project's build root (no kernel build)
-#   make demo              build for Debian's stock kernel and run a short
-#                          demo in QEMU
+#   make stock [KERNEL=trixie|sid|trixie-7.2]
+#                          build the module for one of Debian's stock
+#                          kernels in that kernel's build root (no kernel
+#                          build): build/stock/<KERNEL>/ivshmem.ko
+#   make demo [KERNEL=trixie|sid]
+#                          build for Debian's stock kernel (trixie: 7.3.x
+#                          from trixie-backports, the default; sid: 7.2.x)
+#                          and run a short demo in QEMU
 #   make check             run the whole test suite (what .ci/run calls)
 #   make bench [QUICK=1]   benchmarks on Debian's stock kernel against what
 #                          users would use instead (docs/benchmarks.md);
@@ -42,6 +46,7 @@ KBUILD := scripts/kmake.sh $(FLAVOUR)
 endif
 
 KRELEASE ?= $(shell uname -r)
+KERNEL ?= trixie
 
 .PHONY: all modules clean kernel demo check debian deb stock bench stress
 
@@ -65,10 +70,10 @@ deb:
 	scripts/build-deb.sh
 
 stock:
-	scripts/build-stock.sh
+	scripts/build-stock.sh $(KERNEL)
 
 demo:
-	scripts/demo.sh
+	scripts/demo.sh $(KERNEL)
 
 check:
 	scripts/check.sh

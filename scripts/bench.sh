@@ -18,7 +18,7 @@ scripts/dkms-install.sh
 scripts/build-userspace.sh
 set -a
 . build/userspace/env
-. build/dkms/env
+. build/dkms/trixie/env
 set +a
 out=(--out "build/bench/$(date -u +%Y%m%dT%H%M%SZ)")
 for a in "$@"; do

@@ -14,6 +14,8 @@
 # source as dist/, which debian/rules installs.
 
 . "$(dirname "$0")/lib.sh"
+# The packages are built once, in the trixie root, for every suite.
+buildroot_select trixie
 cd "$IVSHMEM_TOP"
 "$IVSHMEM_TOP/scripts/setup-toolchain.sh" --no-kernel-source
 log "ivshmem-dkms: building the Debian package"

@@ -35,7 +35,9 @@
 
 set -eu
 
-SUPPORTED="7.3"
+# The kernel series the driver supports, each tested in make check (keep in
+# step with BUILD_EXCLUSIVE_KERNEL in debian/ivshmem-dkms.dkms).
+SUPPORTED="7.2 7.3"
 
 die() {
 	echo "ivshmem: error: $*" >&2
@@ -76,11 +78,15 @@ case "$kver" in
 [0-9]*.[0-9]*) ;;
 *) die "cannot read a kernel version out of release '$release'" ;;
 esac
-if [ "$majmin" != "$SUPPORTED" ]; then
-	if [ "$(printf '%s\n%s\n' "$majmin" "$SUPPORTED" | sort -V | head -n 1)" = "$majmin" ]; then
-		unsupported "kernel $release is older than the driver supports; supported: Linux $SUPPORTED.x"
+supported=0
+for s in $SUPPORTED; do [ "$majmin" = "$s" ] && supported=1; done
+if [ $supported = 0 ]; then
+	oldest=${SUPPORTED%% *}
+	list=$(echo "$SUPPORTED" | sed 's/\([0-9.]*\)/Linux \1.x/g; s/ L/, L/g')
+	if [ "$(printf '%s\n%s\n' "$majmin" "$oldest" | sort -V | head -n 1)" = "$majmin" ]; then
+		unsupported "kernel $release is older than the driver supports; supported: $list"
 	fi
-	unsupported "kernel $release is newer than the driver supports yet; supported: Linux $SUPPORTED.x"
+	unsupported "kernel $release is newer than the driver supports yet; supported: $list"
 fi
 
 if [ -n "$hdr" ]; then
@@ -121,20 +127,27 @@ else
 fi
 src_pkg=linux-source-$majmin
 tarball=/usr/src/linux-source-$majmin.tar.xz
-src_version=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$src_pkg" 2>/dev/null | sed -n 's/^ii  *//p')
-[ -n "$src_version" ] && [ -f "$tarball" ] ||
-	die "no source package for $release: $src_pkg is not installed (apt install $src_pkg=$version)"
-[ "$src_version" = "$version" ] ||
-	die "no source package of version $version (that of $hdr_pkg): $src_pkg is $src_version (apt install $src_pkg=$version)"
+tree=$cache/$release/$version
 
 # 2. The prepared tree, cached by release and package version; the
 # extracted source (never written to: builds go to O=) by its version.
-tree=$cache/$release/$version
-srctree=$cache/source-$src_version
+# The source package is needed only to prepare a tree: once prepared, a
+# release still builds after an upgrade replaced linux-source-X.Y with
+# another version (only one can be installed).
+# 2. The prepared tree, cached by release and package version; the
+# extracted source (never written to: builds go to O=) by its version.
 mkdir -p "$cache/$release"
 exec 9>"$cache/.lock"
 flock 9
-if [ ! -f "$srctree/.ivshmem-complete" ]; then
+if [ ! -f "$tree/.ivshmem-prepared" ]; then
+	src_version=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$src_pkg" 2>/dev/null | sed -n 's/^ii  *//p')
+	[ -n "$src_version" ] && [ -f "$tarball" ] ||
+		die "no source package for $release: $src_pkg is not installed (apt install $src_pkg=$version)"
+	[ "$src_version" = "$version" ] ||
+		die "no source package of version $version (that of $hdr_pkg): $src_pkg is $src_version (apt install $src_pkg=$version)"
+	srctree=$cache/source-$src_version
+fi
+if [ ! -f "$tree/.ivshmem-prepared" ] && [ ! -f "$srctree/.ivshmem-complete" ]; then
 	say "extracting $tarball into $srctree (once per source version)"
 	rm -rf "$srctree"
 	mkdir -p "$srctree"

@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# build-stock.sh: everything a guest run on Debian's stock kernel needs,
-# without building a kernel: the build root, the stock kernel
+# build-stock.sh [KERNEL]: everything a guest run on one of Debian's stock
+# kernels needs, without building a kernel (KERNEL: one of lib.sh's
+# STOCK_KERNELS, default trixie): the kernel's build root and layer
 # (stock-kernel.sh), ivshmem.ko built for it by build-debian-module.sh in
-# the build root (a Debian trixie system with that kernel's headers and
-# source installed), and the userspace. Paths go to build/stock/env.
+# that root (a Debian system of the kernel's suite with its headers and
+# source installed), and the userspace. Paths go to build/stock/KERNEL/env.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 
-stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh")
+stock_profile "${1:-trixie}"
+stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh" "$STOCK_NAME")
 release=$(cat "$stock/release")
-mkdir -p build/stock
-log "module: building ivshmem.ko for $release (scripts/build-debian-module.sh in the build root)"
-# The prepared tree stays in the build root's /var/cache/ivshmem-dkms,
+out=build/stock/$STOCK_NAME
+mkdir -p "$out"
+log "module: building ivshmem.ko for $release (scripts/build-debian-module.sh in the $BUILDROOT_SUITE build root)"
+# The prepared tree stays in the kernel's layer, in /var/cache/ivshmem-dkms,
 # where the DKMS install (scripts/dkms-install.sh) finds it too.
-in_buildroot sh scripts/build-debian-module.sh "$release" --out build/stock ||
+BUILDROOT_LAYER=$(cat "$stock/layer") in_buildroot sh scripts/build-debian-module.sh "$release" --out "$out" ||
 	die "building the module for $release failed"
-"$IVSHMEM_TOP/scripts/build-userspace.sh"
-cat >build/stock/env <<ENV
+IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/build-userspace.sh"
+cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
-IVSHMEM_MODULE=$IVSHMEM_TOP/build/stock/ivshmem.ko
-IVSHMEM_KERNEL_LABEL="Debian $release (stock)"
+IVSHMEM_MODULE=$IVSHMEM_TOP/$out/ivshmem.ko
+IVSHMEM_KERNEL_LABEL="Debian $release (stock, $STOCK_NAME)"
 $(cat build/userspace/env)
 ENV
-log "built; paths in build/stock/env"
+log "built; paths in $out/env"

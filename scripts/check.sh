@@ -11,12 +11,15 @@
 #   4. guest tests: every suite scenario in QEMU, through ivshmem-vmrun,
 #      on the project's debug kernel (for the sanitizers), then the stress
 #      campaign's fixed-seed slice (`ivshmem-vmrun stress --quick`);
-#   5. Debian's stock kernel: the ivshmem-dkms package is built and
-#      installed with apt into a Debian system with that kernel's headers
-#      (DKMS builds the module), build-debian-module.sh's refusals are
-#      checked, and the whole guest suite runs again on the stock kernel
-#      with the module DKMS built, plus the scenarios that boot a Debian
-#      root (autoload by udev);
+#   5. Debian's stock kernels, trixie-backports' 7.3.x and sid's 7.2.x: for
+#      each, the ivshmem-dkms package is installed with apt into a Debian
+#      system of the kernel's suite with its headers (DKMS builds the
+#      module; the kernel hook rebuilds it; it rebuilds without the source
+#      package), and the whole guest suite runs again on that kernel with
+#      the module DKMS built, plus the scenarios that boot a Debian root
+#      (autoload by udev); build-debian-module.sh's refusals are checked
+#      (trixie); the module is built for trixie-backports' newest 7.2.x,
+#      whose rustc (1.85.1) is older than sid's;
 #   6. the ivshmem-server package: installed with apt into a Debian system,
 #      its units verified, its socket unit and service emulated
 #      (systemd-socket-activate + the exact ExecStart), a doorbell guest on
@@ -139,40 +142,62 @@ else
 	ko "stress slice (not run: the build failed)"
 fi
 
-step "Debian stock kernel: the ivshmem-dkms package, installed with apt, built by DKMS"
-dkms=0
-if [ $built = 1 ] && scripts/dkms-install.sh; then
-	ok "ivshmem-dkms: built, installed with apt, module built by DKMS"
-	dkms=1
+# The stock kernels whose whole suite runs, each with the module DKMS built
+# in a Debian system of its suite; then the one that is only built.
+deb=
+step "the Debian packages (ivshmem-dkms, ivshmem-server)"
+if [ $built = 1 ] && deb=$(scripts/build-deb.sh); then
+	ok "Debian packages built"
 else
-	ko "ivshmem-dkms (build or install)"
+	ko "Debian packages (build)"
 fi
-if [ $dkms = 1 ]; then
-	tap=$(mktemp)
-	in_buildroot sh scripts/test-build-debian-module.sh 2>&1 | tee "$tap"
-	tp=$(grep -ac '^ok ' "$tap") tf=$(grep -ac '^not ok ' "$tap")
-	rm -f "$tap"
-	pass=$((pass + tp)) fail=$((fail + tf))
-	if [ "$tp" -eq 0 ] && [ "$tf" -eq 0 ]; then
-		ko "build-debian-module refusals (no result)"
-	elif [ "$tf" -ne 0 ]; then
-		failed_steps+=("$tf build-debian-module refusal test(s)")
+declare -A dkms=()
+for k in trixie sid; do
+	step "Debian stock kernel ($k): the ivshmem-dkms package, installed with apt, built by DKMS"
+	dkms[$k]=0
+	if [ -n "$deb" ] && IVSHMEM_DEB=$deb scripts/dkms-install.sh "$k"; then
+		ok "ivshmem-dkms ($k): installed with apt, built by DKMS, rebuilt by the kernel hook and without the source package"
+		dkms[$k]=1
+	else
+		ko "ivshmem-dkms ($k) (build or install)"
 	fi
-fi
+	if [ "$k" = trixie ] && [ "${dkms[$k]}" = 1 ]; then
+		tap=$(mktemp)
+		(
+			stock_profile trixie
+			BUILDROOT_LAYER=$(cat build/dkms/trixie/layer) in_buildroot sh scripts/test-build-debian-module.sh
+		) 2>&1 | tee "$tap"
+		tp=$(grep -ac '^ok ' "$tap") tf=$(grep -ac '^not ok ' "$tap")
+		plan=$(grep -a '^1\.\.' "$tap" | head -n 1)
+		rm -f "$tap"
+		pass=$((pass + tp)) fail=$((fail + tf))
+		if [ "$plan" != "1..$((tp + tf))" ] || [ "$tp" -eq 0 ]; then
+			ko "build-debian-module refusals (plan '$plan', $((tp + tf)) results)"
+		elif [ "$tf" -ne 0 ]; then
+			failed_steps+=("$tf build-debian-module refusal test(s)")
+		fi
+	fi
+	step "guest tests (QEMU), Debian stock kernel ($k) with the DKMS-built module"
+	if [ "${dkms[$k]}" = 1 ]; then
+		guest_suite "Debian stock kernel ($k, $(cat "build/dkms/$k/release"))" build/test/env "build/dkms/$k/env" -- suite "${filters[@]}"
+	else
+		ko "guest tests on the Debian stock kernel ($k) (not run: no DKMS-built module)"
+	fi
+done
 
-step "guest tests (QEMU), Debian stock kernel with the DKMS-built module"
-if [ $dkms = 1 ]; then
-	guest_suite "Debian stock kernel" build/test/env build/dkms/env -- suite "${filters[@]}"
+step "Debian stock kernel (trixie-7.2, rustc 1.85.1): the module builds (no suite)"
+if [ $built = 1 ] && scripts/build-stock.sh trixie-7.2; then
+	ok "module built for trixie-backports' 7.2 ($(cat build/stock/trixie-7.2/release 2>/dev/null))"
 else
-	ko "guest tests on the Debian stock kernel (not run: no DKMS-built module)"
+	ko "module build for trixie-backports' 7.2"
 fi
 
 step "make bench --quick (tiny sizes, few repetitions: only so that it cannot rot; no timing asserted)"
-if [ $dkms = 1 ]; then
+if [ "${dkms[trixie]}" = 1 ]; then
 	if (
 		set -a
 		. build/test/env
-		. build/dkms/env
+		. build/dkms/trixie/env
 		set +a
 		"$IVSHMEM_VMRUN" bench --quick --out build/bench/check
 	); then
@@ -185,9 +210,9 @@ else
 fi
 
 step "host packaging: ivshmem-server's .deb, its units, a guest on the socket they make"
-if [ $dkms = 1 ]; then
+if [ "${dkms[trixie]}" = 1 ]; then
 	log=$(mktemp)
-	scripts/server-deb-test.sh build/test/env build/dkms/env 2>&1 | tee "$log"
+	scripts/server-deb-test.sh build/test/env build/dkms/trixie/env 2>&1 | tee "$log"
 	summary=$(grep -a '^server-deb: ' "$log" | tail -n 1)
 	rm -f "$log"
 	if [[ $summary =~ ^server-deb:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then

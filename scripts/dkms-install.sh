@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# dkms-install.sh: build the ivshmem-dkms package and install it, with apt,
-# into a Debian system that has Debian's stock kernel headers, the way a
-# user installs it; DKMS builds the module there. Then collect what the
-# guest runs need and write build/dkms/env:
+# dkms-install.sh [KERNEL]: build the ivshmem-dkms package and install it,
+# with apt, into a Debian system that has one of Debian's stock kernels'
+# headers (KERNEL: one of lib.sh's STOCK_KERNELS, default trixie), the way
+# a user installs it; DKMS builds the module there. Then collect what the
+# guest runs need and write build/dkms/KERNEL/env (OUT below):
 #
-#   build/deb/ivshmem-dkms_<version>_amd64.deb the package
-#   build/dkms/install.log                      apt's and DKMS's output
-#   build/dkms/ivshmem.ko                       the module DKMS installed
-#   build/dkms/debian-root.cpio                 the `debian` guest root with
+#   build/deb/ivshmem-dkms_<version>_amd64.deb the package (IVSHMEM_DEB: one
+#                                               built already)
+#   OUT/install.log                             apt's and DKMS's output
+#   OUT/ivshmem.ko                              the module DKMS installed
+#   OUT/debian-root.cpio                        the `debian` guest root with
 #                                               the package's files (udev
 #                                               rule, ivshmem command) and
 #                                               the module in place (depmod's
@@ -26,35 +28,44 @@
 #                                               the bench guests' vfio-pci
 #                                               contenders load them
 #
-# The Debian system is a throw-away overlay over the build root (trixie,
-# which has the package's dependencies and, from stock-kernel.sh, the
-# stock kernel's linux-headers and linux-source-7.3). If the build root has
-# no prepared Rust metadata of the stock kernel in /var/cache/ivshmem-dkms
-# yet, DKMS prepares it (a few minutes), and it is kept there afterwards
-# for later runs (build-stock.sh prepares the same tree).
+# The Debian system is a throw-away overlay over the kernel's build root
+# (its suite's: the package's dependencies) and the kernel's layer
+# (stock-kernel.sh: its linux-headers, linux-modules and linux-source).
+# If the layer has no prepared Rust metadata of the kernel in
+# /var/cache/ivshmem-dkms yet, DKMS prepares it (a few minutes), and it is
+# kept in the layer for later runs (build-stock.sh prepares the same tree).
+#
+# After the install, in the same system: a kernel upgrade's hook rebuilds
+# the module; and with the kernel's linux-source package gone (an upgrade
+# brought another version: only one can be installed), DKMS still
+# rebuilds it from the prepared tree.
 
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 
-stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh")
+stock_profile "${1:-trixie}"
+stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh" "$STOCK_NAME")
 release=$(cat "$stock/release")
-guestroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh")
-pyroot_cpio=$("$IVSHMEM_TOP/scripts/debian-guest.sh" python)
+layer=$(cat "$stock/layer")
+# The guest systems are trixie's, whatever the kernel.
+guestroot_cpio=$(IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/debian-guest.sh")
+pyroot_cpio=$(IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/debian-guest.sh" python)
 
 # 1. The package.
-deb=$("$IVSHMEM_TOP/scripts/build-deb.sh")
+deb=${IVSHMEM_DEB:-$(IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/build-deb.sh")}
+stock_profile "$STOCK_NAME"
 
 # 2. Install it with apt into a Debian system that has the stock headers.
-out="$IVSHMEM_TOP/build/dkms"
+out="$IVSHMEM_TOP/build/dkms/$STOCK_NAME"
 rm -rf "$out"
 mkdir -p "$out/root"
 ovl=$(overlay_new dkms)
 trap 'rm -rf "$ovl"' EXIT
-log "ivshmem-dkms: apt-get install $deb in a Debian system with linux-headers-$release (DKMS builds the module)"
+log "ivshmem-dkms ($STOCK_NAME): apt-get install $deb in a Debian $BUILDROOT_SUITE system with linux-headers-$release (DKMS builds the module)"
 start=$SECONDS
 set +e
 unshare --mount --propagation private -- /bin/sh -ec '
-	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6 top=$7
+	root=$1 ovl=$2 out=$3 deb=$4 release=$5 version=$6 top=$7 series=$8
 	m=$ovl/merged
 	"$top/scripts/mount-overlay.sh" "$root" "$ovl"
 	mkdir -p "$m/mnt/out" "$m/mnt/deb"
@@ -77,6 +88,19 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		/etc/kernel/header_postinst.d/dkms $release
 		echo \"== dkms status after the hook\"
 		dkms status
+		# An upgrade replaced linux-source-$series by another version (only
+		# one can be installed): the release still rebuilds from the
+		# prepared tree.
+		echo \"== linux-source-$series removed: dkms unbuild, then dkms install for $release\"
+		dpkg --purge --force-depends linux-source-$series >/dev/null
+		test ! -e /usr/src/linux-source-$series.tar.xz
+		dkms unbuild ivshmem/$version -k $release
+		dkms install ivshmem/$version -k $release || {
+			cat /var/lib/dkms/ivshmem/*/build/make.log
+			exit 1
+		}
+		echo \"== dkms status without the source package\"
+		dkms status
 		cd /mnt/out
 		mkdir -p root/lib/modules root/usr/lib/udev/rules.d root/etc
 		# What the package and DKMS put in place, for the guest root:
@@ -90,7 +114,7 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
-' sh "$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/$deb" "$release" "$(dpkg-deb -f "$deb" Version)" "$IVSHMEM_TOP" \
+' sh "$layer/upper:$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/${deb#"$IVSHMEM_TOP"/}" "$release" "$(dpkg-deb -f "$deb" Version)" "$IVSHMEM_TOP" "$STOCK_SERIES" \
 	>"$out/install.log" 2>&1
 status=$?
 set -e
@@ -100,8 +124,10 @@ if [ $status -ne 0 ]; then
 fi
 grep -E '^ivshmem/.*: installed' "$out/install.log" | grep -q "$release" ||
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': dkms status does not show ivshmem installed for $release; log: $out/install.log"; }
-sed -n '/^== dkms status after the hook/,$p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
+sed -n '/^== dkms status after the hook/,/^== linux-source/p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': the kernel hook did not rebuild ivshmem for $release; log: $out/install.log"; }
+sed -n '/^== dkms status without the source package/,$p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
+	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': without linux-source-$STOCK_SERIES, DKMS did not rebuild ivshmem for $release from the prepared tree; log: $out/install.log"; }
 installed=$(find "$out/root/lib/modules/$release/updates/dkms" -name 'ivshmem.ko*' | head -n 1)
 [ -n "$installed" ] || die "step 'dkms install': no ivshmem.ko under /lib/modules/$release/updates/dkms"
 case "$installed" in
@@ -112,13 +138,18 @@ case "$installed" in
 esac
 grep -q "ivshmem" "$out/root/lib/modules/$release/modules.alias" ||
 	die "step 'dkms install': depmod's modules.alias has no ivshmem alias"
-log "ivshmem-dkms: installed, unbuilt and rebuilt by the kernel hook in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | tail -n 1)"
-# Keep what DKMS prepared, if the build root had nothing yet.
-kept="$(buildroot_dir)/var/cache/ivshmem-dkms"
-if [ -d "$ovl/upper/var/cache/ivshmem-dkms" ] && ! ls "$kept"/*/*/.ivshmem-prepared >/dev/null 2>&1; then
+log "ivshmem-dkms ($STOCK_NAME): installed, rebuilt by the kernel hook and without the source package in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | tail -n 1)"
+# Keep what DKMS prepared for this release, if the layer had nothing yet.
+kept="$layer/upper/var/cache/ivshmem-dkms"
+made="$ovl/upper/var/cache/ivshmem-dkms"
+if [ -f "$made/$release/$(cat "$stock/version")/.ivshmem-prepared" ] && ! ls "$kept/$release"/*/.ivshmem-prepared >/dev/null 2>&1; then
+	exec 8>"$layer.lock"
+	flock 8
 	rm -rf "$kept"
-	mv "$ovl/upper/var/cache/ivshmem-dkms" "$kept"
-	log "ivshmem-dkms: kept the prepared tree DKMS made in the build root's /var/cache/ivshmem-dkms"
+	mkdir -p "$(dirname "$kept")"
+	mv "$made" "$kept"
+	flock -u 8
+	log "ivshmem-dkms ($STOCK_NAME): kept the prepared tree DKMS made, in the kernel's layer"
 fi
 
 # 3. The debian guest roots with the package installed: each base root,
@@ -149,7 +180,7 @@ guest_root "$pyroot_cpio" "$out/debian-py-root.cpio"
 # initramfs has no modprobe and no module tree): each module after what
 # modules.dep says it needs, decompressed here, since busybox's insmod may
 # not read .ko.xz.
-moddir="$(buildroot_dir)/lib/modules/$release"
+moddir="$layer/upper/usr/lib/modules/$release"
 [ -f "$moddir/modules.dep" ] ||
 	die "step 'guest modules': no $moddir/modules.dep (scripts/stock-kernel.sh installs linux-modules-$release)"
 mods=$out/guest-modules
@@ -190,6 +221,8 @@ IVSHMEM_MODULE=$out/ivshmem.ko
 IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
 IVSHMEM_DEBIAN_PY_ROOT=$out/debian-py-root.cpio
 IVSHMEM_GUEST_MODULES=$mods
-IVSHMEM_KERNEL_LABEL="Debian $release (stock), module built by DKMS"
+IVSHMEM_KERNEL_LABEL="Debian $release (stock, $STOCK_NAME), module built by DKMS"
 ENV
-log "ivshmem-dkms: guest files and build/dkms/env in $out"
+echo "$release" >"$out/release"
+echo "$layer" >"$out/layer"
+log "ivshmem-dkms ($STOCK_NAME): guest files and env in $out"

@@ -11,15 +11,65 @@ IVSHMEM_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IVSHMEM_CACHE=${IVSHMEM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ivshmem}
 IVSHMEM_MIRROR=${IVSHMEM_MIRROR:-http://deb.debian.org/debian}
 
-# Packages of the Debian trixie build root. Changing this list changes the
-# build root's cache key, so a new root is made.
-BUILDROOT_SUITE=trixie
-BUILDROOT_PACKAGES=(
-	rustc rust-src rustfmt rust-clippy bindgen clang lld llvm libclang-dev
-	build-essential flex bison bc libelf-dev libssl-dev
-	cpio kmod python3 xz-utils ca-certificates
-	dwarves dkms debhelper dh-dkms fakeroot
-)
+# The Debian build roots, one per suite: a Rust module must be built by
+# exactly the rustc (and with the C compiler) that built the kernel, and
+# each Debian suite builds its kernels with its own. IVSHMEM_SUITE picks
+# the root that in_buildroot and the scripts use: `trixie` (the default:
+# trixie-backports' kernels and the project's debug kernel) or `sid`.
+# Changing a suite's package list changes its root's cache key, so a new
+# root is made rather than the old one changed in place.
+# buildroot_select SUITE: the build root that in_buildroot and
+# buildroot_dir use from now on (and, exported, the scripts run from here).
+buildroot_select() {
+	BUILDROOT_SUITE=$1
+	export IVSHMEM_SUITE=$1
+	case "$1" in
+	trixie)
+		BUILDROOT_PACKAGES=(
+			rustc rust-src rustfmt rust-clippy bindgen clang lld llvm libclang-dev
+			build-essential flex bison bc libelf-dev libssl-dev
+			cpio kmod python3 xz-utils ca-certificates
+			dwarves dkms debhelper dh-dkms fakeroot
+		)
+		;;
+	sid)
+		# sid's 7.2 kernels are built with gcc-16 and sid's rustc and
+		# bindgen; without the openssl command Kconfig's probe of it
+		# drifts the config.
+		BUILDROOT_PACKAGES=(
+			rustc rust-src rustfmt bindgen libclang-dev gcc-16
+			build-essential flex bison bc libelf-dev libssl-dev openssl
+			cpio kmod python3 xz-utils ca-certificates
+			dwarves dkms debhelper dh-dkms fakeroot
+		)
+		;;
+	*)
+		printf 'error: IVSHMEM_SUITE=%s: the build roots are trixie and sid\n' "$1" >&2
+		exit 1
+		;;
+	esac
+}
+buildroot_select "${IVSHMEM_SUITE:-trixie}"
+
+# The Debian stock kernels the project builds for (`KERNEL=` of make demo,
+# the arguments of stock-kernel.sh and dkms-install.sh):
+#   trixie      trixie-backports' newest 7.3.x   full suite in make check
+#   sid         sid's newest 7.2.x               full suite in make check
+#   trixie-7.2  trixie-backports' newest 7.2.x   built in make check (its
+#               rustc, 1.85.1, is older than sid's: code that needs a newer
+#               compiler fails there)
+STOCK_KERNELS=(trixie sid trixie-7.2)
+# stock_profile NAME: sets STOCK_SERIES and selects the kernel's build root
+# (the suite whose toolchain built it).
+stock_profile() {
+	case "$1" in
+	trixie) STOCK_SERIES=7.3 && buildroot_select trixie ;;
+	sid) STOCK_SERIES=7.2 && buildroot_select sid ;;
+	trixie-7.2) STOCK_SERIES=7.2 && buildroot_select trixie ;;
+	*) die "unknown kernel '$1'; the stock kernels are: ${STOCK_KERNELS[*]}" ;;
+	esac
+	STOCK_NAME=$1
+}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() {
@@ -38,13 +88,21 @@ buildroot_dir() { echo "$IVSHMEM_CACHE/buildroot/$BUILDROOT_SUITE-$(buildroot_ke
 # in_buildroot CMD...: run CMD inside the build root, in a private mount
 # namespace (so no mount outlives the command), with the clone and the cache
 # visible at the same paths as outside, and the same working directory.
+# With BUILDROOT_LAYER set to a kernel layer (klayer_dir: a stock kernel's
+# headers, modules and source installed over the build root), the root is
+# the build root with that layer over it; the build root itself is never
+# written to after it was made.
 in_buildroot() {
 	local root
 	root=$(buildroot_dir)
 	[ -f "$root/.ivshmem-complete" ] || die "no build root at $root; run scripts/setup-toolchain.sh"
-	mkdir -p "$root$IVSHMEM_TOP" "$root$IVSHMEM_CACHE"
 	unshare --mount --propagation private -- /bin/sh -ec '
-		root=$1 top=$2 cache=$3 cwd=$4; shift 4
+		root=$1 top=$2 cache=$3 cwd=$4 layer=$5; shift 5
+		if [ -n "$layer" ]; then
+			mount -t overlay overlay -o "lowerdir=$root,upperdir=$layer/upper,workdir=$layer/work" "$layer/merged"
+			root=$layer/merged
+		fi
+		mkdir -p "$root$top" "$root$cache"
 		mount --rbind /dev "$root/dev"
 		mount -t proc proc "$root/proc"
 		mount -t sysfs sysfs "$root/sys"
@@ -53,7 +111,25 @@ in_buildroot() {
 		exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
 			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 			/bin/sh -c "cd \"\$0\" && exec \"\$@\"" "$cwd" "$@"
-	' sh "$root" "$IVSHMEM_TOP" "$IVSHMEM_CACHE" "$PWD" "$@"
+	' sh "$root" "$IVSHMEM_TOP" "$IVSHMEM_CACHE" "$PWD" "${BUILDROOT_LAYER:-}" "$@"
+}
+
+# The directory of the kernel layer of RELEASE VERSION over the current
+# build root: keyed by the build root's key, the release and the package
+# version, so a layer is never reused over another root.
+klayer_dir() { echo "$IVSHMEM_CACHE/klayer/$BUILDROOT_SUITE-$(buildroot_key)/$1-$2"; }
+
+# Removes the throw-away overlays (overlay_new) of runs that were killed:
+# those whose owner process is gone.
+overlay_reap() {
+	local d pid
+	for d in "$IVSHMEM_CACHE"/*-overlay.*; do
+		[ -d "$d" ] || continue
+		pid=$(cat "$d/pid" 2>/dev/null || echo)
+		if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+			rm -rf "$d"
+		fi
+	done
 }
 
 # The linux source tree chosen by setup-toolchain.sh.
@@ -62,8 +138,12 @@ in_buildroot() {
 # scripts/mount-overlay.sh). The caller removes it.
 overlay_new() {
 	local d
+	mkdir -p "$IVSHMEM_CACHE"
+	overlay_reap
 	d=$(mktemp -d "$IVSHMEM_CACHE/$1-overlay.XXXXXX")
 	mkdir -p "$d/upper" "$d/work" "$d/merged"
+	# The run that owns it: a later run removes it if this one was killed.
+	echo "$$" >"$d/pid"
 	echo "$d"
 }
 

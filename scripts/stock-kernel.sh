@@ -1,59 +1,96 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# stock-kernel.sh: make Debian's stock kernel available to the project and
-# print its directory under $IVSHMEM_CACHE/stock. That directory holds
-# `vmlinuz` (from the linux-binary package), `release` and `version`.
+# stock-kernel.sh [KERNEL]: make one of Debian's stock kernels available to
+# the project and print its directory under $IVSHMEM_CACHE/stock/KERNEL.
+# KERNEL is one of lib.sh's STOCK_KERNELS (default trixie: trixie-backports'
+# newest 7.3.x; sid: sid's newest 7.2.x; trixie-7.2). The directory holds
+# `vmlinuz` (from the linux-binary package), `release`, `version` and
+# `layer`.
 #
-# The release is the newest linux-headers-7.3.N+debNN-amd64 that the build
-# root's apt sees in trixie-backports (the driver supports 7.3.x); it is
-# chosen once and remembered, IVSHMEM_REFRESH=1 looks again. The build
-# root, a Debian trixie system, gets that release's headers, its modules
-# (linux-modules: with them installed, DKMS runs depmod, as on a system
-# that runs this kernel) and the linux-source-7.3 of the same version
-# installed with apt, so that scripts/build-debian-module.sh and DKMS find
-# them as on a user's system.
+# The release is the newest linux-headers-SERIES.N+debNN-amd64 that the
+# kernel's suite offers; it is chosen once and remembered, IVSHMEM_REFRESH=1
+# looks again. The kernel gets a layer of its own over its suite's build
+# root (lib.sh klayer_dir), keyed by the root, the release and the version:
+# that release's headers, its modules (with them installed, DKMS runs
+# depmod, as on a system that runs this kernel) and the linux-source-SERIES
+# of the same version, installed with apt, so that build-debian-module.sh
+# and DKMS find them as on a user's system. The build root itself is not
+# changed.
 
 . "$(dirname "$0")/lib.sh"
 
+stock_profile "${1:-trixie}"
 "$IVSHMEM_TOP/scripts/setup-toolchain.sh" --no-kernel-source
-stock="$IVSHMEM_CACHE/stock"
+stock="$IVSHMEM_CACHE/stock/$STOCK_NAME"
 mkdir -p "$stock"
+exec 8>"$stock/.lock"
+flock 8
 
-release=
+# apt_query CMD: CMD (apt-cache ...) in a throw-away overlay of the build
+# root whose package lists were just updated.
+apt_query() {
+	local ovl status=0
+	ovl=$(overlay_new apt)
+	unshare --mount --propagation private -- /bin/sh -ec '
+		root=$1 ovl=$2 top=$3; shift 3
+		"$top/scripts/mount-overlay.sh" "$root" "$ovl"
+		chroot "$ovl/merged" apt-get update -q >/dev/null
+		exec chroot "$ovl/merged" "$@"
+	' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP" "$@" || status=$?
+	rm -rf "$ovl"
+	return $status
+}
+
+series_re=${STOCK_SERIES//./\\.}
+release= version=
 if [ -f "$stock/current" ] && [ "${IVSHMEM_REFRESH:-0}" != 1 ]; then
-	release=$(cat "$stock/current")
-else
-	log "stock kernel: looking for the newest linux-headers-7.3.x-amd64 in trixie-backports"
-	in_buildroot apt-get update -q >/dev/null || die "step 'stock kernel': apt-get update in the build root failed"
-	release=$(in_buildroot apt-cache pkgnames linux-headers-7.3. |
-		sed -n 's/^linux-headers-\(7\.3\.[0-9]*+deb[0-9]*-amd64\)$/\1/p' | sort -V | tail -n 1)
-	[ -n "$release" ] || die "step 'stock kernel': no linux-headers-7.3.x-amd64 in trixie-backports"
-	echo "$release" >"$stock/current"
+	read -r release version <"$stock/current"
 fi
-
-version=$(in_buildroot apt-cache policy "linux-headers-$release" | sed -n 's/^  Candidate: //p')
-[ -n "$version" ] && [ "$version" != "(none)" ] ||
-	die "step 'stock kernel': apt has no linux-headers-$release (IVSHMEM_REFRESH=1 looks for a newer release)"
+if [ -z "$version" ]; then
+	log "stock kernel ($STOCK_NAME): looking for the newest linux-headers-$STOCK_SERIES.x-amd64 in $BUILDROOT_SUITE"
+	found=$(apt_query sh -c '
+		apt-cache pkgnames "linux-headers-$1." |
+			sed -n "s/^linux-headers-\($2\.[0-9]*+deb[0-9]*-amd64\)\$/\1/p" | sort -V | tail -n 1 |
+			while read -r r; do
+				echo "$r $(apt-cache policy "linux-headers-$r" | sed -n "s/^  Candidate: //p")"
+			done' sh "$STOCK_SERIES" "$series_re") ||
+		die "step 'stock kernel': apt-get update in an overlay of the $BUILDROOT_SUITE build root failed"
+	read -r release version <<<"$found"
+	[ -n "$release" ] && [ -n "$version" ] && [ "$version" != "(none)" ] ||
+		die "step 'stock kernel': no linux-headers-$STOCK_SERIES.x-amd64 in $BUILDROOT_SUITE"
+	echo "$release $version" >"$stock/current"
+fi
 dir="$stock/$release-$version"
+layer=$(klayer_dir "$release" "$version")
 
-installed() { in_buildroot dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null | grep -q "^ii  *$2\$"; }
-if ! installed "linux-headers-$release" "$version" || ! installed "linux-modules-$release" "$version" ||
-	! installed linux-source-7.3 "$version"; then
-	log "stock kernel: installing linux-headers-$release, linux-modules-$release and linux-source-7.3 $version in the build root"
-	in_buildroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		"linux-headers-$release=$version" "linux-modules-$release=$version" \
-		"linux-source-7.3=$version" >"$stock/apt.log" 2>&1 ||
-		{ tail -n 20 "$stock/apt.log" >&2; die "step 'stock kernel': apt-get install of the headers and source failed"; }
+if [ ! -f "$layer/.ivshmem-complete" ]; then
+	log "stock kernel ($STOCK_NAME): a layer over the $BUILDROOT_SUITE build root with linux-headers-$release, linux-modules-$release and linux-source-$STOCK_SERIES $version"
+	tmp=$layer.tmp
+	rm -rf "$tmp"
+	mkdir -p "$tmp/upper" "$tmp/work" "$tmp/merged"
+	BUILDROOT_LAYER=$tmp in_buildroot sh -ec '
+		apt-get update -q
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"linux-headers-$1=$3" "linux-modules-$1=$3" "linux-source-$2=$3"
+		apt-get clean' sh "$release" "$STOCK_SERIES" "$version" >"$stock/apt.log" 2>&1 ||
+		{ tail -n 20 "$stock/apt.log" >&2; die "step 'stock kernel': apt-get install of the headers, modules and source failed; log: $stock/apt.log"; }
+	touch "$tmp/.ivshmem-complete"
+	rm -rf "$layer"
+	mv "$tmp" "$layer"
 fi
 
 if [ ! -f "$dir/vmlinuz" ]; then
-	log "stock kernel: fetching vmlinuz-$release from linux-binary-$release $version"
+	log "stock kernel ($STOCK_NAME): fetching vmlinuz-$release from linux-binary-$release $version"
 	dl="$stock/dl"
 	rm -rf "$dl"
 	mkdir -p "$dl" "$dir"
-	(cd "$dl" && in_buildroot apt-get -q -o APT::Sandbox::User=root download "linux-binary-$release=$version") \
-		>/dev/null || die "step 'stock kernel': apt-get download linux-binary-$release=$version failed"
+	# The signed image, or (sid) the unsigned one.
+	(cd "$dl" && for p in "linux-binary-$release" "linux-binary-unsigned-$release"; do
+		BUILDROOT_LAYER=$layer in_buildroot apt-get -q -o APT::Sandbox::User=root download "$p=$version" && break
+	done) >"$stock/download.log" 2>&1
+	ls "$dl"/linux-binary-*.deb >/dev/null 2>&1 ||
+		die "step 'stock kernel': apt-get download linux-binary-$release=$version failed; log: $stock/download.log"
 	dpkg-deb -x "$dl"/linux-binary-*.deb "$dl/x"
 	# The image is in /usr/lib/modules/RELEASE/vmlinuz (installed to /boot
 	# by the kernel's postinst), or /boot in older packaging.
@@ -65,5 +102,7 @@ if [ ! -f "$dir/vmlinuz" ]; then
 fi
 echo "$release" >"$dir/release"
 echo "$version" >"$dir/version"
-log "stock kernel: $release ($version) in $dir"
+echo "$layer" >"$dir/layer"
+echo "$BUILDROOT_SUITE" >"$dir/suite"
+log "stock kernel ($STOCK_NAME): $release ($version) in $dir"
 echo "$dir"

@@ -4,7 +4,8 @@
 # test-build-debian-module.sh: build-debian-module.sh refuses what it cannot
 # build for, with a message that names the missing piece. Runs in a Debian
 # system that has a stock 7.3 kernel's headers and linux-source-7.3
-# installed (the build root, after stock-kernel.sh), with the prepared-tree
+# installed (the trixie build root with the kernel's layer, from
+# stock-kernel.sh), with the prepared-tree
 # cache in $IVSHMEM_KDIR_CACHE. Prints TAP; exits 1 if a case failed.
 
 set -u
@@ -54,8 +55,8 @@ fake cc 's/^CONFIG_CC_VERSION_TEXT=.*/CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-g
 case_ compiler_differs 1 "but $release was built with" "$release" --headers "$tmp/cc" --version "$version"
 case_ no_source_of_version 1 "no source package of version 7.3.99-1" "$release" --headers "$hdr" --version 7.3.99-1
 case_ no_headers 1 "no headers for 7.3.99+deb13-amd64" 7.3.99+deb13-amd64
-case_ too_old 77 "older than the driver supports; supported: Linux 7.3.x" 7.2.12+deb13-amd64
-case_ too_new 77 "newer than the driver supports yet; supported: Linux 7.3.x" 7.4.1+deb13-amd64
+case_ too_old 77 "older than the driver supports; supported: Linux 7.2.x, Linux 7.3.x" 7.1.5+deb13-amd64
+case_ too_new 77 "newer than the driver supports yet; supported: Linux 7.2.x, Linux 7.3.x" 7.4.1+deb13-amd64
 # An option olddefconfig does not know is dropped: the config changes. A
 # release name of its own keeps the real prepared tree out of it.
 fake extra '$a CONFIG_IVSHMEM_NOT_A_KERNEL_OPTION=y'
