@@ -3,9 +3,10 @@
 #
 # Set up everything the build needs, idempotently:
 #   1. host packages (QEMU, busybox, cpio, debootstrap) through apt;
-#   2. a Debian trixie build root (rustc, rust-src, bindgen, clang, lld, ...),
+#   2. a Debian build root of IVSHMEM_SUITE (trixie by default; sid for
+#      sid's kernels) with its rustc, rust-src, bindgen, C compiler, ...,
 #      made with debootstrap and cached under $IVSHMEM_CACHE/buildroot,
-#      keyed by its package list;
+#      keyed by its suite and package list, never changed in place;
 #   3. the newest linux-source-7.x that trixie-backports offers (falling back
 #      to an older 7.x, then to sid), extracted under $IVSHMEM_CACHE/src.
 #
@@ -18,7 +19,7 @@
 . "$(dirname "$0")/lib.sh"
 
 HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev
-	libvirt-clients libxml2-utils)
+	libvirt-clients libxml2-utils make xz-utils procps)
 
 step_host_packages() {
 	local missing=() p
@@ -33,7 +34,7 @@ step_host_packages() {
 	DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null ||
 		die "step 'host packages': apt-get update failed (is the Debian mirror reachable?)"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$IVSHMEM_CACHE/apt-install.log" 2>&1 ||
-		die "step 'host packages': apt-get install ${missing[*]} failed"
+		die "step 'host packages': apt-get install ${missing[*]} failed; log: $IVSHMEM_CACHE/apt-install.log"
 }
 
 step_buildroot() {
