@@ -147,6 +147,24 @@ overlay_new() {
 	echo "$d"
 }
 
+# in_apt_overlay CMD...: CMD (apt-cache ..., apt-get download ...) in a
+# throw-away overlay of the build root whose package lists were just
+# updated, with the cache visible at its path; the root is not changed.
+in_apt_overlay() {
+	local ovl status=0
+	ovl=$(overlay_new apt)
+	unshare --mount --propagation private -- /bin/sh -ec '
+		root=$1 ovl=$2 top=$3 cache=$4 cwd=$5; shift 5
+		"$top/scripts/mount-overlay.sh" "$root" "$ovl"
+		mkdir -p "$ovl/merged$cache"
+		mount --bind "$cache" "$ovl/merged$cache"
+		chroot "$ovl/merged" apt-get update -q >/dev/null
+		exec chroot "$ovl/merged" /bin/sh -c "cd \"\$0\" 2>/dev/null || cd /; exec \"\$@\"" "$cwd" "$@"
+	' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP" "$IVSHMEM_CACHE" "$PWD" "$@" || status=$?
+	rm -rf "$ovl"
+	return $status
+}
+
 kernel_src_dir() {
 	local f="$IVSHMEM_CACHE/src/current"
 	[ -f "$f" ] || die "no kernel source chosen yet; run scripts/setup-toolchain.sh"

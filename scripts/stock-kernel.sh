@@ -27,21 +27,6 @@ mkdir -p "$stock"
 exec 8>"$stock/.lock"
 flock 8
 
-# apt_query CMD: CMD (apt-cache ...) in a throw-away overlay of the build
-# root whose package lists were just updated.
-apt_query() {
-	local ovl status=0
-	ovl=$(overlay_new apt)
-	unshare --mount --propagation private -- /bin/sh -ec '
-		root=$1 ovl=$2 top=$3; shift 3
-		"$top/scripts/mount-overlay.sh" "$root" "$ovl"
-		chroot "$ovl/merged" apt-get update -q >/dev/null
-		exec chroot "$ovl/merged" "$@"
-	' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP" "$@" || status=$?
-	rm -rf "$ovl"
-	return $status
-}
-
 series_re=${STOCK_SERIES//./\\.}
 release= version=
 if [ -f "$stock/current" ] && [ "${IVSHMEM_REFRESH:-0}" != 1 ]; then
@@ -49,7 +34,7 @@ if [ -f "$stock/current" ] && [ "${IVSHMEM_REFRESH:-0}" != 1 ]; then
 fi
 if [ -z "$version" ]; then
 	log "stock kernel ($STOCK_NAME): looking for the newest linux-headers-$STOCK_SERIES.x-amd64 in $BUILDROOT_SUITE"
-	found=$(apt_query sh -c '
+	found=$(in_apt_overlay sh -c '
 		apt-cache pkgnames "linux-headers-$1." |
 			sed -n "s/^linux-headers-\($2\.[0-9]*+deb[0-9]*-amd64\)\$/\1/p" | sort -V | tail -n 1 |
 			while read -r r; do
