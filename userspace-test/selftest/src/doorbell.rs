@@ -938,15 +938,8 @@ fn interrupts_of(name: &str) -> Result<Option<u64>, Failure> {
 /// only. A driver that could reach only the first and the last vector of
 /// its allocation would fail on the ones between.
 pub fn doorbell_all_vectors() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
+    let Bell { dev, me, .. } = open_bell()?;
     let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
     let n = info.vectors as u16;
     check!(
         n >= 3,
