@@ -938,7 +938,7 @@ fn interrupts_of(name: &str) -> Result<Option<u64>, Failure> {
 /// only. A driver that could reach only the first and the last vector of
 /// its allocation would fail on the ones between.
 pub fn doorbell_all_vectors() -> TestResult {
-    let Bell { dev, me, .. } = open_bell()?;
+    let Bell { _m, dev, me, .. } = open_bell()?;
     let info = dev.info()?;
     let n = info.vectors as u16;
     check!(
