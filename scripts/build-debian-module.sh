@@ -27,6 +27,8 @@
 #                 for root, ~/.cache/ivshmem/debian-kdir otherwise;
 #                 env IVSHMEM_KDIR_CACHE)
 #   --prepare-only  stop after preparing the tree
+#   --check       stop after the checks of step 1 (the kernel hook and the
+#                 postinst use it to say in one line why DKMS skips a kernel)
 #   --headers DIR   the release's headers (default: /lib/modules/RELEASE/build)
 #   --version V     the headers' package version (default: asked of dpkg)
 #
@@ -50,7 +52,7 @@ unsupported() {
 say() { echo "ivshmem: $*" >&2; }
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-release= out= prepare_only=0 hdr= version=
+release= out= prepare_only=0 check_only=0 hdr= version=
 if [ "$(id -u)" -eq 0 ]; then
 	cache=${IVSHMEM_KDIR_CACHE:-/var/cache/ivshmem-dkms}
 else
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
 	--out) out=$2; shift 2 ;;
 	--cache) cache=$2; shift 2 ;;
 	--prepare-only) prepare_only=1; shift ;;
+	--check) check_only=1; shift ;;
 	--headers) hdr=$2; shift 2 ;;
 	--version) version=$2; shift 2 ;;
 	-h | --help) sed -n '3,32p' "$0"; exit 0 ;;
@@ -81,12 +84,18 @@ esac
 supported=0
 for s in $SUPPORTED; do [ "$majmin" = "$s" ] && supported=1; done
 if [ $supported = 0 ]; then
-	oldest=${SUPPORTED%% *}
 	list=$(echo "$SUPPORTED" | sed 's/\([0-9.]*\)/Linux \1.x/g; s/ L/, L/g')
-	if [ "$(printf '%s\n%s\n' "$majmin" "$oldest" | sort -V | head -n 1)" = "$majmin" ]; then
-		unsupported "kernel $release is older than the driver supports; supported: $list"
+	norust=
+	for c in "$hdr/.config" "/lib/modules/$release/build/.config"; do
+		if [ -f "$c" ] && ! grep -q '^CONFIG_RUST=y' "$c"; then
+			norust=" and has no CONFIG_RUST (on trixie, take the trixie-backports kernel)"
+			break
+		fi
+	done
+	if [ "$(printf '%s\n%s\n' "$majmin" "${SUPPORTED%% *}" | sort -V | head -n 1)" = "$majmin" ]; then
+		unsupported "kernel $release is older than the driver supports$norust; supported: $list"
 	fi
-	unsupported "kernel $release is newer than the driver supports yet; supported: $list"
+	unsupported "kernel $release is newer than the driver supports yet$norust; supported: $list"
 fi
 
 if [ -n "$hdr" ]; then
@@ -118,6 +127,11 @@ command -v "$cc" >/dev/null || die "no $cc, the compiler $release was built with
 [ "$("$cc" --version | head -n 1)" = "$cc_text" ] ||
 	die "$cc is '$("$cc" --version | head -n 1)', but $release was built with '$cc_text'"
 
+if [ "$check_only" = 1 ]; then
+	say "$release: supported, and this system has its toolchain ($have_rustc, $cc_text)"
+	exit 0
+fi
+
 if [ -z "$version" ]; then
 	hdr_pkg=$(dpkg-query -S "$hdr/.config" 2>/dev/null | cut -d: -f1 | head -n 1)
 	[ -n "$hdr_pkg" ] || die "$hdr/.config belongs to no Debian package (pass --version)"
@@ -134,8 +148,6 @@ tree=$cache/$release/$version
 # The source package is needed only to prepare a tree: once prepared, a
 # release still builds after an upgrade replaced linux-source-X.Y with
 # another version (only one can be installed).
-# 2. The prepared tree, cached by release and package version; the
-# extracted source (never written to: builds go to O=) by its version.
 mkdir -p "$cache/$release"
 exec 9>"$cache/.lock"
 flock 9
