@@ -15,7 +15,9 @@
 #      each, the ivshmem-dkms package is installed with apt into a Debian
 #      system of the kernel's suite with its headers (DKMS builds the
 #      module; the kernel hook rebuilds it; it rebuilds without the source
-#      package), and the whole guest suite runs again on that kernel with
+#      package; DKMS skips unsupported kernels and the package's hook says
+#      why; on sid the system is a minimal one, so apt pulls every
+#      dependency and DKMS prepares the kernel from nothing), and the whole guest suite runs again on that kernel with
 #      the module DKMS built, plus the scenarios that boot a Debian root
 #      (autoload by udev); build-debian-module.sh's refusals are checked
 #      (trixie); the module is built for trixie-backports' newest 7.2.x,
@@ -155,8 +157,13 @@ declare -A dkms=()
 for k in trixie sid; do
 	step "Debian stock kernel ($k): the ivshmem-dkms package, installed with apt, built by DKMS"
 	dkms[$k]=0
-	if [ -n "$deb" ] && IVSHMEM_DEB=$deb scripts/dkms-install.sh "$k"; then
-		ok "ivshmem-dkms ($k): installed with apt, built by DKMS, rebuilt by the kernel hook and without the source package"
+	# On sid, into a minimal system (debootstrap minbase, the kernel's
+	# headers and modules): apt must pull every dependency, and DKMS
+	# prepares the kernel's Rust metadata from nothing (review D2).
+	minimal=()
+	[ "$k" = sid ] && minimal=(--minimal)
+	if [ -n "$deb" ] && IVSHMEM_DEB=$deb scripts/dkms-install.sh "${minimal[@]}" "$k"; then
+		ok "ivshmem-dkms ($k${minimal:+, minimal system}): installed with apt, built by DKMS, rebuilt by the kernel hook and without the source package; unsupported kernels skipped with the reason"
 		dkms[$k]=1
 	else
 		ko "ivshmem-dkms ($k) (build or install)"

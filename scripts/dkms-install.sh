@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# dkms-install.sh [KERNEL]: build the ivshmem-dkms package and install it,
+# dkms-install.sh [--minimal] [KERNEL]: build the ivshmem-dkms package and install it,
 # with apt, into a Debian system that has one of Debian's stock kernels'
 # headers (KERNEL: one of lib.sh's STOCK_KERNELS, default trixie), the way
 # a user installs it; DKMS builds the module there. Then collect what the
@@ -35,6 +35,12 @@
 # /var/cache/ivshmem-dkms yet, DKMS prepares it (a few minutes), and it is
 # kept in the layer for later runs (build-stock.sh prepares the same tree).
 #
+# With --minimal, the Debian system is instead a minimal one of the
+# kernel's suite (minimal-root.sh: debootstrap minbase with only the
+# kernel's headers and modules, and an empty prepared-tree cache), so
+# that apt must pull everything the package's Depends name and DKMS
+# prepares the kernel's Rust metadata itself (review D2).
+#
 # After the install, in the same system: a kernel upgrade's hook rebuilds
 # the module; and with the kernel's linux-source package gone (an upgrade
 # brought another version: only one can be installed), DKMS still
@@ -43,6 +49,11 @@
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 
+minimal=0
+if [ "${1:-}" = --minimal ]; then
+	minimal=1
+	shift
+fi
 stock_profile "${1:-trixie}"
 stock=$("$IVSHMEM_TOP/scripts/stock-kernel.sh" "$STOCK_NAME")
 release=$(cat "$stock/release")
@@ -54,6 +65,15 @@ pyroot_cpio=$(IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/debian-guest.sh" python
 # 1. The package.
 deb=${IVSHMEM_DEB:-$(IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/build-deb.sh")}
 stock_profile "$STOCK_NAME"
+if [ $minimal = 1 ]; then
+	read -r minlayer minroot < <("$IVSHMEM_TOP/scripts/minimal-root.sh" "$STOCK_NAME" "$deb")
+	[ -n "$minroot" ] || die "step 'dkms install': no minimal root"
+	sysroot="$minlayer/upper:$minroot"
+	what="a minimal Debian $BUILDROOT_SUITE system (minbase, the kernel's headers and modules, nothing prepared)"
+else
+	sysroot="$layer/upper:$(buildroot_dir)"
+	what="a Debian $BUILDROOT_SUITE system"
+fi
 
 # 2. Install it with apt into a Debian system that has the stock headers.
 out="$IVSHMEM_TOP/build/dkms/$STOCK_NAME"
@@ -61,7 +81,7 @@ rm -rf "$out"
 mkdir -p "$out/root"
 ovl=$(overlay_new dkms)
 trap 'rm -rf "$ovl"' EXIT
-log "ivshmem-dkms ($STOCK_NAME): apt-get install $deb in a Debian $BUILDROOT_SUITE system with linux-headers-$release (DKMS builds the module)"
+log "ivshmem-dkms ($STOCK_NAME): apt-get install $deb in $what with linux-headers-$release (DKMS builds the module)"
 start=$SECONDS
 set +e
 unshare --mount --propagation private -- /bin/sh -ec '
@@ -101,6 +121,26 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		}
 		echo \"== dkms status without the source package\"
 		dkms status
+		# Kernels the module does not support: a future series, and one
+		# without Rust (as trixie 6.12). Their headers are installed
+		# (made from those of this kernel, edited); DKMS skips them; the
+		# kernel hook of the package says why, in one line each.
+		for fake in 7.4.1+deb13-amd64 6.12.99+deb13-amd64; do
+			h=/usr/src/linux-headers-\$fake
+			mkdir -p \$h /lib/modules/\$fake
+			cp /lib/modules/$release/build/Module.symvers \$h/
+			case \$fake in
+			6.*) grep -v ^CONFIG_RUST /lib/modules/$release/build/.config >\$h/.config ;;
+			*) cp /lib/modules/$release/build/.config \$h/.config ;;
+			esac
+			ln -sfn \$h /lib/modules/\$fake/build
+			echo \"== headers of \$fake installed: run-parts /etc/kernel/header_postinst.d\"
+			run-parts --arg=\$fake /etc/kernel/header_postinst.d 2>&1 || true
+			echo \"== dkms status for \$fake\"
+			dkms status -k \$fake
+			rm -rf \$h /lib/modules/\$fake
+		done
+		echo \"== end of the unsupported kernels\"
 		cd /mnt/out
 		mkdir -p root/lib/modules root/usr/lib/udev/rules.d root/etc
 		# What the package and DKMS put in place, for the guest root:
@@ -114,7 +154,7 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		for f in \$(dpkg -L ivshmem-dkms | grep ^/usr/bin/); do cp -a \$f root\$f; done
 		getent group ivshmem >group.line
 	"
-' sh "$layer/upper:$(buildroot_dir)" "$ovl" "$out" "$IVSHMEM_TOP/${deb#"$IVSHMEM_TOP"/}" "$release" "$(dpkg-deb -f "$deb" Version)" "$IVSHMEM_TOP" "$STOCK_SERIES" \
+' sh "$sysroot" "$ovl" "$out" "$IVSHMEM_TOP/${deb#"$IVSHMEM_TOP"/}" "$release" "$(dpkg-deb -f "$deb" Version)" "$IVSHMEM_TOP" "$STOCK_SERIES" \
 	>"$out/install.log" 2>&1
 status=$?
 set -e
@@ -128,6 +168,18 @@ sed -n '/^== dkms status after the hook/,/^== linux-source/p' "$out/install.log"
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': the kernel hook did not rebuild ivshmem for $release; log: $out/install.log"; }
 sed -n '/^== dkms status without the source package/,$p' "$out/install.log" | grep -E '^ivshmem/.*: installed' | grep -q "$release" ||
 	{ tail -n 40 "$out/install.log" >&2; die "step 'dkms install': without linux-source-$STOCK_SERIES, DKMS did not rebuild ivshmem for $release from the prepared tree; log: $out/install.log"; }
+# say_why RELEASE TEXT: the package's hook said TEXT about RELEASE, and
+# DKMS built nothing for it.
+say_why() {
+	local section
+	section=$(sed -n "/^== headers of $1 installed/,/^== \(headers of\|end of\)/p" "$out/install.log" | sed '1d')
+	printf '%s\n' "$section" | grep -qF "ivshmem-dkms: not built for $1: $2" ||
+		{ printf '%s\n' "$section" >&2; die "step 'dkms install': the kernel hook did not say, for $1, '$2'; log: $out/install.log"; }
+	! printf '%s\n' "$section" | grep '^ivshmem/' | grep -F ", $1," | grep -q ': installed' ||
+		die "step 'dkms install': DKMS built ivshmem for the unsupported $1; log: $out/install.log"
+}
+say_why 7.4.1+deb13-amd64 "kernel 7.4.1+deb13-amd64 is newer than the driver supports yet; supported: Linux 7.2.x, Linux 7.3.x"
+say_why 6.12.99+deb13-amd64 "kernel 6.12.99+deb13-amd64 is older than the driver supports and has no CONFIG_RUST (on trixie, take the trixie-backports kernel); supported: Linux 7.2.x, Linux 7.3.x"
 installed=$(find "$out/root/lib/modules/$release/updates/dkms" -name 'ivshmem.ko*' | head -n 1)
 [ -n "$installed" ] || die "step 'dkms install': no ivshmem.ko under /lib/modules/$release/updates/dkms"
 case "$installed" in
@@ -142,7 +194,7 @@ log "ivshmem-dkms ($STOCK_NAME): installed, rebuilt by the kernel hook and witho
 # Keep what DKMS prepared for this release, if the layer had nothing yet.
 kept="$layer/upper/var/cache/ivshmem-dkms"
 made="$ovl/upper/var/cache/ivshmem-dkms"
-if [ -f "$made/$release/$(cat "$stock/version")/.ivshmem-prepared" ] && ! ls "$kept/$release"/*/.ivshmem-prepared >/dev/null 2>&1; then
+if [ $minimal = 0 ] && [ -f "$made/$release/$(cat "$stock/version")/.ivshmem-prepared" ] && ! ls "$kept/$release"/*/.ivshmem-prepared >/dev/null 2>&1; then
 	exec 8>"$layer.lock"
 	flock 8
 	rm -rf "$kept"
@@ -180,7 +232,11 @@ guest_root "$pyroot_cpio" "$out/debian-py-root.cpio"
 # initramfs has no modprobe and no module tree): each module after what
 # modules.dep says it needs, decompressed here, since busybox's insmod may
 # not read .ko.xz.
-moddir="$layer/upper/usr/lib/modules/$release"
+if [ $minimal = 1 ]; then
+	moddir="$minlayer/upper/usr/lib/modules/$release"
+else
+	moddir="$layer/upper/usr/lib/modules/$release"
+fi
 [ -f "$moddir/modules.dep" ] ||
 	die "step 'guest modules': no $moddir/modules.dep (scripts/stock-kernel.sh installs linux-modules-$release)"
 mods=$out/guest-modules
