@@ -30,6 +30,7 @@ buildroot_select() {
 			build-essential flex bison bc libelf-dev libssl-dev
 			cpio kmod python3 xz-utils ca-certificates
 			dwarves dkms debhelper dh-dkms fakeroot
+			systemd
 		)
 		;;
 	sid)
