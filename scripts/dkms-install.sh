@@ -127,11 +127,10 @@ unshare --mount --propagation private -- /bin/sh -ec '
 		# kernel hook of the package says why, in one line each.
 		for fake in 7.4.1+deb13-amd64 6.12.99+deb13-amd64; do
 			h=/usr/src/linux-headers-\$fake
-			mkdir -p \$h /lib/modules/\$fake
-			cp /lib/modules/$release/build/Module.symvers \$h/
+			mkdir -p /lib/modules/\$fake
+			cp -a \$(readlink -f /lib/modules/$release/build) \$h
 			case \$fake in
-			6.*) grep -v ^CONFIG_RUST /lib/modules/$release/build/.config >\$h/.config ;;
-			*) cp /lib/modules/$release/build/.config \$h/.config ;;
+			6.*) sed -i /^CONFIG_RUST/d \$h/.config ;;
 			esac
 			ln -sfn \$h /lib/modules/\$fake/build
 			echo \"== headers of \$fake installed: run-parts /etc/kernel/header_postinst.d\"
@@ -190,7 +189,7 @@ case "$installed" in
 esac
 grep -q "ivshmem" "$out/root/lib/modules/$release/modules.alias" ||
 	die "step 'dkms install': depmod's modules.alias has no ivshmem alias"
-log "ivshmem-dkms ($STOCK_NAME): installed, rebuilt by the kernel hook and without the source package in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | tail -n 1)"
+log "ivshmem-dkms ($STOCK_NAME): installed, rebuilt by the kernel hook and without the source package in $((SECONDS - start)) s: $(grep -E '^ivshmem/' "$out/install.log" | grep -F "$release" | tail -n 1)"
 # Keep what DKMS prepared for this release, if the layer had nothing yet.
 kept="$layer/upper/var/cache/ivshmem-dkms"
 made="$ovl/upper/var/cache/ivshmem-dkms"
