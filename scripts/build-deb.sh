@@ -38,7 +38,7 @@ cp "$target/release/ivshmem-server" "$target/release/ivshmem-client" \
 	die "step 'package': generating the man pages and completions failed"
 in_buildroot sh -c 'cd build/deb/src && dpkg-buildpackage -us -uc -b' >build/deb/build.log 2>&1 ||
 	{ tail -n 30 build/deb/build.log >&2; die "step 'package': dpkg-buildpackage failed; log: build/deb/build.log"; }
-deb=$(ls build/deb/ivshmem-dkms_*_amd64.deb)
+deb=$(ls build/deb/ivshmem-dkms_*_amd64.deb 2>/dev/null || true)
 [ -f "$deb" ] || die "step 'package': dpkg-buildpackage made no ivshmem-dkms .deb"
 for p in build/deb/*.deb; do
 	log "package: $p ($(du -h "$p" | cut -f1)); contents:"

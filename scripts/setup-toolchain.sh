@@ -126,7 +126,8 @@ step_kernel_source() {
 		(cd "$dl" && in_buildroot apt-get -o APT::Sandbox::User=root "${opts[@]}" download "$pkg=$ver") ||
 			die "step 'kernel source': apt-get download $pkg=$ver failed"
 		log "kernel source: extracting"
-		(cd "$dl" && dpkg-deb --fsys-tarfile ./*.deb | tar -x --wildcards './usr/src/*.tar.xz')
+		(cd "$dl" && dpkg-deb --fsys-tarfile ./*.deb | tar -x --wildcards './usr/src/*.tar.xz') ||
+			die "step 'kernel source': unpacking the $pkg package in $dl failed"
 		tar -xJf "$dl"/usr/src/*.tar.xz -C "$dest" --strip-components=1 ||
 			die "step 'kernel source': extracting the tarball failed"
 		rm -rf "$dl"
