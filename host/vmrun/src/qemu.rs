@@ -445,6 +445,28 @@ impl Guest {
             .unwrap_or(false)
     }
 
+    /// Saves the registers of every vCPU (QMP `info registers -a`) next to
+    /// the console, as `registers.txt`, and returns each vCPU's RIP: where
+    /// a guest that hung is stuck (look the addresses up in the kernel's
+    /// System.map). Best effort: QEMU may not answer.
+    pub fn dump_registers(&self) -> Vec<String> {
+        let Ok(mut qmp) = crate::qmp::Qmp::connect(&self.qmp) else {
+            return Vec::new();
+        };
+        let args = serde_json::json!({ "command-line": "info registers -a" });
+        let Ok(out) = qmp.execute("human-monitor-command", args) else {
+            return Vec::new();
+        };
+        let text = out.as_str().unwrap_or_default();
+        if let Some(dir) = self.console.parent() {
+            let _ = fs::write(dir.join("registers.txt"), text);
+        }
+        text.split_whitespace()
+            .filter(|w| w.starts_with("RIP="))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -513,6 +535,15 @@ pub fn wait_all(
                 .zip(endings.iter())
                 .any(|(g, e)| e.is_none() && !g.reached_user_space());
             if hung {
+                for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
+                    if e.is_none() && !g.reached_user_space() {
+                        println!(
+                            "# guest '{}' hung in early boot; its vCPUs: {}",
+                            g.name,
+                            g.dump_registers().join(" ")
+                        );
+                    }
+                }
                 for (g, e) in guests.iter_mut().zip(endings.iter_mut()) {
                     if e.is_none() {
                         g.kill();
