@@ -22,6 +22,7 @@ log "module: building ivshmem.ko for $release (scripts/build-debian-module.sh in
 BUILDROOT_LAYER=$(cat "$stock/layer") in_buildroot sh scripts/build-debian-module.sh "$release" --out "$out" ||
 	die "building the module for $release failed"
 IVSHMEM_SUITE=trixie "$IVSHMEM_TOP/scripts/build-userspace.sh"
+echo "$release" >"$out/release"
 cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
 IVSHMEM_MODULE=$IVSHMEM_TOP/$out/ivshmem.ko
