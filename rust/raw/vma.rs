@@ -207,7 +207,7 @@ unsafe fn insert_huge(
         // SAFETY: Guaranteed by the caller.
         return unsafe { bindings::vmf_insert_pfn_pmd(vmf, pfn, write) };
     }
-    #[cfg(CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD)]
+    #[cfg(all(CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD))]
     if order == PUD_ORDER {
         // SAFETY: Guaranteed by the caller.
         return unsafe { bindings::vmf_insert_pfn_pud(vmf, pfn, write) };
