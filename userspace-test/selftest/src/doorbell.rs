@@ -132,6 +132,29 @@ pub(crate) fn open_bell() -> Result<Bell, Failure> {
     })
 }
 
+/// A new eventfd bound to each of the `n` vectors of `dev`, in order.
+fn eventfd_per_vector(dev: &Device, n: u16) -> Result<Vec<OwnedFd>, Failure> {
+    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
+    for (v, fd) in efds.iter().enumerate() {
+        dev.bind_eventfd(v as u16, fd.as_fd())?;
+    }
+    Ok(efds)
+}
+
+/// After a ring on vector `v`: the eventfd of `v` (from
+/// [`eventfd_per_vector`]) counts exactly one, every other none. Reads
+/// (and so clears) them all.
+fn expect_only_eventfd(efds: &[OwnedFd], v: u16) -> TestResult {
+    for (w, fd) in efds.iter().enumerate() {
+        let c = efd_count(fd);
+        check!(
+            c == u64::from(w as u16 == v),
+            "vector {v}: the eventfd of vector {w} counts {c}"
+        );
+    }
+    Ok(())
+}
+
 /// One doorbell device (rung by this guest itself) and one plain device.
 pub fn doorbell_local() -> TestResult {
     let _m = Loaded::load().map_err(Failure::Fail)?;
@@ -149,10 +172,7 @@ pub fn doorbell_local() -> TestResult {
         "the test needs 2 vectors or more, the device has {n}"
     );
     let other = Device::open(bell)?;
-    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
-    for (v, fd) in efds.iter().enumerate() {
-        dev.bind_eventfd(v as u16, fd.as_fd())?;
-    }
+    let efds = eventfd_per_vector(&dev, n)?;
     let nb = Device::open(bell)?;
     // SAFETY: sets O_NONBLOCK on our own fd.
     unsafe { libc::fcntl(nb.as_fd().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
@@ -171,13 +191,7 @@ pub fn doorbell_local() -> TestResult {
             ts >= before && ts <= monotonic_ns(),
             "vector {v}: timestamp {ts} out of range"
         );
-        for (w, fd) in efds.iter().enumerate() {
-            let c = efd_count(fd);
-            check!(
-                c == u64::from(w as u16 == v),
-                "vector {v}: eventfd of vector {w} counts {c}"
-            );
-        }
+        expect_only_eventfd(&efds, v)?;
         // Another open file sees the same ring: readers do not steal.
         expect_events(&other, &[(v, 1)], &format!("second reader, vector {v}"))?;
         let nb_got = nb.read_events()?;
@@ -471,10 +485,7 @@ pub fn doorbell_pair() -> TestResult {
     let n = info.vectors as u16;
     check!(n >= 4, "the test needs 4 vectors, the device has {n}");
     let map = dev.map_all()?;
-    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
-    for (v, fd) in efds.iter().enumerate() {
-        dev.bind_eventfd(v as u16, fd.as_fd())?;
-    }
+    let efds = eventfd_per_vector(&dev, n)?;
     let peer = find_peer(&map, me)?;
     let first = me < peer;
     println!("# I am {me}, my peer is {peer}; I ring first: {first}");
@@ -497,13 +508,7 @@ pub fn doorbell_pair() -> TestResult {
         }
         // Checked before answering: once answered, the peer may ring the
         // next vector at once.
-        for (w, fd) in efds.iter().enumerate() {
-            let c = efd_count(fd);
-            check!(
-                c == u64::from(w as u16 == v),
-                "vector {v}: eventfd of vector {w} counts {c}"
-            );
-        }
+        expect_only_eventfd(&efds, v)?;
         if !first {
             dev.ring(peer, v)?;
         }
@@ -955,10 +960,7 @@ pub fn doorbell_all_vectors() -> TestResult {
         allocated == usize::from(n),
         "{allocated} vectors allocated, but the driver receives on {n}"
     );
-    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
-    for (v, fd) in efds.iter().enumerate() {
-        dev.bind_eventfd(v as u16, fd.as_fd())?;
-    }
+    let efds = eventfd_per_vector(&dev, n)?;
     for v in 0..n {
         let line = format!("ivshmem{}-{v}", info.index);
         let Some(before) = interrupts_of(&line)? else {
@@ -971,13 +973,7 @@ pub fn doorbell_all_vectors() -> TestResult {
             after == before + 1,
             "vector {v}: {line} counted {before} then {after} interrupts"
         );
-        for (w, fd) in efds.iter().enumerate() {
-            let c = efd_count(fd);
-            check!(
-                c == u64::from(w as u16 == v),
-                "vector {v}: the eventfd of vector {w} counts {c}"
-            );
-        }
+        expect_only_eventfd(&efds, v)?;
     }
     println!("# each of the {n} vectors raised its own interrupt and eventfd");
     Ok(())
