@@ -72,6 +72,19 @@ stock_profile() {
 	STOCK_NAME=$1
 }
 
+# apt_sources ROOT: the apt sources of a new Debian system of the current
+# suite: trixie and trixie-backports, or sid (whose Release file on the
+# mirror can be past its Valid-Until).
+apt_sources() {
+	if [ "$BUILDROOT_SUITE" = sid ]; then
+		echo "deb $IVSHMEM_MIRROR sid main" >"$1/etc/apt/sources.list"
+		echo 'Acquire::Check-Valid-Until "false";' >"$1/etc/apt/apt.conf.d/99ivshmem-sid"
+	else
+		printf 'deb %s %s main\ndeb %s %s-backports main\n' "$IVSHMEM_MIRROR" "$BUILDROOT_SUITE" \
+			"$IVSHMEM_MIRROR" "$BUILDROOT_SUITE" >"$1/etc/apt/sources.list"
+	fi
+}
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() {
 	printf 'error: %s\n' "$*" >&2

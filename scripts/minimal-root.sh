@@ -30,13 +30,7 @@ if [ ! -f "$root/.ivshmem-complete" ]; then
 	rm -rf "$tmp"
 	debootstrap --variant=minbase "$BUILDROOT_SUITE" "$tmp" "$IVSHMEM_MIRROR" >"$tmp.log" 2>&1 ||
 		{ tail -n 20 "$tmp.log" >&2; die "step 'minimal root': debootstrap $BUILDROOT_SUITE failed; log: $tmp.log"; }
-	if [ "$BUILDROOT_SUITE" = sid ]; then
-		echo "deb $IVSHMEM_MIRROR sid main" >"$tmp/etc/apt/sources.list"
-		echo 'Acquire::Check-Valid-Until "false";' >"$tmp/etc/apt/apt.conf.d/99ivshmem-sid"
-	else
-		printf 'deb %s %s main\ndeb %s %s-backports main\n' "$IVSHMEM_MIRROR" "$BUILDROOT_SUITE" \
-			"$IVSHMEM_MIRROR" "$BUILDROOT_SUITE" >"$tmp/etc/apt/sources.list"
-	fi
+	apt_sources "$tmp"
 	chroot "$tmp" apt-get update -q >"$tmp.log" 2>&1 ||
 		die "step 'minimal root': apt-get update failed; log: $tmp.log"
 	touch "$tmp/.ivshmem-complete"

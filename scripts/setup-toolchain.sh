@@ -56,18 +56,10 @@ step_buildroot() {
 		tail -n 30 "$tmp.log" >&2
 		die "step 'build root': debootstrap $BUILDROOT_SUITE from $IVSHMEM_MIRROR failed (log: $tmp.log)"
 	fi
-	if [ "$BUILDROOT_SUITE" = sid ]; then
-		echo "deb $IVSHMEM_MIRROR sid main" >"$tmp/etc/apt/sources.list"
-		# The mirror's sid Release file can be past its Valid-Until.
-		echo 'Acquire::Check-Valid-Until "false";' >"$tmp/etc/apt/apt.conf.d/99ivshmem-sid"
-	else
-		cat >"$tmp/etc/apt/sources.list" <<-SRC
-		deb $IVSHMEM_MIRROR $BUILDROOT_SUITE main
-		deb $IVSHMEM_MIRROR $BUILDROOT_SUITE-backports main
-		SRC
-		# sid is only consulted for linux-source, through its own list.
-		echo "deb $IVSHMEM_MIRROR sid main" >"$tmp/etc/apt/sid.list"
-	fi
+	apt_sources "$tmp"
+	# In trixie's root, sid is only consulted for linux-source, through
+	# its own list.
+	[ "$BUILDROOT_SUITE" = sid ] || echo "deb $IVSHMEM_MIRROR sid main" >"$tmp/etc/apt/sid.list"
 	chroot "$tmp" apt-get update -q >"$tmp.log" 2>&1 ||
 		die "step 'build root': apt-get update in the new $BUILDROOT_SUITE root failed (log: $tmp.log)"
 	chroot "$tmp" dpkg-query -W rustc rust-src bindgen 'clang*' lld llvm 'gcc-1*' 2>/dev/null |
