@@ -252,18 +252,22 @@ fn host_memcpy(file_size: u64, bw: u64, reps: u64, case: &str) -> Result<Vec<Set
     let rate = |ns: f64| bw as f64 / (1u64 << 30) as f64 / (ns / 1e9);
     // The first pass allocates the file's pages (as the guest's first
     // touch did): not measured.
-    // SAFETY: the mapping holds `file_size` >= `len` bytes and does not
-    // overlap the buffer; nobody else maps the file.
+    // SAFETY: The mapping `shm` holds all `file_size` >= `len` bytes and lives
+    // until the end of this function; `buf` is a distinct allocation of `len`
+    // bytes, so the ranges do not overlap; nobody else maps the file (its name
+    // is this process's own).
     unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), shm.as_ptr(), len) };
     let (mut r, mut w) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         let t = Instant::now();
-        // SAFETY: as above.
+        // SAFETY: As for the first pass: `len` bytes of the live mapping `shm`
+        // into the distinct `len`-byte buffer `buf`.
         unsafe { std::ptr::copy_nonoverlapping(shm.as_ptr(), buf.as_mut_ptr(), len) };
         std::hint::black_box(&buf);
         r.push(rate(t.elapsed().as_nanos() as f64));
         let t = Instant::now();
-        // SAFETY: as above.
+        // SAFETY: As for the first pass: `len` bytes of `buf` into the live
+        // mapping `shm`, which holds at least `len` bytes.
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), shm.as_ptr(), len) };
         w.push(rate(t.elapsed().as_nanos() as f64));
     }
