@@ -14,10 +14,11 @@ mod scenarios;
 mod stats;
 mod table;
 
-use crate::qemu::Accel;
 use crate::runner::Ctx;
 use crate::scenarios::Scenario;
-use anyhow::{Context, Result};
+use crate::session;
+use anyhow::{Context, Result, bail};
+use ivshmem_vmrun::cli::{Cli, Given};
 use scenarios::Budget;
 use serde_json::{Value, json};
 use stats::Set;
@@ -40,9 +41,27 @@ fn first_line(path: &str, prefix: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Runs the benchmarks and writes the results. Returns whether every
-/// scenario ran to the end.
-pub fn run(ctx: &Ctx, selected: &[&Scenario], o: &Opts, accel: Accel, why: &str) -> Result<bool> {
+/// `bench`: runs the benchmarks and writes the results. Returns whether
+/// every scenario ran to the end.
+pub fn run(cli: &Cli, given: &[Given], o: &Opts) -> Result<bool> {
+    if cli.bench_bin.as_ref().is_none_or(|p| !p.is_file()) {
+        bail!(
+            "bench needs the static ivshmem-bench (--bench or IVSHMEM_BENCH; \
+             scripts/build-userspace.sh builds it)"
+        );
+    }
+    let all = scenarios(o);
+    let selected: Vec<&Scenario> = all.iter().collect();
+    let workdir = cli.workdir.clone().unwrap_or_else(|| o.out.join("logs"));
+    // The benchmarks' samples are read from the guests' logs: keep them.
+    let (ctx, why) = session::prepare(cli, given, &selected, workdir, true)?;
+    measure(&ctx, &selected, o, &why)
+}
+
+/// Runs the benchmarks in `selected` and on the host, and writes the
+/// results. Returns whether every one ran to the end.
+fn measure(ctx: &Ctx, selected: &[&Scenario], o: &Opts, why: &str) -> Result<bool> {
+    let accel = ctx.boot.accel;
     let b = Budget::of(o);
     fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let steps = selected.len() + 2;
