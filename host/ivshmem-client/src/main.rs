@@ -39,6 +39,16 @@ fn connect(cli: &Cli) -> Result<Client> {
         .with_context(|| format!("cannot connect to {}", cli.socket.display()))
 }
 
+/// The peers as JSON (`info --json` and `peers --json`): an array of
+/// `{"id": N, "vectors": N}`.
+fn peers_json(client: &Client) -> serde_json::Value {
+    client
+        .peers()
+        .iter()
+        .map(|(id, v)| serde_json::json!({ "id": id, "vectors": v.len() }))
+        .collect()
+}
+
 fn run(cli: &Cli) -> Result<ExitCode> {
     let mut client = connect(cli)?;
     let mem = client.map_shared_memory()?;
@@ -46,16 +56,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     match cli.command.as_ref().unwrap_or(&Command::Shell) {
         Command::Info { json } => {
             if *json {
-                let peers: Vec<_> = client
-                    .peers()
-                    .iter()
-                    .map(|(id, v)| serde_json::json!({ "id": id, "vectors": v.len() }))
-                    .collect();
                 let info = serde_json::json!({
                     "id": client.id(),
                     "shm_size": client.shm_size(),
                     "vectors": client.vectors().len(),
-                    "peers": peers,
+                    "peers": peers_json(&client),
                 });
                 writeln!(out, "{info}")?;
             } else {
@@ -72,12 +77,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Peers { json } => {
             if *json {
-                let peers: Vec<_> = client
-                    .peers()
-                    .iter()
-                    .map(|(id, v)| serde_json::json!({ "id": id, "vectors": v.len() }))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::from(peers))?;
+                writeln!(out, "{}", peers_json(&client))?;
             } else {
                 for (id, v) in client.peers() {
                     writeln!(out, "{id} {}", v.len())?;

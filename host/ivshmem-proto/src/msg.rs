@@ -385,23 +385,29 @@ mod tests {
         assert!(matches!(recv_msg(&b), Err(Error::ExtraFd)));
     }
 
-    #[test]
-    fn two_fds_in_one_cmsg_are_rejected() {
-        let (a, b) = pair();
-        let e1 = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
-        let e2 = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
-        let fds = [e1.as_fd(), e2.as_fd()];
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    /// Sends `value` as one message with all of `fds` in one SCM_RIGHTS
+    /// control message (which `send_msg` never does).
+    fn send_with_fds(sock: &OwnedFd, value: i64, fds: &[BorrowedFd<'_>]) {
+        let mut space =
+            vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-        let bytes = 3i64.to_le_bytes();
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        let bytes = value.to_le_bytes();
         sendmsg(
-            &a,
+            sock,
             &[IoSlice::new(&bytes)],
             &mut control,
             SendFlags::empty(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn two_fds_in_one_cmsg_are_rejected() {
+        let (a, b) = pair();
+        let e1 = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        let e2 = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        send_with_fds(&a, 3, &[e1.as_fd(), e2.as_fd()]);
         assert!(matches!(recv_msg(&b), Err(Error::ExtraFd)));
     }
 
@@ -412,18 +418,7 @@ mod tests {
             .map(|_| eventfd(0, EventfdFlags::CLOEXEC).unwrap())
             .collect();
         let fds: Vec<BorrowedFd<'_>> = efds.iter().map(|e| e.as_fd()).collect();
-        let mut space =
-            vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-        let bytes = 3i64.to_le_bytes();
-        sendmsg(
-            &a,
-            &[IoSlice::new(&bytes)],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .unwrap();
+        send_with_fds(&a, 3, &fds);
         assert!(matches!(recv_msg(&b), Err(Error::ControlTruncated)));
     }
 

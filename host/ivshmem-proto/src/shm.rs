@@ -39,9 +39,9 @@ impl SharedMemory {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "region is empty"),
             ));
         }
-        // SAFETY: we ask for a fresh mapping at an address the kernel picks,
-        // so no existing Rust object is aliased or invalidated. The mapping
-        // is owned by the returned value and unmapped once, in Drop.
+        // SAFETY: We ask for a fresh mapping at an address the kernel picks, so
+        // no existing Rust object is aliased or invalidated. The mapping is
+        // owned by the returned value and unmapped once, in Drop.
         let ptr = unsafe {
             mmap(
                 ptr::null_mut(),
@@ -96,11 +96,11 @@ impl SharedMemory {
     /// Copies `buf.len()` bytes at `offset` out of the region.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let start = self.check(offset, buf.len())?;
-        // SAFETY: `check` keeps start..start+len inside the mapping, which
-        // lives as long as `self`. `buf` is a distinct Rust allocation, so
-        // the ranges do not overlap. Concurrent writers in other processes
-        // can only make the copied bytes stale, which is inherent to shared
-        // memory; u8 has no invalid values.
+        // SAFETY: The range start..start+len is inside the mapping (`check`
+        // made sure), which lives as long as `self`. `buf` is a distinct Rust
+        // allocation, so the ranges do not overlap. Concurrent writers in other
+        // processes can only make the copied bytes stale, which is inherent to
+        // shared memory; u8 has no invalid values.
         unsafe {
             ptr::copy_nonoverlapping(self.as_ptr().add(start), buf.as_mut_ptr(), buf.len());
         }
@@ -110,10 +110,10 @@ impl SharedMemory {
     /// Copies `data` into the region at `offset`.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         let start = self.check(offset, data.len())?;
-        // SAFETY: as in `read`: the destination range is inside the
-        // writable shared mapping and does not overlap `data`. No Rust
-        // reference to the mapping's contents exists, so writing through
-        // the raw pointer from `&self` aliases nothing.
+        // SAFETY: As in `read`: the destination range is inside the writable
+        // shared mapping and does not overlap `data`. No Rust reference to the
+        // mapping's contents exists, so writing through the raw pointer from
+        // `&self` aliases nothing.
         unsafe {
             ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(start), data.len());
         }
@@ -123,8 +123,8 @@ impl SharedMemory {
 
 impl Drop for SharedMemory {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly the mapping made in `map`, unmapped
-        // only here; no references into it outlive `self`.
+        // SAFETY: The pointer and length are exactly the mapping made in `map`,
+        // unmapped only here; no references into it outlive `self`.
         let _ = unsafe { munmap(self.ptr.as_ptr(), self.len) };
     }
 }

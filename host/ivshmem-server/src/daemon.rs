@@ -27,9 +27,9 @@ pub struct Daemon {
 fn fork() -> Result<libc::pid_t> {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // SAFETY: the server has not started any thread (daemonizing happens
-    // before the event loop and the signal handlers), so the child is a
-    // complete copy of a single-threaded process and may run any code.
+    // SAFETY: The server has not started any thread (daemonizing happens before
+    // the event loop and the signal handlers), so the child is a complete copy
+    // of a single-threaded process and may run any code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("cannot fork: {}", std::io::Error::last_os_error());
@@ -58,9 +58,9 @@ pub fn daemonize() -> Result<Daemon> {
     // can never acquire a controlling terminal.
     match fork() {
         Ok(0) => {}
-        // SAFETY: _exit ends the intermediate process at once, without
-        // running atexit handlers or flushing buffers that belong to the
-        // daemon; nothing in this process needs cleaning up.
+        // SAFETY: _exit ends the intermediate process at once, without running
+        // atexit handlers or flushing buffers that belong to the daemon;
+        // nothing in this process needs cleaning up.
         Ok(_) => unsafe { libc::_exit(0) },
         Err(e) => daemon.fail(&e),
     }

@@ -47,8 +47,8 @@ pub fn from_service_manager() -> Result<Option<UnixListener>> {
     if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
         return Ok(None);
     }
-    // SAFETY: the process is still single-threaded here (the server sets up
-    // its socket before starting anything), so no other thread reads the
+    // SAFETY: The process is still single-threaded here (the server sets up its
+    // socket before starting anything), so no other thread reads the
     // environment concurrently.
     unsafe {
         std::env::remove_var("LISTEN_PID");
@@ -62,8 +62,10 @@ pub fn from_service_manager() -> Result<Option<UnixListener>> {
             fds
         ),
     }
-    // SAFETY: under the protocol, descriptor 3 is open and passed to this
-    // process alone, and nothing else in it has taken ownership of it.
+    // SAFETY: Under the socket activation protocol (LISTEN_FDS checked above),
+    // descriptor 3 is open and passed to this process alone, and nothing else
+    // in it has taken ownership of it: the `OwnedFd` is its only owner and
+    // closes it once.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
     let kind = sockopt::socket_type(&fd)
         .context("descriptor 3 from the service manager is not a socket")?;

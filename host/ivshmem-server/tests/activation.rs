@@ -34,8 +34,9 @@ fn spawn_activated(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: between fork and exec the closure only makes async-signal-safe
-    // system calls (dup2, fcntl) on descriptors it does not own otherwise.
+    // SAFETY: Between fork and exec the closure only makes async-signal-safe
+    // system calls (dup2, fcntl) on descriptors it does not own otherwise; it
+    // allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             if fd == 3 {

@@ -288,7 +288,9 @@ struct DaemonGuard(Option<u32>);
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            // SAFETY: kill(2) has no memory-safety preconditions.
+            // SAFETY: The kill(2) system call takes only integers and touches
+            // no memory of this process; `pid` is the daemon this test started,
+            // read from its pid file.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }

@@ -178,7 +178,7 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     }
     let sock = dir.path().join("sock");
     let adjust = |cmd: &mut Command| {
-        // SAFETY: between fork and exec the closure only makes
+        // SAFETY: Between fork and exec the closure only makes
         // async-signal-safe system calls, and touches no lock or allocator.
         unsafe {
             cmd.pre_exec(move || {

@@ -1,11 +1,13 @@
 //! The command line of `ivshmem-vmrun`, shared by the binary and by the
 //! man page and completion generator (`host/ivshmem-docgen`).
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 // The command line (its about is in the attribute).
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, PartialEq)]
 #[command(
     name = "ivshmem-vmrun",
     version,
@@ -85,8 +87,84 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// A global option as this run was given it, on the command line or in
+/// the environment: what it takes to give it again (the rerun command a
+/// failing scenario prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    /// The option's id (the field's name).
+    pub id: String,
+    /// `--` and its long name.
+    pub flag: String,
+    /// Its values; none for a switch.
+    pub values: Vec<OsString>,
+    /// Whether its values are paths.
+    pub is_path: bool,
+}
+
+impl Given {
+    /// The arguments that give the option again, each value passed
+    /// through `value` (e.g. to make a path absolute).
+    pub fn args(&self, value: impl Fn(&OsStr) -> OsString) -> Vec<OsString> {
+        if self.values.is_empty() {
+            return vec![self.flag.clone().into()];
+        }
+        self.values
+            .iter()
+            .flat_map(|v| [self.flag.clone().into(), value(v)])
+            .collect()
+    }
+}
+
+impl Cli {
+    /// Parses the process's arguments, as `Cli::parse` does, and returns
+    /// the global options as given (see [`Cli::given`]).
+    pub fn parse_given() -> (Self, Vec<Given>) {
+        let matches = Self::command().get_matches();
+        let cli = Self::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut Self::command()))
+            .unwrap_or_else(|e| e.exit());
+        (cli, Self::given(&matches))
+    }
+
+    /// The global options `matches` holds that were given on the command
+    /// line or in the environment, in the order of their definition, read
+    /// from the command line's definition so that none is left out.
+    /// Defaults are not given: they apply again.
+    pub fn given(matches: &ArgMatches) -> Vec<Given> {
+        let cmd = Self::command();
+        let mut given = Vec::new();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let (Some(long), Some(source)) = (arg.get_long(), matches.value_source(id)) else {
+                continue;
+            };
+            if source == ValueSource::DefaultValue {
+                continue;
+            }
+            let values = match arg.get_action() {
+                ArgAction::SetTrue if matches.get_flag(id) => Vec::new(),
+                ArgAction::Set | ArgAction::Append => matches
+                    .get_raw(id)
+                    .into_iter()
+                    .flatten()
+                    .map(OsStr::to_os_string)
+                    .collect(),
+                _ => continue,
+            };
+            given.push(Given {
+                id: id.to_string(),
+                flag: format!("--{long}"),
+                values,
+                is_path: arg.get_value_parser().type_id() == std::any::TypeId::of::<PathBuf>(),
+            });
+        }
+        given
+    }
+}
+
 // What to run.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, PartialEq)]
 pub enum Cmd {
     /// Run every suite scenario, or those whose names contain a filter.
     Suite {
@@ -112,7 +190,7 @@ pub enum Cmd {
 }
 
 /// Options of `stress`.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct StressOpts {
     /// The short slice `make check` runs (about 2 minutes), only so that
     /// the campaign cannot rot.
@@ -133,7 +211,7 @@ fn parse_seed(s: &str) -> Result<u64, String> {
 }
 
 /// Options of `bench`.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct BenchOpts {
     /// Tiny sizes and few repetitions, only to prove that the benchmarks
     /// run (for `make check`); the figures mean nothing.
@@ -146,4 +224,59 @@ pub struct BenchOpts {
     /// contenders), instead of the default (11; 2 with --quick).
     #[arg(long)]
     pub reps: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `args`, renders its global options, and parses them again.
+    fn round_trip(args: &[OsString]) -> (Cli, Cli, Vec<Given>) {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let first = Cli::from_arg_matches(&matches).unwrap();
+        let given = Cli::given(&matches);
+        let mut again: Vec<OsString> = vec!["ivshmem-vmrun".into()];
+        again.extend(given.iter().flat_map(|g| g.args(OsStr::to_os_string)));
+        again.push("list".into());
+        (first, Cli::try_parse_from(again).unwrap(), given)
+    }
+
+    #[test]
+    fn every_global_option_round_trips() {
+        let cmd = Cli::command();
+        let mut args: Vec<OsString> = vec!["ivshmem-vmrun".into()];
+        let mut options = 0;
+        for arg in cmd.get_arguments() {
+            let long = format!("--{}", arg.get_long().unwrap());
+            match arg.get_action() {
+                ArgAction::SetTrue => args.push(long.into()),
+                ArgAction::Set | ArgAction::Append => args.extend([long.into(), "7".into()]),
+                ArgAction::Help | ArgAction::Version => continue,
+                a => panic!("{long}: Cli::given does not render {a:?}"),
+            }
+            options += 1;
+        }
+        args.push("list".into());
+        let (first, second, given) = round_trip(&args);
+        assert_eq!(first, second);
+        assert_eq!(given.len(), options, "{given:?}");
+        assert!(first.keep && first.timeout == 7 && first.kernel_label.as_deref() == Some("7"));
+        let kernel = given.iter().find(|g| g.id == "kernel").unwrap();
+        assert!(kernel.is_path && kernel.flag == "--kernel");
+        assert!(!given.iter().find(|g| g.id == "timeout").unwrap().is_path);
+    }
+
+    #[test]
+    fn defaults_are_not_given_and_apply_again() {
+        let args: Vec<OsString> = ["ivshmem-vmrun", "--kernel", "k", "--module", "m"]
+            .into_iter()
+            .chain(["--selftest", "s", "list"])
+            .map(OsString::from)
+            .collect();
+        // `--server-shm` has a default but needs `--server-socket`: given
+        // alone it would not parse.
+        let (first, second, given) = round_trip(&args);
+        assert_eq!(first, second);
+        assert!(given.iter().all(|g| g.id != "server_shm" && g.id != "keep"));
+    }
 }

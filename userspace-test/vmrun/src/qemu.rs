@@ -200,8 +200,9 @@ impl GuestSpec {
 /// Makes a child process die with the runner, however the runner dies, so
 /// that no QEMU or server outlives it.
 pub fn die_with_runner(cmd: &mut Command) {
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes one async-signal-safe system call (prctl).
+    // SAFETY: The closure runs in the child between fork and exec and only
+    // makes one async-signal-safe system call (prctl); it allocates nothing and
+    // takes no lock.
     unsafe {
         cmd.pre_exec(|| {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;

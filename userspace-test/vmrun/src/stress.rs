@@ -10,10 +10,18 @@
 
 use crate::qemu::GuestSpec;
 use crate::scenarios::Scenario;
-use ivshmem_vmrun::cli::StressOpts;
+use crate::session;
+use anyhow::Result;
+use ivshmem_vmrun::cli::{Cli, Given, StressOpts};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
+
+/// `stress`: runs the campaign. Returns whether every scenario passed.
+pub fn run(cli: &Cli, given: &[Given], o: &StressOpts) -> Result<bool> {
+    let all = scenarios(o);
+    session::run(cli, given, &all.iter().collect::<Vec<_>>())
+}
 
 /// The counts of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -55,7 +55,8 @@ fn os_error(path: &Path, what: Option<fmt::Arguments<'_>>, e: &io::Error) -> Err
 
 fn main() -> ExitCode {
     // Die quietly of SIGPIPE, as a filter should (`ivshmem dump ... | head`).
-    // SAFETY: restores the default action of a signal; no handler runs.
+    // SAFETY: Restores SIGPIPE's default action before any thread starts (first
+    // thing in `main`); no handler of ours is installed or replaced.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli.command) {

@@ -286,8 +286,9 @@ impl Device {
     /// device file, at an address the kernel picks; `what` names it in
     /// errors.
     fn map_shared(&self, offset: u64, len: usize, what: fmt::Arguments<'_>) -> io::Result<Mapping> {
-        // SAFETY: a new shared mapping at an address the kernel picks,
-        // owned by the returned `Mapping`.
+        // SAFETY: A new shared mapping of `self.fd` at an address the kernel
+        // picks (a null hint, no MAP_FIXED), so no existing memory is replaced;
+        // the returned `Mapping` owns it and unmaps it once.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -326,8 +327,9 @@ impl Device {
             .checked_add(align)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         self.set_cache_mode(mode)?;
-        // SAFETY: a new reservation at an address the kernel picks, only to
-        // find a free aligned range; replaced or unmapped below.
+        // SAFETY: A new inaccessible reservation of `span` bytes at an address
+        // the kernel picks (no MAP_FIXED), so no existing memory is replaced;
+        // only to find a free aligned range, replaced or unmapped below.
         let area = unsafe {
             rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
@@ -338,7 +340,9 @@ impl Device {
         }?;
         let base = area as usize;
         let at = base.next_multiple_of(align);
-        // SAFETY: replaces part of our own reservation with the device.
+        // SAFETY: MAP_FIXED replaces only `at..at + len`, which lies inside our
+        // own reservation `base..base + span` (`at - base < align` and `span =
+        // len + align`); nothing else refers to that range.
         let mapped = unsafe {
             rustix::mm::mmap(
                 at as *mut std::ffi::c_void,
@@ -350,8 +354,9 @@ impl Device {
             )
         };
         let end = if mapped.is_ok() { at + len } else { at };
-        // SAFETY: unmaps the parts of the reservation not used (all of it
-        // if the device mapping failed).
+        // SAFETY: Unmaps only the parts of our reservation `base..base + span`
+        // that the device mapping did not replace (all of it if that failed);
+        // nothing refers to them.
         unsafe {
             if at > base {
                 let _ = rustix::mm::munmap(area, at - base);
@@ -400,7 +405,9 @@ impl Device {
         arg: T,
         what: fmt::Arguments<'_>,
     ) -> io::Result<()> {
-        // SAFETY: every IVSHMEM `_IOW` ioctl reads exactly a `T`.
+        // SAFETY: Every IVSHMEM `_IOW` ioctl reads exactly a `T` (the callers
+        // pair each opcode with its uapi struct), from `Setter`'s own copy of
+        // `arg`, which lives for the call; `self.fd` is open.
         unsafe { ioctl(&self.fd, Setter::<OP, T>::new(arg)) }
             .map_err(|e| context(e, format_args!("{what} on {}", self.path.display())))
     }
@@ -481,8 +488,9 @@ impl Device {
     /// Reads the pending events, blocking until there is one.
     pub fn read_events(&self) -> io::Result<Vec<Event>> {
         let mut buf = [uapi::ivshmem_event::default(); 32];
-        // SAFETY: the buffer is valid for its size in bytes; the kernel
-        // fills whole `ivshmem_event`s, plain integers.
+        // SAFETY: The local array `buf` is valid and exclusively borrowed for
+        // `size_of_val(&buf)` bytes while `bytes` lives; `ivshmem_event` is
+        // plain integers, so any bytes the kernel writes are a valid value.
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), size_of_val(&buf))
         };
@@ -567,7 +575,10 @@ impl DoorbellPage {
     pub fn ring(&self, peer: u16, vector: u16) {
         fence(Ordering::SeqCst);
         let value = u32::from(peer) << 16 | u32::from(vector);
-        // SAFETY: the register lies within the mapped page, 4-aligned.
+        // SAFETY: The mapping `self.page` holds the whole register page and
+        // lives as long as `self`; the Doorbell register at
+        // `IVSHMEM_REG_DOORBELL` lies within it and is 4-aligned, as a `u32`
+        // store needs.
         unsafe {
             self.page
                 .as_ptr()
@@ -596,10 +607,12 @@ pub struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; every access is a volatile or
-// raw copy, which is as thread-safe as the memory itself.
+// SAFETY: The mapping is plain shared memory owned by the `Mapping`, not by a
+// thread; every access is a volatile access or a raw copy, which is as
+// thread-safe as the memory itself.
 unsafe impl Send for Mapping {}
-// SAFETY: as above.
+// SAFETY: A shared `&Mapping` offers only bounds-checked volatile accesses and
+// raw copies, which other threads (and other VMs) may make at the same time.
 unsafe impl Sync for Mapping {}
 
 fn out_of_range(offset: usize, n: usize, len: usize) -> io::Error {
@@ -638,21 +651,26 @@ impl Mapping {
                 format!("offset {offset:#x} is not {align}-aligned"),
             ));
         }
-        // SAFETY: `offset` is within the mapping.
+        // SAFETY: The check above ensured `offset + n <= self.len`, so the
+        // result stays within the mapping (or one past its end when `n` is 0).
         Ok(unsafe { self.ptr.as_ptr().add(offset) })
     }
 
     /// Reads a `T` at `offset` (aligned for `T`) with one volatile access.
     pub fn read_volatile<T: Copy>(&self, offset: usize) -> io::Result<T> {
         let p = self.check(offset, size_of::<T>(), align_of::<T>())?;
-        // SAFETY: in bounds and aligned; `T: Copy` is read by value.
+        // SAFETY: The pointer `p` has `size_of::<T>()` bytes (`check` made
+        // sure) inside the mapping, which lives as long as `self`, and `p` is
+        // aligned for `T`; `T: Copy` is read by value, no reference is made.
         Ok(unsafe { p.cast::<T>().read_volatile() })
     }
 
     /// Writes a `T` at `offset` (aligned for `T`) with one volatile access.
     pub fn write_volatile<T: Copy>(&self, offset: usize, value: T) -> io::Result<()> {
         let p = self.check(offset, size_of::<T>(), align_of::<T>())?;
-        // SAFETY: in bounds and aligned.
+        // SAFETY: The pointer `p` has `size_of::<T>()` bytes (`check` made
+        // sure) inside the writable mapping, which lives as long as `self`, and
+        // `p` is aligned for `T`; no Rust reference into the mapping exists.
         unsafe { p.cast::<T>().write_volatile(value) };
         Ok(())
     }
@@ -660,7 +678,9 @@ impl Mapping {
     /// Copies `buf.len()` bytes at `offset` into `buf`.
     pub fn read_slice(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         let p = self.check(offset, buf.len(), 1)?;
-        // SAFETY: in bounds; `buf` is a distinct Rust buffer.
+        // SAFETY: The pointer `p` has `buf.len()` bytes (`check` made sure)
+        // inside the mapping, which lives as long as `self`; `buf` is a
+        // distinct Rust buffer of that length, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
@@ -668,7 +688,9 @@ impl Mapping {
     /// Copies `buf` to `offset`.
     pub fn write_slice(&self, offset: usize, buf: &[u8]) -> io::Result<()> {
         let p = self.check(offset, buf.len(), 1)?;
-        // SAFETY: in bounds; `buf` is a distinct Rust buffer.
+        // SAFETY: The pointer `p` has `buf.len()` bytes (`check` made sure)
+        // inside the writable mapping, which lives as long as `self`; `buf` is
+        // a distinct Rust buffer of that length, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
         Ok(())
     }
@@ -680,7 +702,9 @@ impl Mapping {
     /// Nothing may write the memory while the slice lives: no other
     /// process, VM or host, and no other handle in this one.
     pub unsafe fn as_slice(&self) -> &[u8] {
-        // SAFETY: the caller guarantees the memory does not change.
+        // SAFETY: The pointer and length are the whole mapping, valid while the
+        // returned slice borrows `self`; the caller guarantees the memory does
+        // not change while the slice lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -690,15 +714,19 @@ impl Mapping {
     ///
     /// Nothing else may read or write the memory while the slice lives.
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: the caller guarantees exclusive access.
+        // SAFETY: The pointer and length are the whole mapping, valid while the
+        // returned slice borrows `self` mutably; the caller guarantees that
+        // nothing else reads or writes the memory meanwhile.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping made by `Device::map`, `map_doorbell` or
-        // `Device::map_aligned`, unmapped once.
+        // SAFETY: The pointer and length are exactly the mapping made by
+        // `Device::map`, `map_doorbell` or `Device::map_aligned`, owned by
+        // `self` alone and unmapped only here, once; no reference into it
+        // outlives `self`.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }

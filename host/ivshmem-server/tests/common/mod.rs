@@ -229,7 +229,8 @@ impl Drop for ServerProc {
 }
 
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
+    // SAFETY: The kill(2) system call takes only integers and touches no memory
+    // of this process; the caller passes the pid of a server it started.
     let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
     assert_eq!(r, 0, "kill({pid}, {sig}) failed");
 }
