@@ -19,8 +19,10 @@
 //! wait for the other side, except while a device changes drivers around
 //! the vfio-pci chunk (polling the shared memory, outside the timing).
 
-use crate::sys::{self, Map, timed};
+use crate::sys::timed;
 use crate::{BenchResult, Failure, contender, contender_unless, mapping, progress, samples, vfio};
+use guest_sys::Map;
+use guest_sys::eventfd;
 use hdrhistogram::Histogram;
 use ivshmem::Device;
 use ktap::Outcome;
@@ -95,11 +97,6 @@ impl Method {
 const METHODS: [Method; 4] = [Method::Read, Method::Poll, Method::Epoll, Method::Floor];
 /// The stream's vector; the receiver acknowledges its end on vector 0.
 const STREAM_VECTOR: u16 = 3;
-
-/// A new eventfd ([`sys::eventfd`]), its error a failure of the benchmark.
-fn eventfd(flags: i32) -> Result<OwnedFd, Failure> {
-    sys::eventfd(flags).map_err(|e| Failure::Fail(format!("eventfd: {e}")))
-}
 
 /// One blocking read of `fd` into a small buffer (device events or an
 /// eventfd counter).
@@ -348,7 +345,7 @@ fn vfio_chunk(
             &bar2,
             usize::try_from(bar2.size).map_err(|e| e.to_string())?,
         )?;
-        let efd = sys::eventfd(0).map_err(|e| format!("eventfd: {e}"))?;
+        let efd = guest_sys::eventfd(0).map_err(|e| e.to_string())?;
         d.bus_master()?;
         d.msix_eventfd(0, efd.as_fd())?;
         // Anything pending from before goes now; after the meeting every
@@ -481,12 +478,12 @@ fn quantile(v: &mut [u64], q: f64) -> f64 {
 /// The doorbell benchmark (two guests, each with one doorbell device of 4
 /// vectors or more, on the same server).
 pub fn run() -> BenchResult {
-    sys::load_module().map_err(Failure::Fail)?;
-    let pings = sys::setting("pings", 2000);
-    let rounds = sys::setting("rounds", 7);
-    let stream = sys::setting("stream", 10_000);
+    guest_sys::load_module()?;
+    let pings = guest_sys::setting_or("pings", 2000);
+    let rounds = guest_sys::setting_or("rounds", 7);
+    let stream = guest_sys::setting_or("stream", 10_000);
     let mut index = None;
-    for i in 0..sys::ivshmem_functions().map_err(Failure::Fail)?.len() as u32 {
+    for i in 0..guest_sys::ivshmem_devices()?.len() as u32 {
         if Device::open(i)?.info()?.doorbell {
             index = Some(i);
             break;
@@ -614,9 +611,9 @@ pub fn run() -> BenchResult {
                 let token = 2 * (round + 1);
                 drop(map);
                 drop(w);
-                sys::unbind(&pci).map_err(Failure::Fail)?;
+                guest_sys::unbind(&pci)?;
                 let r = vfio_chunk(&pci, me, peer, pinger, n, token, hist, &mut chunk);
-                sys::bind(&pci).map_err(Failure::Fail)?;
+                guest_sys::bind(&pci)?;
                 let secs = r?;
                 w = Waiters::open(mapping::index_of(&pci)?)?;
                 map = w.dev.map_all()?;

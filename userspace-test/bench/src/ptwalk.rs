@@ -10,7 +10,7 @@
 //! and the tables under the mapping, and leaves the counts and then the
 //! nonce in the device's backing file.
 
-use crate::sys::Map;
+use guest_sys::Map;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
@@ -27,7 +27,7 @@ static ASKED: AtomicU32 = AtomicU32::new(0);
 /// BAR 2's guest-physical address, from the function's `resource` file
 /// (line 2: `start end flags`).
 pub fn bar2_phys(dev: &Path) -> Result<u64, String> {
-    let text = crate::sys::read_trim(dev.join("resource"))?;
+    let text = guest_sys::read_trim(dev.join("resource")).map_err(|e| e.to_string())?;
     let start = text
         .lines()
         .nth(2)

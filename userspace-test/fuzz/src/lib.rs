@@ -24,6 +24,7 @@
 //! kernel's reports (KASAN, lockdep, UBSAN, hung tasks, soft lockups,
 //! WARN), which the test runner watches.
 
+use guest_sys::errno;
 use ivshmem::uapi::*;
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -208,10 +209,6 @@ fn install_handlers() {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -513,26 +510,15 @@ impl<'a> Worker<'a> {
         if self.rng.chance(5) {
             flags |= libc::MAP_NORESERVE;
         }
-        // SAFETY: a new mapping at an address the kernel picks.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                flags,
-                fd.fd,
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            self.result(-1);
-        } else {
+        if let Ok(p) = guest_sys::mmap(fd.fd, len, prot, flags, offset as libc::off_t) {
             self.maps.push(Map {
                 addr: p as usize,
                 len,
                 prot,
                 dontfork: false,
             });
+        } else {
+            self.result(-1);
         }
     }
 
@@ -968,9 +954,12 @@ pub struct Running {
 /// Starts the fuzzer: `cfg.procs` processes forked from the caller, each
 /// with `cfg.threads` threads, sharing out `cfg.calls`. The caller should
 /// be single-threaded when it calls this (a test harness, or `main`).
-pub fn spawn(cfg: &Config) -> Result<Running, String> {
+pub fn spawn(cfg: &Config) -> std::io::Result<Running> {
     if cfg.procs == 0 || cfg.threads == 0 {
-        return Err("procs and threads must be at least 1".into());
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "procs and threads must be at least 1",
+        ));
     }
     let mut running = Running {
         seed: cfg.seed,
@@ -982,12 +971,18 @@ pub fn spawn(cfg: &Config) -> Result<Running, String> {
         let mut fds = [0; 2];
         // SAFETY: a pipe for the child's report.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            return Err(std::io::Error::other(format!(
+                "pipe: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         // SAFETY: the child runs the fuzzer and `_exit`s.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            return Err(std::io::Error::other(format!(
+                "fork: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         if pid == 0 {
             // SAFETY: the read end belongs to the parent.
@@ -1019,7 +1014,7 @@ pub fn spawn(cfg: &Config) -> Result<Running, String> {
 impl Running {
     /// Waits for every process; fails if one died (of a signal, or
     /// without its report).
-    pub fn wait(self) -> Result<Report, String> {
+    pub fn wait(self) -> std::io::Result<Report> {
         let mut total = Report::default();
         let mut failures = Vec::new();
         for (p, pid, mut f) in self.kids {
@@ -1049,13 +1044,13 @@ impl Running {
         if failures.is_empty() {
             Ok(total)
         } else {
-            Err(failures.join("; "))
+            Err(std::io::Error::other(failures.join("; ")))
         }
     }
 }
 
 /// Runs the fuzzer to the end: [`spawn`], then [`Running::wait`].
-pub fn run(cfg: &Config) -> Result<Report, String> {
+pub fn run(cfg: &Config) -> std::io::Result<Report> {
     spawn(cfg)?.wait()
 }
 

@@ -28,9 +28,13 @@ pub fn setting(key: &str) -> Option<String> {
     std::env::var(format!("ivt_{key}")).ok()
 }
 
-/// A numeric setting, or `default` when it is absent or not a number.
+/// A numeric setting (the first of a comma-separated list), or `default`
+/// when it is absent or not a number.
 pub fn setting_or(key: &str, default: u64) -> u64 {
-    setting(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    setting_u64s(key)
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(default)
 }
 
 /// A comma-separated list of numbers from a setting.

@@ -4,8 +4,8 @@
 
 use crate::data;
 use crate::doorbell::{expect_events, find, monotonic_ns};
-use crate::sys::{self, Loaded};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded};
 use ivshmem::{CacheMode, Device, Info};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -195,7 +195,7 @@ fn features(info: &Info) -> String {
 
 /// The module: loaded by the test, or already by udev on the Debian root.
 fn load() -> Result<Loaded, Failure> {
-    Ok(Loaded::ensure().map_err(Failure::Fail)?.0)
+    Ok(Loaded::ensure()?.0)
 }
 
 fn infos() -> Result<Vec<Info>, Failure> {

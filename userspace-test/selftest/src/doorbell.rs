@@ -2,8 +2,8 @@
 //! read, poll and eventfds.
 
 use crate::readers;
-use crate::sys::{self, Loaded, errname, errno};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded, errname, errno};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub(crate) struct Bell {
 
 /// Loads the module and opens the first doorbell device (SKIP without).
 pub(crate) fn open_bell() -> Result<Bell, Failure> {
-    let m = Loaded::load().map_err(Failure::Fail)?;
+    let m = Loaded::load()?;
     let (Some(index), _) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -157,7 +157,7 @@ fn expect_only_eventfd(efds: &[OwnedFd], v: u16) -> TestResult {
 
 /// One doorbell device (rung by this guest itself) and one plain device.
 pub fn doorbell_local() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (Some(bell), plain) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -316,7 +316,7 @@ extern "C" fn on_signal(_: libc::c_int) {}
 
 /// A signal interrupts a blocked read (EINTR without SA_RESTART).
 pub fn doorbell_signal() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (Some(bell), _) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -356,7 +356,7 @@ pub fn doorbell_signal() -> TestResult {
 /// Unbinding the device wakes a blocked reader with ENODEV and a poller
 /// with POLLHUP | POLLERR; rebinding works.
 pub fn doorbell_unbind() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (Some(bell), _) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -396,8 +396,7 @@ pub fn doorbell_unbind() -> TestResult {
             "a waiter",
         )?;
     }
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
-        .map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
     let r = reader
         .join()
         .map_err(|_| Failure::Fail("reader panicked".into()))?;
@@ -415,7 +414,7 @@ pub fn doorbell_unbind() -> TestResult {
         "poll after unbind: {p:#x}"
     );
     expect_err("ring after unbind", dev.ring(0, 0), libc::ENODEV)?;
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address())?;
     check!(
         sys::wait_for(10, || sys::node_exists(bell as usize)),
         "the device did not come back"
@@ -473,7 +472,7 @@ fn drain(dev: &Device) -> Result<(), Failure> {
 /// rings each guest and each guest rings a host client.
 pub fn doorbell_pair() -> TestResult {
     let rings: u64 = sys::setting_u64s("rings").map(|v| v[0]).unwrap_or(100_000);
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (Some(bell), _) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -772,7 +771,7 @@ pub fn doorbell_mmap() -> TestResult {
     const PAGE: usize = 4096;
     let off = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let m = Loaded::load().map_err(Failure::Fail)?;
+    let m = Loaded::load()?;
     let (Some(bell), plain) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
@@ -870,8 +869,7 @@ pub fn doorbell_mmap() -> TestResult {
     }
 
     // Unbind: the page is zapped and its reservation released.
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
-        .map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
     let reg = page_ptr(&page);
     let ended = crate::shm::in_child(|| {
         // SAFETY: a volatile store to the (zapped) page, in a child.
@@ -894,7 +892,7 @@ pub fn doorbell_mmap() -> TestResult {
     )?;
     drop(page);
     drop(dev);
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address())?;
     check!(
         sys::wait_for(10, || sys::node_exists(bell as usize)),
         "the device did not come back"
@@ -904,7 +902,7 @@ pub fn doorbell_mmap() -> TestResult {
     again.map_doorbell()?.ring(me, 0);
     expect_events(&again, &[(0, 1)], "store ring after rebinding")?;
     drop(again);
-    m.unload().map_err(Failure::Fail)?;
+    m.unload()?;
     check!(
         !tail_reserved()?,
         "the rest of BAR0's page is still reserved after rmmod"

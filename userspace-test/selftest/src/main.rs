@@ -16,7 +16,6 @@ mod readers;
 mod scale;
 mod shm;
 mod stress;
-mod sys;
 mod tests;
 
 use ktap::{Outcome, Writer};

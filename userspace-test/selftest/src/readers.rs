@@ -9,8 +9,8 @@
 //! limits are failure deadlines only.
 
 use crate::doorbell::{Bell, efd_count, eventfd, expect_err, expect_events, find, open_bell};
-use crate::sys::{self, Loaded, errname, errno};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded, errname, errno};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(crate) fn gettid() -> i32 {
 
 /// A thread's state letter (`R`, `S`, `D`...) from `/proc/self/task/TID/stat`.
 fn task_state(tid: i32) -> Result<char, Failure> {
-    let stat = sys::read_trim(format!("/proc/self/task/{tid}/stat")).map_err(Failure::Fail)?;
+    let stat = sys::read_trim(format!("/proc/self/task/{tid}/stat"))?;
     // The command may hold spaces and parentheses: the state follows the
     // last ')'.
     stat.rsplit_once(')')
@@ -41,7 +41,7 @@ fn task_state(tid: i32) -> Result<char, Failure> {
 
 /// The system call a thread is blocked in, if any.
 fn task_syscall(tid: i32) -> Result<Option<i64>, Failure> {
-    let s = sys::read_trim(format!("/proc/self/task/{tid}/syscall")).map_err(Failure::Fail)?;
+    let s = sys::read_trim(format!("/proc/self/task/{tid}/syscall"))?;
     Ok(s.split_whitespace().next().and_then(|w| w.parse().ok()))
 }
 
@@ -531,7 +531,7 @@ fn map_with(dev: &Device, len: usize, prot: i32) -> (i32, Option<u32>) {
 /// An O_RDONLY file may look (INFO, read-only mmap, SET_MASK, read, poll)
 /// but not act: RING, BIND_EVENTFD and SET_CACHE fail with EBADF.
 pub fn readonly_open() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (bell, plain) = find()?;
     let Some(bell) = bell else {
         skip!("no ivshmem-doorbell device");

@@ -2,8 +2,8 @@
 //! the shared memory, cache modes, bad input, and removal under users.
 
 use crate::data::{self, pattern};
-use crate::sys::{self, Loaded, PciDev, errname, errno};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded, PciDev, errname, errno};
 use ivshmem::uapi::*;
 use ivshmem::{CacheMode, Device};
 use std::fs;
@@ -17,7 +17,7 @@ use vmrun_protocol::{Request, server_shm};
 const PAGE: usize = 4096;
 
 pub(crate) fn load() -> Result<Loaded, Failure> {
-    Loaded::load().map_err(Failure::Fail)
+    Ok(Loaded::load()?)
 }
 
 fn devices(min: usize) -> Result<Vec<PciDev>, Failure> {
@@ -98,7 +98,7 @@ const IOC_READ: u32 = 2;
 
 /// /dev/ivshmemN, INFO and sysfs against what QEMU was given.
 pub fn info_sysfs() -> TestResult {
-    let sizes = sys::setting_u64s("sizes").map_err(Failure::Fail)?;
+    let sizes = sys::setting_u64s("sizes")?;
     let devs = devices(1)?;
     check!(
         devs.len() == sizes.len(),
@@ -169,7 +169,7 @@ pub fn info_sysfs() -> TestResult {
             info.raw.reserved == [0; 4] && info.raw.pad0 == 0,
             "{node}: reserved fields set"
         );
-        let (start, end) = pci.bar(2).map_err(Failure::Fail)?;
+        let (start, end) = pci.bar(2)?;
         check!(
             end + 1 - start == *size,
             "{node}: BAR2 is {} bytes",
@@ -182,7 +182,7 @@ pub fn info_sysfs() -> TestResult {
             ("revision", "1".into()),
             ("features", "plain".into()),
         ] {
-            let got = sys::read_trim(format!("{class}/{attr}")).map_err(Failure::Fail)?;
+            let got = sys::read_trim(format!("{class}/{attr}"))?;
             check!(got == want, "{class}/{attr} is {got:?}, want {want:?}");
             let mode = fs::metadata(format!("{class}/{attr}"))?.mode() & 0o777;
             check!(mode == 0o444, "{class}/{attr} has mode {mode:o}");
@@ -234,7 +234,7 @@ pub fn c_example() -> TestResult {
     if !Path::new("/bin/ivshmem-info").exists() {
         skip!("/bin/ivshmem-info (the C example) is not in this initramfs");
     }
-    let sizes = sys::setting_u64s("sizes").map_err(Failure::Fail)?;
+    let sizes = sys::setting_u64s("sizes")?;
     let _m = load()?;
     let out = std::process::Command::new("/bin/ivshmem-info")
         .args(["/dev/ivshmem0", data::GUEST_TEXT])
@@ -504,7 +504,7 @@ pub fn ioctl_bad() -> TestResult {
 }
 
 fn memtypes_of(start: u64, end: u64) -> Result<Vec<String>, Failure> {
-    let list = sys::read_trim("/sys/kernel/debug/x86/pat_memtype_list").map_err(Failure::Fail)?;
+    let list = sys::read_trim("/sys/kernel/debug/x86/pat_memtype_list")?;
     let want = format!("[mem {start:#018x}-{:#018x}]", end + 1);
     Ok(list
         .lines()
@@ -517,7 +517,7 @@ fn memtypes_of(start: u64, end: u64) -> Result<Vec<String>, Failure> {
 /// firmware left BAR2 unassigned.
 pub(crate) fn bar_size() -> Result<(PciDev, usize), Failure> {
     let devs = devices(1)?;
-    let (start, end) = devs[0].bar(2).map_err(Failure::Fail)?;
+    let (start, end) = devs[0].bar(2)?;
     if start == 0 {
         skip!("the firmware left BAR2 unassigned");
     }
@@ -531,7 +531,7 @@ pub(crate) fn bar_size() -> Result<(PciDev, usize), Failure> {
 /// The memtype a write-back request for `dev`'s BAR2 gets: "write-back",
 /// or "uncached-minus" where a variable MTRR marks it uncachable.
 pub(crate) fn mtrr_wb_name(dev: &PciDev) -> Result<&'static str, Failure> {
-    let (start, end) = dev.bar(2).map_err(Failure::Fail)?;
+    let (start, end) = dev.bar(2)?;
     Ok(if mtrr_uncachable(start, end)? {
         "uncached-minus"
     } else {
@@ -575,7 +575,7 @@ pub fn pat_memtype() -> TestResult {
     if !Path::new("/sys/kernel/debug/x86/pat_memtype_list").exists() {
         skip!("no /sys/kernel/debug/x86/pat_memtype_list (PAT off or no debugfs)");
     }
-    let (start, end) = devs[0].bar(2).map_err(Failure::Fail)?;
+    let (start, end) = devs[0].bar(2)?;
     let size = (end + 1 - start) as usize;
     // Not bound yet (`load` refuses a loaded module): no memtype.
     check!(
@@ -640,7 +640,7 @@ pub fn pat_memtype() -> TestResult {
         );
     }
     // Unbinding releases it.
-    m.unload().map_err(Failure::Fail)?;
+    m.unload()?;
     let types = memtypes_of(start, end)?;
     check!(
         types.is_empty(),
@@ -650,7 +650,7 @@ pub fn pat_memtype() -> TestResult {
 }
 
 pub(crate) fn faults() -> Result<(u64, u64, u64), Failure> {
-    let s = sys::read_trim("/sys/class/misc/ivshmem0/faults").map_err(Failure::Fail)?;
+    let s = sys::read_trim("/sys/class/misc/ivshmem0/faults")?;
     let n: Vec<u64> = s
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
@@ -665,7 +665,7 @@ pub(crate) fn faults() -> Result<(u64, u64, u64), Failure> {
 pub fn huge_faults() -> TestResult {
     let devs = devices(1)?;
     let _m = load()?;
-    let (start, end) = devs[0].bar(2).map_err(Failure::Fail)?;
+    let (start, end) = devs[0].bar(2)?;
     let size = (end + 1 - start) as usize;
     const PMD: usize = 2 << 20;
     if size < PMD || start as usize % PMD != 0 {
@@ -709,9 +709,9 @@ pub fn huge_faults() -> TestResult {
 
 /// A BAR of 4 GiB or more: markers at both ends and across the 4 GiB line.
 pub fn big_bar() -> TestResult {
-    let want = sys::setting_u64s("big").map_err(Failure::Fail)?[0];
+    let want = sys::setting_u64s("big")?[0];
     let devs = devices(1)?;
-    let (start, _) = devs[0].bar(2).map_err(Failure::Fail)?;
+    let (start, _) = devs[0].bar(2)?;
     if start == 0 {
         skip!("the firmware left the {want}-byte BAR2 unassigned (64-bit PCI window too small)");
     }
@@ -772,8 +772,8 @@ pub fn mem_access() -> TestResult {
 /// Removes the device (by `remove`), checks that users see SIGBUS and
 /// ENODEV, then brings it back (by `restore`) and checks it works again.
 fn removal(
-    remove: &dyn Fn(&PciDev) -> Result<(), String>,
-    restore: &dyn Fn(&PciDev) -> Result<(), String>,
+    remove: &dyn Fn(&PciDev) -> TestResult,
+    restore: &dyn Fn(&PciDev) -> TestResult,
 ) -> TestResult {
     let devs = devices(1)?;
     let pci = &devs[0];
@@ -810,7 +810,7 @@ fn removal(
     started
         .recv()
         .map_err(|_| Failure::Fail("the ioctl loop never made a call".into()))?;
-    remove(pci).map_err(Failure::Fail)?;
+    remove(pci)?;
     check!(
         sys::wait_for(60, || !sys::node_exists(0)),
         "/dev/ivshmem0 still exists after removal"
@@ -849,7 +849,7 @@ fn removal(
         );
     }
     drop(map);
-    restore(pci).map_err(Failure::Fail)?;
+    restore(pci)?;
     check!(
         sys::wait_for(60, || sys::node_exists(0)),
         "/dev/ivshmem0 did not come back"
@@ -919,10 +919,9 @@ fn gone_first(dev: &Device) -> TestResult {
 
 /// sysfs unbind under a mapping and an ioctl loop; rebind.
 pub fn unbind_rebind() -> TestResult {
-    removal(
-        &|pci| sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address()),
-        &|pci| sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()),
-    )
+    removal(&|pci| Ok(sys::unbind(&pci.path)?), &|pci| {
+        Ok(sys::bind(&pci.path)?)
+    })
 }
 
 /// QMP device_del / device_add under a mapping and an ioctl loop.
@@ -933,10 +932,7 @@ pub fn hotplug() -> TestResult {
             if sys::wait_for(60, || !pci.path.exists()) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{} still present 60 s after device_del",
-                    pci.address()
-                ))
+                fail!("{} still present 60 s after device_del", pci.address())
             }
         },
         &|_| {
@@ -968,8 +964,7 @@ pub fn kunit() -> TestResult {
             &["pending_is_round_robin_and_masked"][..],
         ),
     ] {
-        let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))
-            .map_err(Failure::Fail)?;
+        let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))?;
         for l in results.lines() {
             println!("#   {l}");
         }
@@ -1004,7 +999,7 @@ pub fn rmmod_busy() -> TestResult {
     check!(sys::module_loaded()?, "the module is gone");
     map.write_volatile(0, 7u32)?;
     drop(map);
-    m.unload().map_err(Failure::Fail)
+    Ok(m.unload()?)
 }
 
 /// 50 insmod/rmmod cycles, each binding every device.
@@ -1024,7 +1019,7 @@ pub fn module_cycles() -> TestResult {
             "cycle {i}: /dev/ivshmem{} missing",
             devs.len() - 1
         );
-        m.unload().map_err(Failure::Fail)?;
+        m.unload()?;
     }
     check!(!sys::node_exists(0), "/dev/ivshmem0 outlives the module");
     Ok(())
@@ -1034,7 +1029,7 @@ pub fn module_cycles() -> TestResult {
 /// sysfs say doorbell, the configured vectors, and the IVPosition the
 /// server gave, which the host then finds in its client's peer list.
 pub fn doorbell_info() -> TestResult {
-    let vectors = sys::setting_u64s("vectors").map_err(Failure::Fail)?[0];
+    let vectors = sys::setting_u64s("vectors")?[0];
     devices(1)?;
     let _m = load()?;
     let dev = Device::open(0)?;
@@ -1061,7 +1056,7 @@ pub fn doorbell_info() -> TestResult {
         ("vectors", vectors.to_string()),
         ("features", "doorbell msix".into()),
     ] {
-        let got = sys::read_trim(format!("{class}/{attr}")).map_err(Failure::Fail)?;
+        let got = sys::read_trim(format!("{class}/{attr}"))?;
         check!(got == want, "{class}/{attr} is {got:?}, want {want:?}");
     }
     println!("# ivposition={id}");
@@ -1083,7 +1078,7 @@ pub fn doorbell_info() -> TestResult {
 pub fn other_node() -> TestResult {
     devices(1)?;
     let _m = load()?;
-    let dev = sys::read_trim("/sys/class/misc/ivshmem0/dev").map_err(Failure::Fail)?;
+    let dev = sys::read_trim("/sys/class/misc/ivshmem0/dev")?;
     let (major, minor) = dev
         .split_once(':')
         .ok_or("bad dev attribute")

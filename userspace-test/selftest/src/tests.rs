@@ -1,8 +1,8 @@
 //! The selftests.
 
-use crate::sys::{self, Loaded};
 use crate::{Test, TestResult, check, fail, skip};
 use crate::{cli, distro, doorbell, ptables, python, readers, scale, shm, stress};
+use guest_sys::{self as sys, Loaded};
 use std::path::Path;
 
 /// One row of the table: the name, whether it runs by default, the test
@@ -115,7 +115,7 @@ fn module_bind() -> TestResult {
     if devs.is_empty() {
         skip!("this guest has no ivshmem device");
     }
-    let module = Loaded::load().map_err(crate::Failure::Fail)?;
+    let module = Loaded::load()?;
     let bound = sys::driver_bound_devices()?;
     for d in &devs {
         match d.driver() {
@@ -137,7 +137,7 @@ fn module_bind() -> TestResult {
         bound.len(),
         devs.len()
     );
-    module.unload().map_err(crate::Failure::Fail)?;
+    module.unload()?;
     check_unloaded(&devs)
 }
 
@@ -146,7 +146,7 @@ fn module_nodev() -> TestResult {
     if !devs.is_empty() {
         skip!("this guest has {} ivshmem devices", devs.len());
     }
-    let module = Loaded::load().map_err(crate::Failure::Fail)?;
+    let module = Loaded::load()?;
     check!(
         sys::module_loaded()?,
         "ivshmem not in /proc/modules after insmod"
@@ -161,7 +161,7 @@ fn module_nodev() -> TestResult {
         bound.is_empty(),
         "driver bound {bound:?} with no ivshmem device present"
     );
-    module.unload().map_err(crate::Failure::Fail)?;
+    module.unload()?;
     check_unloaded(&devs)
 }
 
