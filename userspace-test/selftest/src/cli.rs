@@ -3,7 +3,7 @@
 //! library (INFO, mmap, rings) and against what the host wrote.
 
 use crate::data;
-use crate::doorbell::{expect_events, find, monotonic_ns};
+use crate::fixture::{expect_events, find, monotonic_ns};
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded};
 use ivshmem::{CacheMode, Device, Info};
@@ -286,7 +286,7 @@ pub fn cli_list() -> TestResult {
     let mut wb_long = Vec::new();
     for d in &devs {
         wb_long.push(if pat {
-            crate::shm::mtrr_wb_name(d)?
+            crate::fixture::mtrr_wb_name(d)?
         } else {
             "?"
         });

@@ -10,11 +10,16 @@ mod cli;
 mod data;
 mod distro;
 mod doorbell;
+mod fixture;
+mod ioctl;
+mod mmap;
+mod module;
+mod node;
 mod ptables;
 mod python;
 mod readers;
+mod removal;
 mod scale;
-mod shm;
 mod stress;
 mod tests;
 

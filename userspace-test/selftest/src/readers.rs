@@ -8,76 +8,15 @@
 //! second open file (which selects every vector) has reported it. Time
 //! limits are failure deadlines only.
 
-use crate::doorbell::{Bell, efd_count, eventfd, expect_err, expect_events, find, open_bell};
+use crate::fixture::*;
 use crate::{Failure, TestResult, check, fail, skip};
-use guest_sys::{self as sys, Loaded, errname, errno};
+use guest_sys::{Loaded, errname, errno};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// x86-64 system call numbers, as `/proc/TID/syscall` shows them.
-pub(crate) const SYS_READ: i64 = 0;
-pub(crate) const SYS_POLL: i64 = 7;
-pub(crate) const SYS_PPOLL: i64 = 271;
-
-/// The calling thread's id.
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// A thread's state letter (`R`, `S`, `D`...) from `/proc/self/task/TID/stat`.
-fn task_state(tid: i32) -> Result<char, Failure> {
-    let stat = sys::read_trim(format!("/proc/self/task/{tid}/stat"))?;
-    // The command may hold spaces and parentheses: the state follows the
-    // last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .ok_or_else(|| Failure::Fail(format!("cannot parse task {tid}'s stat: {stat:?}")))
-}
-
-/// The system call a thread is blocked in, if any.
-fn task_syscall(tid: i32) -> Result<Option<i64>, Failure> {
-    let s = sys::read_trim(format!("/proc/self/task/{tid}/syscall"))?;
-    Ok(s.split_whitespace().next().and_then(|w| w.parse().ok()))
-}
-
-/// Waits (up to 10 s) until thread `tid` sleeps inside one of `calls`;
-/// returns its state letter.
-pub(crate) fn wait_blocked(tid: i32, calls: &[i64], what: &str) -> Result<char, Failure> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = task_state(tid)?;
-        if state != 'R' && task_syscall(tid)?.is_some_and(|nr| calls.contains(&nr)) {
-            // The syscall file is read with the task stopped in the call;
-            // read the state again so that it matches.
-            return task_state(tid);
-        }
-        if Instant::now() > deadline {
-            fail!("{what} (task {tid}) did not block within 10 s: state {state}");
-        }
-        // Polls the thread's own state: the condition, not the time, ends
-        // the wait.
-        std::thread::yield_now();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-extern "C" fn on_signal(_: libc::c_int) {}
-
-/// Installs a SIGUSR1 handler that does nothing, without SA_RESTART, so
-/// that a signal makes a blocked read fail with EINTR.
-pub(crate) fn sigusr1_interrupts() {
-    // SAFETY: installs a handler that does nothing.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
-}
 
 /// Whether `dev` polls readable right now.
 fn readable_now(dev: &Device) -> bool {

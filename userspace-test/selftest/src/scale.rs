@@ -2,7 +2,7 @@
 //! bindings: the driver takes the interrupt vectors it can get, and caps
 //! the eventfds each vector signals.
 
-use crate::doorbell::{efd_count, eventfd, expect_events, open_bell};
+use crate::fixture::{efd_count, eventfd, expect_events, open_bell};
 use crate::{Failure, TestResult, check, fail};
 use guest_sys::{self as sys, errname};
 use ivshmem::Device;

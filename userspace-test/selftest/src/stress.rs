@@ -9,7 +9,7 @@
 //! Settings (kernel command line, `ivt_KEY=VALUE`): `seed`, `fuzz_calls`,
 //! `bind_cycles`, `hotplug_cycles`, `mod_cycles`, `stress_rings`.
 
-use crate::doorbell::{find, find_peer};
+use crate::fixture::{find, find_peer, gettid, sigusr1_interrupts, wait_blocked};
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded, errname};
 use ivshmem::Device;
@@ -129,7 +129,7 @@ impl Waiter {
         let handle = std::thread::Builder::new()
             .name("doorbell-waiter".into())
             .spawn(move || {
-                let _ = ready_tx.send(crate::readers::gettid());
+                let _ = ready_tx.send(gettid());
                 loop {
                     match dev.read_events() {
                         Ok(v) => {
@@ -146,7 +146,7 @@ impl Waiter {
         let tid = ready_rx
             .recv()
             .map_err(|_| Failure::Fail("the waiter thread died".into()))?;
-        crate::readers::wait_blocked(tid, &[libc::SYS_read], "the doorbell waiter")?;
+        wait_blocked(tid, &[libc::SYS_read], "the doorbell waiter")?;
         Ok(Waiter { tid, rx, handle })
     }
 
@@ -171,9 +171,9 @@ impl Waiter {
     /// is blocked in read (one arriving between two reads would be lost),
     /// and again if an event got in first.
     fn stop(self) -> Result<i32, Failure> {
-        crate::readers::sigusr1_interrupts();
+        sigusr1_interrupts();
         for _ in 0..10 {
-            crate::readers::wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
+            wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
             // SAFETY: signals a thread of this process, whose handler does
             // nothing; tgkill checks the thread group.
             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), self.tid, libc::SIGUSR1) };

@@ -1,9 +1,10 @@
 //! The selftests.
 
-use crate::{Test, TestResult, check, fail, skip};
-use crate::{cli, distro, doorbell, ptables, python, readers, scale, shm, stress};
-use guest_sys::{self as sys, Loaded};
-use std::path::Path;
+use crate::{Test, TestResult, fail};
+use crate::{
+    cli, distro, doorbell, ioctl, mmap, module, node, ptables, python, readers, removal, scale,
+    stress,
+};
 
 /// One row of the table: the name, whether it runs by default, the test
 /// and one line on what it checks.
@@ -30,19 +31,19 @@ pub fn all() -> Vec<Test> {
         t("autoload_symlink", false, distro::autoload_symlink, "udev made /dev/ivshmem/by-path/pci-<address> point at the device's node"),
         t("python_pytest", false, python::python_pytest, "the Python package's pytest tests pass with Debian's CPython on the real devices"),
         t("python_wait_latency", false, python::python_wait_latency, "the Python package's wait latency over raw os.read (ring-to-wake, median and p99)"),
-        t("module_bind", true, module_bind, "the module loads, binds every ivshmem device and unloads cleanly"),
-        t("module_nodev", true, module_nodev, "with no ivshmem device, the module loads, binds nothing, unloads"),
-        t("module_cycles", true, shm::module_cycles, "50 insmod/rmmod cycles, each binding every device"),
-        t("rmmod_busy", true, shm::rmmod_busy, "rmmod is refused while a file is open or a mapping exists"),
-        t("kunit", true, shm::kunit, "the module's KUnit suites pass"),
-        t("info_sysfs", true, shm::info_sysfs, "/dev/ivshmemN, INFO and sysfs match the QEMU configuration"),
-        t("host_data", true, shm::host_data, "the host's data is visible in the guest and the guest's reaches the host"),
-        t("c_example", true, shm::c_example, "a C program built against the UAPI header reads INFO and maps"),
-        t("mmap_bad", true, shm::mmap_bad, "bad mmap calls are refused with the right errno"),
-        t("map_private_refused", true, shm::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),
-        t("ioctl_bad", true, shm::ioctl_bad, "bad ioctls are refused; structures extend both ways"),
-        t("pat_memtype", true, shm::pat_memtype, "each cache mode is BAR2's memtype in the PAT list while mapped; write-back from bind, kept after unmapping, released on unload"),
-        t("huge_faults", true, shm::huge_faults, "aligned mappings are populated with PMD entries"),
+        t("module_bind", true, module::module_bind, "the module loads, binds every ivshmem device and unloads cleanly"),
+        t("module_nodev", true, module::module_nodev, "with no ivshmem device, the module loads, binds nothing, unloads"),
+        t("module_cycles", true, module::module_cycles, "50 insmod/rmmod cycles, each binding every device"),
+        t("rmmod_busy", true, module::rmmod_busy, "rmmod is refused while a file is open or a mapping exists"),
+        t("kunit", true, module::kunit, "the module's KUnit suites pass"),
+        t("info_sysfs", true, node::info_sysfs, "/dev/ivshmemN, INFO and sysfs match the QEMU configuration"),
+        t("host_data", true, node::host_data, "the host's data is visible in the guest and the guest's reaches the host"),
+        t("c_example", true, node::c_example, "a C program built against the UAPI header reads INFO and maps"),
+        t("mmap_bad", true, mmap::mmap_bad, "bad mmap calls are refused with the right errno"),
+        t("map_private_refused", true, mmap::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),
+        t("ioctl_bad", true, ioctl::ioctl_bad, "bad ioctls are refused; structures extend both ways"),
+        t("pat_memtype", true, mmap::pat_memtype, "each cache mode is BAR2's memtype in the PAT list while mapped; write-back from bind, kept after unmapping, released on unload"),
+        t("huge_faults", true, mmap::huge_faults, "aligned mappings are populated with PMD entries"),
         t("stress_fuzz", false, stress::stress_fuzz, "the seeded fuzzer (fuzz_calls calls, 2 processes x 3 threads) on every node; every device still works"),
         t("stress_bind", false, stress::stress_bind, "bind_cycles unbind/bind cycles under the fuzzer and a blocked doorbell waiter (ENODEV each time)"),
         t("stress_hotplug", false, stress::stress_hotplug, "hotplug_cycles QMP unplug/replug cycles of a mapped plain device under the fuzzer; a doorbell waiter survives"),
@@ -51,12 +52,12 @@ pub fn all() -> Vec<Test> {
         t("pat_page_tables", true, ptables::pat_page_tables, "each cache mode's bits (none, PWT, PCD) in the page table entries of a mapping (PTDUMP)"),
         t("huge_entries", true, ptables::huge_entries, "the page tables map aligned mappings with PMD (and, on 2 GiB BARs, PUD) entries, misaligned ones with PTEs (PTDUMP)"),
         t("huge_pud", true, ptables::huge_pud, "a 1 GiB-aligned mapping of a BAR of 2 GiB or more faults in 1 GiB (PUD) entries"),
-        t("mem_access", true, shm::mem_access, "a debugger's access (/proc/self/mem) reads and writes the mapping"),
-        t("other_node", true, shm::other_node, "a mknod'ed node on a tmpfs works; the driver pins no file system"),
-        t("big_bar", false, shm::big_bar, "a BAR of 4 GiB or more maps and reads at both ends"),
-        t("unbind_rebind", false, shm::unbind_rebind, "unbind under a mapping and an ioctl loop: SIGBUS, ENODEV; rebind"),
-        t("hotplug", false, shm::hotplug, "QMP device_del/device_add under a mapping: SIGBUS, ENODEV; re-plug"),
-        t("doorbell_info", false, shm::doorbell_info, "a doorbell device's IVPosition is the server's, listed by the host client"),
+        t("mem_access", true, mmap::mem_access, "a debugger's access (/proc/self/mem) reads and writes the mapping"),
+        t("other_node", true, node::other_node, "a mknod'ed node on a tmpfs works; the driver pins no file system"),
+        t("big_bar", false, mmap::big_bar, "a BAR of 4 GiB or more maps and reads at both ends"),
+        t("unbind_rebind", false, removal::unbind_rebind, "unbind under a mapping and an ioctl loop: SIGBUS, ENODEV; rebind"),
+        t("hotplug", false, removal::hotplug, "QMP device_del/device_add under a mapping: SIGBUS, ENODEV; re-plug"),
+        t("doorbell_info", false, doorbell::doorbell_info, "a doorbell device's IVPosition is the server's, listed by the host client"),
         t("doorbell_local", false, doorbell::doorbell_local, "self-rings wake read, poll and eventfds on exactly their vector; mask; bad input"),
         t("c_ring", false, doorbell::c_ring, "a C program built against the UAPI header rings and polls"),
         t("doorbell_all_vectors", false, doorbell::doorbell_all_vectors, "every allocated MSI-X vector raises its own interrupt and eventfd, not only the first and last"),
@@ -79,90 +80,6 @@ pub fn all() -> Vec<Test> {
         t("deliberate_fail", false, deliberate_fail, "always fails: proves a failure turns the run red"),
         t("hang", false, hang, "never returns: proves the runner's timeout"),
     ]
-}
-
-fn driver_dir() -> &'static Path {
-    Path::new("/sys/bus/pci/drivers/ivshmem")
-}
-
-/// Checks the state after an unload: no module, no driver, no bindings.
-fn check_unloaded(devs: &[sys::PciDev]) -> TestResult {
-    check!(
-        !sys::module_loaded()?,
-        "ivshmem still in /proc/modules after rmmod"
-    );
-    check!(
-        !Path::new("/sys/module/ivshmem").exists(),
-        "/sys/module/ivshmem still exists after rmmod"
-    );
-    check!(
-        !driver_dir().exists(),
-        "{} still exists after rmmod",
-        driver_dir().display()
-    );
-    for d in devs {
-        check!(
-            d.driver().is_none(),
-            "{} still has a driver after rmmod",
-            d.address()
-        );
-    }
-    Ok(())
-}
-
-fn module_bind() -> TestResult {
-    let devs = sys::ivshmem_devices()?;
-    if devs.is_empty() {
-        skip!("this guest has no ivshmem device");
-    }
-    let module = Loaded::load()?;
-    let bound = sys::driver_bound_devices()?;
-    for d in &devs {
-        match d.driver() {
-            Some(drv) if drv == sys::MODULE => {}
-            Some(other) => fail!("{} is bound to {other}, not ivshmem", d.address()),
-            None => fail!("{} is not bound after insmod", d.address()),
-        }
-        check!(
-            bound.contains(&d.address()),
-            "{} missing from {}",
-            d.address(),
-            driver_dir().display()
-        );
-        println!("# {} bound to ivshmem", d.address());
-    }
-    check!(
-        bound.len() == devs.len(),
-        "driver has {} devices bound, the guest has {} ivshmem devices",
-        bound.len(),
-        devs.len()
-    );
-    module.unload()?;
-    check_unloaded(&devs)
-}
-
-fn module_nodev() -> TestResult {
-    let devs = sys::ivshmem_devices()?;
-    if !devs.is_empty() {
-        skip!("this guest has {} ivshmem devices", devs.len());
-    }
-    let module = Loaded::load()?;
-    check!(
-        sys::module_loaded()?,
-        "ivshmem not in /proc/modules after insmod"
-    );
-    check!(
-        driver_dir().exists(),
-        "driver not registered: no {}",
-        driver_dir().display()
-    );
-    let bound = sys::driver_bound_devices()?;
-    check!(
-        bound.is_empty(),
-        "driver bound {bound:?} with no ivshmem device present"
-    );
-    module.unload()?;
-    check_unloaded(&devs)
 }
 
 fn deliberate_fail() -> TestResult {
