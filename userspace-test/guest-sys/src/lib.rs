@@ -116,14 +116,14 @@ pub fn errname(e: i32) -> String {
 /// A new eventfd, close-on-exec, with `flags` (e.g. `EFD_NONBLOCK`) added;
 /// the error says it was eventfd that failed.
 pub fn eventfd(flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: eventfd(2) takes no pointers; it only creates a new
+    // SAFETY: Eventfd(2) takes no pointers; it only creates a new
     // descriptor, which is checked and then owned below.
     let fd = unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("eventfd: {e}")));
     }
-    // SAFETY: `fd` is the new, valid descriptor eventfd(2) just returned;
+    // SAFETY: The `fd` is the new, valid descriptor eventfd(2) just returned;
     // nothing else owns it, so the `OwnedFd` is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -132,7 +132,7 @@ pub fn eventfd(flags: i32) -> io::Result<OwnedFd> {
 /// signalled (or the read failed).
 pub fn efd_count(fd: &OwnedFd) -> u64 {
     let mut v = 0u64;
-    // SAFETY: `fd` is a descriptor owned by the caller and open for the
+    // SAFETY: The `fd` is a descriptor owned by the caller and open for the
     // call; the buffer is `v`, a local `u64` valid for the 8 bytes written.
     let r = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
     if r == 8 { v } else { 0 }
@@ -154,7 +154,7 @@ mod tests {
         let fd = eventfd(libc::EFD_NONBLOCK).unwrap();
         assert_eq!(efd_count(&fd), 0);
         let one = 1u64.to_ne_bytes();
-        // SAFETY: `fd` is the eventfd just made and owned here; the buffer
+        // SAFETY: The `fd` is the eventfd just made and owned here; the buffer
         // is the 8 bytes of `one`, alive across the call.
         let w = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), 8) };
         assert_eq!(w, 8);

@@ -22,7 +22,7 @@ pub fn mmap(
     if flags & libc::MAP_FIXED != 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: the address hint is null and MAP_FIXED is excluded above, so
+    // SAFETY: The address hint is null and MAP_FIXED is excluded above, so
     // the kernel places the mapping in unused address space and no memory
     // the program uses is replaced; mmap(2) reads no pointer argument.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset) };
@@ -73,7 +73,7 @@ impl Map {
     /// Reads one byte of every 4 KiB page.
     pub fn touch(&self) {
         for off in (0..self.len).step_by(4096) {
-            // SAFETY: `off < self.len`, so the byte lies inside the mapping,
+            // SAFETY: Here `off < self.len`, so the byte lies inside the mapping,
             // which stays mapped while `self` lives. A page the mapping does
             // not allow reading raises a signal, not a read of other memory.
             std::hint::black_box(unsafe { self.ptr.add(off).read_volatile() });
@@ -86,7 +86,7 @@ impl Map {
             off % 4 == 0 && off + 4 <= self.len,
             "{off:#x} out of the mapping"
         );
-        // SAFETY: the four bytes are in bounds and aligned (asserted above;
+        // SAFETY: The four bytes are in bounds and aligned (asserted above;
         // mmap returns page-aligned addresses) and stay mapped while `self`
         // lives.
         unsafe { self.ptr.add(off).cast::<u32>().read_volatile() }
@@ -98,7 +98,7 @@ impl Map {
             off % 8 == 0 && off + 8 <= self.len,
             "{off:#x} out of the mapping"
         );
-        // SAFETY: the eight bytes are in bounds and aligned (asserted above;
+        // SAFETY: The eight bytes are in bounds and aligned (asserted above;
         // mmap returns page-aligned addresses) and stay mapped while `self`
         // lives.
         unsafe { self.ptr.add(off).cast::<u64>().read_volatile() }
@@ -110,7 +110,7 @@ impl Map {
             off % 8 == 0 && off + 8 <= self.len,
             "{off:#x} out of the mapping"
         );
-        // SAFETY: as in `read_u64`: in bounds, aligned, and mapped while
+        // SAFETY: As in `read_u64`: in bounds, aligned, and mapped while
         // `self` lives; the mapping is shared memory no Rust reference
         // points into.
         unsafe { self.ptr.add(off).cast::<u64>().write_volatile(v) }
@@ -123,7 +123,7 @@ impl Map {
             off % 4 == 0 && off + 4 <= self.len,
             "{off:#x} out of the mapping"
         );
-        // SAFETY: as in `read_u32`: in bounds, aligned, and mapped while
+        // SAFETY: As in `read_u32`: in bounds, aligned, and mapped while
         // `self` lives; the mapping is shared memory no Rust reference
         // points into.
         unsafe { self.ptr.add(off).cast::<u32>().write_volatile(v) }
@@ -132,7 +132,7 @@ impl Map {
 
 impl Drop for Map {
     fn drop(&mut self) {
-        // SAFETY: `ptr` and `len` are exactly the mapping `new` made, owned
+        // SAFETY: The `ptr` and `len` are exactly the mapping `new` made, owned
         // by this `Map` alone; after drop nothing can reach it.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
