@@ -3,7 +3,7 @@
 //! library (INFO, mmap, rings) and against what the host wrote.
 
 use crate::data;
-use crate::fixture::{expect_events, find, monotonic_ns};
+use crate::fixture::{Bell, bell_with, expect_events, find, monotonic_ns};
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded};
 use ivshmem::{CacheMode, Device, Info};
@@ -653,17 +653,16 @@ impl Drop for Waiter {
 /// 124.
 pub fn cli_ring_wait() -> TestResult {
     binary()?;
-    let _m = load()?;
-    let (Some(b), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let Bell {
+        _m,
+        index: b,
+        dev,
+        info,
+        me,
+        ..
+    } = bell_with(load()?)?;
     let bs = b.to_string();
     let node = format!("/dev/ivshmem{b}");
-    let dev = Device::open(b)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
     let mes = me.to_string();
     check!(
         info.vectors >= 4,

@@ -13,15 +13,14 @@ use vmrun_protocol::{Request, server_shm};
 
 /// One doorbell device (rung by this guest itself) and one plain device.
 pub fn doorbell_local() -> TestResult {
-    let _m = Loaded::load()?;
-    let (Some(bell), plain) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: bell,
+        plain,
+        dev,
+        info,
+        me,
+    } = open_bell()?;
     let n = info.vectors as u16;
     check!(
         n >= 2,
@@ -30,8 +29,7 @@ pub fn doorbell_local() -> TestResult {
     let other = Device::open(bell)?;
     let efds = eventfd_per_vector(&dev, n)?;
     let nb = Device::open(bell)?;
-    // SAFETY: sets O_NONBLOCK on our own fd.
-    unsafe { libc::fcntl(nb.as_fd().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    set_nonblock(&nb, true)?;
     expect_err(
         "read with nothing pending, O_NONBLOCK",
         nb.read_events(),
@@ -168,20 +166,11 @@ pub fn doorbell_local() -> TestResult {
     Ok(())
 }
 
-extern "C" fn on_signal(_: libc::c_int) {}
-
 /// A signal interrupts a blocked read (EINTR without SA_RESTART).
 pub fn doorbell_signal() -> TestResult {
     let _m = Loaded::load()?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    // SAFETY: installs a handler that does nothing, without SA_RESTART.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    let bell = find_bell()?;
+    sigusr1_interrupts();
     let dev = Arc::new(Device::open(bell)?);
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = {
@@ -212,9 +201,7 @@ pub fn doorbell_signal() -> TestResult {
 /// with POLLHUP | POLLERR; rebinding works.
 pub fn doorbell_unbind() -> TestResult {
     let _m = Loaded::load()?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let bell = find_bell()?;
     let pci = sys::ivshmem_devices()?[bell as usize].clone();
     let dev = Arc::new(Device::open(bell)?);
     let efd = eventfd()?;
@@ -232,14 +219,7 @@ pub fn doorbell_unbind() -> TestResult {
         let dev = dev.clone();
         std::thread::spawn(move || {
             tx.send(gettid()).ok();
-            let mut p = libc::pollfd {
-                fd: dev.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, 30 s.
-            unsafe { libc::poll(&mut p, 1, 30_000) };
-            p.revents
+            poll_in(&*dev, 30_000).1
         })
     };
     // Both wait before the device goes.
@@ -271,10 +251,7 @@ pub fn doorbell_unbind() -> TestResult {
         "the device did not come back"
     );
     let again = Device::open(bell)?;
-    let me = again
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let me = ivposition(&again.info()?)?;
     again.ring(me, 0)?;
     expect_events(&again, &[(0, 1)], "ring after rebinding")?;
     Ok(())
@@ -310,15 +287,9 @@ fn drain(dev: &Device) -> Result<(), Failure> {
 /// rings each guest and each guest rings a host client.
 pub fn doorbell_pair() -> TestResult {
     let rings: u64 = sys::setting_u64s("rings").map(|v| v[0]).unwrap_or(100_000);
-    let _m = Loaded::load()?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m, dev, info, me, ..
+    } = open_bell()?;
     let n = info.vectors as u16;
     check!(n >= 4, "the test needs 4 vectors, the device has {n}");
     let map = dev.map_all()?;
@@ -448,12 +419,7 @@ pub fn doorbell_pair() -> TestResult {
 /// Mid-stream, one guest asks the runner to kill the other; the survivor
 /// keeps ringing the dead peer (harmless) and still gets its own rings.
 pub fn doorbell_kill() -> TestResult {
-    let Bell {
-        _m,
-        index: _,
-        dev,
-        me,
-    } = open_bell()?;
+    let Bell { _m, dev, me, .. } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let victim = sys::setting("victim").unwrap_or_default();
@@ -511,12 +477,7 @@ fn write_text(map: &ivshmem::Mapping, text: &str) -> Result<(), Failure> {
 /// The demo: one guest writes a message into the shared memory and rings
 /// the other, which wakes, prints it and answers the same way.
 pub fn demo_chat() -> TestResult {
-    let Bell {
-        _m,
-        index: _,
-        dev,
-        me,
-    } = open_bell()?;
+    let Bell { _m, dev, me, .. } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let wait = |what: &str| -> Result<u64, Failure> {
@@ -575,6 +536,7 @@ pub fn c_ring() -> TestResult {
         index: bell,
         dev,
         me,
+        ..
     } = open_bell()?;
     let out = std::process::Command::new("/bin/ivshmem-ring")
         .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
@@ -609,13 +571,15 @@ pub fn doorbell_mmap() -> TestResult {
     const PAGE: usize = 4096;
     let off = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let m = Loaded::load()?;
-    let (Some(bell), plain) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let Bell {
+        _m: m,
+        index: bell,
+        plain,
+        dev,
+        info,
+        me,
+    } = open_bell()?;
     let pci = sys::ivshmem_devices()?[bell as usize].clone();
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
     check!(
         info.doorbell_mmap,
         "INFO of an MSI-X doorbell device: features {:#x}, no IVSHMEM_FEATURE_DOORBELL_MMAP",
@@ -625,9 +589,6 @@ pub fn doorbell_mmap() -> TestResult {
         tail_reserved()?,
         "/proc/iomem has no \"ivshmem sub-page reserved\" for the rest of BAR0's page"
     );
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
     let page = dev.map_doorbell()?;
     // One at a time: QEMU merges rings it has not delivered yet.
     for i in 0..3 {

@@ -8,7 +8,7 @@
 
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded, Map, PciDev, errname, errno};
-use ivshmem::{Device, Event};
+use ivshmem::{Device, Event, Info};
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -71,6 +71,52 @@ pub(crate) fn raw_mmap(fd: &impl AsFd, len: usize, prot: i32, flags: i32, off: i
         Ok(_) => 0,
         Err(e) => e.raw_os_error().unwrap_or(0),
     }
+}
+
+/// Checks an errno from [`raw_ioctl`] or [`raw_mmap`] (0 = success)
+/// against the one expected, and prints it.
+pub(crate) fn expect_errno(what: &str, got: i32, want: i32) -> TestResult {
+    println!("# {what}: {}", errname(got));
+    check!(
+        got == want,
+        "{what}: got {}, want {}",
+        errname(got),
+        errname(want)
+    );
+    Ok(())
+}
+
+/// Polls `fd` for `POLLIN` for up to `timeout_ms` milliseconds: poll's
+/// return value and the `revents` it left.
+pub(crate) fn poll_in(fd: &impl AsFd, timeout_ms: i32) -> (i32, i16) {
+    let mut p = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one initialised, writable pollfd on this stack frame,
+    // alive across the call, and nfds is 1; its descriptor is borrowed
+    // from `fd`, so it stays open for the call.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    (r, p.revents)
+}
+
+/// Sets or clears O_NONBLOCK on the open file description of `dev`.
+pub(crate) fn set_nonblock(dev: &Device, on: bool) -> TestResult {
+    let fd = dev.as_fd().as_raw_fd();
+    // SAFETY: F_GETFL and F_SETFL take no pointers; `fd` is borrowed from
+    // `dev`, which keeps it open for both calls.
+    let r = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        let fl = if on {
+            fl | libc::O_NONBLOCK
+        } else {
+            fl & !libc::O_NONBLOCK
+        };
+        libc::fcntl(fd, libc::F_SETFL, fl)
+    };
+    check!(r == 0, "fcntl(F_SETFL): {}", errname(errno()));
+    Ok(())
 }
 
 /// Read and write, as the tests' mappings are.
@@ -217,31 +263,53 @@ pub(crate) fn expect_some(dev: &Device, limit: Duration) -> Result<Vec<Event>, F
     Ok(got)
 }
 
+/// The index of the first doorbell device (SKIP without).
+pub(crate) fn find_bell() -> Result<u32, Failure> {
+    let (Some(bell), _) = find()? else {
+        skip!("no ivshmem-doorbell device");
+    };
+    Ok(bell)
+}
+
+/// This peer's IVPosition from a device's INFO (a failure without one).
+pub(crate) fn ivposition(info: &Info) -> Result<u16, Failure> {
+    info.ivposition.ok_or(Failure::Fail("no IVPosition".into()))
+}
+
 /// The module, loaded, and the first doorbell device, open.
 ///
 /// Fields drop in order: the file closes before the module unloads.
 pub(crate) struct Bell {
     pub(crate) index: u32,
+    /// The first plain device, if any.
+    pub(crate) plain: Option<u32>,
     pub(crate) dev: Device,
+    /// The INFO of `dev`.
+    pub(crate) info: Info,
     pub(crate) me: u16,
     pub(crate) _m: Loaded,
 }
 
 /// Loads the module and opens the first doorbell device (SKIP without).
 pub(crate) fn open_bell() -> Result<Bell, Failure> {
-    let m = Loaded::load()?;
-    let (Some(index), _) = find()? else {
+    bell_with(Loaded::load()?)
+}
+
+/// Opens the first doorbell device (SKIP without), with the module `m`
+/// already loaded.
+pub(crate) fn bell_with(m: Loaded) -> Result<Bell, Failure> {
+    let (Some(index), plain) = find()? else {
         skip!("no ivshmem-doorbell device");
     };
     let dev = Device::open(index)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let info = dev.info()?;
+    let me = ivposition(&info)?;
     Ok(Bell {
         _m: m,
         index,
+        plain,
         dev,
+        info,
         me,
     })
 }

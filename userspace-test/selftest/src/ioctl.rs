@@ -61,14 +61,7 @@ pub fn ioctl_bad() -> TestResult {
         ),
     ];
     for (what, cmd, arg, want) in cases {
-        let got = raw_ioctl(&dev, cmd, arg);
-        println!("# {what}: {}", errname(got));
-        check!(
-            got == want,
-            "{what}: got {}, want {}",
-            errname(got),
-            errname(want)
-        );
+        expect_errno(what, raw_ioctl(&dev, cmd, arg), want)?;
     }
     // A newer, longer INFO: our part filled, the rest zeroed.
     let got = raw_ioctl(&dev, ioc(IOC_READ, 0, big.len()), big.as_mut_ptr().cast());
@@ -116,13 +109,7 @@ pub fn ioctl_bad() -> TestResult {
         ),
     ] {
         let got = raw_ioctl(&dev, IVSHMEM_IOCTL_SET_CACHE, cp(&mut c));
-        println!("# SET_CACHE {what}: {}", errname(got));
-        check!(
-            got == want,
-            "SET_CACHE {what}: got {}, want {}",
-            errname(got),
-            errname(want)
-        );
+        expect_errno(&format!("SET_CACHE {what}"), got, want)?;
     }
     // Longer SET_CACHE: fine with a zero tail, E2BIG with anything else.
     let mut longer = [0u8; 32];

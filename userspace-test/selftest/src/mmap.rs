@@ -48,14 +48,7 @@ pub fn mmap_bad() -> TestResult {
         ("zero length", 0, shared, 0, libc::EINVAL),
     ];
     for (what, len, flags, off, want) in cases {
-        let got = raw_mmap(&dev, len, RW, flags, off);
-        println!("# {what}: {}", errname(got));
-        check!(
-            got == want,
-            "{what}: got {}, want {}",
-            errname(got),
-            errname(want)
-        );
+        expect_errno(what, raw_mmap(&dev, len, RW, flags, off), want)?;
     }
     let got = raw_mmap(&dev, size, RW, shared, 0);
     check!(
@@ -92,12 +85,7 @@ pub fn map_private_refused() -> TestResult {
     ];
     for (what, fd, prot) in cases {
         let got = raw_mmap(&fd, PAGE, prot, private, 0);
-        println!("# MAP_PRIVATE, {what}: {}", errname(got));
-        check!(
-            got == libc::EINVAL,
-            "MAP_PRIVATE, {what}: got {}, want EINVAL",
-            errname(got)
-        );
+        expect_errno(&format!("MAP_PRIVATE, {what}"), got, libc::EINVAL)?;
     }
     for (what, fd, prot) in [
         ("read-write", &rw as &dyn AsFd, RW),

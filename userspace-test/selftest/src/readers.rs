@@ -10,7 +10,7 @@
 
 use crate::fixture::*;
 use crate::{Failure, TestResult, check, fail, skip};
-use guest_sys::{Loaded, errname, errno};
+use guest_sys::{Loaded, Map, errname, errno};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
@@ -20,13 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Whether `dev` polls readable right now.
 fn readable_now(dev: &Device) -> bool {
-    let mut p = libc::pollfd {
-        fd: dev.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, no wait.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+    let (r, revents) = poll_in(dev, 0);
+    r == 1 && revents & libc::POLLIN != 0
 }
 
 /// A thread blocked in one `read()` of `dev`; its result comes on the
@@ -132,14 +127,7 @@ pub fn doorbell_mask_wakeup() -> TestResult {
         let dev = dev.clone();
         std::thread::spawn(move || {
             tx.send(gettid()).ok();
-            let mut p = libc::pollfd {
-                fd: dev.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, 10 s.
-            let r = unsafe { libc::poll(&mut p, 1, 10_000) };
-            (r, p.revents)
+            poll_in(&*dev, 10_000)
         })
     };
     let tid = rx.recv().map_err(|_| Failure::Fail("poller died".into()))?;
@@ -219,23 +207,6 @@ pub fn doorbell_mask_wakeup() -> TestResult {
     dev.set_vector_mask(0..2)?;
     expect_events(&dev, &[(0, 1)], "vector 0 after unmasking it")?;
     println!("# narrowing the mask was honoured by a waiting read");
-    Ok(())
-}
-
-/// Sets or clears O_NONBLOCK on the open file description of `dev`.
-fn set_nonblock(dev: &Device, on: bool) -> Result<(), Failure> {
-    let fd = dev.as_fd().as_raw_fd();
-    // SAFETY: reads and sets the flags of our own fd.
-    let r = unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        let fl = if on {
-            fl | libc::O_NONBLOCK
-        } else {
-            fl & !libc::O_NONBLOCK
-        };
-        libc::fcntl(fd, libc::F_SETFL, fl)
-    };
-    check!(r == 0, "fcntl(F_SETFL): {}", errname(errno()));
     Ok(())
 }
 
@@ -446,25 +417,10 @@ pub fn doorbell_fairness() -> TestResult {
 /// Maps `len` bytes of `dev` at 0 with `prot`, shared; returns the errno
 /// (0 = mapped) and, if mapped, the first word.
 fn map_with(dev: &Device, len: usize, prot: i32) -> (i32, Option<u32>) {
-    // SAFETY: a new mapping at a kernel-chosen address, unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_SHARED,
-            dev.as_fd().as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return (errno(), None);
+    match Map::new(dev.as_fd(), len, prot, libc::MAP_SHARED, 0) {
+        Ok(map) => (0, Some(map.read_u32(0))),
+        Err(e) => (e.raw_os_error().unwrap_or(0), None),
     }
-    // SAFETY: the mapping is at least 4 bytes long and readable.
-    let v = unsafe { p.cast::<u32>().read_volatile() };
-    // SAFETY: the mapping just made.
-    unsafe { libc::munmap(p, len) };
-    (0, Some(v))
 }
 
 /// An O_RDONLY file may look (INFO, read-only mmap, SET_MASK, read, poll)

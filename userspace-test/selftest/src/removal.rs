@@ -127,13 +127,7 @@ fn gone_first(dev: &Device) -> TestResult {
     let mut ring = ivshmem_ring::default();
     let ring_cmd = ioc(IOC_WRITE, 2, std::mem::size_of::<ivshmem_ring>());
     let ring = raw_ioctl(dev, ring_cmd, (&raw mut ring).cast());
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, no wait.
-    let polled = unsafe { libc::poll(&mut p, 1, 0) };
+    let (polled, revents) = poll_in(dev, 0);
     let errno_of = |r: std::io::Result<Vec<ivshmem::Event>>| {
         r.err().and_then(|e| ivshmem::errno(&e)).unwrap_or(0)
     };
@@ -152,9 +146,9 @@ fn gone_first(dev: &Device) -> TestResult {
     }
     let hup = libc::POLLHUP | libc::POLLERR;
     check!(
-        polled == 1 && p.revents & hup == hup,
+        polled == 1 && revents & hup == hup,
         "after removal, poll: {polled}, revents {:#x}, want POLLHUP | POLLERR",
-        p.revents
+        revents
     );
     Ok(())
 }

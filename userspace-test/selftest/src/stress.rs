@@ -9,7 +9,9 @@
 //! Settings (kernel command line, `ivt_KEY=VALUE`): `seed`, `fuzz_calls`,
 //! `bind_cycles`, `hotplug_cycles`, `mod_cycles`, `stress_rings`.
 
-use crate::fixture::{find, find_peer, gettid, sigusr1_interrupts, wait_blocked};
+use crate::fixture::{
+    Bell, find, find_peer, gettid, ivposition, open_bell, sigusr1_interrupts, wait_blocked,
+};
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded, errname};
 use ivshmem::Device;
@@ -310,10 +312,7 @@ pub fn stress_hotplug() -> TestResult {
             );
         }
         let dev = Device::open(b)?;
-        let me = dev
-            .info()?
-            .ivposition
-            .ok_or(Failure::Fail("no IVPosition".into()))?;
+        let me = ivposition(&dev.info()?)?;
         dev.ring(me, 0)?;
         match w.rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Woke::Events(n)) if n > 0 => {}
@@ -365,15 +364,13 @@ pub fn stress_modules() -> TestResult {
 /// peer's last number (no lost final wake-up).
 pub fn stress_rings() -> TestResult {
     let rings = sys::setting_or("stress_rings", 10_000);
-    let _m = Loaded::load()?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: bell,
+        dev,
+        me,
+        ..
+    } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     map.write_volatile(RING_SEQ + 8 * usize::from(me), 0u64)?;
