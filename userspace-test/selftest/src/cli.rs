@@ -114,14 +114,19 @@ fn run_unprivileged(args: &[&str], uid: u32) -> Result<Run, Failure> {
     let out = std::fs::File::create(out_path)?;
     let err = std::fs::File::create(err_path)?;
     let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: the child only makes system calls (dup2, setgid, setuid,
-    // execv, _exit) on memory prepared before the fork.
+    // SAFETY: The child only makes async-signal-safe system calls (dup2,
+    // setgid, setuid, execv, _exit) on the files, C strings and argv array made
+    // before the fork, which the child's copy of memory still holds; it never
+    // returns into Rust code that could touch a lock held by another thread.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         fail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: see above; the child never returns.
+        // SAFETY: In the child, between fork and exec: `null`, `out` and `err`
+        // are files open in the parent and so in the child; `bin` and `argv`
+        // (NUL-terminated, pointing into `argv_c`) were built before the fork
+        // and are alive; execv or _exit ends this path, so it never returns.
         unsafe {
             libc::dup2(null.as_raw_fd(), 0);
             libc::dup2(out.as_raw_fd(), 1);
@@ -134,7 +139,8 @@ fn run_unprivileged(args: &[&str], uid: u32) -> Result<Run, Failure> {
         }
     }
     let mut status = 0;
-    // SAFETY: waits for the child just forked.
+    // SAFETY: The `pid` is the child this function just forked and has not
+    // reaped yet; `status` is a local int the call writes.
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
         fail!("waitpid: {}", std::io::Error::last_os_error());
     }

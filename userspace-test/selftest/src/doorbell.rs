@@ -78,7 +78,9 @@ pub fn doorbell_local() -> TestResult {
         dev.bind_eventfd(n, efds[0].as_fd()),
         libc::EINVAL,
     )?;
-    // SAFETY: a number that is no open fd, for the error path.
+    // SAFETY: Fd 999 is not open in this process (the harness opens a handful
+    // of files); the borrowed fd is only passed to the BIND_EVENTFD ioctl,
+    // which reports EBADF, and is never read, written or closed here.
     let bad = unsafe { std::os::fd::BorrowedFd::borrow_raw(999) };
     expect_err(
         "eventfd from a closed fd",
@@ -91,7 +93,8 @@ pub fn doorbell_local() -> TestResult {
         libc::EINVAL,
     )?;
     let mut small = [0u8; 8];
-    // SAFETY: reads into an 8-byte buffer.
+    // SAFETY: The buffer is `small`, a local array of exactly the 8 bytes the
+    // read may write; the descriptor is borrowed from `nb`, open for the call.
     let r = unsafe { libc::read(nb.as_fd().as_raw_fd(), small.as_mut_ptr().cast(), 8) };
     check!(
         r < 0 && errno() == libc::EINVAL,
@@ -176,7 +179,8 @@ pub fn doorbell_signal() -> TestResult {
     let reader = {
         let dev = dev.clone();
         std::thread::spawn(move || {
-            // SAFETY: the calling thread's handle.
+            // SAFETY: The pthread_self call has no preconditions; it returns
+            // the calling thread's own handle.
             tx.send((unsafe { libc::pthread_self() }, gettid())).ok();
             err_of(dev.read_events())
         })
@@ -184,7 +188,9 @@ pub fn doorbell_signal() -> TestResult {
     let (tid, task) = rx.recv().map_err(|e| Failure::Fail(e.to_string()))?;
     wait_blocked(task, &[SYS_READ], "the reader")?;
     check!(!reader.is_finished(), "read returned with nothing pending");
-    // SAFETY: signals a thread of ours that is still running.
+    // SAFETY: The `tid` is the pthread handle of `reader`, whose JoinHandle is
+    // joined only below, so the thread has not been joined and the handle is
+    // valid; SIGUSR1's handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
     let got = reader
         .join()
@@ -671,7 +677,11 @@ pub fn doorbell_mmap() -> TestResult {
     sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
     let reg = page_ptr(&page);
     let ended = crate::fixture::in_child(|| {
-        // SAFETY: a volatile store to the (zapped) page, in a child.
+        // SAFETY: This runs in a forked child: `reg` points into the doorbell
+        // page mapped by `page`, which the parent keeps alive, so the address
+        // is still mapped (the driver zapped its pages on unbind: the store
+        // faults with SIGBUS, which only ends the child). The store is aligned
+        // and 4 bytes.
         unsafe { reg.write_volatile(u32::from(me) << 16) };
         // Reaching here means no SIGBUS.
         10

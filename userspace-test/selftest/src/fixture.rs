@@ -33,19 +33,23 @@ pub(crate) fn devices(min: usize) -> Result<Vec<PciDev>, Failure> {
 /// Runs `f` in a child process and returns how it ended: `Ok(code)` for an
 /// exit, `Err(signal)` for a signal.
 pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Failure> {
-    // SAFETY: the child only runs `f` (volatile accesses to a mapping) and
-    // `_exit`s; it never returns into the test harness.
+    // SAFETY: The child only runs `f` (volatile accesses to a mapping the
+    // parent keeps alive) and then `_exit`s, so it never returns into the
+    // harness or touches a lock another thread held at the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         fail!("fork: {}", errname(errno()));
     }
     if pid == 0 {
         let code = f();
-        // SAFETY: ends the child without running the parent's cleanup.
+        // SAFETY: The `_exit` has no preconditions; in the child it ends the
+        // process at once, without running atexit handlers or destructors that
+        // belong to the parent.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
-    // SAFETY: waits for the child just forked.
+    // SAFETY: The `pid` is the child this function just forked and has not
+    // reaped yet; `status` is a local int the call writes.
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
         fail!("waitpid: {}", errname(errno()));
     }
@@ -58,8 +62,12 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Fail
 
 /// Calls ioctl with a raw command and argument, returning the errno.
 pub(crate) fn raw_ioctl(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> i32 {
-    // SAFETY: the driver validates the argument; bad pointers are the point
-    // of some callers, and the kernel reports them as EFAULT.
+    // SAFETY: The descriptor is borrowed from `fd`, open for the call. `arg`
+    // goes only to the kernel, which copies through it with
+    // copy_from_user/copy_to_user: a bad or short pointer (the point of some
+    // callers) gives EFAULT, never a write to memory of this process other than
+    // what it points to; callers that pass real buffers pass ones as large as
+    // `cmd`'s size.
     let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), cmd as _, arg) };
     if r < 0 { errno() } else { 0 }
 }
@@ -94,9 +102,9 @@ pub(crate) fn poll_in(fd: &impl AsFd, timeout_ms: i32) -> (i32, i16) {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: `p` is one initialised, writable pollfd on this stack frame,
-    // alive across the call, and nfds is 1; its descriptor is borrowed
-    // from `fd`, so it stays open for the call.
+    // SAFETY: The `p` is one initialised, writable pollfd on this stack frame,
+    // alive across the call, and nfds is 1; its descriptor is borrowed from
+    // `fd`, so it stays open for the call.
     let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     (r, p.revents)
 }
@@ -226,7 +234,8 @@ pub(crate) fn monotonic_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: fills `ts`.
+    // SAFETY: The `ts` is a local timespec, valid for the write clock_gettime
+    // makes; CLOCK_MONOTONIC is always available.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -368,7 +377,7 @@ pub(crate) const SYS_PPOLL: i64 = 271;
 
 /// The calling thread's id.
 pub(crate) fn gettid() -> i32 {
-    // SAFETY: no arguments, cannot fail.
+    // SAFETY: The gettid call takes no arguments and cannot fail.
     unsafe { libc::gettid() }
 }
 
@@ -414,7 +423,9 @@ extern "C" fn on_signal(_: libc::c_int) {}
 /// Installs a SIGUSR1 handler that does nothing, without SA_RESTART, so
 /// that a signal makes a blocked read fail with EINTR.
 pub(crate) fn sigusr1_interrupts() {
-    // SAFETY: installs a handler that does nothing.
+    // SAFETY: The `sa` is a zeroed sigaction (a valid value: empty mask, no
+    // flags) whose handler, `on_signal`, does nothing and so is
+    // async-signal-safe; the old action is not asked for (null).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;

@@ -188,7 +188,9 @@ pub fn other_node() -> TestResult {
     let dir = c"/tmp/other-node";
     let node = c"/tmp/other-node/ivshmem";
     fs::create_dir_all("/tmp/other-node")?;
-    // SAFETY: plain system calls on NUL-terminated paths.
+    // SAFETY: Every pointer passed is a NUL-terminated C string literal
+    // (`c"..."`, `dir`, `node`), alive for the whole program; mount's data
+    // argument is null, which tmpfs accepts.
     unsafe {
         if libc::mount(
             c"none".as_ptr(),
@@ -213,7 +215,8 @@ pub fn other_node() -> TestResult {
     let map = d.map(0, PAGE, CacheMode::WriteBack)?;
     map.write_volatile(0, 0x0dd_0de_u32)?;
     drop(d);
-    // SAFETY: a plain system call.
+    // SAFETY: The `dir` is a NUL-terminated C string literal, alive for the
+    // whole program; umount only reads it.
     let busy = unsafe { libc::umount(dir.as_ptr()) };
     let busy_errno = errno();
     check!(
@@ -222,7 +225,8 @@ pub fn other_node() -> TestResult {
         errname(if busy == 0 { 0 } else { busy_errno })
     );
     drop(map);
-    // SAFETY: a plain system call.
+    // SAFETY: The `dir` is a NUL-terminated C string literal, alive for the
+    // whole program; umount only reads it.
     let r = unsafe { libc::umount(dir.as_ptr()) };
     check!(
         r == 0,

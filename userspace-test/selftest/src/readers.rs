@@ -46,7 +46,8 @@ fn spawn_reader_to(
     let (id_tx, id_rx) = mpsc::channel();
     let dev = dev.clone();
     let handle = std::thread::spawn(move || {
-        // SAFETY: the calling thread's handle.
+        // SAFETY: The pthread_self call has no preconditions; it returns the
+        // calling thread's own handle.
         let me = unsafe { libc::pthread_self() };
         let tid = gettid();
         id_tx.send((tid, me)).ok();
@@ -257,7 +258,9 @@ pub fn doorbell_two_readers() -> TestResult {
     println!("# O_NONBLOCK read: EAGAIN after {:?}", t0.elapsed());
 
     // A signal without SA_RESTART ends reader B's wait.
-    // SAFETY: signals a thread of ours that is still running.
+    // SAFETY: The `b.pthread` is the handle of reader B's thread, whose
+    // JoinHandle is joined only after this, so the handle is valid; SIGUSR1's
+    // handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(b.pthread, libc::SIGUSR1) };
     match b.result(1) {
         Some(Err(e)) if e == libc::EINTR => b.join(),
@@ -276,7 +279,9 @@ pub fn doorbell_two_readers() -> TestResult {
     // take the one result, start a new reader in its place, repeat. A
     // second result for the same ring would arrive in the next round, on
     // the wrong vector.
-    // SAFETY: signals a thread of ours that is blocked in read.
+    // SAFETY: The `a.pthread` is the handle of reader A's thread, whose
+    // JoinHandle is joined only after this, so the handle is valid; SIGUSR1's
+    // handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(a.pthread, libc::SIGUSR1) };
     let got = a.result(5);
     a.join();
@@ -327,7 +332,10 @@ pub fn doorbell_two_readers() -> TestResult {
         if failure.is_none() {
             wait_blocked(*tid, &[SYS_READ], "a reader")?;
         }
-        // SAFETY: signals a thread of ours (blocked in read, or done).
+        // SAFETY: Each `pthread` belongs to a reader in `waiting`, whose
+        // JoinHandle is joined only below: the thread may have finished but is
+        // not joined, so its handle is still valid; SIGUSR1's handler does
+        // nothing.
         unsafe { libc::pthread_kill(*pthread, libc::SIGUSR1) };
     }
     for _ in &waiting {
@@ -365,7 +373,9 @@ pub fn doorbell_two_readers() -> TestResult {
 fn read_one(dev: &Device) -> Result<Event, Failure> {
     let mut e = ivshmem::uapi::ivshmem_event::default();
     let size = std::mem::size_of_val(&e);
-    // SAFETY: reads at most `size` bytes into `e`, plain integers.
+    // SAFETY: The buffer is `e`, a local ivshmem_event of exactly `size` bytes,
+    // made of plain integers (any bytes are a valid value); the descriptor is
+    // borrowed from `dev`, open for the call.
     let r = unsafe { libc::read(dev.as_fd().as_raw_fd(), (&raw mut e).cast(), size) };
     check!(
         r == size as isize,

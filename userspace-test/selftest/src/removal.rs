@@ -70,7 +70,10 @@ fn removal(
     gone_first(&dev)?;
     let ptr = map.as_ptr();
     let ended = in_child(|| {
-        // SAFETY: a volatile read of the (zapped) mapping, in a child.
+        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
+        // which the parent keeps alive, so the address is still mapped (the
+        // driver zapped its pages on removal: the read faults with SIGBUS,
+        // which only ends the child). The read is aligned and 4 bytes.
         let v = unsafe { ptr.cast::<u32>().read_volatile() };
         // Reaching here means no SIGBUS: exit with a code that says so.
         if v == 0xfeed_f00d { 10 } else { 11 }
@@ -118,7 +121,8 @@ fn removal(
 fn gone_first(dev: &Device) -> TestResult {
     let fd = dev.as_fd().as_raw_fd();
     let mut small = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into `small`.
+    // SAFETY: The buffer is `small`, a local 8-byte array, and the length
+    // passed is its length; `fd` is borrowed from `dev`, open for the call.
     let short = unsafe { libc::read(fd, small.as_mut_ptr().cast(), small.len()) };
     let short = if short < 0 { errno() } else { 0 };
     let mut foreign = 0u64;

@@ -176,8 +176,10 @@ impl Waiter {
         sigusr1_interrupts();
         for _ in 0..10 {
             wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
-            // SAFETY: signals a thread of this process, whose handler does
-            // nothing; tgkill checks the thread group.
+            // SAFETY: The tgkill call takes no pointers: it signals task
+            // `self.tid` only if it is in this process's thread group, and
+            // SIGUSR1's handler (sigusr1_interrupts, installed above) does
+            // nothing.
             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), self.tid, libc::SIGUSR1) };
             match self.rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Woke::Events(_)) => continue,
