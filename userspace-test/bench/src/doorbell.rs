@@ -103,7 +103,9 @@ const STREAM_VECTOR: u16 = 3;
 fn read_once(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut buf = [0u8; 64];
     loop {
-        // SAFETY: reads into `buf`, within its size.
+        // SAFETY: The buffer is `buf`, a local 64-byte array, and the length
+        // passed is its length; `fd` is borrowed, so the descriptor stays open
+        // for the call.
         let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if r > 0 {
             return Ok(());
@@ -118,7 +120,8 @@ fn read_once(fd: BorrowedFd<'_>) -> Result<(), Failure> {
 /// Adds 1 to an eventfd.
 fn signal(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let one = 1u64;
-    // SAFETY: writes 8 bytes from `one`.
+    // SAFETY: The 8 bytes written are those of `one`, a local u64 alive across
+    // the call; `fd` is borrowed, so the descriptor stays open for the call.
     let r = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
     if r == 8 {
         Ok(())
@@ -138,7 +141,9 @@ fn poll_in(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         revents: 0,
     };
     loop {
-        // SAFETY: one valid pollfd.
+        // SAFETY: The `p` is one initialised, writable pollfd on this stack
+        // frame, alive across every call, and nfds is 1; its descriptor is
+        // borrowed from `fd`, open for the call.
         let r = unsafe { libc::poll(&mut p, 1, -1) };
         if r == 1 {
             return Ok(());
@@ -176,18 +181,22 @@ impl Waiters {
         let bound = Device::open(index)?;
         let efd = eventfd(libc::EFD_NONBLOCK)?;
         bound.bind_eventfd(Method::Epoll.vector(), efd.as_fd())?;
-        // SAFETY: creates a new fd, owned below.
+        // SAFETY: The epoll_create1 call takes no pointers; it only creates a
+        // new descriptor, which is checked and then owned below.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
             return Err(Failure::Fail("epoll_create1 failed".into()));
         }
-        // SAFETY: a fresh fd nobody else owns.
+        // SAFETY: The `ep` is the new, valid descriptor epoll_create1 just
+        // returned; nothing else owns it, so the `OwnedFd` is its only owner.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: 0,
         };
-        // SAFETY: adds our eventfd to our epoll set.
+        // SAFETY: Both descriptors are open: `epfd` and `efd` are owned here;
+        // `ev` is a local epoll_event the kernel only reads, alive across the
+        // call.
         let r = unsafe {
             libc::epoll_ctl(
                 epfd.as_raw_fd(),
@@ -237,7 +246,10 @@ impl Waiters {
             Method::Epoll => {
                 let mut ev = libc::epoll_event { events: 0, u64: 0 };
                 loop {
-                    // SAFETY: room for one event.
+                    // SAFETY: The `ev` is one writable epoll_event on this
+                    // stack frame and maxevents is 1, so the kernel writes at
+                    // most it; `self.epfd` is owned by `self`, open for the
+                    // call.
                     let r = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), &mut ev, 1, -1) };
                     if r == 1 {
                         break;
@@ -314,7 +326,9 @@ fn drain(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd; a zero timeout.
+    // SAFETY: The `p` is one initialised, writable pollfd on this stack frame,
+    // alive across the call, and nfds is 1; its descriptor is borrowed from
+    // `fd`, open for the call.
     if unsafe { libc::poll(&mut p, 1, 0) } == 1 {
         read_once(fd)?;
     }
@@ -432,7 +446,9 @@ fn floor_stream(n: u64) -> Result<(f64, f64, u64), Failure> {
             let (mut total, mut wakes) = (0u64, 0u64);
             while total < n {
                 let mut v = 0u64;
-                // SAFETY: reads 8 bytes into `v`.
+                // SAFETY: The buffer is `v`, a local u64 valid for the 8 bytes
+                // read; `efd` is owned by this function and outlives the scoped
+                // thread, so the descriptor is open.
                 let r = unsafe { libc::read(efd.as_raw_fd(), (&raw mut v).cast(), 8) };
                 if r == 8 {
                     total += v;

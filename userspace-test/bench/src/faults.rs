@@ -35,7 +35,11 @@ fn storm(map: &Mapping, threads: usize) -> Result<f64, Failure> {
                 s.spawn(move || {
                     start.wait();
                     for p in (t..pages).step_by(threads) {
-                        // SAFETY: within the mapping, which outlives the scope.
+                        // SAFETY: Here `p < pages = map.len() / PAGE`, so the
+                        // byte at `ptr + p * PAGE` lies inside the mapping
+                        // `map`, which is borrowed for the whole thread scope
+                        // and so stays mapped until every thread has been
+                        // joined.
                         std::hint::black_box(unsafe {
                             ((ptr + p * PAGE) as *const u8).read_volatile()
                         });

@@ -137,8 +137,9 @@ type Samples = BTreeMap<(String, &'static str, &'static str, &'static str), Vec<
 
 /// Copies `len` bytes and returns GiB/s.
 fn copy_rate(src: *const u8, dst: *mut u8, len: usize) -> f64 {
-    // SAFETY: the callers pass buffers of at least `len` bytes that do not
-    // overlap (a mapping and a heap buffer, or two heap buffers).
+    // SAFETY: The callers pass `src` readable and `dst` writable for at least
+    // `len` bytes, alive across the call, that do not overlap (a mapping and a
+    // heap buffer, or two heap buffers).
     let (ns, ()) = timed(|| unsafe { std::ptr::copy_nonoverlapping(src, dst, len) });
     std::hint::black_box(dst);
     len as f64 / (1u64 << 30) as f64 / (ns / 1e9)

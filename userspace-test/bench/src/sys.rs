@@ -124,9 +124,9 @@ pub fn pagemap_present(ptr: *const u8, len: usize) -> Result<(u64, u64, u64), St
             return_mask: PAGE_IS_PRESENT | PAGE_IS_HUGE,
             ..PmScanArg::default()
         };
-        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points to
-        // `regions`, `vec_len` entries that live across the call; the
-        // kernel writes at most that many and `walk_end`.
+        // SAFETY: The `arg` is a valid pm_scan_arg whose `vec` points to
+        // `regions`, `vec_len` entries that live across the call; the kernel
+        // writes at most that many and `walk_end`.
         let n = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, &raw mut arg) };
         if n < 0 {
             return Err(format!("PAGEMAP_SCAN: {}", std::io::Error::last_os_error()));

@@ -93,18 +93,20 @@ fn os(what: &str) -> String {
 
 /// `ioctl(fd, request, arg)` where the argument is a plain value.
 fn ioctl_val(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> libc::c_int {
-    // SAFETY: vfio's value ioctls (API version, extension check, IOMMU
-    // type) read nothing through their argument; a bad fd or request is
-    // an error return, not undefined behaviour.
+    // SAFETY: The vfio value ioctls (API version, extension check, IOMMU type)
+    // read nothing through their argument; `fd` is borrowed, so the descriptor
+    // stays open for the call, and a bad request is an error return, not
+    // undefined behaviour.
     unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) }
 }
 
 /// `ioctl(fd, request, arg)` where the argument points to a `T` the
 /// kernel reads and may write back.
 fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> libc::c_int {
-    // SAFETY: `arg` is a live, exclusive `T` of the layout the request
-    // expects (the `repr(C)` structs above, an int, or a NUL-terminated
-    // name); the kernel writes back at most `argsz`, its size.
+    // SAFETY: The `arg` is a live, exclusive `T` of the layout the request
+    // expects (the `repr(C)` structs above, an int, or a NUL-terminated name);
+    // the kernel writes back at most `argsz`, its size; `fd` is borrowed, so
+    // the descriptor stays open for the call.
     unsafe { libc::ioctl(fd.as_raw_fd(), request as _, std::ptr::from_mut(arg)) }
 }
 
@@ -242,8 +244,9 @@ impl Device {
             return Err(os(&format!("VFIO_SET_IOMMU (type {iommu})")));
         }
         let name = CString::new(addr(dev)).map_err(|e| e.to_string())?;
-        // SAFETY: `name` is a NUL-terminated string that outlives the
-        // call; the kernel only reads it.
+        // SAFETY: The `name` is a NUL-terminated CString that outlives the
+        // call, and the kernel only reads it; `group_fd` is owned here and
+        // open.
         let fd = unsafe {
             libc::ioctl(
                 group_fd.as_raw_fd(),
@@ -255,7 +258,9 @@ impl Device {
             return Err(os("VFIO_GROUP_GET_DEVICE_FD"));
         }
         Ok(Self {
-            // SAFETY: a fresh fd the ioctl returned, owned by nobody else.
+            // SAFETY: The `fd` is the new device descriptor
+            // VFIO_GROUP_GET_DEVICE_FD just returned (checked non-negative
+            // above); nothing else owns it, so the `OwnedFd` is its only owner.
             device: unsafe { OwnedFd::from_raw_fd(fd) },
             _group: group_fd,
             _container: container,
