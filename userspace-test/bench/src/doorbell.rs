@@ -19,8 +19,10 @@
 //! wait for the other side, except while a device changes drivers around
 //! the vfio-pci chunk (polling the shared memory, outside the timing).
 
-use crate::sys::{self, Map, timed};
+use crate::sys::timed;
 use crate::{BenchResult, Failure, contender, contender_unless, mapping, progress, samples, vfio};
+use guest_sys::Map;
+use guest_sys::eventfd;
 use hdrhistogram::Histogram;
 use ivshmem::Device;
 use ktap::Outcome;
@@ -96,17 +98,14 @@ const METHODS: [Method; 4] = [Method::Read, Method::Poll, Method::Epoll, Method:
 /// The stream's vector; the receiver acknowledges its end on vector 0.
 const STREAM_VECTOR: u16 = 3;
 
-/// A new eventfd ([`sys::eventfd`]), its error a failure of the benchmark.
-fn eventfd(flags: i32) -> Result<OwnedFd, Failure> {
-    sys::eventfd(flags).map_err(|e| Failure::Fail(format!("eventfd: {e}")))
-}
-
 /// One blocking read of `fd` into a small buffer (device events or an
 /// eventfd counter).
 fn read_once(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut buf = [0u8; 64];
     loop {
-        // SAFETY: reads into `buf`, within its size.
+        // SAFETY: The buffer is `buf`, a local 64-byte array, and the length
+        // passed is its length; `fd` is borrowed, so the descriptor stays open
+        // for the call.
         let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if r > 0 {
             return Ok(());
@@ -121,7 +120,8 @@ fn read_once(fd: BorrowedFd<'_>) -> Result<(), Failure> {
 /// Adds 1 to an eventfd.
 fn signal(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let one = 1u64;
-    // SAFETY: writes 8 bytes from `one`.
+    // SAFETY: The 8 bytes written are those of `one`, a local u64 alive across
+    // the call; `fd` is borrowed, so the descriptor stays open for the call.
     let r = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
     if r == 8 {
         Ok(())
@@ -141,7 +141,9 @@ fn poll_in(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         revents: 0,
     };
     loop {
-        // SAFETY: one valid pollfd.
+        // SAFETY: The `p` is one initialised, writable pollfd on this stack
+        // frame, alive across every call, and nfds is 1; its descriptor is
+        // borrowed from `fd`, open for the call.
         let r = unsafe { libc::poll(&mut p, 1, -1) };
         if r == 1 {
             return Ok(());
@@ -179,18 +181,22 @@ impl Waiters {
         let bound = Device::open(index)?;
         let efd = eventfd(libc::EFD_NONBLOCK)?;
         bound.bind_eventfd(Method::Epoll.vector(), efd.as_fd())?;
-        // SAFETY: creates a new fd, owned below.
+        // SAFETY: The epoll_create1 call takes no pointers; it only creates a
+        // new descriptor, which is checked and then owned below.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
             return Err(Failure::Fail("epoll_create1 failed".into()));
         }
-        // SAFETY: a fresh fd nobody else owns.
+        // SAFETY: The `ep` is the new, valid descriptor epoll_create1 just
+        // returned; nothing else owns it, so the `OwnedFd` is its only owner.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: 0,
         };
-        // SAFETY: adds our eventfd to our epoll set.
+        // SAFETY: Both descriptors are open: `epfd` and `efd` are owned here;
+        // `ev` is a local epoll_event the kernel only reads, alive across the
+        // call.
         let r = unsafe {
             libc::epoll_ctl(
                 epfd.as_raw_fd(),
@@ -240,7 +246,10 @@ impl Waiters {
             Method::Epoll => {
                 let mut ev = libc::epoll_event { events: 0, u64: 0 };
                 loop {
-                    // SAFETY: room for one event.
+                    // SAFETY: The `ev` is one writable epoll_event on this
+                    // stack frame and maxevents is 1, so the kernel writes at
+                    // most it; `self.epfd` is owned by `self`, open for the
+                    // call.
                     let r = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), &mut ev, 1, -1) };
                     if r == 1 {
                         break;
@@ -317,7 +326,9 @@ fn drain(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd; a zero timeout.
+    // SAFETY: The `p` is one initialised, writable pollfd on this stack frame,
+    // alive across the call, and nfds is 1; its descriptor is borrowed from
+    // `fd`, open for the call.
     if unsafe { libc::poll(&mut p, 1, 0) } == 1 {
         read_once(fd)?;
     }
@@ -348,7 +359,7 @@ fn vfio_chunk(
             &bar2,
             usize::try_from(bar2.size).map_err(|e| e.to_string())?,
         )?;
-        let efd = sys::eventfd(0).map_err(|e| format!("eventfd: {e}"))?;
+        let efd = guest_sys::eventfd(0).map_err(|e| e.to_string())?;
         d.bus_master()?;
         d.msix_eventfd(0, efd.as_fd())?;
         // Anything pending from before goes now; after the meeting every
@@ -435,7 +446,9 @@ fn floor_stream(n: u64) -> Result<(f64, f64, u64), Failure> {
             let (mut total, mut wakes) = (0u64, 0u64);
             while total < n {
                 let mut v = 0u64;
-                // SAFETY: reads 8 bytes into `v`.
+                // SAFETY: The buffer is `v`, a local u64 valid for the 8 bytes
+                // read; `efd` is owned by this function and outlives the scoped
+                // thread, so the descriptor is open.
                 let r = unsafe { libc::read(efd.as_raw_fd(), (&raw mut v).cast(), 8) };
                 if r == 8 {
                     total += v;
@@ -481,12 +494,12 @@ fn quantile(v: &mut [u64], q: f64) -> f64 {
 /// The doorbell benchmark (two guests, each with one doorbell device of 4
 /// vectors or more, on the same server).
 pub fn run() -> BenchResult {
-    sys::load_module().map_err(Failure::Fail)?;
-    let pings = sys::setting("pings", 2000);
-    let rounds = sys::setting("rounds", 7);
-    let stream = sys::setting("stream", 10_000);
+    guest_sys::load_module()?;
+    let pings = guest_sys::setting_or("pings", 2000);
+    let rounds = guest_sys::setting_or("rounds", 7);
+    let stream = guest_sys::setting_or("stream", 10_000);
     let mut index = None;
-    for i in 0..sys::ivshmem_functions().map_err(Failure::Fail)?.len() as u32 {
+    for i in 0..guest_sys::ivshmem_devices()?.len() as u32 {
         if Device::open(i)?.info()?.doorbell {
             index = Some(i);
             break;
@@ -614,9 +627,9 @@ pub fn run() -> BenchResult {
                 let token = 2 * (round + 1);
                 drop(map);
                 drop(w);
-                sys::unbind(&pci).map_err(Failure::Fail)?;
+                guest_sys::unbind(&pci)?;
                 let r = vfio_chunk(&pci, me, peer, pinger, n, token, hist, &mut chunk);
-                sys::bind(&pci).map_err(Failure::Fail)?;
+                guest_sys::bind(&pci)?;
                 let secs = r?;
                 w = Waiters::open(mapping::index_of(&pci)?)?;
                 map = w.dev.map_all()?;

@@ -35,7 +35,11 @@ fn storm(map: &Mapping, threads: usize) -> Result<f64, Failure> {
                 s.spawn(move || {
                     start.wait();
                     for p in (t..pages).step_by(threads) {
-                        // SAFETY: within the mapping, which outlives the scope.
+                        // SAFETY: Here `p < pages = map.len() / PAGE`, so the
+                        // byte at `ptr + p * PAGE` lies inside the mapping
+                        // `map`, which is borrowed for the whole thread scope
+                        // and so stays mapped until every thread has been
+                        // joined.
                         std::hint::black_box(unsafe {
                             ((ptr + p * PAGE) as *const u8).read_volatile()
                         });
@@ -57,12 +61,11 @@ fn storm(map: &Mapping, threads: usize) -> Result<f64, Failure> {
 /// The largest ivshmem device and its `/dev/ivshmemN` index.
 fn largest_device() -> Result<(u32, usize), Failure> {
     let mut best = None;
-    for dev in sys::ivshmem_functions().map_err(Failure::Fail)? {
+    for dev in guest_sys::ivshmem_devices()?.into_iter().map(|d| d.path) {
         let Ok(index) = crate::mapping::index_of(&dev) else {
             continue;
         };
-        let size = sys::read_trim(format!("/sys/class/misc/ivshmem{index}/size"))
-            .map_err(Failure::Fail)?
+        let size = guest_sys::read_trim(format!("/sys/class/misc/ivshmem{index}/size"))?
             .parse::<usize>()
             .map_err(|e| Failure::Fail(format!("size of ivshmem{index}: {e}")))?;
         if best.is_none_or(|(_, s)| size > s) {
@@ -73,9 +76,9 @@ fn largest_device() -> Result<(u32, usize), Failure> {
 }
 
 pub fn run() -> BenchResult {
-    sys::load_module().map_err(Failure::Fail)?;
+    guest_sys::load_module()?;
     let (index, size) = largest_device()?;
-    let want = sys::setting("fault_mib", 1024) as usize * MIB;
+    let want = guest_sys::setting_or("fault_mib", 1024) as usize * MIB;
     // One page in, whole 2 MiB blocks: at most the BAR less 2 MiB.
     let len = want.min(size.saturating_sub(HUGE) / HUGE * HUGE);
     if len == 0 {
@@ -83,7 +86,7 @@ pub fn run() -> BenchResult {
             "ivshmem{index} is too small ({size} bytes)"
         )));
     }
-    let reps = sys::setting("reps", 5) as usize;
+    let reps = guest_sys::setting_or("reps", 5) as usize;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut counts = vec![1, cpus, 4 * cpus];
     counts.dedup();
@@ -106,11 +109,11 @@ pub fn run() -> BenchResult {
                 "faults: {case}, {threads} thread(s), repetition {}/{reps}",
                 rep + 1
             ));
-            let before = sys::driver_faults(index);
+            let before = guest_sys::driver_faults(index).ok();
             let map = map_one()?;
             ns[k].push(storm(&map, threads)?);
             drop(map);
-            if let (Some(b), Some(a)) = (before, sys::driver_faults(index)) {
+            if let (Some(b), Some(a)) = (before, guest_sys::driver_faults(index).ok()) {
                 if a[0] - b[0] != pages || a[1] != b[1] || a[2] != b[2] {
                     return Err(Failure::Fail(format!(
                         "{pages} pages touched, but the driver inserted {} PTEs, {} PMDs, {} PUDs",

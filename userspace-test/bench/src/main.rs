@@ -173,7 +173,7 @@ fn run(selected: &[&Bench]) -> io::Result<i32> {
     let mut w = Writer::new(io::stdout(), selected.len())?;
     emit(json!({
         "guest": {
-            "kernel": sys::read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            "kernel": guest_sys::read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
             "cpu": sys::cpu_model(),
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }

@@ -27,8 +27,9 @@
 //! our driver the entries it inserted by size, from its own counter,
 //! which the host's count is checked against (a `# ptwalk:` line).
 
-use crate::sys::{self, Map, timed};
+use crate::sys::{self, timed};
 use crate::{BenchResult, Failure, contender, contender_unless, progress, ptwalk, samples, vfio};
+use guest_sys::Map;
 use ivshmem::{CacheMode, Device};
 use ktap::Outcome;
 use std::collections::BTreeMap;
@@ -136,8 +137,9 @@ type Samples = BTreeMap<(String, &'static str, &'static str, &'static str), Vec<
 
 /// Copies `len` bytes and returns GiB/s.
 fn copy_rate(src: *const u8, dst: *mut u8, len: usize) -> f64 {
-    // SAFETY: the callers pass buffers of at least `len` bytes that do not
-    // overlap (a mapping and a heap buffer, or two heap buffers).
+    // SAFETY: The callers pass `src` readable and `dst` writable for at least
+    // `len` bytes, alive across the call, that do not overlap (a mapping and a
+    // heap buffer, or two heap buffers).
     let (ns, ()) = timed(|| unsafe { std::ptr::copy_nonoverlapping(src, dst, len) });
     std::hint::black_box(dst);
     len as f64 / (1u64 << 30) as f64 / (ns / 1e9)
@@ -180,7 +182,7 @@ enum Source<'a> {
 impl Source<'_> {
     fn map(&self, len: usize) -> Result<(f64, Map), Failure> {
         match self {
-            Source::File(f) => Map::new(f.as_fd(), len),
+            Source::File(f) => sys::map_timed(f.as_fd(), len, 0),
             Source::Vfio(d, r) => d.map(r, len),
         }
         .map_err(Failure::Fail)
@@ -238,12 +240,12 @@ fn measure(
     let (first_ns, map) = src.map(len)?;
     put("mmap, first", "ns", first_ns);
     if size <= plan.touch_max {
-        let before = index.and_then(sys::driver_faults);
+        let before = index.and_then(|i| guest_sys::driver_faults(i).ok());
         let (ns, ()) = timed(|| map.touch());
         put("first touch, whole mapping", "ns", ns);
         let mut counter = None;
         if let (Some(i), Some(b)) = (index, before) {
-            if let Some(a) = sys::driver_faults(i) {
+            if let Ok(a) = guest_sys::driver_faults(i) {
                 let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
                 put("entries inserted, 4K", "count", d[0] as f64);
                 put("entries inserted, 2M", "count", d[1] as f64);
@@ -365,25 +367,28 @@ impl Visit<'_> {
         let dev = self.dev;
         for (i, way) in driver.iter().enumerate() {
             if i > 0 {
-                sys::unbind(dev).map_err(Failure::Fail)?;
-                sys::bind(dev).map_err(Failure::Fail)?;
+                guest_sys::unbind(dev)?;
+                guest_sys::bind(dev)?;
             }
             measure(self, *way, bufs, out, None)?;
         }
-        sys::unbind(dev).map_err(Failure::Fail)?;
+        guest_sys::unbind(dev)?;
         let r = measure_unbound(self, unbound, bufs, out);
-        sys::bind(dev).map_err(Failure::Fail)?;
+        guest_sys::bind(dev)?;
         r
     }
 }
 
 /// The mapping benchmark (all plain devices of the guest).
 pub fn run() -> BenchResult {
-    sys::load_module().map_err(Failure::Fail)?;
-    let reps = sys::setting("reps", 7);
-    let plan_touch = sys::setting("touch_max_mib", 256) << 20;
-    let bw = (sys::setting("bw_mib", 64) << 20) as usize;
-    let devs = sys::ivshmem_functions().map_err(Failure::Fail)?;
+    guest_sys::load_module()?;
+    let reps = guest_sys::setting_or("reps", 7);
+    let plan_touch = guest_sys::setting_or("touch_max_mib", 256) << 20;
+    let bw = (guest_sys::setting_or("bw_mib", 64) << 20) as usize;
+    let devs: Vec<_> = guest_sys::ivshmem_devices()?
+        .into_iter()
+        .map(|d| d.path)
+        .collect();
     if devs.is_empty() {
         return Err(Failure::Skip("no ivshmem device".into()));
     }

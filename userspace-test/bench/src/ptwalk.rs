@@ -10,7 +10,7 @@
 //! and the tables under the mapping, and leaves the counts and then the
 //! nonce in the device's backing file.
 
-use crate::sys::Map;
+use guest_sys::Map;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
@@ -27,7 +27,7 @@ static ASKED: AtomicU32 = AtomicU32::new(0);
 /// BAR 2's guest-physical address, from the function's `resource` file
 /// (line 2: `start end flags`).
 pub fn bar2_phys(dev: &Path) -> Result<u64, String> {
-    let text = crate::sys::read_trim(dev.join("resource"))?;
+    let text = guest_sys::read_trim(dev.join("resource")).map_err(|e| e.to_string())?;
     let start = text
         .lines()
         .nth(2)
@@ -51,23 +51,29 @@ impl Pin {
     /// Pins the calling thread to the CPU it is running on.
     fn here() -> Result<Self, String> {
         let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
-        // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+        // SAFETY: A cpu_set_t is an array of plain integers; all zeroes is a
+        // valid value, the empty set.
         let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `old` is a valid cpu_set_t of the size passed.
+        // SAFETY: The `old` is a local, writable cpu_set_t, and the size passed
+        // is its size, so the kernel writes only within it.
         if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
             return Err(os("sched_getaffinity"));
         }
-        // SAFETY: no arguments.
+        // SAFETY: The sched_getcpu call takes no arguments; a failure is a
+        // negative return, checked below.
         let cpu = unsafe { libc::sched_getcpu() };
         let cpu = u32::try_from(cpu).map_err(|_| os("sched_getcpu"))?;
         if cpu as usize >= libc::CPU_SETSIZE as usize {
             return Err(format!("CPU {cpu} does not fit a cpu_set_t"));
         }
-        // SAFETY: as above.
+        // SAFETY: A cpu_set_t is an array of plain integers; all zeroes is a
+        // valid value, the empty set.
         let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` is below CPU_SETSIZE (checked above).
+        // SAFETY: The `cpu` is below CPU_SETSIZE (checked above), so CPU_SET
+        // writes a bit inside `one`, a local cpu_set_t.
         unsafe { libc::CPU_SET(cpu as usize, &mut one) };
-        // SAFETY: `one` is a valid cpu_set_t of the size passed.
+        // SAFETY: The `one` is a local cpu_set_t, and the size passed is its
+        // size; the kernel only reads it.
         if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } != 0 {
             return Err(os("sched_setaffinity"));
         }
@@ -77,7 +83,8 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        // SAFETY: `old` is the valid set read in `here`.
+        // SAFETY: The `self.old` is the set sched_getaffinity filled in `here`,
+        // and the size passed is its size; the kernel only reads it.
         unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.old) };
     }
 }

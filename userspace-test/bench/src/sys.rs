@@ -1,27 +1,12 @@
-//! Guest helpers: settings, the module, PCI functions in sysfs, timing,
-//! mappings, and what the kernel says of a process's page tables.
+//! The benchmarks' own guest helpers: timing, sizes, the CPU model, timed
+//! mappings, and what the kernel says of a process's page tables. The
+//! helpers the selftests share (settings, sysfs, the module, PCI functions,
+//! eventfds, [`Map`]) are in the `guest-sys` crate.
 
+use guest_sys::Map;
 use std::fs;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
-
-/// A setting from the kernel command line (`ivt_KEY=VALUE`), or `default`.
-pub fn setting(key: &str, default: u64) -> u64 {
-    std::env::var(format!("ivt_{key}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Reads a file, trimmed.
-pub fn read_trim(path: impl AsRef<Path>) -> Result<String, String> {
-    let p = path.as_ref();
-    fs::read_to_string(p)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("reading {}: {e}", p.display()))
-}
 
 /// The CPU model the guest sees.
 pub fn cpu_model() -> String {
@@ -33,83 +18,23 @@ pub fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
-/// Loads the driver module (the runner's initramfs puts it at
-/// `/lib/modules/ivshmem.ko`), unless it is loaded already.
-pub fn load_module() -> Result<(), String> {
-    if fs::read_to_string("/proc/modules")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some("ivshmem"))
-    {
-        return Ok(());
-    }
-    let out = Command::new("insmod")
-        .arg("/lib/modules/ivshmem.ko")
-        .output()
-        .map_err(|e| format!("cannot run insmod: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "insmod failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Every ivshmem PCI function (`1af4:1110`), in address order.
-pub fn ivshmem_functions() -> Result<Vec<PathBuf>, String> {
-    let mut v = Vec::new();
-    let dir = fs::read_dir("/sys/bus/pci/devices").map_err(|e| e.to_string())?;
-    for e in dir.flatten() {
-        let p = e.path();
-        if read_trim(p.join("vendor")).as_deref() == Ok("0x1af4")
-            && read_trim(p.join("device")).as_deref() == Ok("0x1110")
-        {
-            v.push(p);
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
-/// Writes a sysfs attribute.
-pub fn write_sysfs(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
-    let p = path.as_ref();
-    fs::write(p, value).map_err(|e| format!("writing {value:?} to {}: {e}", p.display()))
-}
-
-/// Unbinds our driver from the PCI function at `dev` (so that sysfs
-/// `resource2` may map it: `CONFIG_IO_STRICT_DEVMEM` refuses a claimed BAR).
-pub fn unbind(dev: &Path) -> Result<(), String> {
-    let addr = dev.file_name().unwrap_or_default().to_string_lossy();
-    write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &addr)
-}
-
-/// Binds our driver to the PCI function at `dev` again.
-pub fn bind(dev: &Path) -> Result<(), String> {
-    let addr = dev.file_name().unwrap_or_default().to_string_lossy();
-    write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &addr)
-}
-
-/// The driver's count of page-table entries it inserted for device `index`:
-/// (4K, 2M, 1G), from `/sys/class/misc/ivshmemN/faults` (`pte N pmd N pud N`).
-pub fn driver_faults(index: u32) -> Option<[u64; 3]> {
-    let s = read_trim(format!("/sys/class/misc/ivshmem{index}/faults")).ok()?;
-    let w: Vec<&str> = s.split_whitespace().collect();
-    let get = |k: &str| {
-        w.windows(2)
-            .find(|p| p[0] == k)
-            .and_then(|p| p[1].parse().ok())
-    };
-    Some([get("pte")?, get("pmd")?, get("pud")?])
-}
-
 /// Nanoseconds taken by `f`, with its result.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     let t = Instant::now();
     let r = f();
     (t.elapsed().as_nanos() as f64, r)
+}
+
+/// Maps `len` bytes of `fd` at `offset`, shared, read-write; returns the
+/// nanoseconds the mmap call took too.
+pub fn map_timed(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    offset: libc::off_t,
+) -> Result<(f64, Map), String> {
+    let (ns, map) = timed(|| Map::shared(fd, len, offset));
+    let map = map.map_err(|e| format!("mmap of {len} bytes at offset {offset:#x}: {e}"))?;
+    Ok((ns, map))
 }
 
 /// A human size: "4 MiB", "8 GiB".
@@ -121,115 +46,6 @@ pub fn size_name(bytes: u64) -> String {
     } else {
         format!("{} KiB", bytes >> 10)
     }
-}
-
-/// A shared mapping made with mmap(2), unmapped on drop.
-#[derive(Debug)]
-pub struct Map {
-    pub ptr: *mut u8,
-    pub len: usize,
-}
-
-impl Map {
-    /// Maps `len` bytes of `fd` at offset 0; returns the nanoseconds the
-    /// mmap call took too.
-    pub fn new(fd: BorrowedFd<'_>, len: usize) -> Result<(f64, Self), String> {
-        Self::new_at(fd, len, 0)
-    }
-
-    /// Maps `len` bytes of `fd` at `offset`; returns the nanoseconds the
-    /// mmap call took too.
-    pub fn new_at(
-        fd: BorrowedFd<'_>,
-        len: usize,
-        offset: libc::off_t,
-    ) -> Result<(f64, Self), String> {
-        let (ns, ptr) = timed(|| {
-            // SAFETY: a new shared mapping at an address the kernel picks,
-            // owned by the returned `Map`.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    offset,
-                )
-            }
-        });
-        if ptr == libc::MAP_FAILED {
-            return Err(format!(
-                "mmap of {len} bytes at offset {offset:#x}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok((
-            ns,
-            Map {
-                ptr: ptr.cast(),
-                len,
-            },
-        ))
-    }
-
-    /// Reads one byte of every 4 KiB page.
-    pub fn touch(&self) {
-        for off in (0..self.len).step_by(4096) {
-            // SAFETY: within the mapping.
-            std::hint::black_box(unsafe { self.ptr.add(off).read_volatile() });
-        }
-    }
-
-    /// Reads the `u64` at `off` (8-byte aligned, within the mapping).
-    pub fn read_u64(&self, off: usize) -> u64 {
-        assert!(
-            off % 8 == 0 && off + 8 <= self.len,
-            "{off:#x} out of the mapping"
-        );
-        // SAFETY: in bounds and aligned (checked above); the mapping lives
-        // as long as `self`.
-        unsafe { self.ptr.add(off).cast::<u64>().read_volatile() }
-    }
-
-    /// Writes the `u64` at `off` (8-byte aligned, within the mapping).
-    pub fn write_u64(&self, off: usize, v: u64) {
-        assert!(
-            off % 8 == 0 && off + 8 <= self.len,
-            "{off:#x} out of the mapping"
-        );
-        // SAFETY: as in `read_u64`.
-        unsafe { self.ptr.add(off).cast::<u64>().write_volatile(v) }
-    }
-
-    /// Writes the `u32` at `off` (4-byte aligned, within the mapping): a
-    /// device register.
-    pub fn write_u32(&self, off: usize, v: u32) {
-        assert!(
-            off % 4 == 0 && off + 4 <= self.len,
-            "{off:#x} out of the mapping"
-        );
-        // SAFETY: as in `read_u64`.
-        unsafe { self.ptr.add(off).cast::<u32>().write_volatile(v) }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new_at` mapped; nothing refers to it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// A new eventfd (close-on-exec, plus `flags`).
-pub fn eventfd(flags: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: creates a new fd, owned below.
-    let fd = unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// This process's page-table memory, in KiB: `VmPTE` in
@@ -308,9 +124,9 @@ pub fn pagemap_present(ptr: *const u8, len: usize) -> Result<(u64, u64, u64), St
             return_mask: PAGE_IS_PRESENT | PAGE_IS_HUGE,
             ..PmScanArg::default()
         };
-        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points to
-        // `regions`, `vec_len` entries that live across the call; the
-        // kernel writes at most that many and `walk_end`.
+        // SAFETY: The `arg` is a valid pm_scan_arg whose `vec` points to
+        // `regions`, `vec_len` entries that live across the call; the kernel
+        // writes at most that many and `walk_end`.
         let n = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, &raw mut arg) };
         if n < 0 {
             return Err(format!("PAGEMAP_SCAN: {}", std::io::Error::last_os_error()));

@@ -10,7 +10,8 @@
 //!
 //! The ioctls of `<linux/vfio.h>` are written out here: libc has none.
 
-use crate::sys::{self, Map};
+use crate::sys;
+use guest_sys::Map;
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -92,18 +93,20 @@ fn os(what: &str) -> String {
 
 /// `ioctl(fd, request, arg)` where the argument is a plain value.
 fn ioctl_val(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> libc::c_int {
-    // SAFETY: vfio's value ioctls (API version, extension check, IOMMU
-    // type) read nothing through their argument; a bad fd or request is
-    // an error return, not undefined behaviour.
+    // SAFETY: The vfio value ioctls (API version, extension check, IOMMU type)
+    // read nothing through their argument; `fd` is borrowed, so the descriptor
+    // stays open for the call, and a bad request is an error return, not
+    // undefined behaviour.
     unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) }
 }
 
 /// `ioctl(fd, request, arg)` where the argument points to a `T` the
 /// kernel reads and may write back.
 fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> libc::c_int {
-    // SAFETY: `arg` is a live, exclusive `T` of the layout the request
-    // expects (the `repr(C)` structs above, an int, or a NUL-terminated
-    // name); the kernel writes back at most `argsz`, its size.
+    // SAFETY: The `arg` is a live, exclusive `T` of the layout the request
+    // expects (the `repr(C)` structs above, an int, or a NUL-terminated name);
+    // the kernel writes back at most `argsz`, its size; `fd` is borrowed, so
+    // the descriptor stays open for the call.
     unsafe { libc::ioctl(fd.as_raw_fd(), request as _, std::ptr::from_mut(arg)) }
 }
 
@@ -115,7 +118,7 @@ fn as_fd(fd: &OwnedFd) -> BorrowedFd<'_> {
 /// and checks that vfio-pci can take `dev`. The error says why it
 /// cannot, for the SKIP.
 pub fn prepare(dev: &Path) -> Result<(), String> {
-    if sys::setting("vfio", 1) == 0 {
+    if guest_sys::setting_or("vfio", 1) == 0 {
         return Err("left out by the setting ivt_vfio=0".into());
     }
     if !Path::new("/sys/bus/pci/drivers/vfio-pci").exists() {
@@ -170,16 +173,18 @@ fn addr(dev: &Path) -> String {
 
 /// Hands the PCI function at `dev`, which no driver holds, to vfio-pci.
 pub fn bind(dev: &Path) -> Result<(), String> {
-    sys::write_sysfs(dev.join("driver_override"), "vfio-pci")?;
-    sys::write_sysfs("/sys/bus/pci/drivers/vfio-pci/bind", &addr(dev))
+    guest_sys::write_sysfs(dev.join("driver_override"), "vfio-pci").map_err(|e| e.to_string())?;
+    guest_sys::write_sysfs("/sys/bus/pci/drivers/vfio-pci/bind", &addr(dev))
+        .map_err(|e| e.to_string())
 }
 
 /// Takes the PCI function at `dev` from vfio-pci, and lets any driver
 /// bind it again.
 pub fn unbind(dev: &Path) -> Result<(), String> {
-    let r = sys::write_sysfs("/sys/bus/pci/drivers/vfio-pci/unbind", &addr(dev));
+    let r = guest_sys::write_sysfs("/sys/bus/pci/drivers/vfio-pci/unbind", &addr(dev))
+        .map_err(|e| e.to_string());
     // An empty override lets the ordinary matching bind again.
-    sys::write_sysfs(dev.join("driver_override"), "\n")?;
+    guest_sys::write_sysfs(dev.join("driver_override"), "\n").map_err(|e| e.to_string())?;
     r
 }
 
@@ -239,8 +244,9 @@ impl Device {
             return Err(os(&format!("VFIO_SET_IOMMU (type {iommu})")));
         }
         let name = CString::new(addr(dev)).map_err(|e| e.to_string())?;
-        // SAFETY: `name` is a NUL-terminated string that outlives the
-        // call; the kernel only reads it.
+        // SAFETY: The `name` is a NUL-terminated CString that outlives the
+        // call, and the kernel only reads it; `group_fd` is owned here and
+        // open.
         let fd = unsafe {
             libc::ioctl(
                 group_fd.as_raw_fd(),
@@ -252,7 +258,9 @@ impl Device {
             return Err(os("VFIO_GROUP_GET_DEVICE_FD"));
         }
         Ok(Self {
-            // SAFETY: a fresh fd the ioctl returned, owned by nobody else.
+            // SAFETY: The `fd` is the new device descriptor
+            // VFIO_GROUP_GET_DEVICE_FD just returned (checked non-negative
+            // above); nothing else owns it, so the `OwnedFd` is its only owner.
             device: unsafe { OwnedFd::from_raw_fd(fd) },
             _group: group_fd,
             _container: container,
@@ -308,7 +316,7 @@ impl Device {
     /// nanoseconds the mmap call took too.
     pub fn map(&self, region: &RegionInfo, len: usize) -> Result<(f64, Map), String> {
         let off = libc::off_t::try_from(region.offset).map_err(|e| e.to_string())?;
-        Map::new_at(as_fd(&self.device), len, off)
+        sys::map_timed(as_fd(&self.device), len, off)
     }
 
     /// Routes MSI-X vector `vector` to `efd` (`VFIO_DEVICE_SET_IRQS`,
@@ -365,7 +373,7 @@ pub fn with_device<T>(
 /// route MSI-X vector 0 to an eventfd, with `msix`), undo it all. The
 /// error says what failed, for the SKIP.
 pub fn preflight(dev: &Path, msix: bool) -> Result<(), String> {
-    sys::unbind(dev)?;
+    guest_sys::unbind(dev).map_err(|e| e.to_string())?;
     let r = with_device(dev, |d| {
         let bar2 = d.region(BAR2)?;
         let len = usize::try_from(bar2.size).map_err(|e| e.to_string())?;
@@ -375,14 +383,14 @@ pub fn preflight(dev: &Path, msix: bool) -> Result<(), String> {
             let bar0 = d.region(BAR0)?;
             let (_, regs) = d.map(&bar0, 4096)?;
             drop(regs);
-            let efd = sys::eventfd(0).map_err(|e| format!("eventfd: {e}"))?;
+            let efd = guest_sys::eventfd(0).map_err(|e| e.to_string())?;
             d.bus_master()?;
             d.msix_eventfd(0, std::os::fd::AsFd::as_fd(&efd))?;
             d.msix_off()?;
         }
         Ok(())
     });
-    let b = sys::bind(dev);
+    let b = guest_sys::bind(dev).map_err(|e| e.to_string());
     r?;
     b
 }

@@ -24,6 +24,7 @@
 //! kernel's reports (KASAN, lockdep, UBSAN, hung tasks, soft lockups,
 //! WARN), which the test runner watches.
 
+use guest_sys::errno;
 use ivshmem::uapi::*;
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -168,12 +169,18 @@ static SIGBUS: AtomicU64 = AtomicU64::new(0);
 extern "C" fn on_sigusr1(_: libc::c_int) {}
 
 extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    // SAFETY: This handler is installed with SA_SIGINFO, so the kernel passes
+    // `info` pointing to a valid siginfo_t for the duration of the call;
+    // `si_addr` only reads it.
     let addr = unsafe { (*info).si_addr() } as usize & !(PAGE - 1);
     // Map an anonymous page over the page that faulted, so that the access
     // succeeds when the handler returns. mmap is async-signal-safe.
-    // SAFETY: replaces one page of a mapping of this process's own, which
-    // the faulting thread owns and nothing else refers to by content.
+    // SAFETY: MAP_FIXED replaces exactly the one page-aligned page whose access
+    // raised SIGBUS: in this process only the fuzzer's raw mappings of a
+    // removed device do, and they are reached only through raw addresses in the
+    // workers' tables, never through a Rust reference, so swapping in an
+    // anonymous page invalidates nothing Rust relies on. mmap takes no pointer
+    // it reads and is async-signal-safe.
     let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
@@ -186,7 +193,8 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     };
     if p == libc::MAP_FAILED {
         // Not ours to mend: let the fault kill the process, loudly.
-        // SAFETY: resets the disposition; async-signal-safe.
+        // SAFETY: The signal call takes no pointers and is async-signal-safe;
+        // SIG_DFL is a valid disposition for SIGBUS.
         unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
     } else {
         SIGBUS.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +204,10 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 /// Installs the process's handlers: SIGUSR1 interrupts blocking calls
 /// (no `SA_RESTART`), SIGBUS is mended as above.
 fn install_handlers() {
-    // SAFETY: installs handlers that only do async-signal-safe work.
+    // SAFETY: Each `sa` is a zeroed sigaction (a valid value) with an emptied
+    // mask, and the handlers installed only do async-signal-safe work (nothing,
+    // or mmap, signal and an atomic add); the old actions are not asked for
+    // (null).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_sigusr1 as *const () as usize;
@@ -208,10 +219,6 @@ fn install_handlers() {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +282,9 @@ impl<'a> Worker<'a> {
             .iter()
             .filter_map(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok())
             .collect();
-        // SAFETY: creates an epoll instance owned by this worker.
+        // SAFETY: The epoll_create1 call takes no pointers; the descriptor it
+        // returns (or -1, which `epoll` checks) belongs to this worker alone
+        // and is closed in `drop`.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         Worker {
             rng: Rng::new(seed),
@@ -376,7 +385,8 @@ impl<'a> Worker<'a> {
             flags |= libc::O_NONBLOCK;
         }
         flags |= libc::O_CLOEXEC;
-        // SAFETY: opens a path given as a C string.
+        // SAFETY: The path is a CString in `self.paths`, NUL-terminated and
+        // alive across the call; open only reads it.
         let fd = unsafe { libc::open(self.paths[i].as_ptr(), flags) };
         if self.result(fd as i64) >= 0 {
             let (size, vectors) = self.info_of(fd);
@@ -390,7 +400,8 @@ impl<'a> Worker<'a> {
         }
         let i = self.rng.below(self.fds.len() as u64) as usize;
         let fd = self.fds.swap_remove(i);
-        // SAFETY: closes a descriptor this worker owns.
+        // SAFETY: The `fd.fd` was opened by this worker and has just been taken
+        // out of its table, so nothing else uses or closes it again.
         let r = unsafe { libc::close(fd.fd) };
         self.result(r as i64);
     }
@@ -400,7 +411,8 @@ impl<'a> Worker<'a> {
         if self.fds.len() >= MAX_FDS {
             return;
         }
-        // SAFETY: duplicates a descriptor this worker owns.
+        // SAFETY: F_DUPFD_CLOEXEC takes no pointers; `fd.fd` is a descriptor
+        // this worker opened and still holds in its table, so it is open.
         let n = unsafe { libc::fcntl(fd.fd, libc::F_DUPFD_CLOEXEC, 0) };
         if self.result(n as i64) >= 0 {
             self.fds.push(Fd { fd: n, ..fd });
@@ -411,8 +423,10 @@ impl<'a> Worker<'a> {
     /// mappings, without allocating, and exits; waits for it.
     fn fork(&mut self) {
         let mut rng = Rng::new(self.rng.next_u64());
-        // SAFETY: the child only makes system calls on what it inherited
-        // (no allocation, no locks) and `_exit`s.
+        // SAFETY: The child only makes system calls on descriptors, mappings
+        // and stack buffers it inherited or made before them (no allocation, no
+        // locks another thread might hold) and then `_exit`s, so it never
+        // returns into Rust code after the fork.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             for _ in 0..16 {
@@ -420,15 +434,22 @@ impl<'a> Worker<'a> {
                     0 if !self.fds.is_empty() => {
                         let fd = self.fds[rng.below(self.fds.len() as u64) as usize].fd;
                         let mut info = ivshmem_info::default();
-                        // SAFETY: INFO writes one `ivshmem_info`.
+                        // SAFETY: INFO writes one `ivshmem_info` into `info`, a
+                        // local of exactly that type, alive across the call;
+                        // `fd` is from the table the child inherited (a bad one
+                        // is only EBADF).
                         unsafe { libc::ioctl(fd, IVSHMEM_IOCTL_INFO as _, &mut info as *mut _) };
                     }
                     1 if !self.maps.is_empty() => {
                         let m = self.maps[rng.below(self.maps.len() as u64) as usize];
                         if m.prot & libc::PROT_READ != 0 && !m.dontfork {
                             let off = rng.below((m.len / PAGE) as u64) as usize * PAGE;
-                            // SAFETY: a page of a mapping inherited from
-                            // the parent, readable.
+                            // SAFETY: Here `off` is a page inside `m`, a
+                            // mapping in the table the child inherited (its
+                            // pages are in the child too: `dontfork` ones are
+                            // skipped), and it is readable; a SIGBUS from a
+                            // removed device is mended by the inherited
+                            // handler.
                             unsafe { ((m.addr + off) as *const u32).read_volatile() };
                         }
                     }
@@ -440,7 +461,9 @@ impl<'a> Worker<'a> {
                             events: libc::POLLIN,
                             revents: 0,
                         };
-                        // SAFETY: one pollfd; reads into a stack buffer.
+                        // SAFETY: The `p` is one initialised, writable pollfd
+                        // on this stack frame and nfds is 1; the read writes at
+                        // most `b.len()` bytes into `b`, a local 64-byte array.
                         unsafe {
                             if libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 {
                                 libc::read(fd, b.as_mut_ptr().cast(), b.len());
@@ -449,20 +472,26 @@ impl<'a> Worker<'a> {
                     }
                     _ if !self.fds.is_empty() => {
                         let fd = self.fds[rng.below(self.fds.len() as u64) as usize].fd;
-                        // SAFETY: closes the child's copy of a descriptor.
+                        // SAFETY: The descriptor is the child's own copy of one
+                        // in the inherited table; closing it does not affect
+                        // the parent, and the child never uses a `File` or
+                        // `OwnedFd` for it.
                         unsafe { libc::close(fd) };
                     }
                     _ => {}
                 }
             }
-            // SAFETY: ends the child without running the parent's exit code.
+            // SAFETY: The `_exit` call has no preconditions; in the child it
+            // ends the process at once, without running the parent's
+            // destructors or atexit handlers.
             unsafe { libc::_exit(0) };
         }
         if self.result(pid as i64) > 0 {
             self.report.forks += 1;
             let mut status = 0;
-            // SAFETY: waits for the child forked above, again when a
-            // sibling's SIGUSR1 interrupts the wait.
+            // SAFETY: The `pid` is the child forked above, not reaped yet;
+            // `status` is a local int the call writes. The wait is repeated
+            // when a sibling's SIGUSR1 interrupts it.
             while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
             if libc::WIFSIGNALED(status) {
                 self.report.fork_deaths += 1;
@@ -513,32 +542,23 @@ impl<'a> Worker<'a> {
         if self.rng.chance(5) {
             flags |= libc::MAP_NORESERVE;
         }
-        // SAFETY: a new mapping at an address the kernel picks.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                flags,
-                fd.fd,
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            self.result(-1);
-        } else {
+        if let Ok(p) = guest_sys::mmap(fd.fd, len, prot, flags, offset as libc::off_t) {
             self.maps.push(Map {
                 addr: p as usize,
                 len,
                 prot,
                 dontfork: false,
             });
+        } else {
+            self.result(-1);
         }
     }
 
     fn munmap_whole(&mut self) {
         if let Some(m) = self.maps.pop() {
-            // SAFETY: unmaps a mapping this worker made.
+            // SAFETY: The `m` was just popped off this worker's table: `addr`
+            // and `len` are exactly a mapping it made, reached only through
+            // that raw entry, so nothing refers to the memory once it is gone.
             unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) };
         }
     }
@@ -554,7 +574,10 @@ impl<'a> Worker<'a> {
         let pages = m.len / PAGE;
         let a = self.rng.below(pages as u64) as usize;
         let b = a + 1 + self.rng.below((pages - a) as u64) as usize;
-        // SAFETY: unmaps part of a mapping this worker made.
+        // SAFETY: The range `a..b` pages lies inside `m` (`a < b <= pages`), a
+        // mapping this worker made and has taken out of its table (the pieces
+        // left are put back below), reached only through raw addresses, so
+        // nothing refers to the unmapped part.
         let r = unsafe { libc::munmap((m.addr + a * PAGE) as *mut libc::c_void, (b - a) * PAGE) };
         if self.result(r as i64) < 0 {
             self.maps.push(m);
@@ -589,7 +612,9 @@ impl<'a> Worker<'a> {
         } else {
             0
         };
-        // SAFETY: resizes or moves a mapping this worker made; the table is
+        // SAFETY: The `m` is a mapping this worker made and reaches only
+        // through its raw table entry; mremap without MREMAP_FIXED picks any
+        // new address itself, so no other memory is replaced, and the table is
         // updated with the result.
         let p = unsafe { libc::mremap(m.addr as *mut libc::c_void, m.len, new_len, flags) };
         if p == libc::MAP_FAILED {
@@ -615,7 +640,9 @@ impl<'a> Worker<'a> {
             libc::PROT_READ | libc::PROT_EXEC,
         ]);
         let m = self.maps[i];
-        // SAFETY: changes the protection of a whole mapping of this worker.
+        // SAFETY: The `m.addr` and `m.len` are exactly a mapping this worker
+        // made and reaches only through raw addresses; accesses to it check
+        // `prot` in the table, updated below.
         let r = unsafe { libc::mprotect(m.addr as *mut libc::c_void, m.len, prot) };
         if self.result(r as i64) == 0 {
             self.maps[i].prot = prot;
@@ -636,13 +663,17 @@ impl<'a> Worker<'a> {
             libc::MADV_DONTFORK,
             libc::MADV_DOFORK,
         ]);
-        // SAFETY: advice on a mapping of this worker. DONTFORK keeps it
-        // out of forked children, which touch the mappings in their table:
-        // it is undone at once, and where the kernel refuses that (VM_IO
-        // mappings), the mapping is marked so that children leave it.
+        // SAFETY: The `m.addr` and `m.len` are exactly a mapping this worker
+        // made. None of the advice frees memory a Rust reference points to (the
+        // mapping is device memory reached only through raw addresses).
+        // DONTFORK keeps it out of forked children, which touch the mappings in
+        // their table: it is undone at once, and where the kernel refuses that
+        // (VM_IO mappings), the mapping is marked so that children leave it.
         let r = unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, advice) };
         if self.result(r as i64) == 0 && advice == libc::MADV_DONTFORK {
-            // SAFETY: as above.
+            // SAFETY: The `m.addr` and `m.len` are exactly the mapping just
+            // advised, still in this worker's table; MADV_DOFORK only undoes
+            // the DONTFORK.
             let undone =
                 unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, libc::MADV_DOFORK) };
             if undone != 0 {
@@ -661,11 +692,15 @@ impl<'a> Worker<'a> {
             + self.rng.below((PAGE / 8) as u64) as usize * 8;
         let p = (m.addr + off) as *mut u64;
         if m.prot & libc::PROT_WRITE != 0 && self.rng.chance(50) {
-            // SAFETY: a writable page of a mapping this worker owns; a
-            // removed device's SIGBUS is mended by the handler.
+            // SAFETY: The 8 bytes at `off` (8-aligned, below `m.len`) lie
+            // inside `m`, a mapping this worker made and maps writable; it is
+            // device memory no Rust reference points to, and a removed device's
+            // SIGBUS is mended by the handler.
             unsafe { p.write_volatile(self.rng.next_u64()) };
         } else if m.prot & libc::PROT_READ != 0 {
-            // SAFETY: as above, readable.
+            // SAFETY: The 8 bytes at `off` (8-aligned, below `m.len`) lie
+            // inside `m`, a mapping this worker made and maps readable; a
+            // removed device's SIGBUS is mended by the handler.
             std::hint::black_box(unsafe { p.read_volatile() });
         }
     }
@@ -678,12 +713,16 @@ impl<'a> Worker<'a> {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one pollfd, no wait.
+        // SAFETY: The `p` is one initialised, writable pollfd on this stack
+        // frame and nfds is 1; `fd.fd` is a descriptor in this worker's table,
+        // so open.
         let ready = unsafe { libc::poll(&mut p, 1, 0) } == 1;
-        // SAFETY: reads at most `n` bytes into the worker's buffer (>= n).
+        // SAFETY: F_GETFL takes no pointers; `fd.fd` is a descriptor in this
+        // worker's table, so open.
         let nonblock = unsafe { libc::fcntl(fd.fd, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
         if ready || nonblock || n == 0 {
-            // SAFETY: as above.
+            // SAFETY: The buffer is `self.buf`, BUF bytes (more than 4096, the
+            // largest `n`), alive across the call; `fd.fd` is open, as above.
             let r = unsafe { libc::read(fd.fd, self.buf.as_mut_ptr().cast(), n) };
             self.result(r as i64);
         }
@@ -705,7 +744,9 @@ impl<'a> Worker<'a> {
             }
         }
         let timeout = self.rng.below(3) as i32;
-        // SAFETY: `k` pollfds of a local array.
+        // SAFETY: The `set` is a local array of 3 initialised pollfds and `k <=
+        // 3`, so the kernel reads and writes only within it; fds of -1 are
+        // ignored by poll.
         let r = unsafe { libc::poll(set.as_mut_ptr(), k as libc::nfds_t, timeout) };
         self.result(r as i64);
     }
@@ -731,14 +772,20 @@ impl<'a> Worker<'a> {
                     libc::EPOLL_CTL_MOD,
                     libc::EPOLL_CTL_DEL,
                 ]);
-                // SAFETY: an epoll_ctl with a local event.
+                // SAFETY: The `ev` is a local epoll_event alive across the
+                // call, which the kernel only reads; `self.epfd` (checked
+                // non-negative above) and `fd.fd` are descriptors this worker
+                // holds open.
                 let r = unsafe { libc::epoll_ctl(self.epfd, op, fd.fd, &mut ev) };
                 self.result(r as i64);
             }
             _ => {
                 let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
                 let timeout = self.rng.below(3) as i32;
-                // SAFETY: up to 8 events into a local array.
+                // SAFETY: The `evs` is a local array of 8 epoll_events and
+                // maxevents is 8, so the kernel writes only within it;
+                // `self.epfd` is this worker's epoll descriptor, checked
+                // non-negative above.
                 let r = unsafe { libc::epoll_wait(self.epfd, evs.as_mut_ptr(), 8, timeout) };
                 self.result(r as i64);
             }
@@ -811,8 +858,10 @@ impl<'a> Worker<'a> {
             | ((size as u32 & 0x3fff) << 16)
             | (u32::from(IVSHMEM_IOCTL_MAGIC) << 8)
             | nr;
-        // SAFETY: the argument points into the worker's buffer with at
-        // least ARG_SIZE bytes after it, more than any encoded size.
+        // SAFETY: The argument points into `self.buf` at `at < BUF - ARG_SIZE`,
+        // so at least ARG_SIZE bytes follow it, more than the largest size a
+        // command can encode (14 bits); the buffer is alive across the call and
+        // no Rust reference into it is held.
         let r = unsafe { libc::ioctl(fd.fd, cmd as _, self.buf.as_mut_ptr().add(at)) };
         self.result(r as i64);
     }
@@ -838,8 +887,12 @@ impl<'a> Worker<'a> {
             _ => self.buf.as_mut_ptr().wrapping_add(at) as usize,
         };
         self.scramble(at, 256);
-        // SAFETY: bad pointers are the kernel's to refuse (EFAULT); good
-        // ones point into the worker's buffer with ARG_SIZE bytes after.
+        // SAFETY: The argument is either a bad address (0, 1, a kernel
+        // address), which the kernel only hands to copy_from_user/copy_to_user
+        // and refuses with EFAULT, or points into `self.buf` with at least
+        // ARG_SIZE bytes after it, more than any encoded size and than any
+        // foreign command's structure; the buffer is alive across the call and
+        // no Rust reference into it is held.
         let r = unsafe { libc::ioctl(fd.fd, cmd as _, arg) };
         self.result(r as i64);
     }
@@ -849,12 +902,15 @@ impl<'a> Worker<'a> {
             if !self.efds.is_empty() {
                 let i = self.rng.below(self.efds.len() as u64) as usize;
                 let fd = self.efds.swap_remove(i);
-                // SAFETY: closes an eventfd this worker made.
+                // SAFETY: The `fd` is an eventfd this worker made and has just
+                // taken out of its table, so nothing else uses or closes it
+                // again.
                 unsafe { libc::close(fd) };
             }
             return;
         }
-        // SAFETY: creates an eventfd owned by this worker.
+        // SAFETY: The eventfd call takes no pointers; the descriptor it returns
+        // goes into this worker's table and is closed by it alone.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if self.result(fd as i64) >= 0 {
             self.efds.push(fd);
@@ -885,7 +941,8 @@ impl<'a> Worker<'a> {
 
     fn fcntl(&mut self) {
         let Some(fd) = self.some_fd() else { return };
-        // SAFETY: reads and sets the status flags of this worker's file.
+        // SAFETY: F_GETFL and F_SETFL take no pointers; `fd.fd` is a descriptor
+        // in this worker's table, so open.
         let r = unsafe {
             let fl = libc::fcntl(fd.fd, libc::F_GETFL);
             libc::fcntl(fd.fd, libc::F_SETFL, fl ^ libc::O_NONBLOCK)
@@ -899,8 +956,9 @@ impl<'a> Worker<'a> {
         let tid =
             self.tids[self.rng.below(self.tids.len() as u64) as usize].load(Ordering::Relaxed);
         if tid > 0 {
-            // SAFETY: signals a thread of this very process (tgkill checks
-            // the thread group), whose handler does nothing.
+            // SAFETY: The tgkill call takes no pointers and signals `tid` only
+            // if it is in this process's thread group; SIGUSR1's handler does
+            // nothing.
             let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
             self.result(r);
         }
@@ -911,11 +969,13 @@ impl<'a> Worker<'a> {
             self.munmap_whole();
         }
         for fd in self.fds.drain(..).map(|f| f.fd).chain(self.efds.drain(..)) {
-            // SAFETY: closes descriptors this worker owns.
+            // SAFETY: Every `fd` is drained out of this worker's tables, each
+            // opened by it and closed here once.
             unsafe { libc::close(fd) };
         }
         if self.epfd >= 0 {
-            // SAFETY: as above.
+            // SAFETY: The `self.epfd` is the epoll descriptor this worker made
+            // and is dropping, closed once here.
             unsafe { libc::close(self.epfd) };
         }
     }
@@ -939,7 +999,8 @@ fn run_process(cfg: &Config, p: usize, calls: u64) -> Report {
                 let share =
                     calls / cfg.threads as u64 + u64::from((t as u64) < calls % cfg.threads as u64);
                 s.spawn(move || {
-                    // SAFETY: gettid has no preconditions.
+                    // SAFETY: The gettid call has no preconditions and cannot
+                    // fail.
                     tids[t].store(unsafe { libc::gettid() }, Ordering::Relaxed);
                     let mut w = Worker::new(cfg, thread_seed(cfg.seed, p, t), tids);
                     w.run(share);
@@ -968,9 +1029,12 @@ pub struct Running {
 /// Starts the fuzzer: `cfg.procs` processes forked from the caller, each
 /// with `cfg.threads` threads, sharing out `cfg.calls`. The caller should
 /// be single-threaded when it calls this (a test harness, or `main`).
-pub fn spawn(cfg: &Config) -> Result<Running, String> {
+pub fn spawn(cfg: &Config) -> std::io::Result<Running> {
     if cfg.procs == 0 || cfg.threads == 0 {
-        return Err("procs and threads must be at least 1".into());
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "procs and threads must be at least 1",
+        ));
     }
     let mut running = Running {
         seed: cfg.seed,
@@ -980,22 +1044,35 @@ pub fn spawn(cfg: &Config) -> Result<Running, String> {
         let calls =
             cfg.calls / cfg.procs as u64 + u64::from((p as u64) < cfg.calls % cfg.procs as u64);
         let mut fds = [0; 2];
-        // SAFETY: a pipe for the child's report.
+        // SAFETY: The `fds` is a local array of the two ints pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            return Err(std::io::Error::other(format!(
+                "pipe: {}",
+                std::io::Error::last_os_error()
+            )));
         }
-        // SAFETY: the child runs the fuzzer and `_exit`s.
+        // SAFETY: The child runs the fuzzer in threads of its own and `_exit`s,
+        // never returning into the caller; it prints nothing (no stdout lock),
+        // and glibc's fork leaves malloc usable in the child even when the
+        // caller has other threads.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            return Err(std::io::Error::other(format!(
+                "fork: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         if pid == 0 {
-            // SAFETY: the read end belongs to the parent.
+            // SAFETY: The `fds[0]` is the pipe's read end, just made and owned
+            // by no Rust object, so closing the child's copy affects nothing
+            // else.
             unsafe { libc::close(fds[0]) };
             let text = run_process(cfg, p, calls).to_text();
             let mut off = 0;
             while off < text.len() {
-                // SAFETY: writes the report to the pipe.
+                // SAFETY: The bytes written are `text[off..]`, a live String's
+                // remaining bytes, and the length passed is theirs; `fds[1]` is
+                // the child's open write end.
                 let n =
                     unsafe { libc::write(fds[1], text[off..].as_ptr().cast(), text.len() - off) };
                 if n <= 0 {
@@ -1003,10 +1080,14 @@ pub fn spawn(cfg: &Config) -> Result<Running, String> {
                 }
                 off += n as usize;
             }
-            // SAFETY: ends the child.
+            // SAFETY: The `_exit` call has no preconditions; in the child it
+            // ends the process at once, without running the parent's
+            // destructors.
             unsafe { libc::_exit(0) };
         }
-        // SAFETY: the write end belongs to the child; the read end is ours.
+        // SAFETY: The `fds[1]` is the write end, owned by no Rust object and
+        // needed only by the child; `fds[0]` is the read end, open and owned by
+        // nothing else, so the `File` becomes its only owner.
         let f = unsafe {
             libc::close(fds[1]);
             <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0])
@@ -1019,14 +1100,15 @@ pub fn spawn(cfg: &Config) -> Result<Running, String> {
 impl Running {
     /// Waits for every process; fails if one died (of a signal, or
     /// without its report).
-    pub fn wait(self) -> Result<Report, String> {
+    pub fn wait(self) -> std::io::Result<Report> {
         let mut total = Report::default();
         let mut failures = Vec::new();
         for (p, pid, mut f) in self.kids {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut f, &mut text);
             let mut status = 0;
-            // SAFETY: waits for a child forked by `spawn`.
+            // SAFETY: The `pid` is a child forked above and not reaped yet;
+            // `status` is a local int the call writes.
             unsafe { libc::waitpid(pid, &mut status, 0) };
             if libc::WIFSIGNALED(status) {
                 failures.push(format!(
@@ -1049,13 +1131,13 @@ impl Running {
         if failures.is_empty() {
             Ok(total)
         } else {
-            Err(failures.join("; "))
+            Err(std::io::Error::other(failures.join("; ")))
         }
     }
 }
 
 /// Runs the fuzzer to the end: [`spawn`], then [`Running::wait`].
-pub fn run(cfg: &Config) -> Result<Report, String> {
+pub fn run(cfg: &Config) -> std::io::Result<Report> {
     spawn(cfg)?.wait()
 }
 

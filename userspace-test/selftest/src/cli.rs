@@ -3,9 +3,9 @@
 //! library (INFO, mmap, rings) and against what the host wrote.
 
 use crate::data;
-use crate::doorbell::{expect_events, find, monotonic_ns};
-use crate::sys::{self, Loaded};
+use crate::fixture::{Bell, bell_with, expect_events, find, monotonic_ns};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded};
 use ivshmem::{CacheMode, Device, Info};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -114,14 +114,19 @@ fn run_unprivileged(args: &[&str], uid: u32) -> Result<Run, Failure> {
     let out = std::fs::File::create(out_path)?;
     let err = std::fs::File::create(err_path)?;
     let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: the child only makes system calls (dup2, setgid, setuid,
-    // execv, _exit) on memory prepared before the fork.
+    // SAFETY: The child only makes async-signal-safe system calls (dup2,
+    // setgid, setuid, execv, _exit) on the files, C strings and argv array made
+    // before the fork, which the child's copy of memory still holds; it never
+    // returns into Rust code that could touch a lock held by another thread.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         fail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: see above; the child never returns.
+        // SAFETY: In the child, between fork and exec: `null`, `out` and `err`
+        // are files open in the parent and so in the child; `bin` and `argv`
+        // (NUL-terminated, pointing into `argv_c`) were built before the fork
+        // and are alive; execv or _exit ends this path, so it never returns.
         unsafe {
             libc::dup2(null.as_raw_fd(), 0);
             libc::dup2(out.as_raw_fd(), 1);
@@ -134,7 +139,8 @@ fn run_unprivileged(args: &[&str], uid: u32) -> Result<Run, Failure> {
         }
     }
     let mut status = 0;
-    // SAFETY: waits for the child just forked.
+    // SAFETY: The `pid` is the child this function just forked and has not
+    // reaped yet; `status` is a local int the call writes.
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
         fail!("waitpid: {}", std::io::Error::last_os_error());
     }
@@ -195,7 +201,7 @@ fn features(info: &Info) -> String {
 
 /// The module: loaded by the test, or already by udev on the Debian root.
 fn load() -> Result<Loaded, Failure> {
-    Ok(Loaded::ensure().map_err(Failure::Fail)?.0)
+    Ok(Loaded::ensure()?.0)
 }
 
 fn infos() -> Result<Vec<Info>, Failure> {
@@ -286,7 +292,7 @@ pub fn cli_list() -> TestResult {
     let mut wb_long = Vec::new();
     for d in &devs {
         wb_long.push(if pat {
-            crate::shm::mtrr_wb_name(d)?
+            crate::fixture::mtrr_wb_name(d)?
         } else {
             "?"
         });
@@ -653,17 +659,16 @@ impl Drop for Waiter {
 /// 124.
 pub fn cli_ring_wait() -> TestResult {
     binary()?;
-    let _m = load()?;
-    let (Some(b), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let Bell {
+        _m,
+        index: b,
+        dev,
+        info,
+        me,
+        ..
+    } = bell_with(load()?)?;
     let bs = b.to_string();
     let node = format!("/dev/ivshmem{b}");
-    let dev = Device::open(b)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
     let mes = me.to_string();
     check!(
         info.vectors >= 4,

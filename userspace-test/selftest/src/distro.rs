@@ -2,14 +2,14 @@
 //! Debian system where the `ivshmem-dkms` package's files are in place,
 //! udev runs, and nothing calls insmod or modprobe by hand.
 
-use crate::sys;
 use crate::{TestResult, check, fail, skip};
+use guest_sys as sys;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// The running kernel's release.
-fn release() -> Result<String, String> {
+fn release() -> std::io::Result<String> {
     sys::read_trim("/proc/sys/kernel/osrelease")
 }
 
@@ -38,8 +38,8 @@ fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 /// bound to the device.
 pub fn autoload_module() -> TestResult {
     let dev = first_device()?;
-    let rel = release().map_err(crate::Failure::Fail)?;
-    let modalias = sys::read_trim(dev.path.join("modalias")).map_err(crate::Failure::Fail)?;
+    let rel = release()?;
+    let modalias = sys::read_trim(dev.path.join("modalias"))?;
     let aliases_path = format!("/lib/modules/{rel}/modules.alias");
     let aliases = fs::read_to_string(&aliases_path)
         .map_err(|e| crate::Failure::Fail(format!("{aliases_path}: {e}")))?;
@@ -91,15 +91,21 @@ pub fn autoload_module() -> TestResult {
 }
 
 /// The gid of `name` in `/etc/group`.
-fn group_id(name: &str) -> Result<u32, String> {
-    let groups = fs::read_to_string("/etc/group").map_err(|e| format!("/etc/group: {e}"))?;
+fn group_id(name: &str) -> std::io::Result<u32> {
+    let groups = fs::read_to_string("/etc/group")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("/etc/group: {e}")))?;
     groups
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok())?
         })
-        .ok_or_else(|| format!("no group '{name}' in /etc/group"))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no group '{name}' in /etc/group"),
+            )
+        })
 }
 
 /// udev gave `/dev/ivshmem0` the rule's group and mode.
@@ -113,7 +119,7 @@ pub fn autoload_node() -> TestResult {
         "{} is not a character device",
         node.display()
     );
-    let gid = group_id("ivshmem").map_err(crate::Failure::Fail)?;
+    let gid = group_id("ivshmem")?;
     let mode = md.mode() & 0o7777;
     println!(
         "# {}: mode {mode:04o}, uid {}, gid {} (ivshmem is {gid})",

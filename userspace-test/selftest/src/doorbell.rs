@@ -1,171 +1,26 @@
 //! Selftests of doorbells: ringing, and waking on interrupts through
 //! read, poll and eventfds.
 
-use crate::readers;
-use crate::sys::{self, Loaded, errname, errno};
+use crate::fixture::*;
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded, errname, errno};
+use ivshmem::uapi::IVSHMEM_FEATURE_MSIX;
 use ivshmem::{Device, Event};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 use vmrun_protocol::{Request, server_shm};
 
-/// The first doorbell device and the first plain one, by index.
-pub(crate) fn find() -> Result<(Option<u32>, Option<u32>), Failure> {
-    let (mut bell, mut plain) = (None, None);
-    for i in 0..sys::ivshmem_devices()?.len() as u32 {
-        let info = Device::open(i)?.info()?;
-        if info.doorbell {
-            bell.get_or_insert(i);
-        } else {
-            plain.get_or_insert(i);
-        }
-    }
-    Ok((bell, plain))
-}
-
-pub(crate) fn eventfd() -> Result<OwnedFd, Failure> {
-    // SAFETY: creates a new fd, owned below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        fail!("eventfd: {}", errname(errno()));
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Reads an eventfd's counter (0 when nothing was signalled).
-pub(crate) fn efd_count(fd: &OwnedFd) -> u64 {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into `v`.
-    let r = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
-    if r == 8 { v } else { 0 }
-}
-
-fn err_of<T>(r: std::io::Result<T>) -> Option<i32> {
-    r.err().and_then(|e| ivshmem::errno(&e))
-}
-
-pub(crate) fn expect_err<T>(what: &str, r: std::io::Result<T>, want: i32) -> TestResult {
-    let got = err_of(r);
-    println!(
-        "# {what}: {}",
-        got.map(errname).unwrap_or_else(|| "success".into())
-    );
-    check!(
-        got == Some(want),
-        "{what}: got {:?}, want {}",
-        got.map(errname),
-        errname(want)
-    );
-    Ok(())
-}
-
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: fills `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Waits for exactly the given events (vector, count), within 10 s.
-pub(crate) fn expect_events(
-    dev: &Device,
-    want: &[(u16, u32)],
-    what: &str,
-) -> Result<Vec<Event>, Failure> {
-    let mut got: Vec<Event> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let total = |g: &[Event]| g.iter().map(|e| e.count).sum::<u32>();
-    let want_total: u32 = want.iter().map(|w| w.1).sum();
-    while total(&got) < want_total && std::time::Instant::now() < deadline {
-        got.extend(dev.wait(Some(Duration::from_millis(500)))?);
-    }
-    let mut summary: Vec<(u16, u32)> = Vec::new();
-    for e in &got {
-        match summary.iter_mut().find(|s| s.0 == e.vector) {
-            Some(s) => s.1 += e.count,
-            None => summary.push((e.vector, e.count)),
-        }
-    }
-    summary.sort();
-    check!(summary == want, "{what}: got {summary:?}, want {want:?}");
-    Ok(got)
-}
-
-/// Waits up to `limit` for some events.
-fn expect_some(dev: &Device, limit: Duration) -> Result<Vec<Event>, Failure> {
-    let got = dev.wait(Some(limit))?;
-    check!(!got.is_empty(), "no event within {limit:?}");
-    Ok(got)
-}
-
-/// The module, loaded, and the first doorbell device, open.
-///
-/// Fields drop in order: the file closes before the module unloads.
-pub(crate) struct Bell {
-    pub(crate) index: u32,
-    pub(crate) dev: Device,
-    pub(crate) me: u16,
-    pub(crate) _m: Loaded,
-}
-
-/// Loads the module and opens the first doorbell device (SKIP without).
-pub(crate) fn open_bell() -> Result<Bell, Failure> {
-    let m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(index), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(index)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
-    Ok(Bell {
-        _m: m,
-        index,
-        dev,
-        me,
-    })
-}
-
-/// A new eventfd bound to each of the `n` vectors of `dev`, in order.
-fn eventfd_per_vector(dev: &Device, n: u16) -> Result<Vec<OwnedFd>, Failure> {
-    let efds: Vec<OwnedFd> = (0..n).map(|_| eventfd()).collect::<Result<_, _>>()?;
-    for (v, fd) in efds.iter().enumerate() {
-        dev.bind_eventfd(v as u16, fd.as_fd())?;
-    }
-    Ok(efds)
-}
-
-/// After a ring on vector `v`: the eventfd of `v` (from
-/// [`eventfd_per_vector`]) counts exactly one, every other none. Reads
-/// (and so clears) them all.
-fn expect_only_eventfd(efds: &[OwnedFd], v: u16) -> TestResult {
-    for (w, fd) in efds.iter().enumerate() {
-        let c = efd_count(fd);
-        check!(
-            c == u64::from(w as u16 == v),
-            "vector {v}: the eventfd of vector {w} counts {c}"
-        );
-    }
-    Ok(())
-}
-
 /// One doorbell device (rung by this guest itself) and one plain device.
 pub fn doorbell_local() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), plain) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m,
+        index: bell,
+        plain,
+        dev,
+        info,
+        me,
+    } = open_bell()?;
     let n = info.vectors as u16;
     check!(
         n >= 2,
@@ -174,8 +29,7 @@ pub fn doorbell_local() -> TestResult {
     let other = Device::open(bell)?;
     let efds = eventfd_per_vector(&dev, n)?;
     let nb = Device::open(bell)?;
-    // SAFETY: sets O_NONBLOCK on our own fd.
-    unsafe { libc::fcntl(nb.as_fd().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    set_nonblock(&nb, true)?;
     expect_err(
         "read with nothing pending, O_NONBLOCK",
         nb.read_events(),
@@ -224,7 +78,9 @@ pub fn doorbell_local() -> TestResult {
         dev.bind_eventfd(n, efds[0].as_fd()),
         libc::EINVAL,
     )?;
-    // SAFETY: a number that is no open fd, for the error path.
+    // SAFETY: Fd 999 is not open in this process (the harness opens a handful
+    // of files); the borrowed fd is only passed to the BIND_EVENTFD ioctl,
+    // which reports EBADF, and is never read, written or closed here.
     let bad = unsafe { std::os::fd::BorrowedFd::borrow_raw(999) };
     expect_err(
         "eventfd from a closed fd",
@@ -237,7 +93,8 @@ pub fn doorbell_local() -> TestResult {
         libc::EINVAL,
     )?;
     let mut small = [0u8; 8];
-    // SAFETY: reads into an 8-byte buffer.
+    // SAFETY: The buffer is `small`, a local array of exactly the 8 bytes the
+    // read may write; the descriptor is borrowed from `nb`, open for the call.
     let r = unsafe { libc::read(nb.as_fd().as_raw_fd(), small.as_mut_ptr().cast(), 8) };
     check!(
         r < 0 && errno() == libc::EINVAL,
@@ -312,35 +169,28 @@ pub fn doorbell_local() -> TestResult {
     Ok(())
 }
 
-extern "C" fn on_signal(_: libc::c_int) {}
-
 /// A signal interrupts a blocked read (EINTR without SA_RESTART).
 pub fn doorbell_signal() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    // SAFETY: installs a handler that does nothing, without SA_RESTART.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    let _m = Loaded::load()?;
+    let bell = find_bell()?;
+    sigusr1_interrupts();
     let dev = Arc::new(Device::open(bell)?);
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = {
         let dev = dev.clone();
         std::thread::spawn(move || {
-            // SAFETY: the calling thread's handle.
-            tx.send((unsafe { libc::pthread_self() }, readers::gettid()))
-                .ok();
+            // SAFETY: The pthread_self call has no preconditions; it returns
+            // the calling thread's own handle.
+            tx.send((unsafe { libc::pthread_self() }, gettid())).ok();
             err_of(dev.read_events())
         })
     };
     let (tid, task) = rx.recv().map_err(|e| Failure::Fail(e.to_string()))?;
-    readers::wait_blocked(task, &[readers::SYS_READ], "the reader")?;
+    wait_blocked(task, &[SYS_READ], "the reader")?;
     check!(!reader.is_finished(), "read returned with nothing pending");
-    // SAFETY: signals a thread of ours that is still running.
+    // SAFETY: The `tid` is the pthread handle of `reader`, whose JoinHandle is
+    // joined only below, so the thread has not been joined and the handle is
+    // valid; SIGUSR1's handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
     let got = reader
         .join()
@@ -356,10 +206,8 @@ pub fn doorbell_signal() -> TestResult {
 /// Unbinding the device wakes a blocked reader with ENODEV and a poller
 /// with POLLHUP | POLLERR; rebinding works.
 pub fn doorbell_unbind() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let _m = Loaded::load()?;
+    let bell = find_bell()?;
     let pci = sys::ivshmem_devices()?[bell as usize].clone();
     let dev = Arc::new(Device::open(bell)?);
     let efd = eventfd()?;
@@ -369,35 +217,23 @@ pub fn doorbell_unbind() -> TestResult {
         let dev = dev.clone();
         let tx = tx.clone();
         std::thread::spawn(move || {
-            tx.send(readers::gettid()).ok();
+            tx.send(gettid()).ok();
             err_of(dev.read_events())
         })
     };
     let poller = {
         let dev = dev.clone();
         std::thread::spawn(move || {
-            tx.send(readers::gettid()).ok();
-            let mut p = libc::pollfd {
-                fd: dev.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, 30 s.
-            unsafe { libc::poll(&mut p, 1, 30_000) };
-            p.revents
+            tx.send(gettid()).ok();
+            poll_in(&*dev, 30_000).1
         })
     };
     // Both wait before the device goes.
     for _ in 0..2 {
         let tid = tids.recv().map_err(|e| Failure::Fail(e.to_string()))?;
-        readers::wait_blocked(
-            tid,
-            &[readers::SYS_READ, readers::SYS_POLL, readers::SYS_PPOLL],
-            "a waiter",
-        )?;
+        wait_blocked(tid, &[SYS_READ, SYS_POLL, SYS_PPOLL], "a waiter")?;
     }
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
-        .map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
     let r = reader
         .join()
         .map_err(|_| Failure::Fail("reader panicked".into()))?;
@@ -415,27 +251,26 @@ pub fn doorbell_unbind() -> TestResult {
         "poll after unbind: {p:#x}"
     );
     expect_err("ring after unbind", dev.ring(0, 0), libc::ENODEV)?;
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address())?;
     check!(
         sys::wait_for(10, || sys::node_exists(bell as usize)),
         "the device did not come back"
     );
     let again = Device::open(bell)?;
-    let me = again
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let me = ivposition(&again.info()?)?;
     again.ring(me, 0)?;
     expect_events(&again, &[(0, 1)], "ring after rebinding")?;
     Ok(())
 }
 
-/// Peer discovery and protocol offsets in the server's shared memory.
-const SLOTS: usize = 0x100;
+// Protocol offsets in the server's shared memory; peer discovery's
+// `SLOTS` and `READY` are in the fixture.
+
 /// One 8-byte slot per vector.
 const SEQ: usize = 0x5000;
+
+/// The stream's sequence number.
 const STREAM: usize = 0x2000;
-const READY: u64 = 0x5245_4144_0000;
 
 // None of them overlaps the runner's answers (`server_shm`: from
 // PEER_ACKS to END).
@@ -445,21 +280,6 @@ const _: () = {
     assert!(STREAM + 8 <= server_shm::HOST_IDS);
     assert!(SEQ >= server_shm::END);
 };
-
-/// Announces this guest in its slot and waits for another's: returns the
-/// other guest's IVPosition.
-pub(crate) fn find_peer(map: &ivshmem::Mapping, me: u16) -> Result<u16, Failure> {
-    map.write_volatile(SLOTS + 8 * usize::from(me), READY | u64::from(me))?;
-    let mut peer = None;
-    sys::wait_for(120, || {
-        peer = (0..64u16).filter(|id| *id != me).find(|id| {
-            map.read_volatile::<u64>(SLOTS + 8 * usize::from(*id)).ok()
-                == Some(READY | u64::from(*id))
-        });
-        peer.is_some()
-    });
-    peer.ok_or_else(|| Failure::Fail("no other guest showed up in the shared memory".into()))
-}
 
 /// Drains a file's pending events.
 fn drain(dev: &Device) -> Result<(), Failure> {
@@ -473,15 +293,9 @@ fn drain(dev: &Device) -> Result<(), Failure> {
 /// rings each guest and each guest rings a host client.
 pub fn doorbell_pair() -> TestResult {
     let rings: u64 = sys::setting_u64s("rings").map(|v| v[0]).unwrap_or(100_000);
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let Bell {
+        _m, dev, info, me, ..
+    } = open_bell()?;
     let n = info.vectors as u16;
     check!(n >= 4, "the test needs 4 vectors, the device has {n}");
     let map = dev.map_all()?;
@@ -611,12 +425,7 @@ pub fn doorbell_pair() -> TestResult {
 /// Mid-stream, one guest asks the runner to kill the other; the survivor
 /// keeps ringing the dead peer (harmless) and still gets its own rings.
 pub fn doorbell_kill() -> TestResult {
-    let Bell {
-        _m,
-        index: _,
-        dev,
-        me,
-    } = open_bell()?;
+    let Bell { _m, dev, me, .. } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let victim = sys::setting("victim").unwrap_or_default();
@@ -674,12 +483,7 @@ fn write_text(map: &ivshmem::Mapping, text: &str) -> Result<(), Failure> {
 /// The demo: one guest writes a message into the shared memory and rings
 /// the other, which wakes, prints it and answers the same way.
 pub fn demo_chat() -> TestResult {
-    let Bell {
-        _m,
-        index: _,
-        dev,
-        me,
-    } = open_bell()?;
+    let Bell { _m, dev, me, .. } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     let wait = |what: &str| -> Result<u64, Failure> {
@@ -738,6 +542,7 @@ pub fn c_ring() -> TestResult {
         index: bell,
         dev,
         me,
+        ..
     } = open_bell()?;
     let out = std::process::Command::new("/bin/ivshmem-ring")
         .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
@@ -772,13 +577,15 @@ pub fn doorbell_mmap() -> TestResult {
     const PAGE: usize = 4096;
     let off = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), plain) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
+    let Bell {
+        _m: m,
+        index: bell,
+        plain,
+        dev,
+        info,
+        me,
+    } = open_bell()?;
     let pci = sys::ivshmem_devices()?[bell as usize].clone();
-    let dev = Device::open(bell)?;
-    let info = dev.info()?;
     check!(
         info.doorbell_mmap,
         "INFO of an MSI-X doorbell device: features {:#x}, no IVSHMEM_FEATURE_DOORBELL_MMAP",
@@ -788,9 +595,6 @@ pub fn doorbell_mmap() -> TestResult {
         tail_reserved()?,
         "/proc/iomem has no \"ivshmem sub-page reserved\" for the rest of BAR0's page"
     );
-    let me = info
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
     let page = dev.map_doorbell()?;
     // One at a time: QEMU merges rings it has not delivered yet.
     for i in 0..3 {
@@ -839,7 +643,7 @@ pub fn doorbell_mmap() -> TestResult {
             libc::EINVAL,
         ),
     ] {
-        let got = crate::shm::raw_mmap(&dev, len, prot, flags, offset as i64);
+        let got = crate::fixture::raw_mmap(&dev, len, prot, flags, offset as i64);
         println!("# doorbell page, {what}: {}", errname(got));
         check!(
             got == want,
@@ -849,7 +653,7 @@ pub fn doorbell_mmap() -> TestResult {
         );
     }
     let ro = Device::open_read_only(bell)?;
-    let got = crate::shm::raw_mmap(&ro, PAGE, libc::PROT_READ, libc::MAP_SHARED, off as i64);
+    let got = crate::fixture::raw_mmap(&ro, PAGE, libc::PROT_READ, libc::MAP_SHARED, off as i64);
     check!(
         got == libc::EACCES,
         "doorbell page of a read-only file: {}, want EACCES",
@@ -870,11 +674,14 @@ pub fn doorbell_mmap() -> TestResult {
     }
 
     // Unbind: the page is zapped and its reservation released.
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())
-        .map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
     let reg = page_ptr(&page);
-    let ended = crate::shm::in_child(|| {
-        // SAFETY: a volatile store to the (zapped) page, in a child.
+    let ended = crate::fixture::in_child(|| {
+        // SAFETY: This runs in a forked child: `reg` points into the doorbell
+        // page mapped by `page`, which the parent keeps alive, so the address
+        // is still mapped (the driver zapped its pages on unbind: the store
+        // faults with SIGBUS, which only ends the child). The store is aligned
+        // and 4 bytes.
         unsafe { reg.write_volatile(u32::from(me) << 16) };
         // Reaching here means no SIGBUS.
         10
@@ -894,7 +701,7 @@ pub fn doorbell_mmap() -> TestResult {
     )?;
     drop(page);
     drop(dev);
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address()).map_err(Failure::Fail)?;
+    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &pci.address())?;
     check!(
         sys::wait_for(10, || sys::node_exists(bell as usize)),
         "the device did not come back"
@@ -904,7 +711,7 @@ pub fn doorbell_mmap() -> TestResult {
     again.map_doorbell()?.ring(me, 0);
     expect_events(&again, &[(0, 1)], "store ring after rebinding")?;
     drop(again);
-    m.unload().map_err(Failure::Fail)?;
+    m.unload()?;
     check!(
         !tail_reserved()?,
         "the rest of BAR0's page is still reserved after rmmod"
@@ -976,5 +783,52 @@ pub fn doorbell_all_vectors() -> TestResult {
         expect_only_eventfd(&efds, v)?;
     }
     println!("# each of the {n} vectors raised its own interrupt and eventfd");
+    Ok(())
+}
+
+/// An ivshmem-doorbell device on the runner's ivshmem server: INFO and
+/// sysfs say doorbell, the configured vectors, and the IVPosition the
+/// server gave, which the host then finds in its client's peer list.
+pub fn doorbell_info() -> TestResult {
+    let vectors = sys::setting_u64s("vectors")?[0];
+    devices(1)?;
+    let _m = load()?;
+    let dev = Device::open(0)?;
+    let info = dev.info()?;
+    println!("# {info:?}");
+    check!(
+        info.doorbell && info.raw.features & IVSHMEM_FEATURE_MSIX != 0,
+        "not a doorbell device"
+    );
+    check!(
+        u64::from(info.vectors) == vectors,
+        "{} vectors, QEMU has {vectors}",
+        info.vectors
+    );
+    let Some(id) = info.ivposition else {
+        fail!(
+            "IVPosition {} on a revision 1 doorbell device",
+            info.raw.ivposition
+        );
+    };
+    let class = "/sys/class/misc/ivshmem0";
+    for (attr, want) in [
+        ("ivposition", id.to_string()),
+        ("vectors", vectors.to_string()),
+        ("features", "doorbell msix".into()),
+    ] {
+        let got = sys::read_trim(format!("{class}/{attr}"))?;
+        check!(got == want, "{class}/{attr} is {got:?}, want {want:?}");
+    }
+    println!("# ivposition={id}");
+    let map = dev.map_all()?;
+    let ack_at = server_shm::peer_ack_slot(id);
+    println!("{}", Request::Peers(id).line());
+    let want = server_shm::ack(id);
+    let acked = sys::wait_for(60, || map.read_volatile::<u64>(ack_at).ok() == Some(want));
+    check!(
+        acked,
+        "the host did not confirm peer {id} in its client's peer list"
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! range, at which level (`pte`, `pmd`, `pud`) and with which cache bits.
 //! What the driver's own fault counter cannot say for sure, these do.
 
-use crate::shm::{bar_size, faults, load, mtrr_wb_name};
+use crate::fixture::{bar_size, faults, load, mtrr_wb_name};
 use crate::{Failure, TestResult, check, fail, skip};
 use ivshmem::{CacheMode, Device, Mapping};
 

@@ -3,8 +3,8 @@
 //! its wait path costs over a raw `os.read`. The VM runner puts the
 //! package's tree in [`DIR`] of the `debian-python` root.
 
-use crate::sys;
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys as sys;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

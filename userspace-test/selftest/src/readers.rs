@@ -8,9 +8,9 @@
 //! second open file (which selects every vector) has reported it. Time
 //! limits are failure deadlines only.
 
-use crate::doorbell::{Bell, efd_count, eventfd, expect_err, expect_events, find, open_bell};
-use crate::sys::{self, Loaded, errname, errno};
+use crate::fixture::*;
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{Loaded, Map, errname, errno};
 use ivshmem::{Device, Event};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
@@ -18,76 +18,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// x86-64 system call numbers, as `/proc/TID/syscall` shows them.
-pub(crate) const SYS_READ: i64 = 0;
-pub(crate) const SYS_POLL: i64 = 7;
-pub(crate) const SYS_PPOLL: i64 = 271;
-
-/// The calling thread's id.
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// A thread's state letter (`R`, `S`, `D`...) from `/proc/self/task/TID/stat`.
-fn task_state(tid: i32) -> Result<char, Failure> {
-    let stat = sys::read_trim(format!("/proc/self/task/{tid}/stat")).map_err(Failure::Fail)?;
-    // The command may hold spaces and parentheses: the state follows the
-    // last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .ok_or_else(|| Failure::Fail(format!("cannot parse task {tid}'s stat: {stat:?}")))
-}
-
-/// The system call a thread is blocked in, if any.
-fn task_syscall(tid: i32) -> Result<Option<i64>, Failure> {
-    let s = sys::read_trim(format!("/proc/self/task/{tid}/syscall")).map_err(Failure::Fail)?;
-    Ok(s.split_whitespace().next().and_then(|w| w.parse().ok()))
-}
-
-/// Waits (up to 10 s) until thread `tid` sleeps inside one of `calls`;
-/// returns its state letter.
-pub(crate) fn wait_blocked(tid: i32, calls: &[i64], what: &str) -> Result<char, Failure> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = task_state(tid)?;
-        if state != 'R' && task_syscall(tid)?.is_some_and(|nr| calls.contains(&nr)) {
-            // The syscall file is read with the task stopped in the call;
-            // read the state again so that it matches.
-            return task_state(tid);
-        }
-        if Instant::now() > deadline {
-            fail!("{what} (task {tid}) did not block within 10 s: state {state}");
-        }
-        // Polls the thread's own state: the condition, not the time, ends
-        // the wait.
-        std::thread::yield_now();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-extern "C" fn on_signal(_: libc::c_int) {}
-
-/// Installs a SIGUSR1 handler that does nothing, without SA_RESTART, so
-/// that a signal makes a blocked read fail with EINTR.
-pub(crate) fn sigusr1_interrupts() {
-    // SAFETY: installs a handler that does nothing.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
-}
-
 /// Whether `dev` polls readable right now.
 fn readable_now(dev: &Device) -> bool {
-    let mut p = libc::pollfd {
-        fd: dev.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, no wait.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+    let (r, revents) = poll_in(dev, 0);
+    r == 1 && revents & libc::POLLIN != 0
 }
 
 /// A thread blocked in one `read()` of `dev`; its result comes on the
@@ -112,7 +46,8 @@ fn spawn_reader_to(
     let (id_tx, id_rx) = mpsc::channel();
     let dev = dev.clone();
     let handle = std::thread::spawn(move || {
-        // SAFETY: the calling thread's handle.
+        // SAFETY: The pthread_self call has no preconditions; it returns the
+        // calling thread's own handle.
         let me = unsafe { libc::pthread_self() };
         let tid = gettid();
         id_tx.send((tid, me)).ok();
@@ -193,14 +128,7 @@ pub fn doorbell_mask_wakeup() -> TestResult {
         let dev = dev.clone();
         std::thread::spawn(move || {
             tx.send(gettid()).ok();
-            let mut p = libc::pollfd {
-                fd: dev.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, 10 s.
-            let r = unsafe { libc::poll(&mut p, 1, 10_000) };
-            (r, p.revents)
+            poll_in(&*dev, 10_000)
         })
     };
     let tid = rx.recv().map_err(|_| Failure::Fail("poller died".into()))?;
@@ -283,23 +211,6 @@ pub fn doorbell_mask_wakeup() -> TestResult {
     Ok(())
 }
 
-/// Sets or clears O_NONBLOCK on the open file description of `dev`.
-fn set_nonblock(dev: &Device, on: bool) -> Result<(), Failure> {
-    let fd = dev.as_fd().as_raw_fd();
-    // SAFETY: reads and sets the flags of our own fd.
-    let r = unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        let fl = if on {
-            fl | libc::O_NONBLOCK
-        } else {
-            fl & !libc::O_NONBLOCK
-        };
-        libc::fcntl(fd, libc::F_SETFL, fl)
-    };
-    check!(r == 0, "fcntl(F_SETFL): {}", errname(errno()));
-    Ok(())
-}
-
 /// Two threads read one file: both sleep interruptibly (S, not D), a
 /// signal gives EINTR, O_NONBLOCK gives EAGAIN at once, and each interrupt
 /// is reported exactly once.
@@ -347,7 +258,9 @@ pub fn doorbell_two_readers() -> TestResult {
     println!("# O_NONBLOCK read: EAGAIN after {:?}", t0.elapsed());
 
     // A signal without SA_RESTART ends reader B's wait.
-    // SAFETY: signals a thread of ours that is still running.
+    // SAFETY: The `b.pthread` is the handle of reader B's thread, whose
+    // JoinHandle is joined only after this, so the handle is valid; SIGUSR1's
+    // handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(b.pthread, libc::SIGUSR1) };
     match b.result(1) {
         Some(Err(e)) if e == libc::EINTR => b.join(),
@@ -366,7 +279,9 @@ pub fn doorbell_two_readers() -> TestResult {
     // take the one result, start a new reader in its place, repeat. A
     // second result for the same ring would arrive in the next round, on
     // the wrong vector.
-    // SAFETY: signals a thread of ours that is blocked in read.
+    // SAFETY: The `a.pthread` is the handle of reader A's thread, whose
+    // JoinHandle is joined only after this, so the handle is valid; SIGUSR1's
+    // handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(a.pthread, libc::SIGUSR1) };
     let got = a.result(5);
     a.join();
@@ -417,7 +332,10 @@ pub fn doorbell_two_readers() -> TestResult {
         if failure.is_none() {
             wait_blocked(*tid, &[SYS_READ], "a reader")?;
         }
-        // SAFETY: signals a thread of ours (blocked in read, or done).
+        // SAFETY: Each `pthread` belongs to a reader in `waiting`, whose
+        // JoinHandle is joined only below: the thread may have finished but is
+        // not joined, so its handle is still valid; SIGUSR1's handler does
+        // nothing.
         unsafe { libc::pthread_kill(*pthread, libc::SIGUSR1) };
     }
     for _ in &waiting {
@@ -455,7 +373,9 @@ pub fn doorbell_two_readers() -> TestResult {
 fn read_one(dev: &Device) -> Result<Event, Failure> {
     let mut e = ivshmem::uapi::ivshmem_event::default();
     let size = std::mem::size_of_val(&e);
-    // SAFETY: reads at most `size` bytes into `e`, plain integers.
+    // SAFETY: The buffer is `e`, a local ivshmem_event of exactly `size` bytes,
+    // made of plain integers (any bytes are a valid value); the descriptor is
+    // borrowed from `dev`, open for the call.
     let r = unsafe { libc::read(dev.as_fd().as_raw_fd(), (&raw mut e).cast(), size) };
     check!(
         r == size as isize,
@@ -507,31 +427,16 @@ pub fn doorbell_fairness() -> TestResult {
 /// Maps `len` bytes of `dev` at 0 with `prot`, shared; returns the errno
 /// (0 = mapped) and, if mapped, the first word.
 fn map_with(dev: &Device, len: usize, prot: i32) -> (i32, Option<u32>) {
-    // SAFETY: a new mapping at a kernel-chosen address, unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_SHARED,
-            dev.as_fd().as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return (errno(), None);
+    match Map::new(dev.as_fd(), len, prot, libc::MAP_SHARED, 0) {
+        Ok(map) => (0, Some(map.read_u32(0))),
+        Err(e) => (e.raw_os_error().unwrap_or(0), None),
     }
-    // SAFETY: the mapping is at least 4 bytes long and readable.
-    let v = unsafe { p.cast::<u32>().read_volatile() };
-    // SAFETY: the mapping just made.
-    unsafe { libc::munmap(p, len) };
-    (0, Some(v))
 }
 
 /// An O_RDONLY file may look (INFO, read-only mmap, SET_MASK, read, poll)
 /// but not act: RING, BIND_EVENTFD and SET_CACHE fail with EBADF.
 pub fn readonly_open() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let _m = Loaded::load()?;
     let (bell, plain) = find()?;
     let Some(bell) = bell else {
         skip!("no ivshmem-doorbell device");

@@ -2,9 +2,9 @@
 //! bindings: the driver takes the interrupt vectors it can get, and caps
 //! the eventfds each vector signals.
 
-use crate::doorbell::{efd_count, eventfd, expect_events, open_bell};
-use crate::sys::{self, errname};
+use crate::fixture::{efd_count, eventfd, expect_events, open_bell};
 use crate::{Failure, TestResult, check, fail};
+use guest_sys::{self as sys, errname};
 use ivshmem::Device;
 use ivshmem::uapi::IVSHMEM_MAX_EVENTFDS;
 use std::os::fd::{AsFd, OwnedFd};
@@ -48,11 +48,10 @@ fn driver_irqs(index: u32) -> Result<Vec<u32>, Failure> {
 /// handlers in /proc/interrupts, one per vector, named after it), and each
 /// usable vector receives.
 pub fn doorbell_vectors_256() -> TestResult {
-    let asked = sys::setting_u64s("vectors").map_err(Failure::Fail)?[0];
+    let asked = sys::setting_u64s("vectors")?[0];
     let bell = open_bell()?;
     let info = bell.dev.info()?;
-    let sysfs = sys::read_trim(format!("/sys/class/misc/ivshmem{}/vectors", bell.index))
-        .map_err(Failure::Fail)?;
+    let sysfs = sys::read_trim(format!("/sys/class/misc/ivshmem{}/vectors", bell.index))?;
     let handlers = driver_irqs(bell.index)?;
     let irqs = handlers.len();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());

@@ -9,9 +9,11 @@
 //! Settings (kernel command line, `ivt_KEY=VALUE`): `seed`, `fuzz_calls`,
 //! `bind_cycles`, `hotplug_cycles`, `mod_cycles`, `stress_rings`.
 
-use crate::doorbell::{find, find_peer};
-use crate::sys::{self, Loaded, PciDev, errname};
+use crate::fixture::{
+    Bell, find, find_peer, gettid, ivposition, open_bell, sigusr1_interrupts, wait_blocked,
+};
 use crate::{Failure, TestResult, check, fail, skip};
+use guest_sys::{self as sys, Loaded, errname};
 use ivshmem::Device;
 use ivshmem_fuzz::{Config, Report};
 use std::path::PathBuf;
@@ -25,13 +27,6 @@ const SEED: u64 = 0x5eed_1f5e;
 /// IVPosition.
 const RING_SEQ: usize = 0x6000;
 
-fn setting(key: &str, default: u64) -> u64 {
-    sys::setting_u64s(key)
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(default)
-}
-
 fn nodes() -> Vec<PathBuf> {
     (0..64)
         .filter(|i| sys::node_exists(*i))
@@ -41,7 +36,7 @@ fn nodes() -> Vec<PathBuf> {
 
 fn fuzz_config(calls: u64) -> Config {
     Config {
-        seed: setting("seed", SEED),
+        seed: sys::setting_or("seed", SEED),
         calls,
         procs: 2,
         threads: 3,
@@ -94,12 +89,12 @@ fn still_works() -> TestResult {
 /// The fuzzer alone: `fuzz_calls` calls (default 20,000) from 2 processes
 /// of 3 threads on every node; then every device still works.
 pub fn stress_fuzz() -> TestResult {
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let cfg = fuzz_config(setting("fuzz_calls", 20_000));
+    let _m = Loaded::load()?;
+    let cfg = fuzz_config(sys::setting_or("fuzz_calls", 20_000));
     if cfg.devices.is_empty() {
         skip!("no /dev/ivshmemN");
     }
-    let r = ivshmem_fuzz::run(&cfg).map_err(Failure::Fail)?;
+    let r = ivshmem_fuzz::run(&cfg)?;
     summary("fuzz", &cfg, &r);
     check!(
         r.calls == cfg.calls,
@@ -136,7 +131,7 @@ impl Waiter {
         let handle = std::thread::Builder::new()
             .name("doorbell-waiter".into())
             .spawn(move || {
-                let _ = ready_tx.send(crate::readers::gettid());
+                let _ = ready_tx.send(gettid());
                 loop {
                     match dev.read_events() {
                         Ok(v) => {
@@ -153,7 +148,7 @@ impl Waiter {
         let tid = ready_rx
             .recv()
             .map_err(|_| Failure::Fail("the waiter thread died".into()))?;
-        crate::readers::wait_blocked(tid, &[libc::SYS_read], "the doorbell waiter")?;
+        wait_blocked(tid, &[libc::SYS_read], "the doorbell waiter")?;
         Ok(Waiter { tid, rx, handle })
     }
 
@@ -178,11 +173,13 @@ impl Waiter {
     /// is blocked in read (one arriving between two reads would be lost),
     /// and again if an event got in first.
     fn stop(self) -> Result<i32, Failure> {
-        crate::readers::sigusr1_interrupts();
+        sigusr1_interrupts();
         for _ in 0..10 {
-            crate::readers::wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
-            // SAFETY: signals a thread of this process, whose handler does
-            // nothing; tgkill checks the thread group.
+            wait_blocked(self.tid, &[libc::SYS_read], "the doorbell waiter")?;
+            // SAFETY: The tgkill call takes no pointers: it signals task
+            // `self.tid` only if it is in this process's thread group, and
+            // SIGUSR1's handler (sigusr1_interrupts, installed above) does
+            // nothing.
             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), self.tid, libc::SIGUSR1) };
             match self.rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Woke::Events(_)) => continue,
@@ -197,27 +194,19 @@ impl Waiter {
     }
 }
 
-fn unbind(d: &PciDev) -> Result<(), Failure> {
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &d.address()).map_err(Failure::Fail)
-}
-
-fn bind(d: &PciDev) -> Result<(), Failure> {
-    sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/bind", &d.address()).map_err(Failure::Fail)
-}
-
 /// `bind_cycles` (default 10) unbind/bind cycles of every device while
 /// the fuzzer runs on them and a thread waits for doorbells on the
 /// doorbell device: each unbind ends the wait with ENODEV; each bind
 /// brings every node back.
 pub fn stress_bind() -> TestResult {
-    let cycles = setting("bind_cycles", 10);
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let cycles = sys::setting_or("bind_cycles", 10);
+    let _m = Loaded::load()?;
     let devs = sys::ivshmem_devices()?;
     if devs.is_empty() {
         skip!("no ivshmem device");
     }
-    let cfg = fuzz_config(setting("fuzz_calls", 20_000));
-    let fuzz = ivshmem_fuzz::spawn(&cfg).map_err(Failure::Fail)?;
+    let cfg = fuzz_config(sys::setting_or("fuzz_calls", 20_000));
+    let fuzz = ivshmem_fuzz::spawn(&cfg)?;
     let mut done = 0;
     let result = (|| -> TestResult {
         for i in 0..cycles {
@@ -226,7 +215,7 @@ pub fn stress_bind() -> TestResult {
                 None => None,
             };
             for d in &devs {
-                unbind(d)?;
+                sys::unbind(&d.path)?;
             }
             if let Some(w) = waiter {
                 let e = w.ended(10)?;
@@ -237,7 +226,7 @@ pub fn stress_bind() -> TestResult {
                 );
             }
             for d in &devs {
-                bind(d)?;
+                sys::bind(&d.path)?;
             }
             check!(
                 sys::wait_for(30, || sys::node_exists(devs.len() - 1)),
@@ -248,7 +237,7 @@ pub fn stress_bind() -> TestResult {
         }
         Ok(())
     })();
-    let fuzzed = fuzz.wait().map_err(Failure::Fail);
+    let fuzzed = fuzz.wait();
     println!(
         "# bind: {done} of {cycles} unbind/bind cycles of {} device(s)",
         devs.len()
@@ -264,8 +253,8 @@ pub fn stress_bind() -> TestResult {
 /// doorbells on the doorbell device across all cycles and still wakes at
 /// the end.
 pub fn stress_hotplug() -> TestResult {
-    let cycles = setting("hotplug_cycles", 3);
-    let _m = Loaded::load().map_err(Failure::Fail)?;
+    let cycles = sys::setting_or("hotplug_cycles", 3);
+    let _m = Loaded::load()?;
     let (bell, Some(plain)) = find()? else {
         skip!("no plain ivshmem device to unplug");
     };
@@ -275,8 +264,8 @@ pub fn stress_hotplug() -> TestResult {
         Some(b) => Some((b, Waiter::start(b)?)),
         None => None,
     };
-    let cfg = fuzz_config(setting("fuzz_calls", 20_000));
-    let fuzz = ivshmem_fuzz::spawn(&cfg).map_err(Failure::Fail)?;
+    let cfg = fuzz_config(sys::setting_or("fuzz_calls", 20_000));
+    let fuzz = ivshmem_fuzz::spawn(&cfg)?;
     let mut done = 0;
     let result = (|| -> TestResult {
         for i in 0..cycles {
@@ -311,7 +300,7 @@ pub fn stress_hotplug() -> TestResult {
         }
         Ok(())
     })();
-    let fuzzed = fuzz.wait().map_err(Failure::Fail);
+    let fuzzed = fuzz.wait();
     println!("# hotplug: {done} of {cycles} unplug/replug cycles");
     result?;
     summary("hotplug: fuzzer meanwhile", &cfg, &fuzzed?);
@@ -325,10 +314,7 @@ pub fn stress_hotplug() -> TestResult {
             );
         }
         let dev = Device::open(b)?;
-        let me = dev
-            .info()?
-            .ivposition
-            .ok_or(Failure::Fail("no IVPosition".into()))?;
+        let me = ivposition(&dev.info()?)?;
         dev.ring(me, 0)?;
         match w.rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Woke::Events(n)) if n > 0 => {}
@@ -347,7 +333,7 @@ pub fn stress_hotplug() -> TestResult {
 /// `mod_cycles` (default 20) insmod/rmmod cycles, each opening every node,
 /// asking INFO and touching its memory.
 pub fn stress_modules() -> TestResult {
-    let cycles = setting("mod_cycles", 20);
+    let cycles = sys::setting_or("mod_cycles", 20);
     let devs = sys::ivshmem_devices()?;
     if devs.is_empty() {
         skip!("no ivshmem device");
@@ -355,7 +341,7 @@ pub fn stress_modules() -> TestResult {
     let mut done = 0;
     let t = Instant::now();
     for i in 0..cycles {
-        let m = Loaded::load().map_err(Failure::Fail)?;
+        let m = Loaded::load()?;
         for k in 0..devs.len() as u32 {
             let d = Device::open(k)?;
             d.info()?;
@@ -379,16 +365,14 @@ pub fn stress_modules() -> TestResult {
 /// number in shared memory: each guest's last wake-up must show the
 /// peer's last number (no lost final wake-up).
 pub fn stress_rings() -> TestResult {
-    let rings = setting("stress_rings", 10_000);
-    let _m = Loaded::load().map_err(Failure::Fail)?;
-    let (Some(bell), _) = find()? else {
-        skip!("no ivshmem-doorbell device");
-    };
-    let dev = Device::open(bell)?;
-    let me = dev
-        .info()?
-        .ivposition
-        .ok_or(Failure::Fail("no IVPosition".into()))?;
+    let rings = sys::setting_or("stress_rings", 10_000);
+    let Bell {
+        _m,
+        index: bell,
+        dev,
+        me,
+        ..
+    } = open_bell()?;
     let map = dev.map_all()?;
     let peer = find_peer(&map, me)?;
     map.write_volatile(RING_SEQ + 8 * usize::from(me), 0u64)?;
@@ -396,12 +380,13 @@ pub fn stress_rings() -> TestResult {
     let sender = {
         let dev = Device::open(bell)?;
         let map = dev.map_all()?;
-        std::thread::spawn(move || -> Result<f64, String> {
+        std::thread::spawn(move || -> Result<f64, Failure> {
             let t = Instant::now();
             for i in 1..=rings {
-                map.write_volatile(RING_SEQ + 8 * usize::from(me), i)
-                    .map_err(|e| e.to_string())?;
-                dev.ring(peer, 0).map_err(|e| format!("ring {i}: {e}"))?;
+                map.write_volatile(RING_SEQ + 8 * usize::from(me), i)?;
+                if let Err(e) = dev.ring(peer, 0) {
+                    fail!("ring {i}: {e}");
+                }
             }
             Ok(t.elapsed().as_secs_f64())
         })
@@ -417,8 +402,7 @@ pub fn stress_rings() -> TestResult {
     }
     let sent = sender
         .join()
-        .map_err(|_| Failure::Fail("the sender panicked".into()))?
-        .map_err(Failure::Fail)?;
+        .map_err(|_| Failure::Fail("the sender panicked".into()))??;
     println!(
         "# rings: sent {rings} in {sent:.2} s ({:.0}/s) while receiving; saw the peer's {seen} of {rings} after {wakes} wake-ups in {:.2} s",
         rings as f64 / sent,

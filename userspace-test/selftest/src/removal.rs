@@ -1,0 +1,183 @@
+//! Selftests of removal under users: sysfs unbind and QMP hotplug while a
+//! mapping and an ioctl loop are live.
+
+use crate::fixture::*;
+use crate::{Failure, TestResult, check, fail};
+use guest_sys::{self as sys, PciDev, errname, errno};
+use ivshmem::uapi::*;
+use ivshmem::{CacheMode, Device};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use vmrun_protocol::Request;
+
+/// Removes the device (by `remove`), checks that users see SIGBUS and
+/// ENODEV, then brings it back (by `restore`) and checks it works again.
+fn removal(
+    remove: &dyn Fn(&PciDev) -> TestResult,
+    restore: &dyn Fn(&PciDev) -> TestResult,
+) -> TestResult {
+    let devs = devices(1)?;
+    let pci = &devs[0];
+    let _m = load()?;
+    let dev = Device::open(0)?;
+    let map = dev.map_all()?;
+    map.write_volatile(0, 0xfeed_f00du32)?;
+    // An ioctl loop running while the device goes. It says when it has
+    // made its first call, and runs until a call fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let looper = {
+        let fd = Device::open(0)?;
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut calls = 0u64;
+            loop {
+                // Read before the call: a call made after `stop` was set
+                // (the device is gone by then) must fail.
+                let last = stop.load(Ordering::Acquire);
+                match fd.info() {
+                    Ok(_) => calls += 1,
+                    Err(e) => return (calls, ivshmem::errno(&e)),
+                }
+                if calls == 1 {
+                    started_tx.send(()).ok();
+                }
+                if last {
+                    return (calls, None);
+                }
+            }
+        })
+    };
+    started
+        .recv()
+        .map_err(|_| Failure::Fail("the ioctl loop never made a call".into()))?;
+    remove(pci)?;
+    check!(
+        sys::wait_for(60, || !sys::node_exists(0)),
+        "/dev/ivshmem0 still exists after removal"
+    );
+    stop.store(true, Ordering::Release);
+    let (calls, err) = looper
+        .join()
+        .map_err(|_| Failure::Fail("ioctl loop panicked".into()))?;
+    println!("# ioctl loop: {calls} calls, then {:?}", err.map(errname));
+    check!(
+        err == Some(libc::ENODEV),
+        "the ioctl loop ended with {:?}, want ENODEV",
+        err.map(errname)
+    );
+    gone_first(&dev)?;
+    let ptr = map.as_ptr();
+    let ended = in_child(|| {
+        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
+        // which the parent keeps alive, so the address is still mapped (the
+        // driver zapped its pages on removal: the read faults with SIGBUS,
+        // which only ends the child). The read is aligned and 4 bytes.
+        let v = unsafe { ptr.cast::<u32>().read_volatile() };
+        // Reaching here means no SIGBUS: exit with a code that says so.
+        if v == 0xfeed_f00d { 10 } else { 11 }
+    })?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "touching the old mapping: {ended:?}, want SIGBUS"
+    );
+    for (what, r) in [
+        ("INFO", dev.info().err()),
+        ("mmap", dev.map(0, PAGE, CacheMode::WriteBack).err()),
+    ] {
+        let e = r.and_then(|e| ivshmem::errno(&e));
+        check!(
+            e == Some(libc::ENODEV),
+            "{what} on the old file: {:?}, want ENODEV",
+            e.map(errname)
+        );
+    }
+    drop(map);
+    restore(pci)?;
+    check!(
+        sys::wait_for(60, || sys::node_exists(0)),
+        "/dev/ivshmem0 did not come back"
+    );
+    let dev2 = Device::open(0)?;
+    let map2 = dev2.map_all()?;
+    let v: u32 = map2.read_volatile(0)?;
+    check!(
+        v == 0xfeed_f00d,
+        "the new device reads {v:#x} where the old one wrote 0xfeedf00d"
+    );
+    let e = dev.info().err().and_then(|e| ivshmem::errno(&e));
+    check!(
+        e == Some(libc::ENODEV),
+        "the old file works again after rebinding: {:?}",
+        e.map(errname)
+    );
+    Ok(())
+}
+
+/// Once the device is gone, every call on an old file says ENODEV first,
+/// whatever else is wrong with it (here: a plain device, which has no
+/// doorbells, a buffer too small for an event, a foreign ioctl).
+fn gone_first(dev: &Device) -> TestResult {
+    let fd = dev.as_fd().as_raw_fd();
+    let mut small = [0u8; 8];
+    // SAFETY: The buffer is `small`, a local 8-byte array, and the length
+    // passed is its length; `fd` is borrowed from `dev`, open for the call.
+    let short = unsafe { libc::read(fd, small.as_mut_ptr().cast(), small.len()) };
+    let short = if short < 0 { errno() } else { 0 };
+    let mut foreign = 0u64;
+    // TCGETS, a terminal ioctl.
+    let tty = raw_ioctl(dev, 0x5401, (&raw mut foreign).cast());
+    let mut ring = ivshmem_ring::default();
+    let ring_cmd = ioc(IOC_WRITE, 2, std::mem::size_of::<ivshmem_ring>());
+    let ring = raw_ioctl(dev, ring_cmd, (&raw mut ring).cast());
+    let (polled, revents) = poll_in(dev, 0);
+    let errno_of = |r: std::io::Result<Vec<ivshmem::Event>>| {
+        r.err().and_then(|e| ivshmem::errno(&e)).unwrap_or(0)
+    };
+    for (what, got) in [
+        ("read of a plain device", errno_of(dev.read_events())),
+        ("read of 8 bytes", short),
+        ("a foreign ioctl (TCGETS)", tty),
+        ("RING on a plain device", ring),
+    ] {
+        println!("# after removal, {what}: {}", errname(got));
+        check!(
+            got == libc::ENODEV,
+            "after removal, {what}: {}, want ENODEV",
+            errname(got)
+        );
+    }
+    let hup = libc::POLLHUP | libc::POLLERR;
+    check!(
+        polled == 1 && revents & hup == hup,
+        "after removal, poll: {polled}, revents {:#x}, want POLLHUP | POLLERR",
+        revents
+    );
+    Ok(())
+}
+
+/// sysfs unbind under a mapping and an ioctl loop; rebind.
+pub fn unbind_rebind() -> TestResult {
+    removal(&|pci| Ok(sys::unbind(&pci.path)?), &|pci| {
+        Ok(sys::bind(&pci.path)?)
+    })
+}
+
+/// QMP device_del / device_add under a mapping and an ioctl loop.
+pub fn hotplug() -> TestResult {
+    removal(
+        &|pci| {
+            println!("{}", Request::DeviceDel("shm0".into()).line());
+            if sys::wait_for(60, || !pci.path.exists()) {
+                Ok(())
+            } else {
+                fail!("{} still present 60 s after device_del", pci.address())
+            }
+        },
+        &|_| {
+            println!("{}", Request::DeviceAdd("shm0".into()).line());
+            Ok(())
+        },
+    )
+}
