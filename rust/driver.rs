@@ -2,6 +2,11 @@
 
 //! The PCI driver: probe, in named steps, and unbind.
 
+use crate::device::{
+    Device,
+    Facts,
+    IrqHandler, //
+};
 use crate::doorbell::IntxEnabled;
 use crate::file::{
     self,
@@ -17,11 +22,6 @@ use crate::raw::{
     irqname::IrqNames,
     miscdev,
     vma::IoWindow, //
-};
-use crate::shm::{
-    Facts,
-    IrqHandler,
-    Shm, //
 };
 use crate::{
     compat,
@@ -51,7 +51,7 @@ pub(crate) struct Ivshmem<'bound> {
     misc: miscdev::Registration<ShmFile>,
     /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
     /// before its handler goes.
-    _intx: Option<IntxEnabled<Arc<Shm>>>,
+    _intx: Option<IntxEnabled<Arc<Device>>>,
     /// One handler per usable vector; must drop before `vectors` and
     /// `irq_names`.
     _irqs: KVec<Registration<IrqHandler>>,
@@ -70,12 +70,12 @@ pub(crate) struct Ivshmem<'bound> {
 /// (one shared line for INTx), stopping at the first that cannot be had:
 /// on x86 a CPU vector is only assigned here, and the CPUs' vector space
 /// can run out (256 vectors on one CPU). The handlers obtained are the
-/// usable vectors, `0..len`, and the count is recorded in `shm`.
+/// usable vectors, `0..len`, and the count is recorded in `dev`.
 fn request_irqs(
     pdev: &pci::Device<Core<'_>>,
     vectors: Option<&Vectors<'_>>,
     names: &IrqNames,
-    shm: &Arc<Shm>,
+    dev: &Arc<Device>,
     intx: bool,
 ) -> Result<KVec<Registration<IrqHandler>>> {
     let mut irqs = KVec::new();
@@ -84,7 +84,7 @@ fn request_irqs(
     };
     irqs.reserve(vectors.len(), GFP_KERNEL)?;
     for vector in 0..vectors.len() {
-        let handler = IrqHandler::new(shm.clone(), vector, intx);
+        let handler = IrqHandler::new(dev.clone(), vector, intx);
         // SAFETY: The registrations go into the driver data, whose
         // `_irqs` drops (freeing them) before `_irq_names`.
         let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
@@ -102,7 +102,7 @@ fn request_irqs(
             }
         }
     }
-    shm.set_usable_vectors(irqs.len());
+    dev.set_usable_vectors(irqs.len());
     Ok(irqs)
 }
 
@@ -137,7 +137,7 @@ fn doorbell_page(
         // SAFETY: The page is BAR0, reserved with `iomap_region_sized`
         // until the device is unbound, and the rest of the page, reserved
         // by `tail`, which the driver data keeps until after `unbind`
-        // revoked `Shm`, after which its `IoMap::lock` returns no window.
+        // revoked `Device`, after which its `IoMap::lock` returns no window.
         let window = unsafe { IoWindow::new(phys, kernel::page::PAGE_SIZE as u64) }?;
         Ok((window, tail))
     });
@@ -217,7 +217,7 @@ impl pci::Driver for IvshmemDriver {
             let enabled = raw::pci::Enabled::new(pdev)?;
             let (shm_region, phys, size) = shared_memory(pdev)?;
             // SAFETY: BAR2 is I/O memory reserved just above for as long as
-            // `Ivshmem` lives; `unbind` revokes `Shm` (after which its
+            // `Ivshmem` lives; `unbind` revokes `Device` (after which its
             // `IoMap::lock` never returns the window) before the
             // reservation drops.
             let window = unsafe { IoWindow::new(phys, size) }.inspect_err(|_| {
@@ -265,26 +265,26 @@ impl pci::Driver for IvshmemDriver {
             } else {
                 usize::from(vectors).min(uapi::MAX_VECTORS)
             };
-            let shm = Arc::pin_init(
-                Shm::new(facts, window, doorbell_window, bar0, ivposition, nvec)?,
+            let dev = Arc::pin_init(
+                Device::new(facts, window, doorbell_window, bar0, ivposition, nvec)?,
                 GFP_KERNEL,
             )?;
-            shm.reserve_default();
+            dev.reserve_default();
             let irq_vectors = irq_vectors(pdev, nvec, intx)?;
 
             Ok(try_pin_init!(Ivshmem {
                 _vectors: irq_vectors,
                 _irq_names: IrqNames::new(index.get(), nvec, intx)?,
-                _irqs: request_irqs(pdev, _vectors.as_ref(), _irq_names, &shm, intx)?,
+                _irqs: request_irqs(pdev, _vectors.as_ref(), _irq_names, &dev, intx)?,
                 // Only now that its handler is registered; if a later field
                 // fails, dropping this masks INTx again.
-                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),
+                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(dev.clone())),
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),
                     0o600,
                     file::attributes(),
-                    shm,
+                    dev,
                 ),
                 _index: index,
                 _doorbell_tail: doorbell_tail,

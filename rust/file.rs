@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The file operations of `/dev/ivshmemN`: open files, ioctl decoding and
-//! the sysfs attributes. The device state they act on is [`Shm`]; reading,
+//! the sysfs attributes. The device state they act on is [`Device`]; reading,
 //! polling, masks and eventfds are in [`crate::doorbell`].
 
+use crate::device::Device;
 use crate::doorbell::{
     Events,
     Listener, //
@@ -14,7 +15,6 @@ use crate::raw::{
     pat::CacheMode,
     waitq::PollTable, //
 };
-use crate::shm::Shm;
 use crate::{
     compat,
     uapi, //
@@ -54,7 +54,7 @@ use kernel::{
 
 /// An open `/dev/ivshmemN`.
 pub(crate) struct OpenFile {
-    shm: Arc<Shm>,
+    dev: Arc<Device>,
     /// `uapi::CACHE_*` for later mmaps.
     cache: Atomic<u32>,
     /// What this file has taken of the device's doorbells.
@@ -88,17 +88,17 @@ impl OpenFile {
 
     /// The doorbell events, on a device that receives doorbells.
     fn events(&self) -> Result<&Events> {
-        self.shm.events()
+        self.dev.events()
     }
 
     /// `read()`: waits for doorbell events and writes them to `out`.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
-        self.shm.check_alive()?;
+        self.dev.check_alive()?;
         self.doorbells.read(self.events()?, out, nonblock)
     }
 
     fn poll_events(&self, file: &File, table: &PollTable) -> u32 {
-        if self.shm.check_alive().is_err() {
+        if self.dev.check_alive().is_err() {
             return uapi::EPOLLHUP | uapi::EPOLLERR;
         }
         match self.events() {
@@ -114,10 +114,10 @@ impl OpenFile {
             return Err(EINVAL);
         }
         // Ringing needs no interrupt of our own.
-        if !self.shm.facts().doorbell() {
+        if !self.dev.facts().doorbell() {
             return Err(compat::eopnotsupp());
         }
-        self.shm.ring(req.peer, req.vector)
+        self.dev.ring(req.peer, req.vector)
     }
 
     /// `IVSHMEM_IOCTL_SET_MASK`.
@@ -159,7 +159,7 @@ impl OpenFile {
     /// `IVSHMEM_IOCTL_INFO`: copies as much of the info as the caller's
     /// structure holds, zero-filling any part newer than this driver.
     fn ioctl_info(&self, arg: usize, size: usize) -> Result {
-        let info = self.shm.info()?;
+        let info = self.dev.info()?;
         let bytes = info.as_bytes();
         if size < bytes.len() {
             return Err(EINVAL);
@@ -197,23 +197,23 @@ impl OpenFile {
 pub(crate) struct ShmFile;
 
 impl FileOps for ShmFile {
-    type Device = Arc<Shm>;
+    type Device = Arc<Device>;
     type Ptr = Pin<KBox<OpenFile>>;
 
-    fn open(shm: &Arc<Shm>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
-        shm.check_alive()?;
+    fn open(dev: &Arc<Device>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
+        dev.check_alive()?;
         Ok(KBox::pin(
             OpenFile {
-                shm: shm.clone(),
+                dev: dev.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
-                doorbells: Listener::new(shm.event_state())?,
+                doorbells: Listener::new(dev.event_state())?,
             },
             GFP_KERNEL,
         )?)
     }
 
     fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
-        this.doorbells.release(this.shm.event_state(), this.id());
+        this.doorbells.release(this.dev.event_state(), this.id());
     }
 
     fn read(
@@ -230,12 +230,12 @@ impl FileOps for ShmFile {
     }
 
     fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
-        Shm::map(&this.shm, file, vma, this.cache_mode())
+        Device::map(&this.dev, file, vma, this.cache_mode())
     }
 
     fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         // ENODEV comes first, whatever the command.
-        this.shm.check_alive()?;
+        this.dev.check_alive()?;
         if _IOC_TYPE(cmd) != uapi::MAGIC {
             return Err(ENOTTY);
         }
@@ -271,12 +271,12 @@ impl FileOps for ShmFile {
         Ok(0)
     }
 
-    fn show(shm: &Arc<Shm>, name: &CStr, out: &mut dyn fmt::Write) -> Result {
-        let f = shm.facts();
+    fn show(dev: &Arc<Device>, name: &CStr, out: &mut dyn fmt::Write) -> Result {
+        let f = dev.facts();
         let r = match name.to_bytes() {
             b"size" => write!(out, "{}", f.size),
-            b"ivposition" => write!(out, "{}", shm.ivposition()?),
-            b"vectors" => write!(out, "{}", shm.usable_vectors()),
+            b"ivposition" => write!(out, "{}", dev.ivposition()?),
+            b"vectors" => write!(out, "{}", dev.usable_vectors()),
             b"revision" => write!(out, "{}", f.revision),
             b"features" => match f.features() {
                 0 => write!(out, "plain"),
@@ -284,7 +284,7 @@ impl FileOps for ShmFile {
                 _ => write!(out, "doorbell msix"),
             },
             b"faults" => {
-                let [pte, pmd, pud] = shm.fault_counts();
+                let [pte, pmd, pud] = dev.fault_counts();
                 write!(out, "pte {pte} pmd {pmd} pud {pud}")
             }
             _ => return Err(EINVAL),

@@ -13,7 +13,7 @@
 //! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls.
 //!
 //! Layout: [`driver`] is the PCI driver (probe in named steps, unbind),
-//! [`shm`] the device state (facts, interrupt handlers, mappings, BAR2's
+//! [`device`] the device state (facts, interrupt handlers, mappings, BAR2's
 //! memtype, removal), [`file`] the file operations, ioctls and sysfs,
 //! [`doorbell`] the doorbells (counting, read, poll, masks, eventfds,
 //! INTx), [`raw`] the few wrappers over C APIs the kernel crate lacks
@@ -23,13 +23,13 @@
 //! device numbers.
 
 mod compat;
+mod device;
 mod doorbell;
 mod driver;
 mod file;
 mod ids;
 mod raw;
 mod regs;
-mod shm;
 mod uapi;
 
 kernel::module_pci_driver! {

@@ -3,12 +3,12 @@
 //! The state of one ivshmem device: its facts, its interrupt handlers, its
 //! mappings and the memtype of BAR2, and how it goes away.
 //!
-//! [`Shm`] is shared (through an `Arc`) by the PCI binding, the misc
+//! [`Device`] is shared (through an `Arc`) by the PCI binding, the misc
 //! device, every open file and every mapping. When the device goes away,
-//! [`Shm::revoke`] marks it gone and zaps every user mapping while it holds
-//! [`Shm::present`] for writing; page faults hold it for reading, so they
-//! run side by side on every CPU, and none can insert an entry after the
-//! zap. From then on, calls on open files fail with `ENODEV` and accesses
+//! [`Device::revoke`] marks it gone and zaps every user mapping while it
+//! holds [`Device::present`] for writing; page faults hold it for reading,
+//! so they run side by side on every CPU, and none can insert an entry
+//! after the zap. From then on, calls on open files fail with `ENODEV` and accesses
 //! to old mappings raise SIGBUS. The `Arc` keeps the state itself alive
 //! until the last file and mapping are gone. The file operations are in
 //! [`crate::file`], the doorbells in [`crate::doorbell`].
@@ -17,9 +17,9 @@
 //! global `misc_mtx`, nor by ioctls, which check an atomic flag:
 //! - `mmap_lock` or the VMA lock (held by the mm around faults, `mmap`,
 //!   VMA open and close);
-//! - [`Shm::present`], a reader-writer semaphore: read by faults, written
-//!   by [`Shm::revoke`] only;
-//! - [`Shm::maps`], a mutex: the memtype and the address spaces to zap,
+//! - [`Device::present`], a reader-writer semaphore: read by faults,
+//!   written by [`Device::revoke`] only;
+//! - [`Device::maps`], a mutex: the memtype and the address spaces to zap,
 //!   taken by `mmap`, VMA open and close, and revoke.
 
 use crate::doorbell::{self, Events};
@@ -117,13 +117,13 @@ impl Facts {
     }
 }
 
-/// The user mappings of BAR2, under [`Shm::maps`].
+/// The user mappings of BAR2, under [`Device::maps`].
 pub(crate) struct Maps {
     /// VMAs of BAR2 (not of the doorbell page): while there are any, the
     /// memtype cannot change.
     bar2: usize,
     /// The memtype reserved for BAR2: write-back from probe
-    /// ([`Shm::reserve_default`]), then the mode of the latest first
+    /// ([`Device::reserve_default`]), then the mode of the latest first
     /// mapping. It is kept when the last mapping goes, and replaced only by
     /// a first mapping with another mode, so that mapping the device again
     /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
@@ -134,10 +134,10 @@ pub(crate) struct Maps {
 
 /// One ivshmem device.
 #[pin_data]
-pub(crate) struct Shm {
+pub(crate) struct Device {
     facts: Facts,
-    /// The device is gone (set by [`Shm::revoke`]): every call on an open
-    /// file fails with `ENODEV`, before anything else is checked.
+    /// The device is gone (set by [`Device::revoke`]): every call on an
+    /// open file fails with `ENODEV`, before anything else is checked.
     gone: Atomic<bool>,
     /// IVPosition, once it has read as valid (>= 0). It cannot change
     /// after that, and a device that is surprise-removed reads -1.
@@ -150,7 +150,7 @@ pub(crate) struct Shm {
     doorbell_page: Option<IoWindow>,
     bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
     /// Whether BAR2 may still be mapped: held for reading by page faults,
-    /// for writing by [`Shm::revoke`] to zap the mappings.
+    /// for writing by [`Device::revoke`] to zap the mappings.
     #[pin]
     present: RwSem<bool>,
     /// The mappings' bookkeeping.
@@ -165,15 +165,15 @@ pub(crate) struct Shm {
 
 /// The interrupt handler of one vector of a device.
 pub(crate) struct IrqHandler {
-    shm: Arc<Shm>,
+    dev: Arc<Device>,
     vector: usize,
     intx: bool,
 }
 
 impl IrqHandler {
     /// A handler for `vector` (MSI-X), or for the INTx line.
-    pub(crate) fn new(shm: Arc<Shm>, vector: usize, intx: bool) -> Self {
-        Self { shm, vector, intx }
+    pub(crate) fn new(dev: Arc<Device>, vector: usize, intx: bool) -> Self {
+        Self { dev, vector, intx }
     }
 }
 
@@ -181,19 +181,19 @@ impl raw::irq::Handler for IrqHandler {
     fn handle(&self) -> bool {
         if self.intx {
             // The line may be shared: IntrStatus says whether it is ours.
-            match self.shm.bar0.try_access() {
-                Some(bar) => doorbell::intx_service(&*bar, &self.shm.events),
+            match self.dev.bar0.try_access() {
+                Some(bar) => doorbell::intx_service(&*bar, &self.dev.events),
                 None => false,
             }
         } else {
             // MSI-X: the interrupt is ours; IntrStatus is not involved.
-            self.shm.events.fire(self.vector);
+            self.dev.events.fire(self.vector);
             true
         }
     }
 }
 
-impl doorbell::IntxDevice for Arc<Shm> {
+impl doorbell::IntxDevice for Arc<Device> {
     fn with_regs(&self, f: &mut dyn FnMut(&dyn doorbell::IntxRegs)) {
         if let Some(bar) = self.bar0.try_access() {
             f(&*bar);
@@ -201,7 +201,7 @@ impl doorbell::IntxDevice for Arc<Shm> {
     }
 }
 
-impl Shm {
+impl Device {
     /// The state of a newly probed device. `window` must cover BAR2, and
     /// `doorbell_page` BAR0's page, if user space may map it; `ivposition`
     /// is IVPosition as read at probe; up to `nvec` vectors can be made
@@ -358,7 +358,7 @@ impl Shm {
     }
 }
 
-impl IoMap for Shm {
+impl IoMap for Device {
     type Guard<'a> = ReadGuard<'a, bool>;
 
     fn lock(&self, pgoff: usize) -> Option<(Self::Guard<'_>, IoWindow)> {
@@ -423,11 +423,11 @@ fn is_doorbell_page(pgoff: usize) -> bool {
 }
 
 /// Undoes the counting of a VMA that was not installed after all.
-fn self_uncount(shm: &Shm, m: Mapping, pgoff: usize) {
-    shm.vma_closed(m, pgoff);
+fn self_uncount(dev: &Device, m: Mapping, pgoff: usize) {
+    dev.vma_closed(m, pgoff);
 }
 
-impl Shm {
+impl Device {
     /// Reserves BAR2's memtype for the default mode (write-back) at probe,
     /// so that the first mmap does not pay for an `ioremap` of the whole
     /// BAR. Best effort: if it cannot be made (a conflicting reservation,
@@ -456,24 +456,24 @@ impl Shm {
     /// another mode exist; with none, the memtype of another mode is
     /// replaced), counts the mapping to zap it on removal, and installs the
     /// fault handler.
-    pub(crate) fn map(shm: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
-        shm.check_alive()?;
+    pub(crate) fn map(dev: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
+        dev.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
         let pgoff = vma::pgoff(vma);
         if pgoff == uapi::DOORBELL_MMAP_PGOFF {
-            return Self::map_doorbell_page(shm, file, vma);
+            return Self::map_doorbell_page(dev, file, vma);
         }
-        check_range(pgoff, vma.end() - vma.start(), shm.facts.size)?;
+        check_range(pgoff, vma.end() - vma.start(), dev.facts.size)?;
         // A revision 0 device has no memory before IVPosition is set.
-        if shm.ivposition()? < 0 {
+        if dev.ivposition()? < 0 {
             return Err(EAGAIN);
         }
         let m = Mapping::of_file(file)?;
-        let mut maps = shm.maps.lock();
+        let mut maps = dev.maps.lock();
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
-        shm.check_alive()?;
+        dev.check_alive()?;
         if maps.memtype.as_ref().map(Memtype::mode) != Some(mode) {
             if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
@@ -485,21 +485,21 @@ impl Shm {
             // SAFETY: BAR2 is reserved by this driver until after
             // `revoke`, which has not taken `maps` yet (`gone` is not set)
             // and drops the memtype when it does.
-            let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
+            let t = unsafe { Memtype::reserve(dev.facts.phys, dev.facts.size, mode)? };
             maps.memtype = Some(t);
         }
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
         // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m, pgoff))
+        vma::install(vma, dev.clone(), mode).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 
     /// Sets up `vma` as a mapping of the doorbell page: one page, uncached,
     /// of a file opened for writing (`EACCES` otherwise: ringing is all it
     /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
-    fn map_doorbell_page(shm: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
-        if shm.doorbell_page.is_none() {
+    fn map_doorbell_page(dev: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
+        if dev.doorbell_page.is_none() {
             return Err(compat::eopnotsupp());
         }
         if vma.end() - vma.start() != PAGE_SIZE {
@@ -509,15 +509,15 @@ impl Shm {
             return Err(EACCES);
         }
         let m = Mapping::of_file(file)?;
-        let mut maps = shm.maps.lock();
+        let mut maps = dev.maps.lock();
         // As for BAR2: counted before `revoke` zaps, or refused.
-        shm.check_alive()?;
+        dev.check_alive()?;
         maps.mappings.add(m)?;
         drop(maps);
         let pgoff = uapi::DOORBELL_MMAP_PGOFF;
         // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, shm.clone(), CacheMode::Uncached)
-            .inspect_err(|_| self_uncount(shm, m, pgoff))
+        vma::install(vma, dev.clone(), CacheMode::Uncached)
+            .inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 }
 
