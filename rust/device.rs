@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The state of one ivshmem device: its facts, its interrupt handlers, its
-//! mappings and the memtype of BAR2, and how it goes away.
+//! The state of one ivshmem device: its facts, its mappings and the
+//! memtype of BAR2, and how it goes away.
 //!
 //! [`Device`] is shared (through an `Arc`) by the PCI binding, the misc
 //! device, every open file and every mapping. When the device goes away,
@@ -11,7 +11,8 @@
 //! after the zap. From then on, calls on open files fail with `ENODEV` and accesses
 //! to old mappings raise SIGBUS. The `Arc` keeps the state itself alive
 //! until the last file and mapping are gone. The file operations are in
-//! [`crate::file`], the doorbells in [`crate::doorbell`].
+//! [`crate::file`], the doorbells in [`crate::doorbell`], the interrupt
+//! handlers in [`crate::interrupts`].
 //!
 //! Locks, outermost first; none is taken by `open`, which runs under the
 //! global `misc_mtx`, nor by ioctls, which check an atomic flag:
@@ -22,10 +23,9 @@
 //! - [`Device::maps`], a mutex: the memtype and the address spaces to zap,
 //!   taken by `mmap`, VMA open and close, and revoke.
 
-use crate::doorbell::{self, Events};
+use crate::doorbell::Events;
 use crate::raw::helpers;
 use crate::raw::{
-    self,
     mappings::{
         Mapping,
         Mappings, //
@@ -163,44 +163,6 @@ pub(crate) struct Device {
     events: Events,
 }
 
-/// The interrupt handler of one vector of a device.
-pub(crate) struct IrqHandler {
-    dev: Arc<Device>,
-    vector: usize,
-    intx: bool,
-}
-
-impl IrqHandler {
-    /// A handler for `vector` (MSI-X), or for the INTx line.
-    pub(crate) fn new(dev: Arc<Device>, vector: usize, intx: bool) -> Self {
-        Self { dev, vector, intx }
-    }
-}
-
-impl raw::irq::Handler for IrqHandler {
-    fn handle(&self) -> bool {
-        if self.intx {
-            // The line may be shared: IntrStatus says whether it is ours.
-            match self.dev.bar0.try_access() {
-                Some(bar) => doorbell::intx_service(&*bar, &self.dev.events),
-                None => false,
-            }
-        } else {
-            // MSI-X: the interrupt is ours; IntrStatus is not involved.
-            self.dev.events.fire(self.vector);
-            true
-        }
-    }
-}
-
-impl doorbell::IntxDevice for Arc<Device> {
-    fn with_regs(&self, f: &mut dyn FnMut(&dyn doorbell::IntxRegs)) {
-        if let Some(bar) = self.bar0.try_access() {
-            f(&*bar);
-        }
-    }
-}
-
 impl Device {
     /// The state of a newly probed device. `window` must cover BAR2, and
     /// `doorbell_page` BAR0's page, if user space may map it; `ivposition`
@@ -284,6 +246,11 @@ impl Device {
     /// vector (a new file starts from it).
     pub(crate) fn event_state(&self) -> &Events {
         &self.events
+    }
+
+    /// The registers (BAR0), while the device is bound.
+    pub(crate) fn regs(&self) -> &compat::DevresBar<{ regs::BAR0_SIZE }> {
+        &self.bar0
     }
 
     /// The facts fixed at probe.

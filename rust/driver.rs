@@ -4,22 +4,18 @@
 
 use crate::device::{
     Device,
-    Facts,
-    IrqHandler, //
+    Facts, //
 };
-use crate::doorbell::IntxEnabled;
 use crate::file::{
     self,
     ShmFile, //
 };
+use crate::interrupts::{
+    self,
+    Interrupts, //
+};
 use crate::raw::{
     self,
-    irq::{
-        Registration,
-        VectorKind,
-        Vectors, //
-    },
-    irqname::IrqNames,
     miscdev,
     vma::IoWindow, //
 };
@@ -30,7 +26,6 @@ use crate::{
     uapi, //
 };
 use kernel::{
-    alloc::KVec,
     device::Core,
     pci,
     prelude::*,
@@ -49,61 +44,13 @@ use kernel::{
 pub(crate) struct Ivshmem<'bound> {
     #[pin]
     misc: miscdev::Registration<ShmFile>,
-    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
-    /// before its handler goes.
-    _intx: Option<IntxEnabled<Arc<Device>>>,
-    /// One handler per usable vector; must drop before `vectors` and
-    /// `irq_names`.
-    _irqs: KVec<Registration<IrqHandler>>,
-    /// The handlers' names in `/proc/interrupts`.
-    _irq_names: IrqNames,
-    /// The MSI-X vectors of a doorbell device.
-    _vectors: Option<Vectors<'bound>>,
+    /// The interrupt vectors and handlers (INTx masked first).
+    _interrupts: Interrupts<'bound>,
     _index: ids::Index,
     /// The rest of BAR0's page, reserved while user space may map it.
     _doorbell_tail: Option<raw::pci::PageTail>,
     _shm_region: raw::pci::Region<'bound>,
     _enabled: raw::pci::Enabled<'bound>,
-}
-
-/// Requests an interrupt handler for each vector of `vectors` in turn
-/// (one shared line for INTx), stopping at the first that cannot be had:
-/// on x86 a CPU vector is only assigned here, and the CPUs' vector space
-/// can run out (256 vectors on one CPU). The handlers obtained are the
-/// usable vectors, `0..len`, and the count is recorded in `dev`.
-fn request_irqs(
-    pdev: &pci::Device<Core<'_>>,
-    vectors: Option<&Vectors<'_>>,
-    names: &IrqNames,
-    dev: &Arc<Device>,
-    intx: bool,
-) -> Result<KVec<Registration<IrqHandler>>> {
-    let mut irqs = KVec::new();
-    let Some(vectors) = vectors else {
-        return Ok(irqs);
-    };
-    irqs.reserve(vectors.len(), GFP_KERNEL)?;
-    for vector in 0..vectors.len() {
-        let handler = IrqHandler::new(dev.clone(), vector, intx);
-        // SAFETY: The registrations go into the driver data, whose
-        // `_irqs` drops (freeing them) before `_irq_names`.
-        let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
-        // SAFETY: The registration goes into the driver data, whose `_irqs`
-        // drops before `_vectors` and `_irq_names`.
-        match unsafe { Registration::new(vectors, vector, intx, name, handler) } {
-            Ok(r) => irqs.push_within_capacity(r)?,
-            Err(e) => {
-                dev_warn!(
-                    pdev,
-                    "interrupt vector {vector} of {}: {e:?}; receiving on {vector} vectors\n",
-                    vectors.len()
-                );
-                break;
-            }
-        }
-    }
-    dev.set_usable_vectors(irqs.len());
-    Ok(irqs)
 }
 
 /// BAR2, the shared memory: reserved for this driver but not mapped (user
@@ -153,44 +100,6 @@ fn doorbell_page(
     }
 }
 
-/// How doorbells arrive: the MSI-X table size (0 without MSI-X), and
-/// whether INTx is used instead (revision 0 devices without MSI-X; current
-/// QEMU never presents one: its interrupt pin is 0).
-fn interrupt_kind(pdev: &pci::Device<Core<'_>>) -> Result<(u16, bool)> {
-    let vectors = raw::pci::msix_vec_count(pdev);
-    let intx = vectors == 0 && regs::interrupt_pin(pdev)? != 0;
-    Ok((vectors, intx))
-}
-
-/// Allocates up to `nvec` interrupt vectors (INTx: one), as many as can be
-/// had; with none, the shared memory and ringing peers still work.
-fn irq_vectors<'bound>(
-    pdev: &'bound pci::Device<Core<'_>>,
-    nvec: usize,
-    intx: bool,
-) -> Result<Option<Vectors<'bound>>> {
-    if nvec == 0 {
-        return Ok(None);
-    }
-    pdev.set_master();
-    let n = u32::try_from(nvec)?;
-    let kind = if intx {
-        VectorKind::Intx
-    } else {
-        VectorKind::MsiX
-    };
-    match Vectors::alloc(pdev, 1, n, kind) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => {
-            dev_warn!(
-                pdev,
-                "no interrupt vectors ({e:?}): doorbells can be rung, not received\n"
-            );
-            Ok(None)
-        }
-    }
-}
-
 /// The PCI driver.
 pub(crate) struct IvshmemDriver;
 
@@ -230,7 +139,7 @@ impl pci::Driver for IvshmemDriver {
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
-            let (vectors, intx) = interrupt_kind(pdev)?;
+            let (vectors, intx) = interrupts::interrupt_kind(pdev)?;
             let (doorbell_window, doorbell_tail) = doorbell_page(pdev, vectors > 0);
 
             let index = ids::Index::alloc().inspect_err(|e| {
@@ -270,15 +179,10 @@ impl pci::Driver for IvshmemDriver {
                 GFP_KERNEL,
             )?;
             dev.reserve_default();
-            let irq_vectors = irq_vectors(pdev, nvec, intx)?;
+            let interrupts = Interrupts::new(pdev, &dev, index.get(), nvec, intx)?;
 
             Ok(try_pin_init!(Ivshmem {
-                _vectors: irq_vectors,
-                _irq_names: IrqNames::new(index.get(), nvec, intx)?,
-                _irqs: request_irqs(pdev, _vectors.as_ref(), _irq_names, &dev, intx)?,
-                // Only now that its handler is registered; if a later field
-                // fails, dropping this masks INTx again.
-                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(dev.clone())),
+                _interrupts: interrupts,
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),

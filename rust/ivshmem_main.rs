@@ -28,6 +28,7 @@ mod doorbell;
 mod driver;
 mod file;
 mod ids;
+mod interrupts;
 mod raw;
 mod regs;
 mod uapi;

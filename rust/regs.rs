@@ -69,16 +69,6 @@ pub(crate) fn ring(bar0: &Bar0<'_>, peer: u16, vector: u16) {
     bar0.write_reg(DOORBELL::zeroed().with_peer(peer).with_vector(vector));
 }
 
-impl crate::doorbell::IntxRegs for Bar0<'_> {
-    fn read_status(&self) -> u32 {
-        self.read(INTR_STATUS).status().get()
-    }
-
-    fn write_mask(&self, mask: u32) {
-        self.write_reg(INTR_MASK::zeroed().with_mask(mask));
-    }
-}
-
 /// The PCI interrupt pin (0: none), from config space.
 pub(crate) fn interrupt_pin(pdev: &pci::Device<Bound>) -> Result<u8> {
     const PCI_INTERRUPT_PIN: usize = 0x3d;

@@ -6,9 +6,11 @@
 
 use super::{
     helpers,
+    irqname::IrqNames,
     pci::raw, //
 };
 use kernel::{
+    alloc::KVec,
     bindings,
     device::Bound,
     error::to_result,
@@ -143,7 +145,7 @@ impl<T: Handler> Registration<T> {
     /// # Safety
     ///
     /// The registration must drop before `vectors`, and before `name`.
-    pub(crate) unsafe fn new(
+    unsafe fn new(
         vectors: &Vectors<'_>,
         index: usize,
         shared: bool,
@@ -175,5 +177,66 @@ impl<T: Handler> Drop for Registration<T> {
         // `data`; once `free_irq` returns, it is not running and never runs
         // again, so the slot may go.
         unsafe { bindings::free_irq(self.irq, data) };
+    }
+}
+
+/// The handlers of an allocation of vectors: one per vector from the
+/// first, each named in `/proc/interrupts` by [`IrqNames`]. Dropping it
+/// frees the handlers, then the names, then the vectors.
+///
+/// # Invariants
+///
+/// `registrations[i]` is registered on vector `i` of `vectors`, named by
+/// entry `i` of `names`. The fields drop in declaration order, so every
+/// handler is freed before its name and its vector.
+pub(crate) struct Handlers<'bound, T: Handler> {
+    registrations: KVec<Registration<T>>,
+    _names: IrqNames,
+    _vectors: Vectors<'bound>,
+}
+
+impl<'bound, T: Handler> Handlers<'bound, T> {
+    /// Requests a handler, made by `handler(vector)`, on each vector of
+    /// `vectors` in turn (shared with other devices when `shared`: INTx),
+    /// named by `names`, and stops at the first that cannot be had. Returns
+    /// the handlers obtained, and the error that stopped the requests, if
+    /// any.
+    pub(crate) fn request(
+        vectors: Vectors<'bound>,
+        names: IrqNames,
+        shared: bool,
+        mut handler: impl FnMut(usize) -> T,
+    ) -> Result<(Self, Option<Error>)> {
+        let mut registrations = KVec::with_capacity(vectors.len(), GFP_KERNEL)?;
+        let mut stopped = None;
+        for vector in 0..vectors.len() {
+            // SAFETY: The name is used by the registrations made below,
+            // which drop before `names`: as locals before the arguments on
+            // an early return, as fields of `Handlers` after (invariant).
+            let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
+            // SAFETY: The registration goes into `registrations`, which
+            // drops before `vectors` and `names`, as above.
+            match unsafe { Registration::new(&vectors, vector, shared, name, handler(vector)) } {
+                Ok(r) => registrations.push_within_capacity(r)?,
+                Err(e) => {
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+        // INVARIANT: Registration `i` is on vector `i`, named `names[i]`.
+        Ok((
+            Self {
+                registrations,
+                _names: names,
+                _vectors: vectors,
+            },
+            stopped,
+        ))
+    }
+
+    /// How many handlers were requested: the usable vectors are `0..len`.
+    pub(crate) fn len(&self) -> usize {
+        self.registrations.len()
     }
 }
