@@ -31,8 +31,8 @@ use crate::raw::{
         Mappings, //
     },
     pat::{
-        CacheMode,
-        Memtype, //
+        BarMemtype,
+        CacheMode, //
     },
     pci::Address,
     rwsem::{
@@ -82,8 +82,6 @@ pub(crate) struct Facts {
     pub(crate) index: usize,
     /// Bytes of shared memory (BAR2).
     pub(crate) size: u64,
-    /// Physical address of BAR2.
-    pub(crate) phys: u64,
     /// PCI revision.
     pub(crate) revision: u8,
     /// MSI-X table size; 0 on `ivshmem-plain`. Not all of them need be
@@ -127,7 +125,8 @@ pub(crate) struct Maps {
     /// mapping. It is kept when the last mapping goes, and replaced only by
     /// a first mapping with another mode, so that mapping the device again
     /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
-    memtype: Option<Memtype>,
+    /// Released by [`Device::revoke`].
+    memtype: BarMemtype,
     /// The VMAs, by address space, to zap them.
     mappings: Mappings,
 }
@@ -177,6 +176,7 @@ impl Device {
         nvec: usize,
     ) -> Result<impl PinInit<Self, Error>> {
         let events = Events::new(nvec)?;
+        let memtype = BarMemtype::new(window);
         Ok(try_pin_init!(Self {
             facts,
             gone: Atomic::new(false),
@@ -187,7 +187,7 @@ impl Device {
             present <- new_rwsem!(true, "ivshmem_present"),
             maps <- new_mutex!(Maps {
                 bar2: 0,
-                memtype: None,
+                memtype,
                 mappings: Mappings::new(),
             }),
             faults: [const { Atomic::new(0) }; 3],
@@ -205,7 +205,7 @@ impl Device {
         let mut maps = self.maps.lock();
         maps.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
-        maps.memtype = None;
+        maps.memtype.release();
         drop(maps);
         drop(present);
         // Blocked readers return ENODEV, pollers see EPOLLHUP | EPOLLERR.
@@ -402,19 +402,17 @@ impl Device {
     /// reports the error.
     pub(crate) fn reserve_default(&self) {
         let mut maps = self.maps.lock();
-        if maps.memtype.is_some() || self.check_alive().is_err() {
+        if maps.memtype.mode().is_some() || self.check_alive().is_err() {
             return;
         }
-        // SAFETY: BAR2 is reserved by this driver until after `revoke`,
-        // which has not taken `maps` yet (`gone` is not set) and drops the
-        // memtype when it does.
-        match unsafe { Memtype::reserve(self.facts.phys, self.facts.size, CacheMode::WriteBack) } {
-            Ok(t) => maps.memtype = Some(t),
-            Err(e) => pr_info!(
+        // `revoke` has not taken `maps` yet (`gone` is not set): BAR2 is
+        // still reserved, and `revoke` releases the memtype when it does.
+        if let Err(e) = maps.memtype.reserve(CacheMode::WriteBack) {
+            pr_info!(
                 "ivshmem{}: BAR2 memtype not reserved at probe ({:?}); the first mmap will try\n",
                 self.facts.index,
                 e
-            ),
+            );
         }
     }
 
@@ -441,19 +439,15 @@ impl Device {
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
         dev.check_alive()?;
-        if maps.memtype.as_ref().map(Memtype::mode) != Some(mode) {
+        if maps.memtype.mode() != Some(mode) {
             if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
                 return Err(EBUSY);
             }
-            // Nothing maps BAR2: the old reservation goes before the new
-            // one is made (they would conflict).
-            maps.memtype = None;
-            // SAFETY: BAR2 is reserved by this driver until after
-            // `revoke`, which has not taken `maps` yet (`gone` is not set)
-            // and drops the memtype when it does.
-            let t = unsafe { Memtype::reserve(dev.facts.phys, dev.facts.size, mode)? };
-            maps.memtype = Some(t);
+            // Nothing maps BAR2: the reservation of another mode, if any,
+            // is replaced. `revoke` has not taken `maps` yet (`gone` is not
+            // set) and releases the memtype when it does.
+            maps.memtype.reserve(mode)?;
         }
         maps.mappings.add(m)?;
         maps.bar2 += 1;

@@ -54,10 +54,11 @@ pub(crate) struct Ivshmem<'bound> {
 }
 
 /// BAR2, the shared memory: reserved for this driver but not mapped (user
-/// space maps it). Returns the reservation, its physical address and size.
+/// space maps it). Returns the reservation, the window user space maps,
+/// and BAR2's size.
 fn shared_memory<'bound>(
     pdev: &'bound pci::Device<Core<'_>>,
-) -> Result<(raw::pci::Region<'bound>, u64, u64)> {
+) -> Result<(raw::pci::Region<'bound>, IoWindow, u64)> {
     let size = pdev.resource_len(regs::SHM_BAR)?;
     let phys = pdev.resource_start(regs::SHM_BAR)?;
     if size == 0 {
@@ -65,7 +66,15 @@ fn shared_memory<'bound>(
         return Err(ENODEV);
     }
     let region = raw::pci::Region::request(pdev, regs::SHM_BAR, c"ivshmem/shm")?;
-    Ok((region, phys, size))
+    // `unbind` revokes `Device` (after which its `IoMap::lock` never
+    // returns the window) before the reservation drops.
+    let window = region.window().inspect_err(|_| {
+        dev_err!(
+            pdev,
+            "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
+        )
+    })?;
+    Ok((region, window, size))
 }
 
 /// The page of BAR0 that user space may map to ring peers with a store
@@ -80,15 +89,7 @@ fn doorbell_page(
     if !msix {
         return (None, None);
     }
-    let claimed = raw::pci::PageTail::claim(pdev, 0).and_then(|(phys, tail)| {
-        // SAFETY: The page is BAR0, reserved with `iomap_region_sized`
-        // until the device is unbound, and the rest of the page, reserved
-        // by `tail`, which the driver data keeps until after `unbind`
-        // revoked `Device`, after which its `IoMap::lock` returns no window.
-        let window = unsafe { IoWindow::new(phys, kernel::page::PAGE_SIZE as u64) }?;
-        Ok((window, tail))
-    });
-    match claimed {
+    match raw::pci::PageTail::claim(pdev, 0) {
         Ok((window, tail)) => (Some(window), tail),
         Err(e) => {
             dev_info!(
@@ -124,18 +125,7 @@ impl pci::Driver for IvshmemDriver {
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
             let enabled = raw::pci::Enabled::new(pdev)?;
-            let (shm_region, phys, size) = shared_memory(pdev)?;
-            // SAFETY: BAR2 is I/O memory reserved just above for as long as
-            // `Ivshmem` lives; `unbind` revokes `Device` (after which its
-            // `IoMap::lock` never returns the window) before the
-            // reservation drops.
-            let window = unsafe { IoWindow::new(phys, size) }.inspect_err(|_| {
-                dev_err!(
-                    pdev,
-                    "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
-                )
-            })?;
-
+            let (shm_region, window, size) = shared_memory(pdev)?;
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
@@ -150,7 +140,6 @@ impl pci::Driver for IvshmemDriver {
             let facts = Facts {
                 index: index.get(),
                 size,
-                phys,
                 revision: pdev.revision_id(),
                 vectors,
                 intx,

@@ -4,7 +4,10 @@
 //! it into the kernel, the rest of a sub-page BAR's page, the MSI-X table
 //! size, and the device's PCI address.
 
-use super::helpers;
+use super::{
+    helpers,
+    vma::IoWindow, //
+};
 use kernel::{
     bindings,
     device::{
@@ -81,6 +84,21 @@ impl<'bound> Region<'bound> {
         // INVARIANT: The region was just reserved.
         Ok(Self { pdev, bar })
     }
+
+    /// The BAR as a window user space may map; `EINVAL` when it is not
+    /// page-aligned.
+    ///
+    /// The driver's [`super::vma::IoMap::lock`] must stop returning the
+    /// window before this reservation drops (the driver revokes its
+    /// mappings on unbind, before its data, which holds this, is dropped).
+    pub(crate) fn window(&self) -> Result<IoWindow> {
+        let phys = self.pdev.resource_start(self.bar)?;
+        let len = self.pdev.resource_len(self.bar)?;
+        // SAFETY: The range is the BAR, reserved by `self` (type
+        // invariant); the driver's `IoMap::lock` stops returning the window
+        // before `self` drops, as documented above.
+        unsafe { IoWindow::new(phys, len) }
+    }
 }
 
 impl Drop for Region<'_> {
@@ -149,11 +167,26 @@ unsafe impl Sync for PageTail {}
 
 impl PageTail {
     /// Reserves the rest of the page holding BAR `bar` of `pdev` and
-    /// returns the page's physical address, with the reservation when the
-    /// BAR is smaller than a page. `EINVAL` when the BAR does not start on
-    /// a page or is not in the resource tree; `EBUSY` when another resource
-    /// already lies in the rest of its page.
-    pub(crate) fn claim(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
+    /// returns the page as a window user space may map, with the
+    /// reservation when the BAR is smaller than a page. `EINVAL` when the
+    /// BAR does not start on a page or is not in the resource tree; `EBUSY`
+    /// when another resource already lies in the rest of its page.
+    ///
+    /// The BAR itself must stay reserved (it is mapped with
+    /// `iomap_region_sized`), and the rest of the page with it, for as long
+    /// as the driver's [`super::vma::IoMap::lock`] returns the window.
+    pub(crate) fn claim(pdev: &pci::Device<Bound>, bar: u32) -> Result<(IoWindow, Option<Self>)> {
+        let (start, tail) = Self::claim_page(pdev, bar)?;
+        let page = kernel::page::PAGE_SIZE as u64;
+        // SAFETY: The page is the BAR, reserved by the caller, and the rest
+        // of the page, reserved by `tail` or by the BAR itself; the caller
+        // keeps both while `IoMap::lock` returns the window.
+        let window = unsafe { IoWindow::new(start, page) }?;
+        Ok((window, tail))
+    }
+
+    /// [`PageTail::claim`], returning the page's physical address.
+    fn claim_page(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
         let page = kernel::page::PAGE_SIZE as u64;
         let i = usize::try_from(bar)?;
         // SAFETY: `raw(pdev)` is a valid, bound PCI device; its resources

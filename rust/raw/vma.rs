@@ -43,7 +43,9 @@ const VM_FAULT_NOPAGE: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
 
 /// A range of page frames of I/O memory that user space may map, at file
-/// page offsets `[base, base + pages)`.
+/// page offsets `[base, base + pages)`. Made only from a reservation of
+/// the range ([`super::pci::Region::window`],
+/// [`super::pci::PageTail::claim`]).
 ///
 /// # Invariants
 ///
@@ -64,9 +66,9 @@ impl IoWindow {
     /// # Safety
     ///
     /// The range must be I/O memory reserved by the caller (e.g. a BAR
-    /// held with `pci::Region`), and its [`IoMap::lock`] must stop
+    /// held with `pci::Region`), and the driver's [`IoMap::lock`] must stop
     /// returning the window before the reservation ends.
-    pub(crate) unsafe fn new(phys: u64, len: u64) -> Result<Self> {
+    pub(super) unsafe fn new(phys: u64, len: u64) -> Result<Self> {
         let page = PAGE_SIZE as u64;
         if phys % page != 0 || len % page != 0 || len == 0 {
             return Err(EINVAL);
@@ -77,6 +79,17 @@ impl IoWindow {
             pages: usize::try_from(len >> PAGE_SHIFT)?,
             base: 0,
         })
+    }
+
+    /// The physical address of the window's first byte.
+    pub(super) fn phys(&self) -> u64 {
+        // CAST: A page frame number shifted back fits a physical address.
+        (self.pfn as u64) << PAGE_SHIFT
+    }
+
+    /// The window's length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.pages << PAGE_SHIFT
     }
 
     /// The same window, mapped at file page offset `base`.
