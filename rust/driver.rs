@@ -16,12 +16,12 @@ use crate::interrupts::{
 };
 use crate::raw::{
     self,
+    ida::Index,
     miscdev,
     vma::IoWindow, //
 };
 use crate::{
     compat,
-    ids,
     regs,
     uapi, //
 };
@@ -32,6 +32,10 @@ use kernel::{
     str::CString,
     sync::Arc, //
 };
+
+/// How many devices the driver can bind at once: N of `/dev/ivshmemN` is
+/// below this.
+const MAX_DEVICES: usize = 1 << 16;
 
 /// Per-device state, alive while the driver is bound to the device.
 ///
@@ -46,7 +50,7 @@ pub(crate) struct Ivshmem<'bound> {
     misc: miscdev::Registration<ShmFile>,
     /// The interrupt vectors and handlers (INTx masked first).
     _interrupts: Interrupts<'bound>,
-    _index: ids::Index,
+    _index: Index,
     /// The rest of BAR0's page, reserved while user space may map it.
     _doorbell_tail: Option<raw::pci::PageTail>,
     _shm_region: raw::pci::Region<'bound>,
@@ -132,9 +136,9 @@ impl pci::Driver for IvshmemDriver {
             let (vectors, intx) = interrupts::interrupt_kind(pdev)?;
             let (doorbell_window, doorbell_tail) = doorbell_page(pdev, vectors > 0);
 
-            let index = ids::Index::alloc().inspect_err(|e| {
+            let index = Index::alloc(MAX_DEVICES).inspect_err(|e| {
                 if *e == ENOSPC {
-                    dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES);
+                    dev_err!(pdev, "more than {} devices\n", MAX_DEVICES);
                 }
             })?;
             let facts = Facts {

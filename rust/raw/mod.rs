@@ -9,6 +9,7 @@
 
 pub(crate) mod eventfd;
 pub(crate) mod helpers;
+pub(crate) mod ida;
 pub(crate) mod irq;
 pub(crate) mod irqlock;
 pub(crate) mod irqname;
