@@ -8,7 +8,7 @@ use crate::device::{
 };
 use crate::file::{
     self,
-    ShmFile, //
+    OpenFile, //
 };
 use crate::interrupts::{
     self,
@@ -47,7 +47,7 @@ const MAX_DEVICES: usize = 1 << 16;
 #[pin_data]
 pub(crate) struct Ivshmem<'bound> {
     #[pin]
-    misc: miscdev::Registration<ShmFile>,
+    misc: miscdev::Registration<OpenFile>,
     /// The interrupt vectors and handlers (INTx masked first).
     _interrupts: Interrupts<'bound>,
     _index: Index,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The file operations of `/dev/ivshmemN`: open files, ioctl decoding and
-//! the sysfs attributes. The device state they act on is [`Device`]; reading,
-//! polling, masks and eventfds are in [`crate::doorbell`].
+//! The file operations of `/dev/ivshmemN`, implemented on the state of
+//! one open file, [`OpenFile`]: ioctl decoding and the sysfs attributes.
+//! The device state they act on is [`Device`]; reading, polling, masks and
+//! eventfds are in [`crate::doorbell`].
 
 use crate::device::Device;
 use crate::doorbell::{
@@ -28,12 +29,7 @@ use kernel::{
         },
         File, //
     },
-    ioctl::{
-        _IOC_DIR,
-        _IOC_NR,
-        _IOC_SIZE,
-        _IOC_TYPE, //
-    },
+    ioctl::_IOC_SIZE,
     mm::virt::VmaNew,
     prelude::*,
     sync::{
@@ -193,17 +189,27 @@ impl OpenFile {
     }
 }
 
-/// The file operations of `/dev/ivshmemN`.
-pub(crate) struct ShmFile;
+/// An ioctl number without its size field, which may differ from ours (a
+/// newer or older caller: see [`uapi`]): type, number and direction name
+/// the command.
+const fn command(cmd: u32) -> u32 {
+    cmd & !(kernel::uapi::_IOC_SIZEMASK << kernel::uapi::_IOC_SIZESHIFT)
+}
 
-impl FileOps for ShmFile {
-    type Device = Arc<Device>;
-    type Ptr = Pin<KBox<OpenFile>>;
+const INFO: u32 = command(uapi::IOCTL_INFO);
+const SET_CACHE: u32 = command(uapi::IOCTL_SET_CACHE);
+const RING: u32 = command(uapi::IOCTL_RING);
+const SET_MASK: u32 = command(uapi::IOCTL_SET_MASK);
+const BIND_EVENTFD: u32 = command(uapi::IOCTL_BIND_EVENTFD);
 
-    fn open(dev: &Arc<Device>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
+impl FileOps for OpenFile {
+    type Data = Arc<Device>;
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(dev: &Arc<Device>, _file: &File) -> Result<Pin<KBox<Self>>> {
         dev.check_alive()?;
         Ok(KBox::pin(
-            OpenFile {
+            Self {
                 dev: dev.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
                 doorbells: Listener::new(dev.event_state())?,
@@ -212,12 +218,12 @@ impl FileOps for ShmFile {
         )?)
     }
 
-    fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
+    fn release(this: Pin<KBox<Self>>, _file: &File) {
         this.doorbells.release(this.dev.event_state(), this.id());
     }
 
     fn read(
-        this: Pin<&OpenFile>,
+        this: Pin<&Self>,
         _file: &File,
         out: &mut UserSliceWriter,
         nonblock: bool,
@@ -225,24 +231,18 @@ impl FileOps for ShmFile {
         this.read_events(out, nonblock)
     }
 
-    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable) -> u32 {
+    fn poll(this: Pin<&Self>, file: &File, table: &PollTable) -> u32 {
         this.poll_events(file, table)
     }
 
-    fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
+    fn mmap(this: Pin<&Self>, file: &File, vma: &VmaNew) -> Result {
         Device::map(&this.dev, file, vma, this.cache_mode())
     }
 
-    fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: Pin<&Self>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         // ENODEV comes first, whatever the command.
         this.dev.check_alive()?;
-        if _IOC_TYPE(cmd) != uapi::MAGIC {
-            return Err(ENOTTY);
-        }
         let size = _IOC_SIZE(cmd);
-        // The size may differ from ours (see `uapi`); number and direction
-        // must match.
-        let is = |known: u32| _IOC_NR(cmd) == _IOC_NR(known) && _IOC_DIR(cmd) == _IOC_DIR(known);
         // Interrupting peers, signalling eventfds and choosing how the
         // memory is mapped need a file opened for writing.
         let writable = || {
@@ -252,21 +252,22 @@ impl FileOps for ShmFile {
                 Ok(())
             }
         };
-        if is(uapi::IOCTL_INFO) {
-            this.ioctl_info(arg, size)?;
-        } else if is(uapi::IOCTL_SET_CACHE) {
-            writable()?;
-            this.ioctl_set_cache(arg, size)?;
-        } else if is(uapi::IOCTL_RING) {
-            writable()?;
-            this.ioctl_ring(arg, size)?;
-        } else if is(uapi::IOCTL_SET_MASK) {
-            this.ioctl_set_mask(arg, size)?;
-        } else if is(uapi::IOCTL_BIND_EVENTFD) {
-            writable()?;
-            this.ioctl_bind_eventfd(arg, size)?;
-        } else {
-            return Err(ENOTTY);
+        match command(cmd) {
+            INFO => this.ioctl_info(arg, size)?,
+            SET_CACHE => {
+                writable()?;
+                this.ioctl_set_cache(arg, size)?;
+            }
+            RING => {
+                writable()?;
+                this.ioctl_ring(arg, size)?;
+            }
+            SET_MASK => this.ioctl_set_mask(arg, size)?,
+            BIND_EVENTFD => {
+                writable()?;
+                this.ioctl_bind_eventfd(arg, size)?;
+            }
+            _ => return Err(ENOTTY),
         }
         Ok(0)
     }
@@ -294,7 +295,7 @@ impl FileOps for ShmFile {
 }
 
 crate::raw::miscdev::misc_attribute_groups!(
-    ATTRIBUTES: ShmFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
+    ATTRIBUTES: OpenFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
 );
 
 /// The sysfs attributes of `/dev/ivshmemN`.
