@@ -76,6 +76,13 @@ use kernel::{
 
 const PAGE_SIZE: usize = kernel::page::PAGE_SIZE;
 
+/// The page offset of the doorbell page, `IVSHMEM_DOORBELL_MMAP_OFFSET` in
+/// pages.
+// CAST: 1 << 52 in pages fits a `usize` on 64-bit kernels (the only ones
+// that can map BARs past 4 GiB, and the only ones this driver builds for).
+const DOORBELL_MMAP_PGOFF: usize =
+    (uapi::DOORBELL_MMAP_OFFSET >> kernel::page::PAGE_SHIFT) as usize;
+
 /// Facts about a device, fixed at probe.
 pub(crate) struct Facts {
     /// N of `/dev/ivshmemN`.
@@ -143,7 +150,7 @@ pub(crate) struct Device {
     ivposition: Atomic<i32>,
     window: IoWindow,
     /// The page of BAR0 (the registers) that user space may map to ring
-    /// peers without a system call, at [`uapi::DOORBELL_MMAP_PGOFF`]: only
+    /// peers without a system call, at [`DOORBELL_MMAP_PGOFF`]: only
     /// on MSI-X devices (on INTx ones the interrupt registers in it are
     /// the driver's), and only when the rest of its page is reserved.
     doorbell_page: Option<IoWindow>,
@@ -182,7 +189,7 @@ impl Device {
             gone: Atomic::new(false),
             ivposition: Atomic::new(ivposition),
             window,
-            doorbell_page: doorbell_page.map(|w| w.at_pgoff(uapi::DOORBELL_MMAP_PGOFF)),
+            doorbell_page: doorbell_page.map(|w| w.at_pgoff(DOORBELL_MMAP_PGOFF)),
             bar0,
             present <- new_rwsem!(true, "ivshmem_present"),
             maps <- new_mutex!(Maps {
@@ -386,7 +393,7 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
 
 /// Whether file page `pgoff` is the doorbell page rather than BAR2.
 fn is_doorbell_page(pgoff: usize) -> bool {
-    pgoff >= uapi::DOORBELL_MMAP_PGOFF
+    pgoff >= DOORBELL_MMAP_PGOFF
 }
 
 /// Undoes the counting of a VMA that was not installed after all.
@@ -426,7 +433,7 @@ impl Device {
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
         let pgoff = vma::pgoff(vma);
-        if pgoff == uapi::DOORBELL_MMAP_PGOFF {
+        if pgoff == DOORBELL_MMAP_PGOFF {
             return Self::map_doorbell_page(dev, file, vma);
         }
         check_range(pgoff, vma.end() - vma.start(), dev.facts.size)?;
@@ -475,7 +482,7 @@ impl Device {
         dev.check_alive()?;
         maps.mappings.add(m)?;
         drop(maps);
-        let pgoff = uapi::DOORBELL_MMAP_PGOFF;
+        let pgoff = DOORBELL_MMAP_PGOFF;
         // Cannot fail: the VMA was checked to be shared above.
         vma::install(vma, dev.clone(), CacheMode::Uncached)
             .inspect_err(|_| self_uncount(dev, m, pgoff))
