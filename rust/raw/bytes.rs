@@ -18,32 +18,37 @@ use kernel::transmute::{
     FromBytes, //
 };
 
-// SAFETY: `Info` is `repr(C)` with integer fields only and no padding:
+// SAFETY: The type `Info` is `repr(C)` with integer fields only and no
+// padding:
 // `userspace/ivshmem/tests/kernel_uapi.rs` checks that its fields are
 // contiguous and fill it, as in the C header, so every byte is initialised.
 unsafe impl AsBytes for Info {}
 
-// SAFETY: `Cache` is `repr(C)`, integers only, no padding (as for `Info`).
+// SAFETY: The type `Cache` is `repr(C)`, integers only, no padding (as
+// for `Info`).
 unsafe impl AsBytes for Cache {}
 // SAFETY: Any bit pattern is a valid `Cache`: its fields are integers.
 unsafe impl FromBytes for Cache {}
 
-// SAFETY: `Ring` is `repr(C)`, integers only, no padding (as for `Info`).
+// SAFETY: The type `Ring` is `repr(C)`, integers only, no padding (as
+// for `Info`).
 unsafe impl AsBytes for Ring {}
 // SAFETY: Any bit pattern is a valid `Ring`: its fields are integers.
 unsafe impl FromBytes for Ring {}
 
-// SAFETY: `Mask` is `repr(C)`, integers only, no padding (as for `Info`).
+// SAFETY: The type `Mask` is `repr(C)`, integers only, no padding (as
+// for `Info`).
 unsafe impl AsBytes for Mask {}
 // SAFETY: Any bit pattern is a valid `Mask`: its fields are integers.
 unsafe impl FromBytes for Mask {}
 
-// SAFETY: `EventFdBind` is `repr(C)`, integers only, no padding (as for
-// `Info`).
+// SAFETY: The type `EventFdBind` is `repr(C)`, integers only, no
+// padding (as for `Info`).
 unsafe impl AsBytes for EventFdBind {}
 // SAFETY: Any bit pattern is a valid `EventFdBind`: its fields are
 // integers.
 unsafe impl FromBytes for EventFdBind {}
 
-// SAFETY: `Event` is `repr(C)`, integers only, no padding (as for `Info`).
+// SAFETY: The type `Event` is `repr(C)`, integers only, no padding (as
+// for `Info`).
 unsafe impl AsBytes for Event {}

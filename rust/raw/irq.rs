@@ -50,7 +50,7 @@ impl<'bound> Vectors<'bound> {
             VectorKind::MsiX => bindings::PCI_IRQ_MSIX,
             VectorKind::Intx => bindings::PCI_IRQ_INTX,
         };
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device; the function
+        // SAFETY: The device `raw(pdev)` is valid and bound; the function
         // checks the counts.
         let n = unsafe { bindings::pci_alloc_irq_vectors(raw(pdev), min, max, flags) };
         to_result(n)?;
@@ -120,10 +120,10 @@ unsafe fn call<T: Handler>(slot: *const c_void) -> bool {
 /// `data` is the `data` of a live [`Registration`].
 #[no_mangle]
 unsafe extern "C" fn ivshmem_irq_rust(data: *mut c_void) -> bool {
-    // SAFETY: `data` points to a live `Slot<T>`, whose first field is its
-    // `call` for that `T` (`repr(C)`).
+    // SAFETY: The pointer `data` is to a live `Slot<T>`, whose first field is
+    // its `call` for that `T` (`repr(C)`).
     let call = unsafe { (*data.cast::<Slot<()>>()).call };
-    // SAFETY: `call` is `call::<T>` and `data` a live `Slot<T>`.
+    // SAFETY: The function `call` is `call::<T>` and `data` a live `Slot<T>`.
     unsafe { call(data.cast_const()) }
 }
 
@@ -161,9 +161,9 @@ impl<T: Handler> Registration<T> {
             GFP_KERNEL,
         )?;
         let data = core::ptr::from_ref::<Slot<T>>(&slot).cast_mut().cast();
-        // SAFETY: `irq` is a vector of the device; `name` outlives the
-        // registration (caller); `data` stays valid (boxed) until `free_irq`
-        // on drop.
+        // SAFETY: The interrupt `irq` is a vector of the device; `name`
+        // outlives the registration (caller); `data` stays valid (boxed) until
+        // `free_irq` on drop.
         to_result(unsafe { helpers::ivshmem_request_irq(irq, shared, name.as_char_ptr(), data) })?;
         // INVARIANT: Just registered.
         Ok(Self { irq, slot })

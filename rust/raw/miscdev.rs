@@ -99,10 +99,10 @@ pub(crate) struct Registration<T: FileOps> {
     name: CString,
 }
 
-// SAFETY: `misc_deregister` may be called from any thread; `T::Data` is
-// `Send`.
+// SAFETY: The registration may be dropped (`misc_deregister`) on any thread;
+// `T::Data` is `Send`.
 unsafe impl<T: FileOps> Send for Registration<T> {}
-// SAFETY: `&self` only gives out `&T::Data`, which is `Sync`.
+// SAFETY: A shared reference only gives out `&T::Data`, which is `Sync`.
 unsafe impl<T: FileOps> Sync for Registration<T> {}
 
 impl<T: FileOps> Registration<T> {
@@ -138,7 +138,7 @@ impl<T: FileOps> Registration<T> {
                     misc.groups = groups.0.get().as_ptr().cast_mut();
                     // SAFETY: The initializer may write to `slot`.
                     unsafe { slot.write(misc) };
-                    // SAFETY: `slot` holds a filled-in miscdevice whose name
+                    // SAFETY: The slot holds a filled-in miscdevice whose name
                     // and data are fields of this pinned registration, and
                     // which is deregistered in `drop` before they go.
                     // INVARIANT: Registered on success.
@@ -258,9 +258,9 @@ unsafe extern "C" fn show<T: FileOps>(
     attr: *mut bindings::device_attribute,
     buf: *mut c_char,
 ) -> isize {
-    // SAFETY: `misc_register` made `dev` with the miscdevice as its driver
-    // data; by the `Registration` invariant that is a pointer to it, alive
-    // while the attribute can be read.
+    // SAFETY: The misc core (`misc_register`) made `dev` with the miscdevice as
+    // its driver data; by the `Registration` invariant that is a pointer to it,
+    // alive while the attribute can be read.
     let reg = unsafe { &*(*dev).driver_data.cast::<Registration<T>>() };
     // SAFETY: The attribute's name is a static C string (`attributes`).
     let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
@@ -325,7 +325,8 @@ impl<T: FileOps> Vtable<T> {
     ///
     /// Called once per successfully opened file.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
-        // SAFETY: `open` stored a `T::Ptr`; release takes it back once.
+        // SAFETY: The `open` callback stored a `T::Ptr`; release takes it back
+        // once.
         let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
         // SAFETY: The file is valid for the call.
         T::release(ptr, unsafe { File::from_raw_file(raw) });

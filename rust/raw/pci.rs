@@ -76,7 +76,7 @@ impl<'bound> Region<'bound> {
         name: &'static CStr,
     ) -> Result<Self> {
         let bar_c = c_int::try_from(bar)?;
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device for `'bound`, and
+        // SAFETY: The device `raw(pdev)` is valid and bound for `'bound`, and
         // `name` is a NUL-terminated string that lives forever, as the
         // resource keeps a pointer to it.
         to_result(unsafe { bindings::pci_request_region(raw(pdev), bar_c, name.as_char_ptr()) })
@@ -124,7 +124,7 @@ pub(crate) struct Address {
 
 /// Returns the PCI address of `pdev`.
 pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
-    // SAFETY: `raw(pdev)` is a valid PCI device with a valid bus.
+    // SAFETY: The device `raw(pdev)` is valid, with a valid bus.
     let domain = unsafe { helpers::ivshmem_pci_domain_nr(raw(pdev).cast()) };
     let id = pdev.dev_id();
     Address {
@@ -138,7 +138,7 @@ pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
 /// The MSI-X table size of `pdev` (`pci_msix_vec_count()`), or 0 when it
 /// has no MSI-X capability (`ivshmem-plain`).
 pub(crate) fn msix_vec_count(pdev: &pci::Device<Bound>) -> u16 {
-    // SAFETY: `raw(pdev)` is a valid, bound PCI device.
+    // SAFETY: The device `raw(pdev)` is valid and bound.
     let n = unsafe { bindings::pci_msix_vec_count(raw(pdev)) };
     // Negative (-EINVAL) without an MSI-X capability; at most 2048.
     u16::try_from(n).unwrap_or(0)
@@ -189,7 +189,7 @@ impl PageTail {
     fn claim_page(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
         let page = kernel::page::PAGE_SIZE as u64;
         let i = usize::try_from(bar)?;
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device; its resources
+        // SAFETY: The device `raw(pdev)` is valid and bound; its resources
         // are set at enumeration and not changed while a driver is bound.
         let (start, end, flags, parent) = unsafe {
             let r = (*raw(pdev)).resource.get(i).ok_or(EINVAL)?;
@@ -213,7 +213,7 @@ impl PageTail {
         tail.end = start + page - 1;
         tail.flags = flags;
         let res = KBox::pin(Opaque::new(tail), GFP_KERNEL)?;
-        // SAFETY: `parent` is the BAR's parent in the resource tree, which
+        // SAFETY: The resource `parent` is the BAR's parent in the tree, which
         // outlives the bound device; `res` is a valid, unlinked resource in
         // a box that is not freed before `release_resource` on drop.
         to_result(unsafe { bindings::request_resource(parent, res.get()) })?;

@@ -139,7 +139,7 @@ pub(crate) trait IoMap: Send + Sync + Sized + 'static {
 
 /// The page offset (`mmap` offset in pages) a VMA being set up maps.
 pub(crate) fn pgoff(vma: &VmaNew) -> usize {
-    // SAFETY: `vma` is being set up by mmap, which the caller's `&VmaNew`
+    // SAFETY: The VMA is being set up by mmap, which the caller's `&VmaNew`
     // guarantees; `vm_pgoff` is set and not changing.
     unsafe { (*vma.as_ptr()).vm_pgoff }
 }
@@ -247,9 +247,9 @@ impl<M: IoMap> VmOps<M> {
     ///
     /// `vma` is a live VMA set up by [`install`] with this `M`.
     unsafe fn with_map<R>(vma: *mut bindings::vm_area_struct, f: impl FnOnce(&M) -> R) -> R {
-        // SAFETY: `install` stored an `Arc<M>` from `into_foreign`, which is
-        // released only by `close`, after which the VMA is gone; the borrow
-        // does not outlive this call.
+        // SAFETY: The function `install` stored an `Arc<M>` from
+        // `into_foreign`, which is released only by `close`, after which the
+        // VMA is gone; the borrow does not outlive this call.
         let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
         f(&map)
     }
