@@ -26,6 +26,7 @@
 use crate::doorbell::Events;
 use crate::raw::helpers;
 use crate::raw::{
+    self,
     mappings::{
         Mapping,
         Mappings, //
@@ -53,6 +54,7 @@ use crate::{
     uapi, //
 };
 use kernel::{
+    device::Core,
     fs::{
         file::flags::{
             O_ACCMODE,
@@ -61,7 +63,7 @@ use kernel::{
         File, //
     },
     mm::virt::VmaNew,
-    new_mutex,
+    new_mutex, pci,
     prelude::*,
     sync::{
         atomic::{
@@ -105,6 +107,38 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
+    /// The facts of `pdev`, a device whose BAR2 has `size` bytes, with an
+    /// MSI-X table of `vectors` (or INTx, `intx`), numbered `index`.
+    pub(crate) fn read(
+        pdev: &pci::Device<Core<'_>>,
+        index: usize,
+        size: u64,
+        vectors: u16,
+        intx: bool,
+    ) -> Self {
+        Self {
+            index,
+            size,
+            revision: pdev.revision_id(),
+            vectors,
+            intx,
+            address: raw::pci::address(pdev),
+            subsystem_vendor: pdev.subsystem_vendor_id(),
+            subsystem_device: pdev.subsystem_device_id(),
+        }
+    }
+
+    /// How many interrupt vectors to set up: INTx has one; QEMU honours 8
+    /// bits of the vector, so more than [`uapi::MAX_VECTORS`] could never
+    /// be rung.
+    pub(crate) fn nvec(&self) -> usize {
+        if self.intx {
+            1
+        } else {
+            usize::from(self.vectors).min(uapi::MAX_VECTORS)
+        }
+    }
+
     /// Whether peers can be rung (`ivshmem-doorbell`), whether or not any
     /// interrupt vector could be set up to receive.
     pub(crate) fn doorbell(&self) -> bool {
@@ -170,36 +204,54 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// The state of a newly probed device. `window` must cover BAR2, and
+    /// The state of a device being probed, `/dev/{name}`, as shared with
+    /// its files and mappings: logs what the device is, and reserves BAR2's
+    /// default memtype ([`Device::reserve_default`]). `window` covers BAR2,
     /// `doorbell_page` BAR0's page, if user space may map it; `ivposition`
-    /// is IVPosition as read at probe; up to `nvec` vectors can be made
-    /// usable ([`Events::set_usable`]).
-    pub(crate) fn new(
+    /// is IVPosition as read at probe; up to [`Facts::nvec`] vectors can be
+    /// made usable ([`Events::set_usable`]).
+    pub(crate) fn probe(
+        pdev: &pci::Device<Core<'_>>,
+        name: &CStr,
         facts: Facts,
         window: IoWindow,
         doorbell_page: Option<IoWindow>,
         bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
         ivposition: i32,
-        nvec: usize,
-    ) -> Result<impl PinInit<Self, Error>> {
+    ) -> Result<Arc<Self>> {
+        dev_info!(
+            pdev,
+            "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
+            name.to_str()?,
+            facts.revision,
+            facts.size,
+            ivposition,
+            facts.vectors
+        );
+        let nvec = facts.nvec();
         let events = Events::new(nvec)?;
         let memtype = BarMemtype::new(window);
-        Ok(try_pin_init!(Self {
-            facts,
-            gone: Atomic::new(false),
-            ivposition: Atomic::new(ivposition),
-            window,
-            doorbell_page: doorbell_page.map(|w| w.at_pgoff(DOORBELL_MMAP_PGOFF)),
-            bar0,
-            present <- new_rwsem!(true, "ivshmem_present"),
-            maps <- new_mutex!(Maps {
-                bar2: 0,
-                memtype,
-                mappings: Mappings::new(),
+        let dev = Arc::pin_init(
+            try_pin_init!(Self {
+                facts,
+                gone: Atomic::new(false),
+                ivposition: Atomic::new(ivposition),
+                window,
+                doorbell_page: doorbell_page.map(|w| w.at_pgoff(DOORBELL_MMAP_PGOFF)),
+                bar0,
+                present <- new_rwsem!(true, "ivshmem_present"),
+                maps <- new_mutex!(Maps {
+                    bar2: 0,
+                    memtype,
+                    mappings: Mappings::new(),
+                }),
+                faults: [const { Atomic::new(0) }; 3],
+                events <- events,
             }),
-            faults: [const { Atomic::new(0) }; 3],
-            events <- events,
-        }))
+            GFP_KERNEL,
+        )?;
+        dev.reserve_default();
+        Ok(dev)
     }
 
     /// The device is going away: refuse everything from now on and zap

@@ -22,15 +22,13 @@ use crate::raw::{
 };
 use crate::{
     compat,
-    regs,
-    uapi, //
+    regs, //
 };
 use kernel::{
     device::Core,
     pci,
     prelude::*,
-    str::CString,
-    sync::Arc, //
+    str::CString, //
 };
 
 /// How many devices the driver can bind at once: N of `/dev/ivshmemN` is
@@ -105,6 +103,15 @@ fn doorbell_page(
     }
 }
 
+/// The device's number, N of `/dev/ivshmemN`: the lowest free one.
+fn device_number(pdev: &pci::Device<Core<'_>>) -> Result<Index> {
+    Index::alloc(MAX_DEVICES).inspect_err(|e| {
+        if *e == ENOSPC {
+            dev_err!(pdev, "more than {} devices\n", MAX_DEVICES);
+        }
+    })
+}
+
 /// The PCI driver.
 pub(crate) struct IvshmemDriver;
 
@@ -136,42 +143,19 @@ impl pci::Driver for IvshmemDriver {
             let (vectors, intx) = interrupts::interrupt_kind(pdev)?;
             let (doorbell_window, doorbell_tail) = doorbell_page(pdev, vectors > 0);
 
-            let index = Index::alloc(MAX_DEVICES).inspect_err(|e| {
-                if *e == ENOSPC {
-                    dev_err!(pdev, "more than {} devices\n", MAX_DEVICES);
-                }
-            })?;
-            let facts = Facts {
-                index: index.get(),
-                size,
-                revision: pdev.revision_id(),
-                vectors,
-                intx,
-                address: raw::pci::address(pdev),
-                subsystem_vendor: pdev.subsystem_vendor_id(),
-                subsystem_device: pdev.subsystem_device_id(),
-            };
+            let index = device_number(pdev)?;
+            let facts = Facts::read(pdev, index.get(), size, vectors, intx);
+            let nvec = facts.nvec();
             let name = CString::try_from_fmt(fmt!("ivshmem{}", index.get()))?;
-            dev_info!(
+            let dev = Device::probe(
                 pdev,
-                "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
-                name.to_str()?,
-                facts.revision,
-                size,
+                &name,
+                facts,
+                window,
+                doorbell_window,
+                bar0,
                 ivposition,
-                vectors
-            );
-            // QEMU honours 8 bits of the vector: more could never be rung.
-            let nvec = if intx {
-                1
-            } else {
-                usize::from(vectors).min(uapi::MAX_VECTORS)
-            };
-            let dev = Arc::pin_init(
-                Device::new(facts, window, doorbell_window, bar0, ivposition, nvec)?,
-                GFP_KERNEL,
             )?;
-            dev.reserve_default();
             let interrupts = Interrupts::new(pdev, &dev, index.get(), nvec, intx)?;
 
             Ok(try_pin_init!(Ivshmem {
