@@ -2,41 +2,38 @@
 
 //! The PCI driver: probe, in named steps, and unbind.
 
-use crate::doorbell::IntxEnabled;
+use crate::device::{
+    Device,
+    Facts, //
+};
 use crate::file::{
     self,
-    ShmFile, //
+    OpenFile, //
+};
+use crate::interrupts::{
+    self,
+    Interrupts, //
 };
 use crate::raw::{
     self,
-    irq::{
-        Registration,
-        VectorKind,
-        Vectors, //
-    },
-    irqname::IrqNames,
+    ida::Index,
     miscdev,
     vma::IoWindow, //
 };
-use crate::shm::{
-    Facts,
-    IrqHandler,
-    Shm, //
-};
 use crate::{
     compat,
-    ids,
-    regs,
-    uapi, //
+    regs, //
 };
 use kernel::{
-    alloc::KVec,
     device::Core,
     pci,
     prelude::*,
-    str::CString,
-    sync::Arc, //
+    str::CString, //
 };
+
+/// How many devices the driver can bind at once: N of `/dev/ivshmemN` is
+/// below this.
+const MAX_DEVICES: usize = 1 << 16;
 
 /// Per-device state, alive while the driver is bound to the device.
 ///
@@ -48,69 +45,22 @@ use kernel::{
 #[pin_data]
 pub(crate) struct Ivshmem<'bound> {
     #[pin]
-    misc: miscdev::Registration<ShmFile>,
-    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
-    /// before its handler goes.
-    _intx: Option<IntxEnabled<Arc<Shm>>>,
-    /// One handler per usable vector; must drop before `vectors` and
-    /// `irq_names`.
-    _irqs: KVec<Registration<IrqHandler>>,
-    /// The handlers' names in `/proc/interrupts`.
-    _irq_names: IrqNames,
-    /// The MSI-X vectors of a doorbell device.
-    _vectors: Option<Vectors<'bound>>,
-    _index: ids::Index,
+    misc: miscdev::Registration<OpenFile>,
+    /// The interrupt vectors and handlers (INTx masked first).
+    _interrupts: Interrupts<'bound>,
+    _index: Index,
     /// The rest of BAR0's page, reserved while user space may map it.
     _doorbell_tail: Option<raw::pci::PageTail>,
     _shm_region: raw::pci::Region<'bound>,
     _enabled: raw::pci::Enabled<'bound>,
 }
 
-/// Requests an interrupt handler for each vector of `vectors` in turn
-/// (one shared line for INTx), stopping at the first that cannot be had:
-/// on x86 a CPU vector is only assigned here, and the CPUs' vector space
-/// can run out (256 vectors on one CPU). The handlers obtained are the
-/// usable vectors, `0..len`, and the count is recorded in `shm`.
-fn request_irqs(
-    pdev: &pci::Device<Core<'_>>,
-    vectors: Option<&Vectors<'_>>,
-    names: &IrqNames,
-    shm: &Arc<Shm>,
-    intx: bool,
-) -> Result<KVec<Registration<IrqHandler>>> {
-    let mut irqs = KVec::new();
-    let Some(vectors) = vectors else {
-        return Ok(irqs);
-    };
-    irqs.reserve(vectors.len(), GFP_KERNEL)?;
-    for vector in 0..vectors.len() {
-        let handler = IrqHandler::new(shm.clone(), vector, intx);
-        // SAFETY: The registrations go into the driver data, whose
-        // `_irqs` drops (freeing them) before `_irq_names`.
-        let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
-        // SAFETY: The registration goes into the driver data, whose `_irqs`
-        // drops before `_vectors` and `_irq_names`.
-        match unsafe { Registration::new(vectors, vector, intx, name, handler) } {
-            Ok(r) => irqs.push_within_capacity(r)?,
-            Err(e) => {
-                dev_warn!(
-                    pdev,
-                    "interrupt vector {vector} of {}: {e:?}; receiving on {vector} vectors\n",
-                    vectors.len()
-                );
-                break;
-            }
-        }
-    }
-    shm.set_usable_vectors(irqs.len());
-    Ok(irqs)
-}
-
 /// BAR2, the shared memory: reserved for this driver but not mapped (user
-/// space maps it). Returns the reservation, its physical address and size.
+/// space maps it). Returns the reservation, the window user space maps,
+/// and BAR2's size.
 fn shared_memory<'bound>(
     pdev: &'bound pci::Device<Core<'_>>,
-) -> Result<(raw::pci::Region<'bound>, u64, u64)> {
+) -> Result<(raw::pci::Region<'bound>, IoWindow, u64)> {
     let size = pdev.resource_len(regs::SHM_BAR)?;
     let phys = pdev.resource_start(regs::SHM_BAR)?;
     if size == 0 {
@@ -118,7 +68,15 @@ fn shared_memory<'bound>(
         return Err(ENODEV);
     }
     let region = raw::pci::Region::request(pdev, regs::SHM_BAR, c"ivshmem/shm")?;
-    Ok((region, phys, size))
+    // `unbind` revokes `Device` (after which its `IoMap::lock` never
+    // returns the window) before the reservation drops.
+    let window = region.window().inspect_err(|_| {
+        dev_err!(
+            pdev,
+            "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
+        )
+    })?;
+    Ok((region, window, size))
 }
 
 /// The page of BAR0 that user space may map to ring peers with a store
@@ -133,15 +91,7 @@ fn doorbell_page(
     if !msix {
         return (None, None);
     }
-    let claimed = raw::pci::PageTail::claim(pdev, 0).and_then(|(phys, tail)| {
-        // SAFETY: The page is BAR0, reserved with `iomap_region_sized`
-        // until the device is unbound, and the rest of the page, reserved
-        // by `tail`, which the driver data keeps until after `unbind`
-        // revoked `Shm`, after which its `IoMap::lock` returns no window.
-        let window = unsafe { IoWindow::new(phys, kernel::page::PAGE_SIZE as u64) }?;
-        Ok((window, tail))
-    });
-    match claimed {
+    match raw::pci::PageTail::claim(pdev, 0) {
         Ok((window, tail)) => (Some(window), tail),
         Err(e) => {
             dev_info!(
@@ -153,42 +103,13 @@ fn doorbell_page(
     }
 }
 
-/// How doorbells arrive: the MSI-X table size (0 without MSI-X), and
-/// whether INTx is used instead (revision 0 devices without MSI-X; current
-/// QEMU never presents one: its interrupt pin is 0).
-fn interrupt_kind(pdev: &pci::Device<Core<'_>>) -> Result<(u16, bool)> {
-    let vectors = raw::pci::msix_vec_count(pdev);
-    let intx = vectors == 0 && regs::interrupt_pin(pdev)? != 0;
-    Ok((vectors, intx))
-}
-
-/// Allocates up to `nvec` interrupt vectors (INTx: one), as many as can be
-/// had; with none, the shared memory and ringing peers still work.
-fn irq_vectors<'bound>(
-    pdev: &'bound pci::Device<Core<'_>>,
-    nvec: usize,
-    intx: bool,
-) -> Result<Option<Vectors<'bound>>> {
-    if nvec == 0 {
-        return Ok(None);
-    }
-    pdev.set_master();
-    let n = u32::try_from(nvec)?;
-    let kind = if intx {
-        VectorKind::Intx
-    } else {
-        VectorKind::MsiX
-    };
-    match Vectors::alloc(pdev, 1, n, kind) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => {
-            dev_warn!(
-                pdev,
-                "no interrupt vectors ({e:?}): doorbells can be rung, not received\n"
-            );
-            Ok(None)
+/// The device's number, N of `/dev/ivshmemN`: the lowest free one.
+fn device_number(pdev: &pci::Device<Core<'_>>) -> Result<Index> {
+    Index::alloc(MAX_DEVICES).inspect_err(|e| {
+        if *e == ENOSPC {
+            dev_err!(pdev, "more than {} devices\n", MAX_DEVICES);
         }
-    }
+    })
 }
 
 /// The PCI driver.
@@ -215,76 +136,36 @@ impl pci::Driver for IvshmemDriver {
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
             let enabled = raw::pci::Enabled::new(pdev)?;
-            let (shm_region, phys, size) = shared_memory(pdev)?;
-            // SAFETY: BAR2 is I/O memory reserved just above for as long as
-            // `Ivshmem` lives; `unbind` revokes `Shm` (after which its
-            // `IoMap::lock` never returns the window) before the
-            // reservation drops.
-            let window = unsafe { IoWindow::new(phys, size) }.inspect_err(|_| {
-                dev_err!(
-                    pdev,
-                    "BAR2 at {phys:#x}, {size} bytes, is not page-aligned\n"
-                )
-            })?;
-
+            let (shm_region, window, size) = shared_memory(pdev)?;
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
             let ivposition = regs::ivposition(&bar0);
             let bar0 = bar0.into_devres()?;
-            let (vectors, intx) = interrupt_kind(pdev)?;
+            let (vectors, intx) = interrupts::interrupt_kind(pdev)?;
             let (doorbell_window, doorbell_tail) = doorbell_page(pdev, vectors > 0);
 
-            let index = ids::Index::alloc().inspect_err(|e| {
-                if *e == ENOSPC {
-                    dev_err!(pdev, "more than {} devices\n", ids::MAX_DEVICES);
-                }
-            })?;
-            let facts = Facts {
-                index: index.get(),
-                size,
-                phys,
-                revision: pdev.revision_id(),
-                vectors,
-                intx,
-                address: raw::pci::address(pdev),
-                subsystem_vendor: pdev.subsystem_vendor_id(),
-                subsystem_device: pdev.subsystem_device_id(),
-            };
+            let index = device_number(pdev)?;
+            let facts = Facts::read(pdev, index.get(), size, vectors, intx);
+            let nvec = facts.nvec();
             let name = CString::try_from_fmt(fmt!("ivshmem{}", index.get()))?;
-            dev_info!(
+            let dev = Device::probe(
                 pdev,
-                "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
-                name.to_str()?,
-                facts.revision,
-                size,
+                &name,
+                facts,
+                window,
+                doorbell_window,
+                bar0,
                 ivposition,
-                vectors
-            );
-            // QEMU honours 8 bits of the vector: more could never be rung.
-            let nvec = if intx {
-                1
-            } else {
-                usize::from(vectors).min(uapi::MAX_VECTORS)
-            };
-            let shm = Arc::pin_init(
-                Shm::new(facts, window, doorbell_window, bar0, ivposition, nvec)?,
-                GFP_KERNEL,
             )?;
-            shm.reserve_default();
-            let irq_vectors = irq_vectors(pdev, nvec, intx)?;
+            let interrupts = Interrupts::new(pdev, &dev, index.get(), nvec, intx)?;
 
             Ok(try_pin_init!(Ivshmem {
-                _vectors: irq_vectors,
-                _irq_names: IrqNames::new(index.get(), nvec, intx)?,
-                _irqs: request_irqs(pdev, _vectors.as_ref(), _irq_names, &shm, intx)?,
-                // Only now that its handler is registered; if a later field
-                // fails, dropping this masks INTx again.
-                _intx: (intx && !_irqs.is_empty()).then(|| IntxEnabled::new(shm.clone())),
+                _interrupts: interrupts,
                 misc <- miscdev::Registration::register(
                     name,
                     pdev.as_ref(),
                     0o600,
                     file::attributes(),
-                    shm,
+                    dev,
                 ),
                 _index: index,
                 _doorbell_tail: doorbell_tail,

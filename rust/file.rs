@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The file operations of `/dev/ivshmemN`: open files, ioctl decoding and
-//! the sysfs attributes. The device state they act on is [`Shm`]; reading,
-//! polling, masks and eventfds are in [`crate::doorbell`].
+//! The file operations of `/dev/ivshmemN`, implemented on the state of
+//! one open file, [`OpenFile`]: ioctl decoding and the sysfs attributes.
+//! The device state they act on is [`Device`]; reading, polling, masks and
+//! eventfds are in [`crate::doorbell`].
 
+use crate::device::Device;
 use crate::doorbell::{
     Events,
     Listener, //
@@ -14,7 +16,6 @@ use crate::raw::{
     pat::CacheMode,
     waitq::PollTable, //
 };
-use crate::shm::Shm;
 use crate::{
     compat,
     uapi, //
@@ -28,12 +29,7 @@ use kernel::{
         },
         File, //
     },
-    ioctl::{
-        _IOC_DIR,
-        _IOC_NR,
-        _IOC_SIZE,
-        _IOC_TYPE, //
-    },
+    ioctl::_IOC_SIZE,
     mm::virt::VmaNew,
     prelude::*,
     sync::{
@@ -54,7 +50,7 @@ use kernel::{
 
 /// An open `/dev/ivshmemN`.
 pub(crate) struct OpenFile {
-    shm: Arc<Shm>,
+    dev: Arc<Device>,
     /// `uapi::CACHE_*` for later mmaps.
     cache: Atomic<u32>,
     /// What this file has taken of the device's doorbells.
@@ -88,17 +84,17 @@ impl OpenFile {
 
     /// The doorbell events, on a device that receives doorbells.
     fn events(&self) -> Result<&Events> {
-        self.shm.events()
+        self.dev.events()
     }
 
     /// `read()`: waits for doorbell events and writes them to `out`.
     fn read_events(&self, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
-        self.shm.check_alive()?;
+        self.dev.check_alive()?;
         self.doorbells.read(self.events()?, out, nonblock)
     }
 
     fn poll_events(&self, file: &File, table: &PollTable) -> u32 {
-        if self.shm.check_alive().is_err() {
+        if self.dev.check_alive().is_err() {
             return uapi::EPOLLHUP | uapi::EPOLLERR;
         }
         match self.events() {
@@ -114,10 +110,10 @@ impl OpenFile {
             return Err(EINVAL);
         }
         // Ringing needs no interrupt of our own.
-        if !self.shm.facts().doorbell() {
+        if !self.dev.facts().doorbell() {
             return Err(compat::eopnotsupp());
         }
-        self.shm.ring(req.peer, req.vector)
+        self.dev.ring(req.peer, req.vector)
     }
 
     /// `IVSHMEM_IOCTL_SET_MASK`.
@@ -159,7 +155,7 @@ impl OpenFile {
     /// `IVSHMEM_IOCTL_INFO`: copies as much of the info as the caller's
     /// structure holds, zero-filling any part newer than this driver.
     fn ioctl_info(&self, arg: usize, size: usize) -> Result {
-        let info = self.shm.info()?;
+        let info = self.dev.info()?;
         let bytes = info.as_bytes();
         if size < bytes.len() {
             return Err(EINVAL);
@@ -193,31 +189,41 @@ impl OpenFile {
     }
 }
 
-/// The file operations of `/dev/ivshmemN`.
-pub(crate) struct ShmFile;
+/// An ioctl number without its size field, which may differ from ours (a
+/// newer or older caller: see [`uapi`]): type, number and direction name
+/// the command.
+const fn command(cmd: u32) -> u32 {
+    cmd & !(kernel::uapi::_IOC_SIZEMASK << kernel::uapi::_IOC_SIZESHIFT)
+}
 
-impl FileOps for ShmFile {
-    type Device = Arc<Shm>;
-    type Ptr = Pin<KBox<OpenFile>>;
+const INFO: u32 = command(uapi::IOCTL_INFO);
+const SET_CACHE: u32 = command(uapi::IOCTL_SET_CACHE);
+const RING: u32 = command(uapi::IOCTL_RING);
+const SET_MASK: u32 = command(uapi::IOCTL_SET_MASK);
+const BIND_EVENTFD: u32 = command(uapi::IOCTL_BIND_EVENTFD);
 
-    fn open(shm: &Arc<Shm>, _file: &File) -> Result<Pin<KBox<OpenFile>>> {
-        shm.check_alive()?;
+impl FileOps for OpenFile {
+    type Data = Arc<Device>;
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(dev: &Arc<Device>, _file: &File) -> Result<Pin<KBox<Self>>> {
+        dev.check_alive()?;
         Ok(KBox::pin(
-            OpenFile {
-                shm: shm.clone(),
+            Self {
+                dev: dev.clone(),
                 cache: Atomic::new(uapi::CACHE_WB),
-                doorbells: Listener::new(shm.event_state())?,
+                doorbells: Listener::new(dev.event_state())?,
             },
             GFP_KERNEL,
         )?)
     }
 
-    fn release(this: Pin<KBox<OpenFile>>, _file: &File) {
-        this.doorbells.release(this.shm.event_state(), this.id());
+    fn release(this: Pin<KBox<Self>>, _file: &File) {
+        this.doorbells.release(this.dev.event_state(), this.id());
     }
 
     fn read(
-        this: Pin<&OpenFile>,
+        this: Pin<&Self>,
         _file: &File,
         out: &mut UserSliceWriter,
         nonblock: bool,
@@ -225,24 +231,18 @@ impl FileOps for ShmFile {
         this.read_events(out, nonblock)
     }
 
-    fn poll(this: Pin<&OpenFile>, file: &File, table: &PollTable) -> u32 {
+    fn poll(this: Pin<&Self>, file: &File, table: &PollTable) -> u32 {
         this.poll_events(file, table)
     }
 
-    fn mmap(this: Pin<&OpenFile>, file: &File, vma: &VmaNew) -> Result {
-        Shm::map(&this.shm, file, vma, this.cache_mode())
+    fn mmap(this: Pin<&Self>, file: &File, vma: &VmaNew) -> Result {
+        Device::map(&this.dev, file, vma, this.cache_mode())
     }
 
-    fn ioctl(this: Pin<&OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: Pin<&Self>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         // ENODEV comes first, whatever the command.
-        this.shm.check_alive()?;
-        if _IOC_TYPE(cmd) != uapi::MAGIC {
-            return Err(ENOTTY);
-        }
+        this.dev.check_alive()?;
         let size = _IOC_SIZE(cmd);
-        // The size may differ from ours (see `uapi`); number and direction
-        // must match.
-        let is = |known: u32| _IOC_NR(cmd) == _IOC_NR(known) && _IOC_DIR(cmd) == _IOC_DIR(known);
         // Interrupting peers, signalling eventfds and choosing how the
         // memory is mapped need a file opened for writing.
         let writable = || {
@@ -252,31 +252,32 @@ impl FileOps for ShmFile {
                 Ok(())
             }
         };
-        if is(uapi::IOCTL_INFO) {
-            this.ioctl_info(arg, size)?;
-        } else if is(uapi::IOCTL_SET_CACHE) {
-            writable()?;
-            this.ioctl_set_cache(arg, size)?;
-        } else if is(uapi::IOCTL_RING) {
-            writable()?;
-            this.ioctl_ring(arg, size)?;
-        } else if is(uapi::IOCTL_SET_MASK) {
-            this.ioctl_set_mask(arg, size)?;
-        } else if is(uapi::IOCTL_BIND_EVENTFD) {
-            writable()?;
-            this.ioctl_bind_eventfd(arg, size)?;
-        } else {
-            return Err(ENOTTY);
+        match command(cmd) {
+            INFO => this.ioctl_info(arg, size)?,
+            SET_CACHE => {
+                writable()?;
+                this.ioctl_set_cache(arg, size)?;
+            }
+            RING => {
+                writable()?;
+                this.ioctl_ring(arg, size)?;
+            }
+            SET_MASK => this.ioctl_set_mask(arg, size)?,
+            BIND_EVENTFD => {
+                writable()?;
+                this.ioctl_bind_eventfd(arg, size)?;
+            }
+            _ => return Err(ENOTTY),
         }
         Ok(0)
     }
 
-    fn show(shm: &Arc<Shm>, name: &CStr, out: &mut dyn fmt::Write) -> Result {
-        let f = shm.facts();
+    fn show(dev: &Arc<Device>, name: &CStr, out: &mut dyn fmt::Write) -> Result {
+        let f = dev.facts();
         let r = match name.to_bytes() {
             b"size" => write!(out, "{}", f.size),
-            b"ivposition" => write!(out, "{}", shm.ivposition()?),
-            b"vectors" => write!(out, "{}", shm.usable_vectors()),
+            b"ivposition" => write!(out, "{}", dev.ivposition()?),
+            b"vectors" => write!(out, "{}", dev.usable_vectors()),
             b"revision" => write!(out, "{}", f.revision),
             b"features" => match f.features() {
                 0 => write!(out, "plain"),
@@ -284,7 +285,7 @@ impl FileOps for ShmFile {
                 _ => write!(out, "doorbell msix"),
             },
             b"faults" => {
-                let [pte, pmd, pud] = shm.fault_counts();
+                let [pte, pmd, pud] = dev.fault_counts();
                 write!(out, "pte {pte} pmd {pmd} pud {pud}")
             }
             _ => return Err(EINVAL),
@@ -294,7 +295,7 @@ impl FileOps for ShmFile {
 }
 
 crate::raw::miscdev::misc_attribute_groups!(
-    ATTRIBUTES: ShmFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
+    ATTRIBUTES: OpenFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
 );
 
 /// The sysfs attributes of `/dev/ivshmemN`.

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Forwarders to kernel macros and inline functions that have no Rust
- * binding. Declared in Rust in rust/raw/helpers.rs.
+ * binding. Their Rust declarations are generated from this header by
+ * bindgen at build time (Kbuild) and included by rust/raw/helpers.rs.
  */
 #ifndef IVSHMEM_HELPERS_H
 #define IVSHMEM_HELPERS_H
@@ -14,25 +15,58 @@
 
 struct ivshmem_waitq;
 
+/* pgprot_noncached(): the protection bits with the UC- cache mode. */
 pgprot_t ivshmem_pgprot_noncached(pgprot_t prot);
+/* pgprot_writecombine(): the protection bits with the WC cache mode. */
 pgprot_t ivshmem_pgprot_writecombine(pgprot_t prot);
+/*
+ * pgprot_decrypted(): the protection bits for memory shared with the host
+ * (a no-op outside confidential guests).
+ */
 pgprot_t ivshmem_pgprot_decrypted(pgprot_t prot);
+/* pci_domain_nr(pdev->bus). */
 int ivshmem_pci_domain_nr(struct pci_dev *pdev);
+/*
+ * wmb(): orders earlier memory writes (write-combined ones too) before
+ * later ones, including MMIO.
+ */
 void ivshmem_wmb(void);
+/* ktime_get_ns(): CLOCK_MONOTONIC in nanoseconds; NMI-safe. */
 u64 ivshmem_ktime_ns(void);
+/*
+ * ida_alloc_max() on the driver's IDA of device numbers: the lowest free
+ * number up to @max, or a negative errno (-ENOSPC when all are taken,
+ * -ENOMEM). May sleep.
+ */
 int ivshmem_ida_alloc(unsigned int max);
+/* ida_free() on the driver's IDA: @id must be allocated, not yet freed. */
 void ivshmem_ida_free(unsigned int id);
+/* spin_lock_irqsave(): returns the saved interrupt flags. */
 unsigned long ivshmem_spin_lock_irqsave(spinlock_t *lock);
+/* spin_unlock_irqrestore(). */
 void ivshmem_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+/* Allocates and initialises a wait queue (NULL without memory). */
 struct ivshmem_waitq *ivshmem_waitq_alloc(void);
+/* wake_up_pollfree(), then frees the queue after an RCU grace period. */
 void ivshmem_waitq_free(struct ivshmem_waitq *q);
+/* wake_up_all(). */
 void ivshmem_waitq_wake_all(struct ivshmem_waitq *q);
+/* poll_wait() on the queue. */
 void ivshmem_waitq_poll(struct ivshmem_waitq *q, struct file *file,
 			poll_table *table);
+/*
+ * Sleeps interruptibly on the queue with @lock (held, with *@flags saved)
+ * released meanwhile; returns whether a signal is pending.
+ */
 bool ivshmem_waitq_wait(struct ivshmem_waitq *q, spinlock_t *lock,
 			unsigned long *flags);
+/*
+ * request_irq() with the C handler that calls ivshmem_irq_rust() with
+ * @data; IRQF_SHARED when @shared.
+ */
 int ivshmem_request_irq(unsigned int irq, bool shared, const char *name,
 			void *data);
+/* VM_MAYSHARE, from C: 7.2's Rust binding of it is wrong. */
 vm_flags_t ivshmem_vm_mayshare(void);
 
 #endif

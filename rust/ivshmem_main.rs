@@ -13,23 +13,23 @@
 //! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls.
 //!
 //! Layout: [`driver`] is the PCI driver (probe in named steps, unbind),
-//! [`shm`] the device state (facts, interrupt handlers, mappings, BAR2's
-//! memtype, removal), [`file`] the file operations, ioctls and sysfs,
-//! [`doorbell`] the doorbells (counting, read, poll, masks, eventfds,
-//! INTx), [`raw`] the few wrappers over C APIs the kernel crate lacks
-//! (or has differently in 7.2 and 7.3), [`compat`] the names and
-//! signatures that differ between those kernels,
-//! [`regs`] the registers, [`uapi`] the user API structures, [`ids`] the
-//! device numbers.
+//! [`device`] the device state (facts, mappings, BAR2's memtype, removal),
+//! [`interrupts`] the vectors and handlers (MSI-X, INTx), [`file`] the
+//! file operations, ioctls and sysfs, [`doorbell`] the doorbells
+//! (counting, read, poll, masks, eventfds), [`regs`] the registers,
+//! [`uapi`] the user API structures, [`compat`] the names and signatures
+//! that differ between 7.2 and 7.3, and [`raw`] the few wrappers over C
+//! APIs the kernel crate lacks (or has differently in 7.2 and 7.3): the
+//! driver's only code that is not safe Rust.
 
 mod compat;
+mod device;
 mod doorbell;
 mod driver;
 mod file;
-mod ids;
+mod interrupts;
 mod raw;
 mod regs;
-mod shm;
 mod uapi;
 
 kernel::module_pci_driver! {

@@ -4,7 +4,8 @@
 //!
 //! BAR0 holds four 32-bit little-endian registers, accessed 32 bits at a
 //! time only (other widths are not supported by the device model), typed
-//! with [`register!`].
+//! with [`register!`], as is the one config space register the driver
+//! reads.
 
 use kernel::{
     device::Bound,
@@ -69,18 +70,15 @@ pub(crate) fn ring(bar0: &Bar0<'_>, peer: u16, vector: u16) {
     bar0.write_reg(DOORBELL::zeroed().with_peer(peer).with_vector(vector));
 }
 
-impl crate::doorbell::IntxRegs for Bar0<'_> {
-    fn read_status(&self) -> u32 {
-        self.read(INTR_STATUS).status().get()
-    }
-
-    fn write_mask(&self, mask: u32) {
-        self.write_reg(INTR_MASK::zeroed().with_mask(mask));
+register! {
+    /// Interrupt Pin, in PCI config space: 0 none, 1 to 4 INTA to INTD.
+    pub(crate) INTERRUPT_PIN(u8) @ 0x3d {
+        /// The pin.
+        7:0 pin;
     }
 }
 
 /// The PCI interrupt pin (0: none), from config space.
-pub(crate) fn interrupt_pin(pdev: &pci::Device<Bound>) -> Result<u8> {
-    const PCI_INTERRUPT_PIN: usize = 0x3d;
-    pdev.config_space().try_read8(PCI_INTERRUPT_PIN)
+pub(crate) fn interrupt_pin(pdev: &pci::Device<Bound>) -> u8 {
+    pdev.config_space().read(INTERRUPT_PIN).pin().get()
 }

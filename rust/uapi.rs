@@ -1,19 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The user API, mirroring `uapi/linux/ivshmem.h` field for field. The
-//! sizes and ioctl numbers are checked at compile time here, and against
-//! the C header by the userspace ABI test.
+//! The user API, mirroring `uapi/linux/ivshmem.h` field for field.
+//!
+//! This file uses `core` only, so that a host test,
+//! `userspace/ivshmem/tests/kernel_uapi.rs`, includes it as it is and
+//! checks every size, offset, constant and ioctl number against the C
+//! header compiled by the C compiler. The structures' `AsBytes` and
+//! `FromBytes` implementations are in [`crate::raw::bytes`].
 
-use kernel::{
-    ioctl::{
-        _IOR,
-        _IOW, //
-    },
-    transmute::{
-        AsBytes,
-        FromBytes, //
-    },
-};
+use core::mem::size_of;
+
+/// `_IOC_WRITE` (`include/uapi/asm-generic/ioctl.h`).
+const IOC_WRITE: u32 = 1;
+/// `_IOC_READ`.
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)`: an ioctl number (asm-generic layout: 8
+/// bits of number, 8 of type, 14 of size, 2 of direction).
+const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    assert!(size < 1 << 14);
+    // CAST: Checked just above to fit the 14-bit size field.
+    (dir << 30) | ((size as u32) << 16) | (ty << 8) | nr
+}
 
 /// The ioctl type byte.
 pub(crate) const MAGIC: u32 = 0xB9;
@@ -28,9 +36,9 @@ pub(crate) const FEATURE_INTX: u32 = 1 << 2;
 pub(crate) const FEATURE_DOORBELL_MMAP: u32 = 1 << 3;
 
 /// `IVSHMEM_DOORBELL_MMAP_OFFSET` (`1 << 52`, past any BAR2: x86-64
-/// physical addresses have at most 52 bits), in pages: the mmap offset of
-/// the page holding the device's registers.
-pub(crate) const DOORBELL_MMAP_PGOFF: usize = 1 << (52 - kernel::bindings::PAGE_SHIFT);
+/// physical addresses have at most 52 bits): the mmap offset of the page
+/// holding the device's registers.
+pub(crate) const DOORBELL_MMAP_OFFSET: u64 = 1 << 52;
 
 /// `ivshmem_info.flags`: IVPosition reads -1, the memory is not there yet.
 pub(crate) const INFO_NOT_READY: u32 = 1 << 0;
@@ -55,10 +63,6 @@ pub(crate) struct Info {
     pub(crate) reserved: [u64; 4],
 }
 
-// SAFETY: `repr(C)` with integer fields only and no padding (the size
-// assertion below), so every byte is initialised.
-unsafe impl AsBytes for Info {}
-
 /// `ivshmem_cache.mode` values.
 pub(crate) const CACHE_WB: u32 = 0;
 pub(crate) const CACHE_WC: u32 = 1;
@@ -72,11 +76,6 @@ pub(crate) struct Cache {
     pub(crate) flags: u32,
     pub(crate) reserved: u64,
 }
-
-// SAFETY: `repr(C)`, integers only, no padding.
-unsafe impl AsBytes for Cache {}
-// SAFETY: Any bit pattern is a valid `Cache`.
-unsafe impl FromBytes for Cache {}
 
 /// `poll` events (`include/uapi/linux/eventpoll.h`).
 pub(crate) const EPOLLIN: u32 = 0x0001;
@@ -103,11 +102,6 @@ pub(crate) struct Ring {
     pub(crate) reserved: u64,
 }
 
-// SAFETY: `repr(C)`, integers only, no padding.
-unsafe impl AsBytes for Ring {}
-// SAFETY: Any bit pattern is a valid `Ring`.
-unsafe impl FromBytes for Ring {}
-
 /// `struct ivshmem_mask`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -117,11 +111,6 @@ pub(crate) struct Mask {
     pub(crate) reserved0: u32,
     pub(crate) reserved: u64,
 }
-
-// SAFETY: `repr(C)`, integers only, no padding.
-unsafe impl AsBytes for Mask {}
-// SAFETY: Any bit pattern is a valid `Mask`.
-unsafe impl FromBytes for Mask {}
 
 /// `struct ivshmem_eventfd`.
 #[repr(C)]
@@ -133,11 +122,6 @@ pub(crate) struct EventFdBind {
     pub(crate) reserved: u64,
 }
 
-// SAFETY: `repr(C)`, integers only, no padding.
-unsafe impl AsBytes for EventFdBind {}
-// SAFETY: Any bit pattern is a valid `EventFdBind`.
-unsafe impl FromBytes for EventFdBind {}
-
 /// `struct ivshmem_event`, what read() returns.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -148,25 +132,13 @@ pub(crate) struct Event {
     pub(crate) timestamp_ns: u64,
 }
 
-// SAFETY: `repr(C)`, integers only, no padding.
-unsafe impl AsBytes for Event {}
-
 /// `IVSHMEM_IOCTL_INFO`.
-pub(crate) const IOCTL_INFO: u32 = _IOR::<Info>(MAGIC, 0x00);
+pub(crate) const IOCTL_INFO: u32 = ioc(IOC_READ, MAGIC, 0x00, size_of::<Info>());
 /// `IVSHMEM_IOCTL_SET_CACHE`.
-pub(crate) const IOCTL_SET_CACHE: u32 = _IOW::<Cache>(MAGIC, 0x01);
+pub(crate) const IOCTL_SET_CACHE: u32 = ioc(IOC_WRITE, MAGIC, 0x01, size_of::<Cache>());
 /// `IVSHMEM_IOCTL_RING`.
-pub(crate) const IOCTL_RING: u32 = _IOW::<Ring>(MAGIC, 0x02);
+pub(crate) const IOCTL_RING: u32 = ioc(IOC_WRITE, MAGIC, 0x02, size_of::<Ring>());
 /// `IVSHMEM_IOCTL_SET_MASK`.
-pub(crate) const IOCTL_SET_MASK: u32 = _IOW::<Mask>(MAGIC, 0x03);
+pub(crate) const IOCTL_SET_MASK: u32 = ioc(IOC_WRITE, MAGIC, 0x03, size_of::<Mask>());
 /// `IVSHMEM_IOCTL_BIND_EVENTFD`.
-pub(crate) const IOCTL_BIND_EVENTFD: u32 = _IOW::<EventFdBind>(MAGIC, 0x04);
-
-const _: () = assert!(core::mem::size_of::<Info>() == 72);
-const _: () = assert!(core::mem::size_of::<Cache>() == 16);
-const _: () = assert!(IOCTL_INFO == 0x8048_b900);
-const _: () = assert!(IOCTL_SET_CACHE == 0x4010_b901);
-const _: () = assert!(core::mem::size_of::<Ring>() == 16);
-const _: () = assert!(core::mem::size_of::<Mask>() == 48);
-const _: () = assert!(core::mem::size_of::<EventFdBind>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 16);
+pub(crate) const IOCTL_BIND_EVENTFD: u32 = ioc(IOC_WRITE, MAGIC, 0x04, size_of::<EventFdBind>());

@@ -21,7 +21,8 @@ pub(crate) struct EventFd {
 // SAFETY: Eventfd contexts are refcounted and may be signalled and released
 // from any thread.
 unsafe impl Send for EventFd {}
-// SAFETY: `signal` may run concurrently on several CPUs.
+// SAFETY: Shared references only call `signal` (`eventfd_signal()`),
+// which may run concurrently on several CPUs.
 unsafe impl Sync for EventFd {}
 
 impl EventFd {

@@ -6,9 +6,11 @@
 
 use super::{
     helpers,
+    irqname::IrqNames,
     pci::raw, //
 };
 use kernel::{
+    alloc::KVec,
     bindings,
     device::Bound,
     error::to_result,
@@ -48,7 +50,7 @@ impl<'bound> Vectors<'bound> {
             VectorKind::MsiX => bindings::PCI_IRQ_MSIX,
             VectorKind::Intx => bindings::PCI_IRQ_INTX,
         };
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device; the function
+        // SAFETY: The device `raw(pdev)` is valid and bound; the function
         // checks the counts.
         let n = unsafe { bindings::pci_alloc_irq_vectors(raw(pdev), min, max, flags) };
         to_result(n)?;
@@ -118,10 +120,10 @@ unsafe fn call<T: Handler>(slot: *const c_void) -> bool {
 /// `data` is the `data` of a live [`Registration`].
 #[no_mangle]
 unsafe extern "C" fn ivshmem_irq_rust(data: *mut c_void) -> bool {
-    // SAFETY: `data` points to a live `Slot<T>`, whose first field is its
-    // `call` for that `T` (`repr(C)`).
+    // SAFETY: The pointer `data` is to a live `Slot<T>`, whose first field is
+    // its `call` for that `T` (`repr(C)`).
     let call = unsafe { (*data.cast::<Slot<()>>()).call };
-    // SAFETY: `call` is `call::<T>` and `data` a live `Slot<T>`.
+    // SAFETY: The function `call` is `call::<T>` and `data` a live `Slot<T>`.
     unsafe { call(data.cast_const()) }
 }
 
@@ -143,7 +145,7 @@ impl<T: Handler> Registration<T> {
     /// # Safety
     ///
     /// The registration must drop before `vectors`, and before `name`.
-    pub(crate) unsafe fn new(
+    unsafe fn new(
         vectors: &Vectors<'_>,
         index: usize,
         shared: bool,
@@ -159,9 +161,9 @@ impl<T: Handler> Registration<T> {
             GFP_KERNEL,
         )?;
         let data = core::ptr::from_ref::<Slot<T>>(&slot).cast_mut().cast();
-        // SAFETY: `irq` is a vector of the device; `name` outlives the
-        // registration (caller); `data` stays valid (boxed) until `free_irq`
-        // on drop.
+        // SAFETY: The interrupt `irq` is a vector of the device; `name`
+        // outlives the registration (caller); `data` stays valid (boxed) until
+        // `free_irq` on drop.
         to_result(unsafe { helpers::ivshmem_request_irq(irq, shared, name.as_char_ptr(), data) })?;
         // INVARIANT: Just registered.
         Ok(Self { irq, slot })
@@ -175,5 +177,66 @@ impl<T: Handler> Drop for Registration<T> {
         // `data`; once `free_irq` returns, it is not running and never runs
         // again, so the slot may go.
         unsafe { bindings::free_irq(self.irq, data) };
+    }
+}
+
+/// The handlers of an allocation of vectors: one per vector from the
+/// first, each named in `/proc/interrupts` by [`IrqNames`]. Dropping it
+/// frees the handlers, then the names, then the vectors.
+///
+/// # Invariants
+///
+/// `registrations[i]` is registered on vector `i` of `vectors`, named by
+/// entry `i` of `names`. The fields drop in declaration order, so every
+/// handler is freed before its name and its vector.
+pub(crate) struct Handlers<'bound, T: Handler> {
+    registrations: KVec<Registration<T>>,
+    _names: IrqNames,
+    _vectors: Vectors<'bound>,
+}
+
+impl<'bound, T: Handler> Handlers<'bound, T> {
+    /// Requests a handler, made by `handler(vector)`, on each vector of
+    /// `vectors` in turn (shared with other devices when `shared`: INTx),
+    /// named by `names`, and stops at the first that cannot be had. Returns
+    /// the handlers obtained, and the error that stopped the requests, if
+    /// any.
+    pub(crate) fn request(
+        vectors: Vectors<'bound>,
+        names: IrqNames,
+        shared: bool,
+        mut handler: impl FnMut(usize) -> T,
+    ) -> Result<(Self, Option<Error>)> {
+        let mut registrations = KVec::with_capacity(vectors.len(), GFP_KERNEL)?;
+        let mut stopped = None;
+        for vector in 0..vectors.len() {
+            // SAFETY: The name is used by the registrations made below,
+            // which drop before `names`: as locals before the arguments on
+            // an early return, as fields of `Handlers` after (invariant).
+            let name = unsafe { names.get(vector) }.ok_or(EINVAL)?;
+            // SAFETY: The registration goes into `registrations`, which
+            // drops before `vectors` and `names`, as above.
+            match unsafe { Registration::new(&vectors, vector, shared, name, handler(vector)) } {
+                Ok(r) => registrations.push_within_capacity(r)?,
+                Err(e) => {
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+        // INVARIANT: Registration `i` is on vector `i`, named `names[i]`.
+        Ok((
+            Self {
+                registrations,
+                _names: names,
+                _vectors: vectors,
+            },
+            stopped,
+        ))
+    }
+
+    /// How many handlers were requested: the usable vectors are `0..len`.
+    pub(crate) fn len(&self) -> usize {
+        self.registrations.len()
     }
 }

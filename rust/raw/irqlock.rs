@@ -53,7 +53,7 @@ impl<T> IrqSpinLock<T> {
     ) -> impl PinInit<Self> {
         // INVARIANT: `lock` is initialised by `ffi_init`.
         pin_init!(Self {
-            // SAFETY: `slot` is valid for the call; `name` and `key` live
+            // SAFETY: The slot is valid for the call; `name` and `key` live
             // forever, as lockdep keeps pointers to them.
             lock <- Opaque::ffi_init(|slot| unsafe {
                 bindings::__spin_lock_init(slot, name.as_char_ptr(), key.as_ptr())

@@ -31,7 +31,7 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// The address space `file` maps through.
     pub(crate) fn of_file(file: &File) -> Result<Self> {
-        // SAFETY: `file` is a valid open file; `f_mapping` is set at open.
+        // SAFETY: The file is a valid open file; `f_mapping` is set at open.
         let m = unsafe { (*file.as_ptr()).f_mapping };
         NonNull::new(m).map(Self).ok_or(EINVAL)
     }

@@ -34,15 +34,17 @@ use kernel::{
     },
 };
 
-/// The file operations of a misc device, implemented by the driver.
+/// The file operations of a misc device, implemented by the driver on the
+/// state of one open file (`Self`), as `kernel::miscdevice::MiscDevice`
+/// is.
 pub(crate) trait FileOps: Sized + 'static {
     /// Data of the device, shared by its open files.
-    type Device: Send + Sync;
-    /// State of one open file.
+    type Data: Send + Sync;
+    /// How an open file holds its state, e.g. `Pin<KBox<Self>>`.
     type Ptr: ForeignOwnable + Send + Sync;
 
     /// Opens the device.
-    fn open(dev: &Self::Device, file: &File) -> Result<Self::Ptr>;
+    fn open(dev: &Self::Data, file: &File) -> Result<Self::Ptr>;
 
     /// Releases an open file.
     fn release(this: Self::Ptr, _file: &File) {
@@ -78,7 +80,7 @@ pub(crate) trait FileOps: Sized + 'static {
     ) -> Result<isize>;
 
     /// Prints sysfs attribute `name` of the device (without the newline).
-    fn show(dev: &Self::Device, name: &CStr, out: &mut dyn fmt::Write) -> Result;
+    fn show(dev: &Self::Data, name: &CStr, out: &mut dyn fmt::Write) -> Result;
 }
 
 /// A registered misc device.
@@ -93,14 +95,14 @@ pub(crate) trait FileOps: Sized + 'static {
 pub(crate) struct Registration<T: FileOps> {
     #[pin]
     inner: Opaque<bindings::miscdevice>,
-    data: T::Device,
+    data: T::Data,
     name: CString,
 }
 
-// SAFETY: `misc_deregister` may be called from any thread; `T::Device` is
-// `Send`.
+// SAFETY: The registration may be dropped (`misc_deregister`) on any thread;
+// `T::Data` is `Send`.
 unsafe impl<T: FileOps> Send for Registration<T> {}
-// SAFETY: `&self` only gives out `&T::Device`, which is `Sync`.
+// SAFETY: A shared reference only gives out `&T::Data`, which is `Sync`.
 unsafe impl<T: FileOps> Sync for Registration<T> {}
 
 impl<T: FileOps> Registration<T> {
@@ -112,10 +114,10 @@ impl<T: FileOps> Registration<T> {
         parent: &'a device::Device,
         mode: u16,
         groups: &'static Groups,
-        data: T::Device,
+        data: T::Data,
     ) -> impl PinInit<Self, Error> + 'a
     where
-        T::Device: 'a,
+        T::Data: 'a,
     {
         // CAST: `device::Device` is a transparent wrapper of `struct device`.
         let parent = core::ptr::from_ref(parent)
@@ -136,7 +138,7 @@ impl<T: FileOps> Registration<T> {
                     misc.groups = groups.0.get().as_ptr().cast_mut();
                     // SAFETY: The initializer may write to `slot`.
                     unsafe { slot.write(misc) };
-                    // SAFETY: `slot` holds a filled-in miscdevice whose name
+                    // SAFETY: The slot holds a filled-in miscdevice whose name
                     // and data are fields of this pinned registration, and
                     // which is deregistered in `drop` before they go.
                     // INVARIANT: Registered on success.
@@ -147,7 +149,7 @@ impl<T: FileOps> Registration<T> {
     }
 
     /// The device data.
-    pub(crate) fn data(&self) -> &T::Device {
+    pub(crate) fn data(&self) -> &T::Data {
         &self.data
     }
 }
@@ -256,9 +258,9 @@ unsafe extern "C" fn show<T: FileOps>(
     attr: *mut bindings::device_attribute,
     buf: *mut c_char,
 ) -> isize {
-    // SAFETY: `misc_register` made `dev` with the miscdevice as its driver
-    // data; by the `Registration` invariant that is a pointer to it, alive
-    // while the attribute can be read.
+    // SAFETY: The misc core (`misc_register`) made `dev` with the miscdevice as
+    // its driver data; by the `Registration` invariant that is a pointer to it,
+    // alive while the attribute can be read.
     let reg = unsafe { &*(*dev).driver_data.cast::<Registration<T>>() };
     // SAFETY: The attribute's name is a static C string (`attributes`).
     let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
@@ -323,7 +325,8 @@ impl<T: FileOps> Vtable<T> {
     ///
     /// Called once per successfully opened file.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
-        // SAFETY: `open` stored a `T::Ptr`; release takes it back once.
+        // SAFETY: The `open` callback stored a `T::Ptr`; release takes it back
+        // once.
         let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
         // SAFETY: The file is valid for the call.
         T::release(ptr, unsafe { File::from_raw_file(raw) });

@@ -7,8 +7,10 @@
 //! safe methods cannot be misused from the driver logic. Each wrapper
 //! documents its invariants; the rest of the crate is safe Rust.
 
+pub(crate) mod bytes;
 pub(crate) mod eventfd;
 pub(crate) mod helpers;
+pub(crate) mod ida;
 pub(crate) mod irq;
 pub(crate) mod irqlock;
 pub(crate) mod irqname;

@@ -12,7 +12,10 @@
 //! it only holds the reservation, which is what
 //! `/sys/kernel/debug/x86/pat_memtype_list` shows.
 
-use super::helpers;
+use super::{
+    helpers,
+    vma::IoWindow, //
+};
 use kernel::{
     bindings,
     prelude::*, //
@@ -46,7 +49,7 @@ impl CacheMode {
     }
 }
 
-/// A memtype reservation of a physical range in one cache mode.
+/// A memtype reservation of an [`IoWindow`]'s range in one cache mode.
 ///
 /// # Invariants
 ///
@@ -64,20 +67,18 @@ unsafe impl Send for Memtype {}
 unsafe impl Sync for Memtype {}
 
 impl Memtype {
-    /// Reserves `[phys, phys + len)` as `mode`. Fails with `EBUSY` when the
+    /// Reserves `window`'s range as `mode`. Fails with `EBUSY` when the
     /// range is reserved with a conflicting mode (or, indistinguishably,
     /// when the kernel mapping cannot be made). The effective mode can be
     /// weaker than `mode` without an error: firmware MTRRs turn write-back
     /// into UC-, an existing UC- reservation is shared by a WC request.
-    ///
-    /// # Safety
-    ///
-    /// The range must be I/O memory the caller owns (a BAR it reserved),
-    /// as it gets mapped into the kernel, although never accessed.
-    pub(crate) unsafe fn reserve(phys: u64, len: u64, mode: CacheMode) -> Result<Self> {
-        let size = usize::try_from(len)?;
-        // SAFETY: The caller's range is a BAR of its device; the ioremap
-        // family accepts any physical range and fails cleanly on conflicts.
+    fn reserve(window: &IoWindow, mode: CacheMode) -> Result<Self> {
+        let phys = window.phys();
+        let size = window.len();
+        // SAFETY: By the `IoWindow` invariant the range is I/O memory (a
+        // BAR) the driver reserved; it is mapped into the kernel to hold
+        // the memtype, never accessed. The ioremap family accepts any
+        // physical range and fails cleanly on conflicts.
         let cookie = unsafe {
             match mode {
                 CacheMode::WriteBack => bindings::ioremap_cache(phys, size),
@@ -103,5 +104,45 @@ impl Drop for Memtype {
         // SAFETY: By the type invariant, `cookie` came from ioremap and is
         // unmapped only here.
         unsafe { bindings::iounmap(self.cookie) };
+    }
+}
+
+/// The memtype of a BAR that user space maps: at most one reservation, in
+/// one cache mode at a time. The one owner of a BAR's memtype: the driver
+/// asks it for a mode and it reserves, replaces or releases.
+pub(crate) struct BarMemtype {
+    window: IoWindow,
+    reserved: Option<Memtype>,
+}
+
+impl BarMemtype {
+    /// Nothing reserved yet for the BAR under `window`.
+    pub(crate) fn new(window: IoWindow) -> Self {
+        Self {
+            window,
+            reserved: None,
+        }
+    }
+
+    /// The reserved mode, if any.
+    pub(crate) fn mode(&self) -> Option<CacheMode> {
+        self.reserved.as_ref().map(Memtype::mode)
+    }
+
+    /// Makes the reservation `mode`. A reservation of another mode is
+    /// released first (the two would conflict); if the new one cannot be
+    /// made, nothing is reserved. See [`Memtype`] for the errors.
+    pub(crate) fn reserve(&mut self, mode: CacheMode) -> Result {
+        if self.mode() == Some(mode) {
+            return Ok(());
+        }
+        self.reserved = None;
+        self.reserved = Some(Memtype::reserve(&self.window, mode)?);
+        Ok(())
+    }
+
+    /// Releases the reservation, if any.
+    pub(crate) fn release(&mut self) {
+        self.reserved = None;
     }
 }

@@ -4,7 +4,10 @@
 //! it into the kernel, the rest of a sub-page BAR's page, the MSI-X table
 //! size, and the device's PCI address.
 
-use super::helpers;
+use super::{
+    helpers,
+    vma::IoWindow, //
+};
 use kernel::{
     bindings,
     device::{
@@ -73,13 +76,28 @@ impl<'bound> Region<'bound> {
         name: &'static CStr,
     ) -> Result<Self> {
         let bar_c = c_int::try_from(bar)?;
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device for `'bound`, and
+        // SAFETY: The device `raw(pdev)` is valid and bound for `'bound`, and
         // `name` is a NUL-terminated string that lives forever, as the
         // resource keeps a pointer to it.
         to_result(unsafe { bindings::pci_request_region(raw(pdev), bar_c, name.as_char_ptr()) })
             .inspect_err(|_| dev_err!(pdev, "BAR{bar} is in use by someone else\n"))?;
         // INVARIANT: The region was just reserved.
         Ok(Self { pdev, bar })
+    }
+
+    /// The BAR as a window user space may map; `EINVAL` when it is not
+    /// page-aligned.
+    ///
+    /// The driver's [`super::vma::IoMap::lock`] must stop returning the
+    /// window before this reservation drops (the driver revokes its
+    /// mappings on unbind, before its data, which holds this, is dropped).
+    pub(crate) fn window(&self) -> Result<IoWindow> {
+        let phys = self.pdev.resource_start(self.bar)?;
+        let len = self.pdev.resource_len(self.bar)?;
+        // SAFETY: The range is the BAR, reserved by `self` (type
+        // invariant); the driver's `IoMap::lock` stops returning the window
+        // before `self` drops, as documented above.
+        unsafe { IoWindow::new(phys, len) }
     }
 }
 
@@ -106,7 +124,7 @@ pub(crate) struct Address {
 
 /// Returns the PCI address of `pdev`.
 pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
-    // SAFETY: `raw(pdev)` is a valid PCI device with a valid bus.
+    // SAFETY: The device `raw(pdev)` is valid, with a valid bus.
     let domain = unsafe { helpers::ivshmem_pci_domain_nr(raw(pdev).cast()) };
     let id = pdev.dev_id();
     Address {
@@ -120,7 +138,7 @@ pub(crate) fn address(pdev: &pci::Device<Bound>) -> Address {
 /// The MSI-X table size of `pdev` (`pci_msix_vec_count()`), or 0 when it
 /// has no MSI-X capability (`ivshmem-plain`).
 pub(crate) fn msix_vec_count(pdev: &pci::Device<Bound>) -> u16 {
-    // SAFETY: `raw(pdev)` is a valid, bound PCI device.
+    // SAFETY: The device `raw(pdev)` is valid and bound.
     let n = unsafe { bindings::pci_msix_vec_count(raw(pdev)) };
     // Negative (-EINVAL) without an MSI-X capability; at most 2048.
     u16::try_from(n).unwrap_or(0)
@@ -149,14 +167,29 @@ unsafe impl Sync for PageTail {}
 
 impl PageTail {
     /// Reserves the rest of the page holding BAR `bar` of `pdev` and
-    /// returns the page's physical address, with the reservation when the
-    /// BAR is smaller than a page. `EINVAL` when the BAR does not start on
-    /// a page or is not in the resource tree; `EBUSY` when another resource
-    /// already lies in the rest of its page.
-    pub(crate) fn claim(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
+    /// returns the page as a window user space may map, with the
+    /// reservation when the BAR is smaller than a page. `EINVAL` when the
+    /// BAR does not start on a page or is not in the resource tree; `EBUSY`
+    /// when another resource already lies in the rest of its page.
+    ///
+    /// The BAR itself must stay reserved (it is mapped with
+    /// `iomap_region_sized`), and the rest of the page with it, for as long
+    /// as the driver's [`super::vma::IoMap::lock`] returns the window.
+    pub(crate) fn claim(pdev: &pci::Device<Bound>, bar: u32) -> Result<(IoWindow, Option<Self>)> {
+        let (start, tail) = Self::claim_page(pdev, bar)?;
+        let page = kernel::page::PAGE_SIZE as u64;
+        // SAFETY: The page is the BAR, reserved by the caller, and the rest
+        // of the page, reserved by `tail` or by the BAR itself; the caller
+        // keeps both while `IoMap::lock` returns the window.
+        let window = unsafe { IoWindow::new(start, page) }?;
+        Ok((window, tail))
+    }
+
+    /// [`PageTail::claim`], returning the page's physical address.
+    fn claim_page(pdev: &pci::Device<Bound>, bar: u32) -> Result<(u64, Option<Self>)> {
         let page = kernel::page::PAGE_SIZE as u64;
         let i = usize::try_from(bar)?;
-        // SAFETY: `raw(pdev)` is a valid, bound PCI device; its resources
+        // SAFETY: The device `raw(pdev)` is valid and bound; its resources
         // are set at enumeration and not changed while a driver is bound.
         let (start, end, flags, parent) = unsafe {
             let r = (*raw(pdev)).resource.get(i).ok_or(EINVAL)?;
@@ -180,7 +213,7 @@ impl PageTail {
         tail.end = start + page - 1;
         tail.flags = flags;
         let res = KBox::pin(Opaque::new(tail), GFP_KERNEL)?;
-        // SAFETY: `parent` is the BAR's parent in the resource tree, which
+        // SAFETY: The resource `parent` is the BAR's parent in the tree, which
         // outlives the bound device; `res` is a valid, unlinked resource in
         // a box that is not freed before `release_resource` on drop.
         to_result(unsafe { bindings::request_resource(parent, res.get()) })?;

@@ -64,7 +64,7 @@ impl<T> RwSem<T> {
     ) -> impl PinInit<Self> {
         pin_init!(Self {
             data: UnsafeCell::new(data),
-            // SAFETY: `slot` is valid for writes while the closure runs;
+            // SAFETY: The slot is valid for writes while the closure runs;
             // `name` and `key` are static, as lockdep requires.
             // INVARIANT: The semaphore is initialised in place, pinned.
             sem <- Opaque::ffi_init(|slot| unsafe {

@@ -43,7 +43,9 @@ const VM_FAULT_NOPAGE: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
 
 /// A range of page frames of I/O memory that user space may map, at file
-/// page offsets `[base, base + pages)`.
+/// page offsets `[base, base + pages)`. Made only from a reservation of
+/// the range ([`super::pci::Region::window`],
+/// [`super::pci::PageTail::claim`]).
 ///
 /// # Invariants
 ///
@@ -64,9 +66,9 @@ impl IoWindow {
     /// # Safety
     ///
     /// The range must be I/O memory reserved by the caller (e.g. a BAR
-    /// held with `pci::Region`), and its [`IoMap::lock`] must stop
+    /// held with `pci::Region`), and the driver's [`IoMap::lock`] must stop
     /// returning the window before the reservation ends.
-    pub(crate) unsafe fn new(phys: u64, len: u64) -> Result<Self> {
+    pub(super) unsafe fn new(phys: u64, len: u64) -> Result<Self> {
         let page = PAGE_SIZE as u64;
         if phys % page != 0 || len % page != 0 || len == 0 {
             return Err(EINVAL);
@@ -77,6 +79,17 @@ impl IoWindow {
             pages: usize::try_from(len >> PAGE_SHIFT)?,
             base: 0,
         })
+    }
+
+    /// The physical address of the window's first byte.
+    pub(super) fn phys(&self) -> u64 {
+        // CAST: A page frame number shifted back fits a physical address.
+        (self.pfn as u64) << PAGE_SHIFT
+    }
+
+    /// The window's length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.pages << PAGE_SHIFT
     }
 
     /// The same window, mapped at file page offset `base`.
@@ -126,7 +139,7 @@ pub(crate) trait IoMap: Send + Sync + Sized + 'static {
 
 /// The page offset (`mmap` offset in pages) a VMA being set up maps.
 pub(crate) fn pgoff(vma: &VmaNew) -> usize {
-    // SAFETY: `vma` is being set up by mmap, which the caller's `&VmaNew`
+    // SAFETY: The VMA is being set up by mmap, which the caller's `&VmaNew`
     // guarantees; `vm_pgoff` is set and not changing.
     unsafe { (*vma.as_ptr()).vm_pgoff }
 }
@@ -234,9 +247,9 @@ impl<M: IoMap> VmOps<M> {
     ///
     /// `vma` is a live VMA set up by [`install`] with this `M`.
     unsafe fn with_map<R>(vma: *mut bindings::vm_area_struct, f: impl FnOnce(&M) -> R) -> R {
-        // SAFETY: `install` stored an `Arc<M>` from `into_foreign`, which is
-        // released only by `close`, after which the VMA is gone; the borrow
-        // does not outlive this call.
+        // SAFETY: The function `install` stored an `Arc<M>` from
+        // `into_foreign`, which is released only by `close`, after which the
+        // VMA is gone; the borrow does not outlive this call.
         let map = unsafe { <Arc<M> as ForeignOwnable>::borrow((*vma).vm_private_data) };
         f(&map)
     }

@@ -23,7 +23,7 @@ use kernel::{
 ///
 /// `q` is a queue from `ivshmem_waitq_alloc()`, freed only on drop.
 pub(crate) struct WaitQueue {
-    q: *mut c_void,
+    q: *mut helpers::ivshmem_waitq,
 }
 
 // SAFETY: Wait queues are used from any thread; their own lock protects

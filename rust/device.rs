@@ -1,28 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The state of one ivshmem device: its facts, its interrupt handlers, its
-//! mappings and the memtype of BAR2, and how it goes away.
+//! The state of one ivshmem device: its facts, its mappings and the
+//! memtype of BAR2, and how it goes away.
 //!
-//! [`Shm`] is shared (through an `Arc`) by the PCI binding, the misc
+//! [`Device`] is shared (through an `Arc`) by the PCI binding, the misc
 //! device, every open file and every mapping. When the device goes away,
-//! [`Shm::revoke`] marks it gone and zaps every user mapping while it holds
-//! [`Shm::present`] for writing; page faults hold it for reading, so they
-//! run side by side on every CPU, and none can insert an entry after the
-//! zap. From then on, calls on open files fail with `ENODEV` and accesses
+//! [`Device::revoke`] marks it gone and zaps every user mapping while it
+//! holds [`Device::present`] for writing; page faults hold it for reading,
+//! so they run side by side on every CPU, and none can insert an entry
+//! after the zap. From then on, calls on open files fail with `ENODEV` and accesses
 //! to old mappings raise SIGBUS. The `Arc` keeps the state itself alive
 //! until the last file and mapping are gone. The file operations are in
-//! [`crate::file`], the doorbells in [`crate::doorbell`].
+//! [`crate::file`], the doorbells in [`crate::doorbell`], the interrupt
+//! handlers in [`crate::interrupts`].
 //!
 //! Locks, outermost first; none is taken by `open`, which runs under the
 //! global `misc_mtx`, nor by ioctls, which check an atomic flag:
 //! - `mmap_lock` or the VMA lock (held by the mm around faults, `mmap`,
 //!   VMA open and close);
-//! - [`Shm::present`], a reader-writer semaphore: read by faults, written
-//!   by [`Shm::revoke`] only;
-//! - [`Shm::maps`], a mutex: the memtype and the address spaces to zap,
+//! - [`Device::present`], a reader-writer semaphore: read by faults,
+//!   written by [`Device::revoke`] only;
+//! - [`Device::maps`], a mutex: the memtype and the address spaces to zap,
 //!   taken by `mmap`, VMA open and close, and revoke.
 
-use crate::doorbell::{self, Events};
+use crate::doorbell::Events;
 use crate::raw::helpers;
 use crate::raw::{
     self,
@@ -31,8 +32,8 @@ use crate::raw::{
         Mappings, //
     },
     pat::{
-        CacheMode,
-        Memtype, //
+        BarMemtype,
+        CacheMode, //
     },
     pci::Address,
     rwsem::{
@@ -53,6 +54,7 @@ use crate::{
     uapi, //
 };
 use kernel::{
+    device::Core,
     fs::{
         file::flags::{
             O_ACCMODE,
@@ -61,7 +63,7 @@ use kernel::{
         File, //
     },
     mm::virt::VmaNew,
-    new_mutex,
+    new_mutex, pci,
     prelude::*,
     sync::{
         atomic::{
@@ -76,14 +78,19 @@ use kernel::{
 
 const PAGE_SIZE: usize = kernel::page::PAGE_SIZE;
 
+/// The page offset of the doorbell page, `IVSHMEM_DOORBELL_MMAP_OFFSET` in
+/// pages.
+// CAST: 1 << 52 in pages fits a `usize` on 64-bit kernels (the only ones
+// that can map BARs past 4 GiB, and the only ones this driver builds for).
+const DOORBELL_MMAP_PGOFF: usize =
+    (uapi::DOORBELL_MMAP_OFFSET >> kernel::page::PAGE_SHIFT) as usize;
+
 /// Facts about a device, fixed at probe.
 pub(crate) struct Facts {
     /// N of `/dev/ivshmemN`.
     pub(crate) index: usize,
     /// Bytes of shared memory (BAR2).
     pub(crate) size: u64,
-    /// Physical address of BAR2.
-    pub(crate) phys: u64,
     /// PCI revision.
     pub(crate) revision: u8,
     /// MSI-X table size; 0 on `ivshmem-plain`. Not all of them need be
@@ -100,6 +107,38 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
+    /// The facts of `pdev`, a device whose BAR2 has `size` bytes, with an
+    /// MSI-X table of `vectors` (or INTx, `intx`), numbered `index`.
+    pub(crate) fn read(
+        pdev: &pci::Device<Core<'_>>,
+        index: usize,
+        size: u64,
+        vectors: u16,
+        intx: bool,
+    ) -> Self {
+        Self {
+            index,
+            size,
+            revision: pdev.revision_id(),
+            vectors,
+            intx,
+            address: raw::pci::address(pdev),
+            subsystem_vendor: pdev.subsystem_vendor_id(),
+            subsystem_device: pdev.subsystem_device_id(),
+        }
+    }
+
+    /// How many interrupt vectors to set up: INTx has one; QEMU honours 8
+    /// bits of the vector, so more than [`uapi::MAX_VECTORS`] could never
+    /// be rung.
+    pub(crate) fn nvec(&self) -> usize {
+        if self.intx {
+            1
+        } else {
+            usize::from(self.vectors).min(uapi::MAX_VECTORS)
+        }
+    }
+
     /// Whether peers can be rung (`ivshmem-doorbell`), whether or not any
     /// interrupt vector could be set up to receive.
     pub(crate) fn doorbell(&self) -> bool {
@@ -117,40 +156,41 @@ impl Facts {
     }
 }
 
-/// The user mappings of BAR2, under [`Shm::maps`].
+/// The user mappings of BAR2, under [`Device::maps`].
 pub(crate) struct Maps {
     /// VMAs of BAR2 (not of the doorbell page): while there are any, the
     /// memtype cannot change.
     bar2: usize,
     /// The memtype reserved for BAR2: write-back from probe
-    /// ([`Shm::reserve_default`]), then the mode of the latest first
+    /// ([`Device::reserve_default`]), then the mode of the latest first
     /// mapping. It is kept when the last mapping goes, and replaced only by
     /// a first mapping with another mode, so that mapping the device again
     /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
-    memtype: Option<Memtype>,
+    /// Released by [`Device::revoke`].
+    memtype: BarMemtype,
     /// The VMAs, by address space, to zap them.
     mappings: Mappings,
 }
 
 /// One ivshmem device.
 #[pin_data]
-pub(crate) struct Shm {
+pub(crate) struct Device {
     facts: Facts,
-    /// The device is gone (set by [`Shm::revoke`]): every call on an open
-    /// file fails with `ENODEV`, before anything else is checked.
+    /// The device is gone (set by [`Device::revoke`]): every call on an
+    /// open file fails with `ENODEV`, before anything else is checked.
     gone: Atomic<bool>,
     /// IVPosition, once it has read as valid (>= 0). It cannot change
     /// after that, and a device that is surprise-removed reads -1.
     ivposition: Atomic<i32>,
     window: IoWindow,
     /// The page of BAR0 (the registers) that user space may map to ring
-    /// peers without a system call, at [`uapi::DOORBELL_MMAP_PGOFF`]: only
+    /// peers without a system call, at [`DOORBELL_MMAP_PGOFF`]: only
     /// on MSI-X devices (on INTx ones the interrupt registers in it are
     /// the driver's), and only when the rest of its page is reserved.
     doorbell_page: Option<IoWindow>,
     bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
     /// Whether BAR2 may still be mapped: held for reading by page faults,
-    /// for writing by [`Shm::revoke`] to zap the mappings.
+    /// for writing by [`Device::revoke`] to zap the mappings.
     #[pin]
     present: RwSem<bool>,
     /// The mappings' bookkeeping.
@@ -163,74 +203,55 @@ pub(crate) struct Shm {
     events: Events,
 }
 
-/// The interrupt handler of one vector of a device.
-pub(crate) struct IrqHandler {
-    shm: Arc<Shm>,
-    vector: usize,
-    intx: bool,
-}
-
-impl IrqHandler {
-    /// A handler for `vector` (MSI-X), or for the INTx line.
-    pub(crate) fn new(shm: Arc<Shm>, vector: usize, intx: bool) -> Self {
-        Self { shm, vector, intx }
-    }
-}
-
-impl raw::irq::Handler for IrqHandler {
-    fn handle(&self) -> bool {
-        if self.intx {
-            // The line may be shared: IntrStatus says whether it is ours.
-            match self.shm.bar0.try_access() {
-                Some(bar) => doorbell::intx_service(&*bar, &self.shm.events),
-                None => false,
-            }
-        } else {
-            // MSI-X: the interrupt is ours; IntrStatus is not involved.
-            self.shm.events.fire(self.vector);
-            true
-        }
-    }
-}
-
-impl doorbell::IntxDevice for Arc<Shm> {
-    fn with_regs(&self, f: &mut dyn FnMut(&dyn doorbell::IntxRegs)) {
-        if let Some(bar) = self.bar0.try_access() {
-            f(&*bar);
-        }
-    }
-}
-
-impl Shm {
-    /// The state of a newly probed device. `window` must cover BAR2, and
+impl Device {
+    /// The state of a device being probed, `/dev/{name}`, as shared with
+    /// its files and mappings: logs what the device is, and reserves BAR2's
+    /// default memtype ([`Device::reserve_default`]). `window` covers BAR2,
     /// `doorbell_page` BAR0's page, if user space may map it; `ivposition`
-    /// is IVPosition as read at probe; up to `nvec` vectors can be made
-    /// usable ([`Events::set_usable`]).
-    pub(crate) fn new(
+    /// is IVPosition as read at probe; up to [`Facts::nvec`] vectors can be
+    /// made usable ([`Events::set_usable`]).
+    pub(crate) fn probe(
+        pdev: &pci::Device<Core<'_>>,
+        name: &CStr,
         facts: Facts,
         window: IoWindow,
         doorbell_page: Option<IoWindow>,
         bar0: compat::DevresBar<{ regs::BAR0_SIZE }>,
         ivposition: i32,
-        nvec: usize,
-    ) -> Result<impl PinInit<Self, Error>> {
+    ) -> Result<Arc<Self>> {
+        dev_info!(
+            pdev,
+            "{}: revision {}, {} bytes of shared memory, IVPosition {}, MSI-X table of {}\n",
+            name.to_str()?,
+            facts.revision,
+            facts.size,
+            ivposition,
+            facts.vectors
+        );
+        let nvec = facts.nvec();
         let events = Events::new(nvec)?;
-        Ok(try_pin_init!(Self {
-            facts,
-            gone: Atomic::new(false),
-            ivposition: Atomic::new(ivposition),
-            window,
-            doorbell_page: doorbell_page.map(|w| w.at_pgoff(uapi::DOORBELL_MMAP_PGOFF)),
-            bar0,
-            present <- new_rwsem!(true, "ivshmem_present"),
-            maps <- new_mutex!(Maps {
-                bar2: 0,
-                memtype: None,
-                mappings: Mappings::new(),
+        let memtype = BarMemtype::new(window);
+        let dev = Arc::pin_init(
+            try_pin_init!(Self {
+                facts,
+                gone: Atomic::new(false),
+                ivposition: Atomic::new(ivposition),
+                window,
+                doorbell_page: doorbell_page.map(|w| w.at_pgoff(DOORBELL_MMAP_PGOFF)),
+                bar0,
+                present <- new_rwsem!(true, "ivshmem_present"),
+                maps <- new_mutex!(Maps {
+                    bar2: 0,
+                    memtype,
+                    mappings: Mappings::new(),
+                }),
+                faults: [const { Atomic::new(0) }; 3],
+                events <- events,
             }),
-            faults: [const { Atomic::new(0) }; 3],
-            events <- events,
-        }))
+            GFP_KERNEL,
+        )?;
+        dev.reserve_default();
+        Ok(dev)
     }
 
     /// The device is going away: refuse everything from now on and zap
@@ -243,7 +264,7 @@ impl Shm {
         let mut maps = self.maps.lock();
         maps.mappings.zap_all();
         // Nothing maps BAR2 any more and nothing can fault it back in.
-        maps.memtype = None;
+        maps.memtype.release();
         drop(maps);
         drop(present);
         // Blocked readers return ENODEV, pollers see EPOLLHUP | EPOLLERR.
@@ -284,6 +305,11 @@ impl Shm {
     /// vector (a new file starts from it).
     pub(crate) fn event_state(&self) -> &Events {
         &self.events
+    }
+
+    /// The registers (BAR0), while the device is bound.
+    pub(crate) fn regs(&self) -> &compat::DevresBar<{ regs::BAR0_SIZE }> {
+        &self.bar0
     }
 
     /// The facts fixed at probe.
@@ -358,7 +384,7 @@ impl Shm {
     }
 }
 
-impl IoMap for Shm {
+impl IoMap for Device {
     type Guard<'a> = ReadGuard<'a, bool>;
 
     fn lock(&self, pgoff: usize) -> Option<(Self::Guard<'_>, IoWindow)> {
@@ -419,15 +445,15 @@ fn check_range(pgoff: usize, len: usize, size: u64) -> Result<u64> {
 
 /// Whether file page `pgoff` is the doorbell page rather than BAR2.
 fn is_doorbell_page(pgoff: usize) -> bool {
-    pgoff >= uapi::DOORBELL_MMAP_PGOFF
+    pgoff >= DOORBELL_MMAP_PGOFF
 }
 
 /// Undoes the counting of a VMA that was not installed after all.
-fn self_uncount(shm: &Shm, m: Mapping, pgoff: usize) {
-    shm.vma_closed(m, pgoff);
+fn self_uncount(dev: &Device, m: Mapping, pgoff: usize) {
+    dev.vma_closed(m, pgoff);
 }
 
-impl Shm {
+impl Device {
     /// Reserves BAR2's memtype for the default mode (write-back) at probe,
     /// so that the first mmap does not pay for an `ioremap` of the whole
     /// BAR. Best effort: if it cannot be made (a conflicting reservation,
@@ -435,19 +461,17 @@ impl Shm {
     /// reports the error.
     pub(crate) fn reserve_default(&self) {
         let mut maps = self.maps.lock();
-        if maps.memtype.is_some() || self.check_alive().is_err() {
+        if maps.memtype.mode().is_some() || self.check_alive().is_err() {
             return;
         }
-        // SAFETY: BAR2 is reserved by this driver until after `revoke`,
-        // which has not taken `maps` yet (`gone` is not set) and drops the
-        // memtype when it does.
-        match unsafe { Memtype::reserve(self.facts.phys, self.facts.size, CacheMode::WriteBack) } {
-            Ok(t) => maps.memtype = Some(t),
-            Err(e) => pr_info!(
+        // `revoke` has not taken `maps` yet (`gone` is not set): BAR2 is
+        // still reserved, and `revoke` releases the memtype when it does.
+        if let Err(e) = maps.memtype.reserve(CacheMode::WriteBack) {
+            pr_info!(
                 "ivshmem{}: BAR2 memtype not reserved at probe ({:?}); the first mmap will try\n",
                 self.facts.index,
                 e
-            ),
+            );
         }
     }
 
@@ -456,50 +480,46 @@ impl Shm {
     /// another mode exist; with none, the memtype of another mode is
     /// replaced), counts the mapping to zap it on removal, and installs the
     /// fault handler.
-    pub(crate) fn map(shm: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
-        shm.check_alive()?;
+    pub(crate) fn map(dev: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
+        dev.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
         let pgoff = vma::pgoff(vma);
-        if pgoff == uapi::DOORBELL_MMAP_PGOFF {
-            return Self::map_doorbell_page(shm, file, vma);
+        if pgoff == DOORBELL_MMAP_PGOFF {
+            return Self::map_doorbell_page(dev, file, vma);
         }
-        check_range(pgoff, vma.end() - vma.start(), shm.facts.size)?;
+        check_range(pgoff, vma.end() - vma.start(), dev.facts.size)?;
         // A revision 0 device has no memory before IVPosition is set.
-        if shm.ivposition()? < 0 {
+        if dev.ivposition()? < 0 {
             return Err(EAGAIN);
         }
         let m = Mapping::of_file(file)?;
-        let mut maps = shm.maps.lock();
+        let mut maps = dev.maps.lock();
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
-        shm.check_alive()?;
-        if maps.memtype.as_ref().map(Memtype::mode) != Some(mode) {
+        dev.check_alive()?;
+        if maps.memtype.mode() != Some(mode) {
             if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
                 return Err(EBUSY);
             }
-            // Nothing maps BAR2: the old reservation goes before the new
-            // one is made (they would conflict).
-            maps.memtype = None;
-            // SAFETY: BAR2 is reserved by this driver until after
-            // `revoke`, which has not taken `maps` yet (`gone` is not set)
-            // and drops the memtype when it does.
-            let t = unsafe { Memtype::reserve(shm.facts.phys, shm.facts.size, mode)? };
-            maps.memtype = Some(t);
+            // Nothing maps BAR2: the reservation of another mode, if any,
+            // is replaced. `revoke` has not taken `maps` yet (`gone` is not
+            // set) and releases the memtype when it does.
+            maps.memtype.reserve(mode)?;
         }
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
         // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, shm.clone(), mode).inspect_err(|_| self_uncount(shm, m, pgoff))
+        vma::install(vma, dev.clone(), mode).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 
     /// Sets up `vma` as a mapping of the doorbell page: one page, uncached,
     /// of a file opened for writing (`EACCES` otherwise: ringing is all it
     /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
-    fn map_doorbell_page(shm: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
-        if shm.doorbell_page.is_none() {
+    fn map_doorbell_page(dev: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
+        if dev.doorbell_page.is_none() {
             return Err(compat::eopnotsupp());
         }
         if vma.end() - vma.start() != PAGE_SIZE {
@@ -509,15 +529,15 @@ impl Shm {
             return Err(EACCES);
         }
         let m = Mapping::of_file(file)?;
-        let mut maps = shm.maps.lock();
+        let mut maps = dev.maps.lock();
         // As for BAR2: counted before `revoke` zaps, or refused.
-        shm.check_alive()?;
+        dev.check_alive()?;
         maps.mappings.add(m)?;
         drop(maps);
-        let pgoff = uapi::DOORBELL_MMAP_PGOFF;
+        let pgoff = DOORBELL_MMAP_PGOFF;
         // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, shm.clone(), CacheMode::Uncached)
-            .inspect_err(|_| self_uncount(shm, m, pgoff))
+        vma::install(vma, dev.clone(), CacheMode::Uncached)
+            .inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 }
 

@@ -1,0 +1,244 @@
+//! Checks the kernel module's mirror of the user API, `rust/uapi.rs`,
+//! against the C header itself, as `abi.rs` does for this crate's mirror:
+//! a C program built against `uapi/linux/ivshmem.h` prints every size,
+//! offset, field size, constant and ioctl number, and the module's Rust
+//! definitions must give the same. `rust/uapi.rs` uses `core` only, so it
+//! is included here as it is.
+//!
+//! The module copies these structures to and from user space as bytes
+//! (`rust/raw/bytes.rs`), which needs them free of padding: checked here
+//! too, on the Rust side (each field starts where the one before ends,
+//! and the last ends where the structure does).
+
+#[allow(dead_code)]
+#[path = "../../../rust/uapi.rs"]
+mod kernel_uapi;
+
+use kernel_uapi::*;
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of, size_of_val};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Each structure and its fields, as `(C name, Rust type, [(C field,
+/// Rust field)])`; the C program is made from this list.
+macro_rules! structs {
+    ($m:ident) => {
+        $m!(
+            ivshmem_info,
+            Info,
+            [
+                (size, size),
+                (ivposition, ivposition),
+                (vectors, vectors),
+                (features, features),
+                (flags, flags),
+                (index, index),
+                (revision, revision),
+                (pci_bus, pci_bus),
+                (pci_devfn, pci_devfn),
+                (pad0, pad0),
+                (pci_domain, pci_domain),
+                (subsystem_vendor, subsystem_vendor),
+                (subsystem_device, subsystem_device),
+                (reserved, reserved)
+            ]
+        );
+        $m!(
+            ivshmem_cache,
+            Cache,
+            [(mode, mode), (flags, flags), (reserved, reserved)]
+        );
+        $m!(
+            ivshmem_ring,
+            Ring,
+            [
+                (peer, peer),
+                (vector, vector),
+                (flags, flags),
+                (reserved, reserved)
+            ]
+        );
+        $m!(
+            ivshmem_mask,
+            Mask,
+            [
+                (mask, mask),
+                (flags, flags),
+                (reserved0, reserved0),
+                (reserved, reserved)
+            ]
+        );
+        $m!(
+            ivshmem_eventfd,
+            EventFdBind,
+            [
+                (fd, fd),
+                (vector, vector),
+                (flags, flags),
+                (reserved, reserved)
+            ]
+        );
+        $m!(
+            ivshmem_event,
+            Event,
+            [
+                (vector, vector),
+                (flags, flags),
+                (count, count),
+                (timestamp_ns, timestamp_ns)
+            ]
+        );
+    };
+}
+
+/// The constants, as `(C name, Rust value)`.
+fn constants() -> Vec<(&'static str, u64)> {
+    vec![
+        ("IVSHMEM_IOCTL_MAGIC", MAGIC.into()),
+        ("IVSHMEM_FEATURE_DOORBELL", FEATURE_DOORBELL.into()),
+        ("IVSHMEM_FEATURE_MSIX", FEATURE_MSIX.into()),
+        ("IVSHMEM_FEATURE_INTX", FEATURE_INTX.into()),
+        (
+            "IVSHMEM_FEATURE_DOORBELL_MMAP",
+            FEATURE_DOORBELL_MMAP.into(),
+        ),
+        ("IVSHMEM_DOORBELL_MMAP_OFFSET", DOORBELL_MMAP_OFFSET),
+        ("IVSHMEM_INFO_NOT_READY", INFO_NOT_READY.into()),
+        ("IVSHMEM_CACHE_WB", CACHE_WB.into()),
+        ("IVSHMEM_CACHE_WC", CACHE_WC.into()),
+        ("IVSHMEM_CACHE_UC", CACHE_UC.into()),
+        ("IVSHMEM_MAX_VECTORS", MAX_VECTORS as u64),
+        ("IVSHMEM_MAX_EVENTFDS", MAX_EVENTFDS as u64),
+        ("IVSHMEM_IOCTL_INFO", IOCTL_INFO.into()),
+        ("IVSHMEM_IOCTL_SET_CACHE", IOCTL_SET_CACHE.into()),
+        ("IVSHMEM_IOCTL_RING", IOCTL_RING.into()),
+        ("IVSHMEM_IOCTL_SET_MASK", IOCTL_SET_MASK.into()),
+        ("IVSHMEM_IOCTL_BIND_EVENTFD", IOCTL_BIND_EVENTFD.into()),
+    ]
+}
+
+/// The C program that prints the header's facts.
+fn program() -> String {
+    let mut body = String::new();
+    macro_rules! c_lines {
+        ($c:ident, $r:ident, [$(($cf:ident, $rf:ident)),*]) => {
+            body += &format!("\tS({});\n", stringify!($c));
+            $( body += &format!("\tF({}, {});\n", stringify!($c), stringify!($cf)); )*
+        };
+    }
+    structs!(c_lines);
+    for (name, _) in constants() {
+        body += &format!("\tC({name});\n");
+    }
+    format!(
+        r#"#include <stddef.h>
+#include <stdio.h>
+#include <linux/ivshmem.h>
+#define S(t) printf("sizeof %s %zu\n", #t, sizeof(struct t))
+#define F(t, f) printf("offsetof %s.%s %zu\nsizeof %s.%s %zu\n", #t, #f, offsetof(struct t, f), #t, #f, sizeof(((struct t *)0)->f))
+#define C(c) printf("const %s %llu\n", #c, (unsigned long long)(c))
+int main(void)
+{{
+{body}	return 0;
+}}
+"#
+    )
+}
+
+/// The facts of the C header, or `None` without a C compiler.
+fn c_facts() -> Option<BTreeMap<String, u64>> {
+    let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("ivshmem-kernel-uapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("kernel_uapi.c");
+    let exe = dir.join("kernel_uapi");
+    std::fs::write(&src, program()).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .args(["-Wall", "-Werror", "-I"])
+        .arg(top.join("uapi"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status();
+    match built {
+        Err(e) => {
+            eprintln!("SKIP: kernel_uapi: no C compiler ({cc}: {e})");
+            return None;
+        }
+        Ok(s) => assert!(s.success(), "the C header does not compile"),
+    }
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        text.lines()
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect(),
+    )
+}
+
+/// The same facts of the module's Rust mirror.
+fn rust_facts() -> BTreeMap<String, u64> {
+    let mut rust = BTreeMap::new();
+    macro_rules! rust_lines {
+        ($c:ident, $r:ident, [$(($cf:ident, $rf:ident)),*]) => {
+            rust.insert(concat!("sizeof ", stringify!($c)).to_string(), size_of::<$r>() as u64);
+            let v = <$r>::default();
+            $(
+                let f = concat!(stringify!($c), ".", stringify!($cf));
+                rust.insert(format!("offsetof {f}"), offset_of!($r, $rf) as u64);
+                rust.insert(format!("sizeof {f}"), size_of_val(&v.$rf) as u64);
+            )*
+        };
+    }
+    structs!(rust_lines);
+    for (name, value) in constants() {
+        rust.insert(format!("const {name}"), value);
+    }
+    rust
+}
+
+#[test]
+fn kernel_mirror_matches_the_c_header() {
+    let Some(c) = c_facts() else { return };
+    let rust = rust_facts();
+    assert_eq!(rust.len(), c.len(), "C and Rust check different things");
+    for (k, v) in &c {
+        assert_eq!(
+            rust.get(k),
+            Some(v),
+            "{k}: C says {v}, rust/uapi.rs says {:?}",
+            rust.get(k)
+        );
+    }
+}
+
+/// No padding: every byte of a structure is some field's, so copying it
+/// to user space as bytes copies nothing uninitialised.
+#[test]
+fn kernel_mirror_has_no_padding() {
+    macro_rules! contiguous {
+        ($c:ident, $r:ident, [$(($cf:ident, $rf:ident)),*]) => {
+            let v = <$r>::default();
+            let mut end = 0;
+            $(
+                assert_eq!(
+                    offset_of!($r, $rf),
+                    end,
+                    "padding before {}.{}",
+                    stringify!($r),
+                    stringify!($rf)
+                );
+                end += size_of_val(&v.$rf);
+            )*
+            assert_eq!(size_of::<$r>(), end, "padding at the end of {}", stringify!($r));
+        };
+    }
+    structs!(contiguous);
+}
