@@ -192,9 +192,7 @@ pub fn doorbell_signal() -> TestResult {
     // joined only below, so the thread has not been joined and the handle is
     // valid; SIGUSR1's handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
-    let got = reader
-        .join()
-        .map_err(|_| Failure::Fail("reader panicked".into()))?;
+    let got = join(reader, "reader")?;
     check!(
         got == Some(libc::EINTR),
         "blocked read after a signal: {:?}, want EINTR",
@@ -234,12 +232,8 @@ pub fn doorbell_unbind() -> TestResult {
         wait_blocked(tid, &[SYS_READ, SYS_POLL, SYS_PPOLL], "a waiter")?;
     }
     sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
-    let r = reader
-        .join()
-        .map_err(|_| Failure::Fail("reader panicked".into()))?;
-    let p = poller
-        .join()
-        .map_err(|_| Failure::Fail("poller panicked".into()))?;
+    let r = join(reader, "reader")?;
+    let p = join(poller, "poller")?;
     println!("# blocked read: {:?}; poll revents {p:#x}", r.map(errname));
     check!(
         r == Some(libc::ENODEV),
