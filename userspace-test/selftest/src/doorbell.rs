@@ -489,34 +489,29 @@ pub fn demo_chat() -> TestResult {
     };
     let message = |from: u16| format!("hello from guest {from}, over ivshmem");
     let answer = |from: u16| format!("hi back from guest {from}");
+    // Waits for the peer's text, `what`, woken by `interrupt`, and checks it.
+    let receive = |what: &str, interrupt: &str, want: String| -> TestResult {
+        let latency = wait(what)?;
+        let got = read_text(&map)?;
+        println!(
+            "# guest {me}: woke {} us after {interrupt}: {got:?}",
+            latency / 1000
+        );
+        check!(got == want, "guest {me} read {got:?}, want {want:?}");
+        Ok(())
+    };
     if me < peer {
         let text = message(me);
         write_text(&map, &text)?;
         dev.ring(peer, 0)?;
         println!("# guest {me}: wrote {text:?} and rang guest {peer}");
-        let latency = wait("the answer")?;
-        let got = read_text(&map)?;
-        println!(
-            "# guest {me}: woke {} us after its interrupt: {got:?}",
-            latency / 1000
-        );
-        check!(
-            got == answer(peer),
-            "guest {me} read {got:?}, want {:?}",
-            answer(peer)
-        );
+        receive("the answer", "its interrupt", answer(peer))?;
     } else {
-        let latency = wait("the message")?;
-        let text = read_text(&map)?;
-        println!(
-            "# guest {me}: woke {} us after the interrupt of guest {peer}'s ring: {text:?}",
-            latency / 1000
-        );
-        check!(
-            text == message(peer),
-            "guest {me} read {text:?}, want {:?}",
-            message(peer)
-        );
+        receive(
+            "the message",
+            &format!("the interrupt of guest {peer}'s ring"),
+            message(peer),
+        )?;
         let reply = answer(me);
         write_text(&map, &reply)?;
         dev.ring(peer, 0)?;
@@ -531,15 +526,13 @@ pub fn c_ring() -> TestResult {
     if !std::path::Path::new("/bin/ivshmem-ring").exists() {
         skip!("/bin/ivshmem-ring (the C example) is not in this initramfs");
     }
-    let Bell {
-        _m,
-        index: bell,
-        dev,
-        me,
-        ..
-    } = open_bell()?;
+    let b = open_bell()?;
     let out = std::process::Command::new("/bin/ivshmem-ring")
-        .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
+        .args([
+            format!("/dev/ivshmem{}", b.index),
+            b.me.to_string(),
+            "3".into(),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     for l in text.lines() {
@@ -551,7 +544,7 @@ pub fn c_ring() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     // Another open file saw the same ring.
-    expect_events(&dev, &[(3, 1)], "vector 3 rung by the C program")?;
+    expect_events(&b.dev, &[(3, 1)], "vector 3 rung by the C program")?;
     Ok(())
 }
 
