@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
@@ -98,6 +98,21 @@ impl Server {
                 panic!("ivshmem-client {args:?} did not exit");
             }
         }
+    }
+
+    /// The client with `args` (none: the interactive shell), its stdin
+    /// and its stdout piped: the child, its stdin and its stdout's lines.
+    fn shell(&self, args: &[&str]) -> (Child, ChildStdin, Lines) {
+        let mut shell = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = shell.stdin.take().unwrap();
+        let lines = Lines::new(shell.stdout.take().unwrap());
+        (shell, stdin, lines)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -450,14 +465,7 @@ fn read_checks_bounds_before_allocating() {
 fn shell_runs_reference_commands_and_prints_notifications() {
     let s = Server::start(2);
     let mut a = s.connect(2);
-    let mut shell = s
-        .cmd()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, mut stdin, lines) = s.shell(&[]);
     let hello = lines.next();
     assert!(hello.contains("as peer 1"), "{hello}");
     assert_eq!(join(&mut a), 1);
@@ -530,29 +538,14 @@ fn shell_runs_reference_commands_and_prints_notifications() {
 #[test]
 fn shell_exits_at_end_of_input_and_when_the_server_goes() {
     let s = Server::start(1);
-    let mut shell = s
-        .cmd()
-        .arg("shell")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, mut stdin, lines) = s.shell(&["shell"]);
     lines.until("as peer 0");
     write!(stdin, "info").unwrap(); // no newline: still run at EOF
     drop(stdin);
     lines.until("id 0 shm_size");
     assert!(wait_exit(&mut shell).success());
 
-    let mut shell = s
-        .cmd()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, _stdin, lines) = s.shell(&[]);
     lines.until("as peer 1");
     drop(s);
     lines.until("disconnected from server");
