@@ -379,15 +379,8 @@ pub fn doorbell_pair() -> TestResult {
     };
     println!("{}", wait.line());
     let slot = server_shm::host_id_slot(me);
-    let mut host = None;
-    sys::wait_for(30, || {
-        host = map
-            .read_volatile::<u64>(slot)
-            .ok()
-            .and_then(server_shm::host_id);
-        host.is_some()
-    });
-    let host = host.ok_or(Failure::Fail("the host client's id never arrived".into()))?;
+    let host = host_answer(&map, slot, server_shm::host_id)
+        .ok_or(Failure::Fail("the host client's id never arrived".into()))?;
     // This guest's QEMU drops a ring to a peer whose arrival it has not
     // read from the server yet, and nothing tells when it has: ring, ask
     // the host whether its client got it, and ring again until it has.
@@ -396,15 +389,7 @@ pub fn doorbell_pair() -> TestResult {
         dev.ring(host, 3)?;
         map.write_volatile::<u64>(slot, 0)?;
         println!("{}", got.line());
-        let mut answer = None;
-        sys::wait_for(30, || {
-            answer = map
-                .read_volatile::<u64>(slot)
-                .ok()
-                .and_then(server_shm::host_got);
-            answer.is_some()
-        });
-        match answer {
+        match host_answer(&map, slot, server_shm::host_got) {
             Some(true) => {
                 println!("# rang host client {host} on vector 3 (ring {attempt})");
                 return Ok(());
@@ -518,6 +503,21 @@ pub fn demo_chat() -> TestResult {
         println!("# guest {me}: answered {reply:?}");
     }
     Ok(())
+}
+
+/// Waits up to 30 s for the host's answer in `slot` of the server's shared
+/// memory, as `parse` reads it (`None`: no answer).
+fn host_answer<T>(
+    map: &ivshmem::Mapping,
+    slot: usize,
+    parse: impl Fn(u64) -> Option<T>,
+) -> Option<T> {
+    let mut answer = None;
+    sys::wait_for(30, || {
+        answer = map.read_volatile::<u64>(slot).ok().and_then(&parse);
+        answer.is_some()
+    });
+    answer
 }
 
 /// The C example rings this guest itself and polls for the event, using
