@@ -143,6 +143,12 @@ impl Drop for Server {
     }
 }
 
+/// Sends the shell one command line and returns the next line it prints.
+fn ask(stdin: &mut impl Write, lines: &Lines, command: &str) -> String {
+    writeln!(stdin, "{command}").unwrap();
+    lines.next()
+}
+
 /// Lines of a child's stdout, readable with a timeout.
 struct Lines(Receiver<String>);
 
@@ -470,8 +476,7 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     assert!(hello.contains("as peer 1"), "{hello}");
     assert_eq!(join(&mut a), 1);
 
-    writeln!(stdin, "dump").unwrap();
-    assert_eq!(lines.next(), "our_id = 1");
+    assert_eq!(ask(&mut stdin, &lines, "dump"), "our_id = 1");
     lines.until("peer_id = 0");
 
     // int PEER VECTOR, then int PEER all, then int all; two per line.
@@ -480,8 +485,7 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     lines.until("id 1 shm_size 4194304 vectors 2 peers 1");
     assert_eq!(a.take_notifications(0).unwrap(), Some(1));
     assert_eq!(a.take_notifications(1).unwrap(), Some(2));
-    writeln!(stdin, "int all").unwrap();
-    assert_eq!(lines.next(), "notified 2 vector(s)");
+    assert_eq!(ask(&mut stdin, &lines, "int all"), "notified 2 vector(s)");
     assert_eq!(a.take_notifications(0).unwrap(), Some(1));
 
     // Notifications to the shell are printed as they come.
@@ -496,21 +500,24 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     drop(c);
     assert_eq!(lines.next(), "peer 2 left");
 
-    writeln!(stdin, "write 10 two words").unwrap();
-    assert_eq!(lines.next(), "wrote 9 byte(s) at 10");
-    writeln!(stdin, "read 10 10").unwrap();
-    assert_eq!(lines.next(), "two words\\x00");
-    writeln!(stdin, "read 0 100G").unwrap();
     assert_eq!(
-        lines.next(),
+        ask(&mut stdin, &lines, "write 10 two words"),
+        "wrote 9 byte(s) at 10"
+    );
+    assert_eq!(ask(&mut stdin, &lines, "read 10 10"), "two words\\x00");
+    assert_eq!(
+        ask(&mut stdin, &lines, "read 0 100G"),
         "error: access of 107374182400 bytes at offset 0 is outside the 4194304-byte shared memory"
     );
-    writeln!(stdin, "int 9 0").unwrap();
-    assert_eq!(lines.next(), "error: no peer 9");
-    writeln!(stdin, "bogus").unwrap();
-    assert_eq!(lines.next(), "invalid command, type help");
-    writeln!(stdin, "help").unwrap();
-    assert_eq!(lines.next(), "dump: dump peers (including us)");
+    assert_eq!(ask(&mut stdin, &lines, "int 9 0"), "error: no peer 9");
+    assert_eq!(
+        ask(&mut stdin, &lines, "bogus"),
+        "invalid command, type help"
+    );
+    assert_eq!(
+        ask(&mut stdin, &lines, "help"),
+        "dump: dump peers (including us)"
+    );
     writeln!(stdin, "quit").unwrap();
     assert!(wait_exit(&mut shell).success());
     drop(stdin);
