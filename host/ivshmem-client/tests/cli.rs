@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
@@ -100,6 +100,21 @@ impl Server {
         }
     }
 
+    /// The client with `args` (none: the interactive shell), its stdin
+    /// and its stdout piped: the child, its stdin and its stdout's lines.
+    fn shell(&self, args: &[&str]) -> (Child, ChildStdin, Lines) {
+        let mut shell = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = shell.stdin.take().unwrap();
+        let lines = Lines::new(shell.stdout.take().unwrap());
+        (shell, stdin, lines)
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -126,6 +141,12 @@ impl Drop for Server {
         let _ = std::fs::remove_file(format!("/dev/shm/{}", self.shm));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sends the shell one command line and returns the next line it prints.
+fn ask(stdin: &mut impl Write, lines: &Lines, command: &str) -> String {
+    writeln!(stdin, "{command}").unwrap();
+    lines.next()
 }
 
 /// Lines of a child's stdout, readable with a timeout.
@@ -450,20 +471,12 @@ fn read_checks_bounds_before_allocating() {
 fn shell_runs_reference_commands_and_prints_notifications() {
     let s = Server::start(2);
     let mut a = s.connect(2);
-    let mut shell = s
-        .cmd()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, mut stdin, lines) = s.shell(&[]);
     let hello = lines.next();
     assert!(hello.contains("as peer 1"), "{hello}");
     assert_eq!(join(&mut a), 1);
 
-    writeln!(stdin, "dump").unwrap();
-    assert_eq!(lines.next(), "our_id = 1");
+    assert_eq!(ask(&mut stdin, &lines, "dump"), "our_id = 1");
     lines.until("peer_id = 0");
 
     // int PEER VECTOR, then int PEER all, then int all; two per line.
@@ -472,8 +485,7 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     lines.until("id 1 shm_size 4194304 vectors 2 peers 1");
     assert_eq!(a.take_notifications(0).unwrap(), Some(1));
     assert_eq!(a.take_notifications(1).unwrap(), Some(2));
-    writeln!(stdin, "int all").unwrap();
-    assert_eq!(lines.next(), "notified 2 vector(s)");
+    assert_eq!(ask(&mut stdin, &lines, "int all"), "notified 2 vector(s)");
     assert_eq!(a.take_notifications(0).unwrap(), Some(1));
 
     // Notifications to the shell are printed as they come.
@@ -488,21 +500,24 @@ fn shell_runs_reference_commands_and_prints_notifications() {
     drop(c);
     assert_eq!(lines.next(), "peer 2 left");
 
-    writeln!(stdin, "write 10 two words").unwrap();
-    assert_eq!(lines.next(), "wrote 9 byte(s) at 10");
-    writeln!(stdin, "read 10 10").unwrap();
-    assert_eq!(lines.next(), "two words\\x00");
-    writeln!(stdin, "read 0 100G").unwrap();
     assert_eq!(
-        lines.next(),
+        ask(&mut stdin, &lines, "write 10 two words"),
+        "wrote 9 byte(s) at 10"
+    );
+    assert_eq!(ask(&mut stdin, &lines, "read 10 10"), "two words\\x00");
+    assert_eq!(
+        ask(&mut stdin, &lines, "read 0 100G"),
         "error: access of 107374182400 bytes at offset 0 is outside the 4194304-byte shared memory"
     );
-    writeln!(stdin, "int 9 0").unwrap();
-    assert_eq!(lines.next(), "error: no peer 9");
-    writeln!(stdin, "bogus").unwrap();
-    assert_eq!(lines.next(), "invalid command, type help");
-    writeln!(stdin, "help").unwrap();
-    assert_eq!(lines.next(), "dump: dump peers (including us)");
+    assert_eq!(ask(&mut stdin, &lines, "int 9 0"), "error: no peer 9");
+    assert_eq!(
+        ask(&mut stdin, &lines, "bogus"),
+        "invalid command, type help"
+    );
+    assert_eq!(
+        ask(&mut stdin, &lines, "help"),
+        "dump: dump peers (including us)"
+    );
     writeln!(stdin, "quit").unwrap();
     assert!(wait_exit(&mut shell).success());
     drop(stdin);
@@ -530,29 +545,14 @@ fn shell_runs_reference_commands_and_prints_notifications() {
 #[test]
 fn shell_exits_at_end_of_input_and_when_the_server_goes() {
     let s = Server::start(1);
-    let mut shell = s
-        .cmd()
-        .arg("shell")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, mut stdin, lines) = s.shell(&["shell"]);
     lines.until("as peer 0");
     write!(stdin, "info").unwrap(); // no newline: still run at EOF
     drop(stdin);
     lines.until("id 0 shm_size");
     assert!(wait_exit(&mut shell).success());
 
-    let mut shell = s
-        .cmd()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _stdin = shell.stdin.take().unwrap();
-    let lines = Lines::new(shell.stdout.take().unwrap());
+    let (mut shell, _stdin, lines) = s.shell(&[]);
     lines.until("as peer 1");
     drop(s);
     lines.until("disconnected from server");

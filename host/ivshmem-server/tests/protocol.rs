@@ -35,6 +35,18 @@ fn expect_join(c: &mut Client, peer: PeerId, vectors: usize) {
     }
 }
 
+/// Three clients of `vectors` vectors each, peers 0, 1 and 2, each past
+/// the joins of the ones after it.
+fn three_peers(s: &ServerProc, vectors: usize) -> (Client, Client, Client) {
+    let mut a = s.connect(vectors);
+    let mut b = s.connect(vectors);
+    let c = s.connect(vectors);
+    expect_join(&mut a, 1, vectors);
+    expect_join(&mut a, 2, vectors);
+    expect_join(&mut b, 2, vectors);
+    (a, b, c)
+}
+
 fn peer_counts(c: &Client) -> BTreeMap<PeerId, usize> {
     c.peers().iter().map(|(id, v)| (*id, v.len())).collect()
 }
@@ -114,12 +126,7 @@ fn eventfd_id(fd: BorrowedFd<'_>) -> Option<String> {
 #[test]
 fn a_ring_reaches_exactly_the_intended_peer_and_vector() {
     let s = ServerProc::start(&["-n", "3"]);
-    let mut a = s.connect(3);
-    let mut b = s.connect(3);
-    let c = s.connect(3);
-    expect_join(&mut a, 1, 3);
-    expect_join(&mut a, 2, 3);
-    expect_join(&mut b, 2, 3);
+    let (a, b, c) = three_peers(&s, 3);
     let clients = [&a, &b, &c];
 
     let mut compared_ids = 0;
@@ -350,12 +357,7 @@ fn connections_beyond_max_peers_are_refused_clearly() {
 #[test]
 fn garbage_from_a_client_drops_only_that_client() {
     let mut s = ServerProc::start(&["-n", "1"]);
-    let mut a = s.connect(1);
-    let mut b = s.connect(1);
-    let c = s.connect(1);
-    expect_join(&mut a, 1, 1);
-    expect_join(&mut a, 2, 1);
-    expect_join(&mut b, 2, 1);
+    let (mut a, mut b, c) = three_peers(&s, 1);
 
     c.socket().write_all(b"garbage\n").unwrap();
     for x in [&mut a, &mut b] {

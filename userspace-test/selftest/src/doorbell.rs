@@ -192,9 +192,7 @@ pub fn doorbell_signal() -> TestResult {
     // joined only below, so the thread has not been joined and the handle is
     // valid; SIGUSR1's handler (sigusr1_interrupts) does nothing.
     unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
-    let got = reader
-        .join()
-        .map_err(|_| Failure::Fail("reader panicked".into()))?;
+    let got = join(reader, "reader")?;
     check!(
         got == Some(libc::EINTR),
         "blocked read after a signal: {:?}, want EINTR",
@@ -234,12 +232,8 @@ pub fn doorbell_unbind() -> TestResult {
         wait_blocked(tid, &[SYS_READ, SYS_POLL, SYS_PPOLL], "a waiter")?;
     }
     sys::write_sysfs("/sys/bus/pci/drivers/ivshmem/unbind", &pci.address())?;
-    let r = reader
-        .join()
-        .map_err(|_| Failure::Fail("reader panicked".into()))?;
-    let p = poller
-        .join()
-        .map_err(|_| Failure::Fail("poller panicked".into()))?;
+    let r = join(reader, "reader")?;
+    let p = join(poller, "poller")?;
     println!("# blocked read: {:?}; poll revents {p:#x}", r.map(errname));
     check!(
         r == Some(libc::ENODEV),
@@ -385,15 +379,8 @@ pub fn doorbell_pair() -> TestResult {
     };
     println!("{}", wait.line());
     let slot = server_shm::host_id_slot(me);
-    let mut host = None;
-    sys::wait_for(30, || {
-        host = map
-            .read_volatile::<u64>(slot)
-            .ok()
-            .and_then(server_shm::host_id);
-        host.is_some()
-    });
-    let host = host.ok_or(Failure::Fail("the host client's id never arrived".into()))?;
+    let host = host_answer(&map, slot, server_shm::host_id)
+        .ok_or(Failure::Fail("the host client's id never arrived".into()))?;
     // This guest's QEMU drops a ring to a peer whose arrival it has not
     // read from the server yet, and nothing tells when it has: ring, ask
     // the host whether its client got it, and ring again until it has.
@@ -402,15 +389,7 @@ pub fn doorbell_pair() -> TestResult {
         dev.ring(host, 3)?;
         map.write_volatile::<u64>(slot, 0)?;
         println!("{}", got.line());
-        let mut answer = None;
-        sys::wait_for(30, || {
-            answer = map
-                .read_volatile::<u64>(slot)
-                .ok()
-                .and_then(server_shm::host_got);
-            answer.is_some()
-        });
-        match answer {
+        match host_answer(&map, slot, server_shm::host_got) {
             Some(true) => {
                 println!("# rang host client {host} on vector 3 (ring {attempt})");
                 return Ok(());
@@ -495,34 +474,29 @@ pub fn demo_chat() -> TestResult {
     };
     let message = |from: u16| format!("hello from guest {from}, over ivshmem");
     let answer = |from: u16| format!("hi back from guest {from}");
+    // Waits for the peer's text, `what`, woken by `interrupt`, and checks it.
+    let receive = |what: &str, interrupt: &str, want: String| -> TestResult {
+        let latency = wait(what)?;
+        let got = read_text(&map)?;
+        println!(
+            "# guest {me}: woke {} us after {interrupt}: {got:?}",
+            latency / 1000
+        );
+        check!(got == want, "guest {me} read {got:?}, want {want:?}");
+        Ok(())
+    };
     if me < peer {
         let text = message(me);
         write_text(&map, &text)?;
         dev.ring(peer, 0)?;
         println!("# guest {me}: wrote {text:?} and rang guest {peer}");
-        let latency = wait("the answer")?;
-        let got = read_text(&map)?;
-        println!(
-            "# guest {me}: woke {} us after its interrupt: {got:?}",
-            latency / 1000
-        );
-        check!(
-            got == answer(peer),
-            "guest {me} read {got:?}, want {:?}",
-            answer(peer)
-        );
+        receive("the answer", "its interrupt", answer(peer))?;
     } else {
-        let latency = wait("the message")?;
-        let text = read_text(&map)?;
-        println!(
-            "# guest {me}: woke {} us after the interrupt of guest {peer}'s ring: {text:?}",
-            latency / 1000
-        );
-        check!(
-            text == message(peer),
-            "guest {me} read {text:?}, want {:?}",
-            message(peer)
-        );
+        receive(
+            "the message",
+            &format!("the interrupt of guest {peer}'s ring"),
+            message(peer),
+        )?;
         let reply = answer(me);
         write_text(&map, &reply)?;
         dev.ring(peer, 0)?;
@@ -531,21 +505,34 @@ pub fn demo_chat() -> TestResult {
     Ok(())
 }
 
+/// Waits up to 30 s for the host's answer in `slot` of the server's shared
+/// memory, as `parse` reads it (`None`: no answer).
+fn host_answer<T>(
+    map: &ivshmem::Mapping,
+    slot: usize,
+    parse: impl Fn(u64) -> Option<T>,
+) -> Option<T> {
+    let mut answer = None;
+    sys::wait_for(30, || {
+        answer = map.read_volatile::<u64>(slot).ok().and_then(&parse);
+        answer.is_some()
+    });
+    answer
+}
+
 /// The C example rings this guest itself and polls for the event, using
 /// only the UAPI header.
 pub fn c_ring() -> TestResult {
     if !std::path::Path::new("/bin/ivshmem-ring").exists() {
         skip!("/bin/ivshmem-ring (the C example) is not in this initramfs");
     }
-    let Bell {
-        _m,
-        index: bell,
-        dev,
-        me,
-        ..
-    } = open_bell()?;
+    let b = open_bell()?;
     let out = std::process::Command::new("/bin/ivshmem-ring")
-        .args([format!("/dev/ivshmem{bell}"), me.to_string(), "3".into()])
+        .args([
+            format!("/dev/ivshmem{}", b.index),
+            b.me.to_string(),
+            "3".into(),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     for l in text.lines() {
@@ -557,7 +544,7 @@ pub fn c_ring() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     // Another open file saw the same ring.
-    expect_events(&dev, &[(3, 1)], "vector 3 rung by the C program")?;
+    expect_events(&b.dev, &[(3, 1)], "vector 3 rung by the C program")?;
     Ok(())
 }
 

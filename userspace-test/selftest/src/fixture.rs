@@ -30,6 +30,14 @@ pub(crate) fn devices(min: usize) -> Result<Vec<PciDev>, Failure> {
     Ok(d)
 }
 
+/// Waits for a test's thread to end and returns what it returned; a
+/// panic in it is a failure, "{what} panicked".
+pub(crate) fn join<T>(thread: std::thread::JoinHandle<T>, what: &str) -> Result<T, Failure> {
+    thread
+        .join()
+        .map_err(|_| Failure::Fail(format!("{what} panicked")))
+}
+
 /// Runs `f` in a child process and returns how it ended: `Ok(code)` for an
 /// exit, `Err(signal)` for a signal.
 pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Failure> {

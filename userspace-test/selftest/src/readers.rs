@@ -135,9 +135,7 @@ pub fn doorbell_mask_wakeup() -> TestResult {
     wait_blocked(tid, &[SYS_POLL, SYS_PPOLL], "the poller")?;
     let t0 = Instant::now();
     dev.set_vector_mask([0, 1])?;
-    let (r, revents) = poller
-        .join()
-        .map_err(|_| Failure::Fail("poller panicked".into()))?;
+    let (r, revents) = join(poller, "poller")?;
     let took = t0.elapsed();
     println!("# poll after unmasking a pending vector: {r}, revents {revents:#x}, after {took:?}");
     check!(

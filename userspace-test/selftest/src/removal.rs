@@ -58,9 +58,7 @@ fn removal(
         "/dev/ivshmem0 still exists after removal"
     );
     stop.store(true, Ordering::Release);
-    let (calls, err) = looper
-        .join()
-        .map_err(|_| Failure::Fail("ioctl loop panicked".into()))?;
+    let (calls, err) = join(looper, "ioctl loop")?;
     println!("# ioctl loop: {calls} calls, then {:?}", err.map(errname));
     check!(
         err == Some(libc::ENODEV),

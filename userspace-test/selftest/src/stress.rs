@@ -10,7 +10,7 @@
 //! `bind_cycles`, `hotplug_cycles`, `mod_cycles`, `stress_rings`.
 
 use crate::fixture::{
-    Bell, find, find_peer, gettid, ivposition, open_bell, sigusr1_interrupts, wait_blocked,
+    Bell, find, find_peer, gettid, ivposition, join, open_bell, sigusr1_interrupts, wait_blocked,
 };
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Loaded, errname};
@@ -400,9 +400,7 @@ pub fn stress_rings() -> TestResult {
         wakes += 1;
         seen = map.read_volatile(RING_SEQ + 8 * usize::from(peer))?;
     }
-    let sent = sender
-        .join()
-        .map_err(|_| Failure::Fail("the sender panicked".into()))??;
+    let sent = join(sender, "the sender")??;
     println!(
         "# rings: sent {rings} in {sent:.2} s ({:.0}/s) while receiving; saw the peer's {seen} of {rings} after {wakes} wake-ups in {:.2} s",
         rings as f64 / sent,

@@ -2,6 +2,8 @@
 //! C program built against `uapi/linux/ivshmem.h` prints every size,
 //! offset and ioctl number, and they must equal the Rust ones.
 
+mod common;
+
 use ivshmem::uapi::*;
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
@@ -43,36 +45,7 @@ int main(void)
 "#;
 
 fn c_facts() -> Option<BTreeMap<String, u64>> {
-    let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // One directory per call: the tests run in parallel threads.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ivshmem-abi-{}-{call}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("abi.c");
-    let exe = dir.join("abi");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg("-I")
-        .arg(top.join("uapi"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status();
-    match built {
-        Err(e) => {
-            eprintln!("SKIP: abi: no C compiler ({cc}: {e})");
-            return None;
-        }
-        Ok(s) => assert!(s.success(), "the C header does not compile"),
-    }
-    let out = Command::new(&exe).output().unwrap();
-    assert!(out.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::c_output("abi", PROGRAM)?;
     Some(
         text.lines()
             .map(|l| {
@@ -151,15 +124,7 @@ fn rust_matches_the_c_header() {
         "IVSHMEM_IOCTL_BIND_EVENTFD",
         IVSHMEM_IOCTL_BIND_EVENTFD.into(),
     );
-    assert_eq!(rust.len(), c.len(), "C and Rust check different things");
-    for (k, v) in &c {
-        assert_eq!(
-            rust.get(k),
-            Some(v),
-            "{k}: C says {v}, Rust says {:?}",
-            rust.get(k)
-        );
-    }
+    common::assert_same_facts(&c, &rust, "Rust");
 }
 
 /// The Python package's `ivshmem.uapi` (userspace/python) prints the same

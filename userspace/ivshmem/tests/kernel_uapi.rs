@@ -10,6 +10,8 @@
 //! too, on the Rust side (each field starts where the one before ends,
 //! and the last ends where the structure does).
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../../../rust/uapi.rs"]
 mod kernel_uapi;
@@ -17,8 +19,6 @@ mod kernel_uapi;
 use kernel_uapi::*;
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of, size_of_val};
-use std::path::PathBuf;
-use std::process::Command;
 
 /// Each structure and its fields, as `(C name, Rust type, [(C field,
 /// Rust field)])`; the C program is made from this list.
@@ -148,31 +148,7 @@ int main(void)
 
 /// The facts of the C header, or `None` without a C compiler.
 fn c_facts() -> Option<BTreeMap<String, u64>> {
-    let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::temp_dir().join(format!("ivshmem-kernel-uapi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("kernel_uapi.c");
-    let exe = dir.join("kernel_uapi");
-    std::fs::write(&src, program()).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
-        .args(["-Wall", "-Werror", "-I"])
-        .arg(top.join("uapi"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status();
-    match built {
-        Err(e) => {
-            eprintln!("SKIP: kernel_uapi: no C compiler ({cc}: {e})");
-            return None;
-        }
-        Ok(s) => assert!(s.success(), "the C header does not compile"),
-    }
-    let out = Command::new(&exe).output().unwrap();
-    assert!(out.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::c_output("kernel_uapi", &program())?;
     Some(
         text.lines()
             .map(|l| {
@@ -208,15 +184,7 @@ fn rust_facts() -> BTreeMap<String, u64> {
 fn kernel_mirror_matches_the_c_header() {
     let Some(c) = c_facts() else { return };
     let rust = rust_facts();
-    assert_eq!(rust.len(), c.len(), "C and Rust check different things");
-    for (k, v) in &c {
-        assert_eq!(
-            rust.get(k),
-            Some(v),
-            "{k}: C says {v}, rust/uapi.rs says {:?}",
-            rust.get(k)
-        );
-    }
+    common::assert_same_facts(&c, &rust, "rust/uapi.rs");
 }
 
 /// No padding: every byte of a structure is some field's, so copying it
