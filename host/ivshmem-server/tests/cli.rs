@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{SERVER, ServerProc, ShmName, TempDir, eventually, run_server, signal, wait_timeout};
-use ivshmem_proto::Client;
+use ivshmem_proto::{Client, SharedMemory};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -118,13 +118,30 @@ fn a_live_server_keeps_its_socket() {
     assert_eq!(c.shm_size(), 4 << 20);
 }
 
+/// A 4 MiB server's memory, mapped by a client of it, with a marker at
+/// 3 MiB that [`assert_marked`] checks.
+fn marked_memory(s: &ServerProc) -> (Client, SharedMemory) {
+    let c = s.connect(1);
+    let mem = c.map_shared_memory().unwrap();
+    mem.write(3 << 20, b"data at 3 MiB").unwrap();
+    (c, mem)
+}
+
+/// The memory [`marked_memory`] marked still has its size and its marker.
+/// The size is checked first: reading a shrunk object would SIGBUS.
+fn assert_marked(name: &ShmName, mem: &SharedMemory) {
+    let size = std::fs::metadata(name.path()).unwrap().len();
+    assert_eq!(size, 4 << 20, "the live server's memory was resized");
+    let mut buf = [0u8; 13];
+    mem.read(3 << 20, &mut buf).unwrap();
+    assert_eq!(&buf, b"data at 3 MiB");
+}
+
 #[test]
 fn a_refused_second_server_leaves_the_live_memory_alone() {
     let s = ServerProc::start(&["-l", "4M"]);
     let name = s.shm.as_ref().unwrap();
-    let c = s.connect(1);
-    let mem = c.map_shared_memory().unwrap();
-    mem.write(3 << 20, b"data at 3 MiB").unwrap();
+    let (_c, mem) = marked_memory(&s);
 
     // A second server on the same socket and memory, with another size.
     let out = run_server(&[
@@ -141,12 +158,7 @@ fn a_refused_second_server_leaves_the_live_memory_alone() {
     assert!(err.contains("another server is already listening"), "{err}");
     assert!(!err.contains("resizing"), "{err}");
 
-    // Checked before touching the mapping: a shrunk object would SIGBUS.
-    let size = std::fs::metadata(name.path()).unwrap().len();
-    assert_eq!(size, 4 << 20, "the live server's memory was resized");
-    let mut buf = [0u8; 13];
-    mem.read(3 << 20, &mut buf).unwrap();
-    assert_eq!(&buf, b"data at 3 MiB");
+    assert_marked(name, &mem);
     mem.write((4 << 20) - 4, b"end!").unwrap();
     // New peers still get the whole region.
     assert_eq!(s.connect(1).shm_size(), 4 << 20);
@@ -164,9 +176,7 @@ fn second_server(
 fn memory_in_use_is_not_resized_by_a_server_on_another_socket() {
     let a = ServerProc::start(&["-l", "4M"]);
     let name = a.shm.as_ref().unwrap();
-    let c = a.connect(1);
-    let mem = c.map_shared_memory().unwrap();
-    mem.write(3 << 20, b"data at 3 MiB").unwrap();
+    let (_c, mem) = marked_memory(&a);
 
     let (log, status) = second_server(name, "1M")
         .err()
@@ -177,16 +187,12 @@ fn memory_in_use_is_not_resized_by_a_server_on_another_socket() {
         log.contains("is in use") && log.contains("not resized"),
         "{log}"
     );
-    assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 4 << 20);
-    let mut buf = [0u8; 13];
-    mem.read(3 << 20, &mut buf).unwrap();
-    assert_eq!(&buf, b"data at 3 MiB");
+    assert_marked(name, &mem);
 
     // The same size is fine: both serve the same memory.
     let b = second_server(name, "4M").unwrap_or_else(|(log, _)| panic!("{}", log.join("\n")));
     let other = b.connect(1).map_shared_memory().unwrap();
-    other.read(3 << 20, &mut buf).unwrap();
-    assert_eq!(&buf, b"data at 3 MiB");
+    assert_marked(name, &other);
 }
 
 #[test]
