@@ -24,202 +24,21 @@
 //! kernel's reports (KASAN, lockdep, UBSAN, hung tasks, soft lockups,
 //! WARN), which the test runner watches.
 
+mod config;
+mod report;
+mod rng;
+mod signals;
+
+pub use config::Config;
+pub use report::Report;
+pub use rng::{Rng, thread_seed};
+
+use config::*;
 use guest_sys::errno;
 use ivshmem::uapi::*;
-use std::collections::BTreeMap;
+use signals::{SIGBUS, install_handlers};
 use std::ffi::CString;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-
-const PAGE: usize = 4096;
-const MIB: usize = 1 << 20;
-/// The doorbell page's mmap offset (`IVSHMEM_DOORBELL_MMAP_OFFSET`).
-const DOORBELL_MMAP_OFFSET: usize = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET as usize;
-/// Per thread, at most this many open files, mappings and eventfds.
-const MAX_FDS: usize = 12;
-const MAX_MAPS: usize = 8;
-const MAX_EFDS: usize = 6;
-/// The ioctl argument buffer: the size field of an ioctl number has 14
-/// bits, and the buffer holds any size at any of its argument offsets.
-const ARG_SIZE: usize = 1 << 14;
-const BUF: usize = ARG_SIZE + 4096;
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The seed: the same seed gives every thread the same calls.
-    pub seed: u64,
-    /// Calls in all, shared out among the threads.
-    pub calls: u64,
-    /// Processes (each forked from the caller).
-    pub procs: usize,
-    /// Threads per process.
-    pub threads: usize,
-    /// The device nodes to call.
-    pub devices: Vec<PathBuf>,
-}
-
-/// What a run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// Calls issued.
-    pub calls: u64,
-    /// Calls by kind.
-    pub ops: BTreeMap<String, u64>,
-    /// Failed calls by errno.
-    pub errors: BTreeMap<i32, u64>,
-    /// SIGBUS raised by touching a mapping whose device had gone.
-    pub sigbus: u64,
-    /// Children forked by the `fork` call (besides the processes).
-    pub forks: u64,
-    /// Of those, the ones that died of a signal (each one a failure).
-    pub fork_deaths: u64,
-}
-
-impl Report {
-    fn merge(&mut self, o: &Report) {
-        self.calls += o.calls;
-        self.sigbus += o.sigbus;
-        self.forks += o.forks;
-        self.fork_deaths += o.fork_deaths;
-        for (k, v) in &o.ops {
-            *self.ops.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &o.errors {
-            *self.errors.entry(*k).or_default() += v;
-        }
-    }
-
-    /// A line-based text form, for a pipe between processes.
-    pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "calls {}\nsigbus {}\nforks {}\nfork_deaths {}\n",
-            self.calls, self.sigbus, self.forks, self.fork_deaths
-        );
-        for (k, v) in &self.ops {
-            s += &format!("op {k} {v}\n");
-        }
-        for (k, v) in &self.errors {
-            s += &format!("err {k} {v}\n");
-        }
-        s
-    }
-
-    /// Parses [`Report::to_text`].
-    pub fn from_text(t: &str) -> Option<Report> {
-        let mut r = Report::default();
-        for line in t.lines() {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            match w.as_slice() {
-                ["calls", n] => r.calls = n.parse().ok()?,
-                ["sigbus", n] => r.sigbus = n.parse().ok()?,
-                ["forks", n] => r.forks = n.parse().ok()?,
-                ["fork_deaths", n] => r.fork_deaths = n.parse().ok()?,
-                ["op", k, n] => {
-                    r.ops.insert((*k).to_string(), n.parse().ok()?);
-                }
-                ["err", k, n] => {
-                    r.errors.insert(k.parse().ok()?, n.parse().ok()?);
-                }
-                [] => {}
-                _ => return None,
-            }
-        }
-        Some(r)
-    }
-}
-
-/// SplitMix64: small, fast, and the same sequence forever for a seed.
-#[derive(Debug, Clone, Copy)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    /// True with probability `p` percent.
-    pub fn chance(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
-}
-
-/// SIGBUS count of this process (the handler's only state).
-static SIGBUS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn on_sigusr1(_: libc::c_int) {}
-
-extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: This handler is installed with SA_SIGINFO, so the kernel passes
-    // `info` pointing to a valid siginfo_t for the duration of the call;
-    // `si_addr` only reads it.
-    let addr = unsafe { (*info).si_addr() } as usize & !(PAGE - 1);
-    // Map an anonymous page over the page that faulted, so that the access
-    // succeeds when the handler returns. mmap is async-signal-safe.
-    // SAFETY: MAP_FIXED replaces exactly the one page-aligned page whose access
-    // raised SIGBUS: in this process only the fuzzer's raw mappings of a
-    // removed device do, and they are reached only through raw addresses in the
-    // workers' tables, never through a Rust reference, so swapping in an
-    // anonymous page invalidates nothing Rust relies on. mmap takes no pointer
-    // it reads and is async-signal-safe.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        // Not ours to mend: let the fault kill the process, loudly.
-        // SAFETY: The signal call takes no pointers and is async-signal-safe;
-        // SIG_DFL is a valid disposition for SIGBUS.
-        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
-    } else {
-        SIGBUS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Installs the process's handlers: SIGUSR1 interrupts blocking calls
-/// (no `SA_RESTART`), SIGBUS is mended as above.
-fn install_handlers() {
-    // SAFETY: Each `sa` is a zeroed sigaction (a valid value) with an emptied
-    // mask, and the handlers installed only do async-signal-safe work (nothing,
-    // or mmap, signal and an atomic add); the old actions are not asked for
-    // (null).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigusr1 as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigbus as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
-    }
-}
+use std::sync::atomic::{AtomicI32, Ordering};
 
 #[derive(Debug, Clone, Copy)]
 struct Fd {
@@ -981,12 +800,6 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// The seed of thread `t` of process `p` of a run seeded `seed`.
-pub fn thread_seed(seed: u64, p: usize, t: usize) -> u64 {
-    let mut r = Rng::new(seed ^ ((p as u64) << 32 | t as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    r.next_u64()
-}
-
 /// Runs the threads of process `p`; returns their report.
 fn run_process(cfg: &Config, p: usize, calls: u64) -> Report {
     install_handlers();
@@ -1144,33 +957,6 @@ pub fn run(cfg: &Config) -> std::io::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_seed_gives_the_same_sequence() {
-        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
-        let x: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
-        let y: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
-        assert_eq!(x, y);
-        assert_ne!(Rng::new(43).next_u64(), Rng::new(42).next_u64());
-        // SplitMix64's published first output for seed 0.
-        assert_eq!(Rng::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
-        assert_ne!(thread_seed(1, 0, 1), thread_seed(1, 1, 0));
-    }
-
-    #[test]
-    fn reports_round_trip() {
-        let mut r = Report {
-            calls: 10,
-            sigbus: 2,
-            forks: 3,
-            fork_deaths: 1,
-            ..Default::default()
-        };
-        r.ops.insert("mmap".into(), 4);
-        r.errors.insert(19, 3);
-        assert_eq!(Report::from_text(&r.to_text()), Some(r));
-        assert_eq!(Report::from_text("bogus line here"), None);
-    }
 
     /// Without devices, every worker still runs its share of calls (each
     /// a no-op or an eventfd/epoll/signal call) and the processes report.
