@@ -280,6 +280,71 @@ fn foreground_sigint_and_sigterm_remove_socket_and_pidfile() {
     }
 }
 
+/// The signals a process catches (`SigCgt` in /proc/PID/status).
+fn caught_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigCgt in /proc/{pid}/status"))
+}
+
+/// D9: SIGTERM and SIGINT are caught before the socket exists, so that a
+/// signal while the server starts (here: stuck opening a pid file that is
+/// a FIFO, after binding) still removes the socket.
+#[test]
+fn a_sigterm_during_startup_removes_the_socket() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let fifo = dir.path().join("pid");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let shm = ShmName::new();
+    let mut child = Command::new(SERVER)
+        .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
+        .arg("-p")
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = DaemonGuard(Some(pid));
+    // Opening the FIFO for writing blocks until someone opens it for
+    // reading: the server stays where it is, socket bound, until then.
+    assert!(
+        eventually(LONG, || sock.exists()),
+        "the server never bound its socket"
+    );
+    let caught = caught_signals(pid);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        assert_ne!(
+            caught & 1 << (sig - 1),
+            0,
+            "signal {sig} is not caught once the socket exists (SigCgt {caught:x})"
+        );
+    }
+    signal(pid, libc::SIGTERM);
+    // Let the server on: it writes its pid, serves, sees the signal, and
+    // reads the pid file back before removing it (it is no longer ours:
+    // the FIFO gives it nothing, so it stays).
+    let written = std::fs::read_to_string(&fifo).unwrap();
+    assert_eq!(written, format!("{pid}\n"));
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    let st = wait_timeout(&mut child, LONG).expect("server exits on the signal");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(st.success(), "{st:?}: {err}");
+    assert!(!sock.exists(), "socket left behind: {err}");
+    assert!(err.contains("signal received, shutting down"), "{err}");
+}
+
 #[test]
 fn foreground_without_p_writes_no_pidfile() {
     let mut s = ServerProc::start(&[]);
