@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ivshmem_proto::{MSG_LEN, PROTOCOL_VERSION, PeerId, SHM_MESSAGE, send_part};
-use log::{debug, error, info, warn};
+use log::{Level, debug, error, info, warn};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Timespec, eventfd};
@@ -45,6 +45,7 @@ use rustix::io::Errno;
 use rustix::net::sockopt;
 
 use crate::ids::IdAllocator;
+use crate::ratelimit::{BURST, PER_SECOND, RateLimit};
 
 const TOKEN_LISTEN: u64 = 0;
 const TOKEN_STOP: u64 = 1;
@@ -481,6 +482,61 @@ pub struct Server {
     /// the process is out of descriptors (otherwise the pending connection
     /// would wake the loop forever).
     reserve: Option<OwnedFd>,
+    logs: ConnectionLogs,
+}
+
+/// The rate limits of the lines that connections cause.
+#[derive(Debug)]
+struct ConnectionLogs {
+    /// Peers connecting and disconnecting.
+    peers: RateLimit,
+    /// Connections refused.
+    refused: RateLimit,
+    /// Peers dropped.
+    dropped: RateLimit,
+}
+
+impl ConnectionLogs {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            peers: RateLimit::new(
+                "messages about peers connecting or disconnecting",
+                Level::Info,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+            refused: RateLimit::new(
+                "messages about refused connections",
+                Level::Warn,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+            dropped: RateLimit::new(
+                "messages about dropped peers",
+                Level::Warn,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+        }
+    }
+
+    fn all(&mut self) -> [&mut RateLimit; 3] {
+        [&mut self.peers, &mut self.refused, &mut self.dropped]
+    }
+
+    fn next_report(&mut self) -> Option<Instant> {
+        self.all().iter().filter_map(|r| r.next_report()).min()
+    }
+
+    fn flush(&mut self, now: Instant) {
+        for r in self.all() {
+            r.flush(now);
+        }
+    }
 }
 
 fn open_reserve() -> Option<OwnedFd> {
@@ -522,6 +578,7 @@ impl Server {
             ids: IdAllocator::new(),
             next_serial: 1,
             reserve: open_reserve(),
+            logs: ConnectionLogs::new(),
         })
     }
 
@@ -548,7 +605,11 @@ impl Server {
         let mut events = Vec::with_capacity(256);
         loop {
             events.clear();
-            let timeout = self.hub.shortage.next_retry.map(|t| {
+            let wake = match (self.hub.shortage.next_retry, self.logs.next_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = wake.map(|t| {
                 let left = t.saturating_duration_since(Instant::now());
                 Timespec::try_from(left).unwrap_or(Timespec {
                     tv_sec: 0,
@@ -586,6 +647,7 @@ impl Server {
                 self.retry();
                 self.reap();
             }
+            self.logs.flush(Instant::now());
         }
     }
 
@@ -659,10 +721,13 @@ impl Server {
                 drop(stream);
             }
             self.reserve = open_reserve();
-            warn!(
-                "refused a connection: {err} ({}); {} peers connected",
-                explain_shortage(err),
-                self.peers.len()
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: {err} ({}); {} peers connected",
+                    explain_shortage(err),
+                    self.peers.len()
+                ),
             );
         } else {
             self.hub.pause_listening(err);
@@ -671,21 +736,30 @@ impl Server {
 
     fn add_peer(&mut self, stream: UnixStream) {
         if self.peers.len() >= self.hub.max_peers {
-            warn!(
-                "refused a connection: {} peers connected, the most allowed (--max-peers)",
-                self.peers.len()
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: {} peers connected, the most allowed (--max-peers)",
+                    self.peers.len()
+                ),
             );
             return;
         }
         let Some(id) = self.ids.alloc() else {
-            warn!(
-                "refused a connection: all {} peer ids are in use",
-                IdAllocator::CAPACITY
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: all {} peer ids are in use",
+                    IdAllocator::CAPACITY
+                ),
             );
             return;
         };
         if let Err(e) = stream.set_nonblocking(true) {
-            warn!("refused a connection: cannot make its socket non-blocking: {e}");
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!("refused a connection: cannot make its socket non-blocking: {e}"),
+            );
             self.ids.free(id);
             return;
         }
@@ -697,7 +771,10 @@ impl Server {
             match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
                 Ok(fd) => vectors.push(fd),
                 Err(e) => {
-                    warn!("refused a connection: cannot create an eventfd: {e}");
+                    self.logs.refused.log(
+                        Instant::now(),
+                        format_args!("refused a connection: cannot create an eventfd: {e}"),
+                    );
                     self.ids.free(id);
                     return;
                 }
@@ -715,7 +792,10 @@ impl Server {
             EventData::new_u64(peer.token(id)),
             EventFlags::IN | EventFlags::RDHUP,
         ) {
-            warn!("refused a connection: cannot watch its socket: {e}");
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!("refused a connection: cannot watch its socket: {e}"),
+            );
             self.ids.free(id);
             return;
         }
@@ -740,7 +820,11 @@ impl Server {
         debug!("peer {id}: connection accepted, {backlog} descriptors to send");
         self.hub.flush(id, &mut peer);
         self.peers.insert(id, peer);
-        info!("peer {id} connected ({} peers)", self.peers.len());
+        let n = self.peers.len();
+        self.logs.peers.log(
+            Instant::now(),
+            format_args!("peer {id} connected ({n} peers)"),
+        );
     }
 
     fn peer_ready(&mut self, token: u64, flags: EventFlags) {
@@ -783,9 +867,17 @@ impl Server {
             // Its eventfds close here: nothing else holds them.
             self.hub.live.remove(&serial);
             self.ids.free(id);
+            let n = self.peers.len();
+            let now = Instant::now();
             match reason {
-                DropReason::Closed => info!("peer {id} disconnected ({} peers)", self.peers.len()),
-                r => warn!("peer {id} dropped: {r} ({} peers left)", self.peers.len()),
+                DropReason::Closed => self
+                    .logs
+                    .peers
+                    .log(now, format_args!("peer {id} disconnected ({n} peers)")),
+                r => self
+                    .logs
+                    .dropped
+                    .log(now, format_args!("peer {id} dropped: {r} ({n} peers left)")),
             }
             drop(peer);
             let vectors = self.hub.vectors;

@@ -354,6 +354,66 @@ fn connections_beyond_max_peers_are_refused_clearly() {
     assert_eq!(peer_counts(&c), BTreeMap::from([(a.id(), 1)]));
 }
 
+/// D9: a flood of connections does not flood the log. 1000 connections
+/// beyond --max-peers, each refused: at most a burst of lines (plus what
+/// the rate lets through meanwhile), then one line saying how many were
+/// suppressed; every refusal is accounted for.
+#[test]
+fn a_flood_of_connections_does_not_flood_the_log() {
+    use ivshmem_server::ratelimit::{BURST, PER_SECOND};
+    const FLOOD: usize = 1000;
+    let s = ServerProc::start(&["-n", "1", "--max-peers", "1"]);
+    let _a = s.connect(1);
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        // Each sees end of file: the server has refused it.
+        let c = UnixStream::connect(&s.sock).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        assert_eq!((&c).read(&mut [0u8; 8]).unwrap(), 0);
+    }
+    let took = started.elapsed();
+    // Every refusal is logged or counted; the last count comes once the
+    // rate allows a line again.
+    let tally = |log: &[String]| {
+        let refused = log
+            .iter()
+            .filter(|l| l.contains("refused a connection"))
+            .count();
+        let suppressed: usize = log
+            .iter()
+            .filter(|l| l.contains("about refused connections suppressed"))
+            .map(|l| {
+                // "... warning: 900 messages about refused connections
+                // suppressed (...)"
+                let n = l
+                    .split(" messages about")
+                    .next()
+                    .and_then(|h| h.rsplit(' ').next());
+                n.and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("no count in {l:?}"))
+            })
+            .sum();
+        (refused, suppressed)
+    };
+    assert!(
+        eventually(LONG, || {
+            let (r, n) = tally(&s.log());
+            r + n == FLOOD
+        }),
+        "not every refusal logged or counted: {:?}",
+        tally(&s.log())
+    );
+    let (refused, suppressed) = tally(&s.log());
+    // What the rate let through while the flood lasted, and until the
+    // last summary was logged (a token later).
+    let allowed = BURST as usize + (took.as_secs() as usize + 2) * PER_SECOND as usize;
+    assert!(
+        refused <= allowed,
+        "{refused} refusals logged in {took:?}, at most {allowed} expected"
+    );
+    assert!(suppressed > 0);
+}
+
 #[test]
 fn garbage_from_a_client_drops_only_that_client() {
     let mut s = ServerProc::start(&["-n", "1"]);
