@@ -71,6 +71,8 @@ enum DropReason {
     ReadError(Errno),
     SendError(Errno),
     QueueFull(usize),
+    /// A lone client's own vectors held back by a shortage.
+    LoneHandshake(Errno),
 }
 
 impl fmt::Display for DropReason {
@@ -86,6 +88,12 @@ impl fmt::Display for DropReason {
             DropReason::QueueFull(n) => write!(
                 f,
                 "more than {n} descriptors beyond its handshake wait for it (the client is not reading its socket)"
+            ),
+            DropReason::LoneHandshake(e) => write!(
+                f,
+                "its handshake was cut short: {e} ({}); alone, it would take the vectors it got \
+                 so far for all it has",
+                explain_shortage(*e)
             ),
         }
     }
@@ -182,6 +190,9 @@ struct Peer {
     waiting_out: bool,
     /// Its writes are held back by a shortage of the server's resources.
     held: bool,
+    /// It was sent every vector of another peer, so it can tell how many
+    /// vectors a peer has.
+    counted: bool,
     /// Will be dropped at the next reap.
     doomed: bool,
 }
@@ -202,6 +213,7 @@ impl Peer {
             limit,
             waiting_out: false,
             held: false,
+            counted: false,
             doomed: false,
         }
     }
@@ -214,6 +226,14 @@ impl Peer {
     /// vectors.
     fn handshake_done(&self) -> bool {
         self.cursor.serial > self.serial
+    }
+
+    /// Whether it is part way through its own vectors with no other peer's
+    /// complete set to count from: a client alone cannot tell the end of
+    /// its vectors but by their stopping (`ConnectOptions::settle`), so a
+    /// pause here would make it undercount.
+    fn lone_in_own_vectors(&self) -> bool {
+        !self.counted && self.cursor.serial == self.serial && self.cursor.vector > 0
     }
 
     /// Whether any vector of the peer that joined with `serial` was sent.
@@ -278,6 +298,9 @@ impl Peer {
             }
             Step::Vector { at, last } => {
                 self.backlog = self.backlog.saturating_sub(1);
+                if last && at.serial != self.serial {
+                    self.counted = true;
+                }
                 self.cursor = if last {
                     Cursor {
                         serial: at.serial + 1,
@@ -419,6 +442,11 @@ impl Hub {
             Ok(Flow::Blocked) => {
                 peer.held = false;
                 true
+            }
+            Ok(Flow::Held(e)) if peer.lone_in_own_vectors() => {
+                // Holding would let it settle with fewer vectors than it
+                // has: it sees end of file instead, and fails clearly.
+                return self.doom(id, peer, DropReason::LoneHandshake(e));
             }
             Ok(Flow::Held(e)) => {
                 if !peer.held {
