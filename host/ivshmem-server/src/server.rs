@@ -27,6 +27,18 @@
 //! server's resources too. None of these is the fault of the client being
 //! written to: its messages are kept and retried every [`RETRY_INTERVAL`]
 //! until the resource is back.
+//!
+//! Clients that do not read can be the cause: what is queued to them counts
+//! against the budget until they read it or close their socket (closing the
+//! server's end does not give it back). So during a shortage a client that
+//! has read nothing for [`STUCK_TIMEOUT`] is dropped: it gets nothing more,
+//! and sees end of file. A new peer's handshake then waits for clients that
+//! do not read at most about [`STUCK_TIMEOUT`] plus [`RETRY_INTERVAL`], plus
+//! however long they keep what was already queued to them.
+//!
+//! The exception to holding: a client alone, part way through its own
+//! vectors with no other peer's to count from, would take a pause for their
+//! end; it is dropped instead, so that its handshake fails clearly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -55,6 +67,11 @@ const ACCEPT_BATCH: usize = 64;
 /// How often writes held back by a shortage of the server's resources
 /// (descriptors in flight, descriptors, kernel memory) are retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// During a shortage of the server's resources, a client that has read
+/// nothing for this long is dropped: what it does not read may be what the
+/// server is short of (descriptors in flight), and every new peer's
+/// handshake waits for it.
+pub const STUCK_TIMEOUT: Duration = Duration::from_secs(1);
 /// `SO_SNDBUF` of each client's socket. Linux doubles it and charges about
 /// 768 bytes per 8-byte message, so about 64 messages (and as many
 /// descriptors) can wait in a client's socket; the default (208 KiB) let
@@ -73,6 +90,8 @@ enum DropReason {
     QueueFull(usize),
     /// A lone client's own vectors held back by a shortage.
     LoneHandshake(Errno),
+    /// Read nothing for this long during a shortage.
+    NotReading(Duration),
 }
 
 impl fmt::Display for DropReason {
@@ -88,6 +107,12 @@ impl fmt::Display for DropReason {
             DropReason::QueueFull(n) => write!(
                 f,
                 "more than {n} descriptors beyond its handshake wait for it (the client is not reading its socket)"
+            ),
+            DropReason::NotReading(d) => write!(
+                f,
+                "it has read nothing for {:.1} s while the server is short of resources (the \
+                 descriptors queued to it count against the server's budget)",
+                d.as_secs_f64()
             ),
             DropReason::LoneHandshake(e) => write!(
                 f,
@@ -117,6 +142,27 @@ fn explain_shortage(e: Errno) -> &'static str {
         Errno::MFILE | Errno::NFILE => "out of file descriptors",
         _ => "out of kernel memory",
     }
+}
+
+/// What a client has not read of what was written to its socket (the
+/// kernel's memory for it, `SIOCOUTQ`): 0 when it has read everything.
+fn unread(sock: &UnixStream) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) on a socket stores one `int` through the pointer, which
+    // points to `n`, alive and writable for the whole call; the descriptor is
+    // borrowed from `sock`, open for the duration.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            // SIOCOUTQ, which Linux defines as TIOCOUTQ.
+            libc::TIOCOUTQ,
+            &mut n as *mut libc::c_int,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// A connected peer as the others see it: its id and eventfds. The only
@@ -193,6 +239,10 @@ struct Peer {
     /// It was sent every vector of another peer, so it can tell how many
     /// vectors a peer has.
     counted: bool,
+    /// During a shortage: its unread output (`SIOCOUTQ`) at the last check,
+    /// and since when that has not gone down.
+    unread: usize,
+    unread_since: Option<Instant>,
     /// Will be dropped at the next reap.
     doomed: bool,
 }
@@ -214,6 +264,8 @@ impl Peer {
             waiting_out: false,
             held: false,
             counted: false,
+            unread: 0,
+            unread_since: None,
             doomed: false,
         }
     }
@@ -697,6 +749,7 @@ impl Server {
                 error!("cannot watch the listening socket again: {e}");
             }
         }
+        self.drop_stuck();
         for (id, serial) in std::mem::take(&mut self.hub.shortage.held) {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -714,6 +767,42 @@ impl Server {
                     "the shortage is over after {:.1} s; writes to every peer resumed",
                     since.elapsed().as_secs_f64()
                 );
+            }
+            for peer in self.peers.values_mut() {
+                peer.unread_since = None;
+            }
+        }
+    }
+
+    /// During a shortage, at each retry: dooms the clients that have read
+    /// nothing for [`STUCK_TIMEOUT`]. What is queued to a client counts
+    /// against the server's descriptors in flight until it reads it or
+    /// closes its socket; dropped, it gets nothing more, and sees end of
+    /// file once it reads.
+    fn drop_stuck(&mut self) {
+        let now = Instant::now();
+        for (&id, peer) in self.peers.iter_mut() {
+            if peer.doomed {
+                continue;
+            }
+            let q = match unread(&peer.sock) {
+                Ok(q) => q,
+                Err(e) => {
+                    debug!("peer {id}: cannot query its unread output: {e}");
+                    continue;
+                }
+            };
+            // Writes only add to it; only the client's reading takes away.
+            let reading = q == 0 || q < peer.unread;
+            peer.unread = q;
+            if reading {
+                peer.unread_since = None;
+                continue;
+            }
+            let since = *peer.unread_since.get_or_insert(now);
+            let idle = now.saturating_duration_since(since);
+            if idle >= STUCK_TIMEOUT {
+                self.hub.doom(id, peer, DropReason::NotReading(idle));
             }
         }
     }

@@ -62,6 +62,12 @@ fn main() {
         ),
         trial(
             &args,
+            "clients_that_do_not_read_stall_a_handshake_for_a_bounded_time",
+            in_flight_limit_applies(),
+            clients_that_do_not_read_stall_a_handshake_for_a_bounded_time,
+        ),
+        trial(
+            &args,
             "a_lone_client_never_undercounts_its_vectors_in_a_shortage",
             in_flight_limit_applies(),
             a_lone_client_never_undercounts_its_vectors_in_a_shortage,
@@ -252,10 +258,20 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     observer.ring(late.id(), 0).unwrap();
     assert_eq!(late.take_notifications(0).unwrap(), Some(1));
     assert!(s.wait_log("the shortage is over", LONG));
+    // Stuck clients may have been dropped for reading nothing during the
+    // shortage (see clients_that_do_not_read_stall_a_handshake_for_a_bounded_time);
+    // the peers that read never are, and nobody is refused.
     let log = s.log();
+    for id in [observer.id(), late.id()] {
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(&format!("peer {id} dropped"))),
+            "a reading peer was dropped:\n{}",
+            log.join("\n")
+        );
+    }
     assert!(
-        !log.iter()
-            .any(|l| l.contains("dropped") || l.contains("refused")),
+        !log.iter().any(|l| l.contains("refused")),
         "server log:\n{}",
         log.join("\n")
     );
@@ -402,6 +418,125 @@ impl Drop for Pinner {
     fn drop(&mut self) {
         drop(self.0.stdin.take());
         let _ = self.0.wait();
+    }
+}
+
+/// Holds sockets that never read, and closes each one as soon as the
+/// server hangs up on it (as a client does that sees its server go away).
+/// Stops, closing the rest, when the returned socket is dropped; its join
+/// handle gives how many the server hung up on.
+fn close_on_hangup(mut socks: Vec<UnixStream>) -> (UnixStream, std::thread::JoinHandle<usize>) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let (stop, stopped) = UnixStream::pair().unwrap();
+    let watcher = std::thread::spawn(move || {
+        let mut hung_up = 0;
+        loop {
+            let mut fds: Vec<PollFd<'_>> = socks
+                .iter()
+                .map(|s| PollFd::new(s, PollFlags::RDHUP))
+                .collect();
+            fds.push(PollFd::new(&stopped, PollFlags::IN));
+            poll(&mut fds, None).unwrap();
+            let gone = |f: &PollFd<'_>| f.revents().intersects(PollFlags::RDHUP | PollFlags::HUP);
+            if !fds.last().unwrap().revents().is_empty() {
+                return hung_up;
+            }
+            let keep: Vec<bool> = fds[..socks.len()].iter().map(|f| !gone(f)).collect();
+            drop(fds);
+            let before = socks.len();
+            let mut k = keep.iter();
+            socks.retain(|_| *k.next().unwrap());
+            hung_up += before - socks.len();
+        }
+    });
+    (stop, watcher)
+}
+
+/// H3, the rest: clients that do not read pin descriptors in flight until
+/// the server's budget is used up, and a new peer's handshake waits. A
+/// client that has read nothing for 1 s while the server is short is
+/// dropped; once it lets go of what was queued to it (here: it closes its
+/// socket when the server hangs up), the handshake goes on. Before, such
+/// clients were dropped only after --max-queue (2^18) more descriptors,
+/// and the handshake waited for as long as they stayed.
+fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u32>) {
+    /// As in stuck_clients_cannot_get_a_reading_peer_dropped.
+    const LIMIT: u64 = 512;
+    const STUCK: usize = 100;
+    const CYCLES: usize = 200;
+    let _heavy = heavy();
+    let dir = TempDir::new();
+    if user.is_some() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.path().join("sock");
+    let mut s = ServerProc::start_with(dir, sock, &["-n", "1"], |cmd| confine(cmd, user, LIMIT))
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let mut observer = s.connect(1);
+    let stuck: Vec<UnixStream> = (0..STUCK)
+        .map(|_| UnixStream::connect(&s.sock).unwrap())
+        .collect();
+    let (stop, watcher) = close_on_hangup(stuck);
+    for _ in 0..CYCLES {
+        let c = UnixStream::connect(&s.sock).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(r.read_msg(&c).unwrap().value, 0);
+        r.read_msg(&c).unwrap();
+        drop(c);
+        while observer.try_next_event().unwrap().is_some() {}
+    }
+    assert!(
+        s.wait_log("holding the messages and retrying", LONG),
+        "the server never ran out of descriptors in flight: this test tested nothing"
+    );
+    // The new peer's handshake, in a thread: the observer goes on reading
+    // meanwhile (a peer that reads is never dropped).
+    let path = s.sock.clone();
+    let (done, done_r) = UnixStream::pair().unwrap();
+    let handshake = std::thread::spawn(move || {
+        let started = Instant::now();
+        let late = Client::connect_with(
+            &path,
+            &ConnectOptions {
+                vectors: Some(1),
+                timeout: Some(LONG),
+                ..Default::default()
+            },
+        );
+        drop(done);
+        (late, started.elapsed())
+    });
+    loop {
+        use rustix::event::{PollFd, PollFlags, poll};
+        while observer.try_next_event().unwrap().is_some() {}
+        let mut fds = [
+            PollFd::new(observer.socket(), PollFlags::IN),
+            PollFd::new(&done_r, PollFlags::IN),
+        ];
+        poll(&mut fds, None).unwrap();
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+    }
+    let (late, took) = handshake.join().unwrap();
+    let late = late.unwrap_or_else(|e| panic!("handshake during the shortage: {e:?}"));
+    eprintln!("handshake during the shortage took {took:?}");
+    converge(&mut observer, &[late.id()]);
+    late.ring(observer.id(), 0).unwrap();
+    assert_eq!(observer.take_notifications(0).unwrap(), Some(1));
+    assert!(s.wait_log("dropped: it has read nothing for", LONG));
+    drop(stop);
+    let hung_up = watcher.join().unwrap();
+    assert!(hung_up > 0, "no stuck client was hung up on");
+    let log = s.log();
+    for id in [observer.id(), late.id()] {
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(&format!("peer {id} dropped"))),
+            "a reading peer was dropped:\n{}",
+            log.join("\n")
+        );
     }
 }
 
