@@ -28,8 +28,9 @@ fn fork() -> Result<libc::pid_t> {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // SAFETY: The server has not started any thread (daemonizing happens before
-    // the event loop and the signal handlers), so the child is a complete copy
-    // of a single-threaded process and may run any code.
+    // the event loop, and the signal handlers, installed earlier, only write to
+    // a socket and start no thread), so the child is a complete copy of a
+    // single-threaded process and may run any code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("cannot fork: {}", std::io::Error::last_os_error());

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod ids;
+pub mod ratelimit;
 pub mod server;
 pub mod shm;
 pub mod socket;

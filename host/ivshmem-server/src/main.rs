@@ -151,6 +151,17 @@ fn serve(args: &Args) -> Result<()> {
     };
     check_fd_limit(&config);
 
+    // Before the socket exists: a SIGTERM or SIGINT from here on is kept in
+    // the pipe and ends the server once it serves, which removes the
+    // socket; without a handler the signal would kill the process and leave
+    // the socket behind. (The handlers start no thread: daemonizing later
+    // still forks a single-threaded process.)
+    let (stop_r, stop_w) = UnixStream::pair().context("cannot create the signal pipe")?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::low_level::pipe::register(sig, stop_w.try_clone()?)
+            .context("cannot install signal handlers")?;
+    }
+
     let (mut server, sock, shm) = config.start()?;
     let shm_desc = match &config.backing {
         ShmBacking::Posix(name) => format!("POSIX shared memory {name:?}"),
@@ -192,11 +203,6 @@ fn serve(args: &Args) -> Result<()> {
     // From here on: the daemon, or the foreground process.
     let result = (|| -> Result<()> {
         let pid = pidfile.map(PidFile::create).transpose()?;
-        let (stop_r, stop_w) = UnixStream::pair().context("cannot create the signal pipe")?;
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::low_level::pipe::register(sig, stop_w.try_clone()?)
-                .context("cannot install signal handlers")?;
-        }
         if let Some((d, sink)) = daemon.take() {
             // From now on, errors go to the log only.
             if let Err(e) = d.ready(sink) {

@@ -27,6 +27,18 @@
 //! server's resources too. None of these is the fault of the client being
 //! written to: its messages are kept and retried every [`RETRY_INTERVAL`]
 //! until the resource is back.
+//!
+//! Clients that do not read can be the cause: what is queued to them counts
+//! against the budget until they read it or close their socket (closing the
+//! server's end does not give it back). So during a shortage a client that
+//! has read nothing for [`STUCK_TIMEOUT`] is dropped: it gets nothing more,
+//! and sees end of file. A new peer's handshake then waits for clients that
+//! do not read at most about [`STUCK_TIMEOUT`] plus [`RETRY_INTERVAL`], plus
+//! however long they keep what was already queued to them.
+//!
+//! The exception to holding: a client alone, part way through its own
+//! vectors with no other peer's to count from, would take a pause for their
+//! end; it is dropped instead, so that its handshake fails clearly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -37,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ivshmem_proto::{MSG_LEN, PROTOCOL_VERSION, PeerId, SHM_MESSAGE, send_part};
-use log::{debug, error, info, warn};
+use log::{Level, debug, error, info, warn};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Timespec, eventfd};
@@ -45,6 +57,7 @@ use rustix::io::Errno;
 use rustix::net::sockopt;
 
 use crate::ids::IdAllocator;
+use crate::ratelimit::{BURST, PER_SECOND, RateLimit};
 
 const TOKEN_LISTEN: u64 = 0;
 const TOKEN_STOP: u64 = 1;
@@ -54,6 +67,11 @@ const ACCEPT_BATCH: usize = 64;
 /// How often writes held back by a shortage of the server's resources
 /// (descriptors in flight, descriptors, kernel memory) are retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// During a shortage of the server's resources, a client that has read
+/// nothing for this long is dropped: what it does not read may be what the
+/// server is short of (descriptors in flight), and every new peer's
+/// handshake waits for it.
+pub const STUCK_TIMEOUT: Duration = Duration::from_secs(1);
 /// `SO_SNDBUF` of each client's socket. Linux doubles it and charges about
 /// 768 bytes per 8-byte message, so about 64 messages (and as many
 /// descriptors) can wait in a client's socket; the default (208 KiB) let
@@ -70,6 +88,10 @@ enum DropReason {
     ReadError(Errno),
     SendError(Errno),
     QueueFull(usize),
+    /// A lone client's own vectors held back by a shortage.
+    LoneHandshake(Errno),
+    /// Read nothing for this long during a shortage.
+    NotReading(Duration),
 }
 
 impl fmt::Display for DropReason {
@@ -85,6 +107,18 @@ impl fmt::Display for DropReason {
             DropReason::QueueFull(n) => write!(
                 f,
                 "more than {n} descriptors beyond its handshake wait for it (the client is not reading its socket)"
+            ),
+            DropReason::NotReading(d) => write!(
+                f,
+                "it has read nothing for {:.1} s while the server is short of resources (the \
+                 descriptors queued to it count against the server's budget)",
+                d.as_secs_f64()
+            ),
+            DropReason::LoneHandshake(e) => write!(
+                f,
+                "its handshake was cut short: {e} ({}); alone, it would take the vectors it got \
+                 so far for all it has",
+                explain_shortage(*e)
             ),
         }
     }
@@ -108,6 +142,27 @@ fn explain_shortage(e: Errno) -> &'static str {
         Errno::MFILE | Errno::NFILE => "out of file descriptors",
         _ => "out of kernel memory",
     }
+}
+
+/// What a client has not read of what was written to its socket (the
+/// kernel's memory for it, `SIOCOUTQ`): 0 when it has read everything.
+fn unread(sock: &UnixStream) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) on a socket stores one `int` through the pointer, which
+    // points to `n`, alive and writable for the whole call; the descriptor is
+    // borrowed from `sock`, open for the duration.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            // SIOCOUTQ, which Linux defines as TIOCOUTQ.
+            libc::TIOCOUTQ,
+            &mut n as *mut libc::c_int,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// A connected peer as the others see it: its id and eventfds. The only
@@ -181,6 +236,13 @@ struct Peer {
     waiting_out: bool,
     /// Its writes are held back by a shortage of the server's resources.
     held: bool,
+    /// It was sent every vector of another peer, so it can tell how many
+    /// vectors a peer has.
+    counted: bool,
+    /// During a shortage: its unread output (`SIOCOUTQ`) at the last check,
+    /// and since when that has not gone down.
+    unread: usize,
+    unread_since: Option<Instant>,
     /// Will be dropped at the next reap.
     doomed: bool,
 }
@@ -201,6 +263,9 @@ impl Peer {
             limit,
             waiting_out: false,
             held: false,
+            counted: false,
+            unread: 0,
+            unread_since: None,
             doomed: false,
         }
     }
@@ -213,6 +278,14 @@ impl Peer {
     /// vectors.
     fn handshake_done(&self) -> bool {
         self.cursor.serial > self.serial
+    }
+
+    /// Whether it is part way through its own vectors with no other peer's
+    /// complete set to count from: a client alone cannot tell the end of
+    /// its vectors but by their stopping (`ConnectOptions::settle`), so a
+    /// pause here would make it undercount.
+    fn lone_in_own_vectors(&self) -> bool {
+        !self.counted && self.cursor.serial == self.serial && self.cursor.vector > 0
     }
 
     /// Whether any vector of the peer that joined with `serial` was sent.
@@ -277,6 +350,9 @@ impl Peer {
             }
             Step::Vector { at, last } => {
                 self.backlog = self.backlog.saturating_sub(1);
+                if last && at.serial != self.serial {
+                    self.counted = true;
+                }
                 self.cursor = if last {
                     Cursor {
                         serial: at.serial + 1,
@@ -419,6 +495,11 @@ impl Hub {
                 peer.held = false;
                 true
             }
+            Ok(Flow::Held(e)) if peer.lone_in_own_vectors() => {
+                // Holding would let it settle with fewer vectors than it
+                // has: it sees end of file instead, and fails clearly.
+                return self.doom(id, peer, DropReason::LoneHandshake(e));
+            }
             Ok(Flow::Held(e)) => {
                 if !peer.held {
                     peer.held = true;
@@ -481,6 +562,61 @@ pub struct Server {
     /// the process is out of descriptors (otherwise the pending connection
     /// would wake the loop forever).
     reserve: Option<OwnedFd>,
+    logs: ConnectionLogs,
+}
+
+/// The rate limits of the lines that connections cause.
+#[derive(Debug)]
+struct ConnectionLogs {
+    /// Peers connecting and disconnecting.
+    peers: RateLimit,
+    /// Connections refused.
+    refused: RateLimit,
+    /// Peers dropped.
+    dropped: RateLimit,
+}
+
+impl ConnectionLogs {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            peers: RateLimit::new(
+                "messages about peers connecting or disconnecting",
+                Level::Info,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+            refused: RateLimit::new(
+                "messages about refused connections",
+                Level::Warn,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+            dropped: RateLimit::new(
+                "messages about dropped peers",
+                Level::Warn,
+                BURST,
+                PER_SECOND,
+                now,
+            ),
+        }
+    }
+
+    fn all(&mut self) -> [&mut RateLimit; 3] {
+        [&mut self.peers, &mut self.refused, &mut self.dropped]
+    }
+
+    fn next_report(&mut self) -> Option<Instant> {
+        self.all().iter().filter_map(|r| r.next_report()).min()
+    }
+
+    fn flush(&mut self, now: Instant) {
+        for r in self.all() {
+            r.flush(now);
+        }
+    }
 }
 
 fn open_reserve() -> Option<OwnedFd> {
@@ -522,6 +658,7 @@ impl Server {
             ids: IdAllocator::new(),
             next_serial: 1,
             reserve: open_reserve(),
+            logs: ConnectionLogs::new(),
         })
     }
 
@@ -548,7 +685,11 @@ impl Server {
         let mut events = Vec::with_capacity(256);
         loop {
             events.clear();
-            let timeout = self.hub.shortage.next_retry.map(|t| {
+            let wake = match (self.hub.shortage.next_retry, self.logs.next_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = wake.map(|t| {
                 let left = t.saturating_duration_since(Instant::now());
                 Timespec::try_from(left).unwrap_or(Timespec {
                     tv_sec: 0,
@@ -586,6 +727,7 @@ impl Server {
                 self.retry();
                 self.reap();
             }
+            self.logs.flush(Instant::now());
         }
     }
 
@@ -607,6 +749,7 @@ impl Server {
                 error!("cannot watch the listening socket again: {e}");
             }
         }
+        self.drop_stuck();
         for (id, serial) in std::mem::take(&mut self.hub.shortage.held) {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -624,6 +767,42 @@ impl Server {
                     "the shortage is over after {:.1} s; writes to every peer resumed",
                     since.elapsed().as_secs_f64()
                 );
+            }
+            for peer in self.peers.values_mut() {
+                peer.unread_since = None;
+            }
+        }
+    }
+
+    /// During a shortage, at each retry: dooms the clients that have read
+    /// nothing for [`STUCK_TIMEOUT`]. What is queued to a client counts
+    /// against the server's descriptors in flight until it reads it or
+    /// closes its socket; dropped, it gets nothing more, and sees end of
+    /// file once it reads.
+    fn drop_stuck(&mut self) {
+        let now = Instant::now();
+        for (&id, peer) in self.peers.iter_mut() {
+            if peer.doomed {
+                continue;
+            }
+            let q = match unread(&peer.sock) {
+                Ok(q) => q,
+                Err(e) => {
+                    debug!("peer {id}: cannot query its unread output: {e}");
+                    continue;
+                }
+            };
+            // Writes only add to it; only the client's reading takes away.
+            let reading = q == 0 || q < peer.unread;
+            peer.unread = q;
+            if reading {
+                peer.unread_since = None;
+                continue;
+            }
+            let since = *peer.unread_since.get_or_insert(now);
+            let idle = now.saturating_duration_since(since);
+            if idle >= STUCK_TIMEOUT {
+                self.hub.doom(id, peer, DropReason::NotReading(idle));
             }
         }
     }
@@ -659,10 +838,13 @@ impl Server {
                 drop(stream);
             }
             self.reserve = open_reserve();
-            warn!(
-                "refused a connection: {err} ({}); {} peers connected",
-                explain_shortage(err),
-                self.peers.len()
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: {err} ({}); {} peers connected",
+                    explain_shortage(err),
+                    self.peers.len()
+                ),
             );
         } else {
             self.hub.pause_listening(err);
@@ -671,21 +853,30 @@ impl Server {
 
     fn add_peer(&mut self, stream: UnixStream) {
         if self.peers.len() >= self.hub.max_peers {
-            warn!(
-                "refused a connection: {} peers connected, the most allowed (--max-peers)",
-                self.peers.len()
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: {} peers connected, the most allowed (--max-peers)",
+                    self.peers.len()
+                ),
             );
             return;
         }
         let Some(id) = self.ids.alloc() else {
-            warn!(
-                "refused a connection: all {} peer ids are in use",
-                IdAllocator::CAPACITY
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!(
+                    "refused a connection: all {} peer ids are in use",
+                    IdAllocator::CAPACITY
+                ),
             );
             return;
         };
         if let Err(e) = stream.set_nonblocking(true) {
-            warn!("refused a connection: cannot make its socket non-blocking: {e}");
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!("refused a connection: cannot make its socket non-blocking: {e}"),
+            );
             self.ids.free(id);
             return;
         }
@@ -697,7 +888,10 @@ impl Server {
             match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
                 Ok(fd) => vectors.push(fd),
                 Err(e) => {
-                    warn!("refused a connection: cannot create an eventfd: {e}");
+                    self.logs.refused.log(
+                        Instant::now(),
+                        format_args!("refused a connection: cannot create an eventfd: {e}"),
+                    );
                     self.ids.free(id);
                     return;
                 }
@@ -715,7 +909,10 @@ impl Server {
             EventData::new_u64(peer.token(id)),
             EventFlags::IN | EventFlags::RDHUP,
         ) {
-            warn!("refused a connection: cannot watch its socket: {e}");
+            self.logs.refused.log(
+                Instant::now(),
+                format_args!("refused a connection: cannot watch its socket: {e}"),
+            );
             self.ids.free(id);
             return;
         }
@@ -740,7 +937,11 @@ impl Server {
         debug!("peer {id}: connection accepted, {backlog} descriptors to send");
         self.hub.flush(id, &mut peer);
         self.peers.insert(id, peer);
-        info!("peer {id} connected ({} peers)", self.peers.len());
+        let n = self.peers.len();
+        self.logs.peers.log(
+            Instant::now(),
+            format_args!("peer {id} connected ({n} peers)"),
+        );
     }
 
     fn peer_ready(&mut self, token: u64, flags: EventFlags) {
@@ -783,9 +984,17 @@ impl Server {
             // Its eventfds close here: nothing else holds them.
             self.hub.live.remove(&serial);
             self.ids.free(id);
+            let n = self.peers.len();
+            let now = Instant::now();
             match reason {
-                DropReason::Closed => info!("peer {id} disconnected ({} peers)", self.peers.len()),
-                r => warn!("peer {id} dropped: {r} ({} peers left)", self.peers.len()),
+                DropReason::Closed => self
+                    .logs
+                    .peers
+                    .log(now, format_args!("peer {id} disconnected ({n} peers)")),
+                r => self
+                    .logs
+                    .dropped
+                    .log(now, format_args!("peer {id} dropped: {r} ({n} peers left)")),
             }
             drop(peer);
             let vectors = self.hub.vectors;

@@ -1,13 +1,20 @@
 //! The listening socket: refusing to steal a live server's socket, replacing
 //! a stale one, and removing ours (only ours) at exit; or the one a service
 //! manager passed (systemd socket activation), which stays its own.
+//!
+//! Probing, removing a stale socket and binding are one step for one server
+//! at a time: each takes an exclusive `flock` on `SOCKET.lock` first and
+//! holds it while it serves, so of two servers started at once on one path
+//! exactly one binds; the other is refused as if the first already listened.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use log::{debug, warn};
@@ -27,6 +34,78 @@ pub struct BoundSocket {
     ino: u64,
     /// Passed by the service manager, which owns the file.
     activated: bool,
+    /// The lock on the socket's path, held while serving (none when the
+    /// service manager passed the socket); taken out by `remove`.
+    lock: Mutex<Option<PathLock>>,
+}
+
+/// An exclusive `flock` on `SOCKET.lock`: whoever holds it owns the socket
+/// path. The file is removed by its holder, while still locked, at exit; a
+/// server that locked a file just removed (it opened it before the removal)
+/// finds that the path no longer names what it locked and tries again.
+#[derive(Debug)]
+struct PathLock {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// `SOCKET.lock`, next to the socket.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = OsString::from(socket.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl PathLock {
+    fn take(socket: &Path) -> Result<Self> {
+        use rustix::fs::{FlockOperation, Mode, OFlags, flock, fstat, open, stat};
+        let path = lock_path(socket);
+        let cannot = || {
+            format!(
+                "cannot bind socket {}: cannot use its lock file {}",
+                socket.display(),
+                path.display()
+            )
+        };
+        loop {
+            let fd = open(
+                &path,
+                OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+            .with_context(cannot)?;
+            match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => bail!(
+                    "another server is already listening on {} (or starting: it holds {}); \
+                     not replacing its socket",
+                    socket.display(),
+                    path.display()
+                ),
+                Err(e) => return Err(e).with_context(cannot),
+            }
+            let ours = fstat(&fd).with_context(cannot)?;
+            match stat(&path) {
+                Ok(now) if now.st_dev == ours.st_dev && now.st_ino == ours.st_ino => {
+                    return Ok(Self { fd, path });
+                }
+                // Removed or replaced by its last holder: try again.
+                Ok(_) => {}
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e).with_context(cannot),
+            }
+        }
+    }
+
+    /// Removes the lock file, still holding the lock, and then lets go.
+    fn release(self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            if e.kind() != ErrorKind::NotFound {
+                warn!("cannot remove lock file {}: {e}", self.path.display());
+            }
+        }
+        drop(self.fd);
+    }
 }
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
@@ -125,9 +204,24 @@ pub fn probe(path: &Path) -> Result<Existing> {
 }
 
 impl BoundSocket {
-    /// Binds and listens on `path`. Fails if a server answers there;
-    /// replaces a stale socket left by a server that died.
+    /// Binds and listens on `path`. Fails if a server answers there or
+    /// holds its lock; replaces a stale socket left by a server that died.
     pub fn bind(path: &Path) -> Result<Self> {
+        let lock = PathLock::take(path)?;
+        match Self::bind_locked(path) {
+            Ok(sock) => {
+                *sock.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(lock);
+                Ok(sock)
+            }
+            Err(e) => {
+                lock.release();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`BoundSocket::bind`] once the path's lock is held.
+    fn bind_locked(path: &Path) -> Result<Self> {
         match probe(path)? {
             Existing::Nothing => {}
             Existing::Alive => bail!(
@@ -161,6 +255,7 @@ impl BoundSocket {
             dev: meta.dev(),
             ino: meta.ino(),
             activated: false,
+            lock: Mutex::new(None),
         })
     }
 
@@ -189,6 +284,7 @@ impl BoundSocket {
             dev: 0,
             ino: 0,
             activated: true,
+            lock: Mutex::new(None),
         })
     }
 
@@ -203,8 +299,17 @@ impl BoundSocket {
     }
 
     /// Removes the socket file if it is still the one this server bound (a
-    /// later server may have replaced it).
+    /// later server may have replaced it), then its lock file, and lets go
+    /// of the lock.
     pub fn remove(&self) {
+        self.remove_socket();
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(lock) = lock {
+            lock.release();
+        }
+    }
+
+    fn remove_socket(&self) {
         if self.activated {
             return;
         }

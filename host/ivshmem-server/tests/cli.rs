@@ -247,6 +247,126 @@ fn a_socket_left_by_a_killed_server_is_replaced() {
     assert_eq!(s.connect(1).id(), 0);
 }
 
+/// D9: servers started at once on one path, over a stale socket. Each
+/// probes, removes and binds; unless that is one step for one of them at a
+/// time, two can both remove and bind, and the first is left serving on a
+/// socket file that is no longer there. Exactly one must win; the others
+/// exit 1 saying another server listens there.
+#[test]
+fn servers_started_at_once_on_one_path_let_exactly_one_win() {
+    const SERVERS: usize = 6;
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let dir = TempDir::new();
+        let sock = dir.path().join("sock");
+        drop(UnixListener::bind(&sock).unwrap());
+        let shm = ShmName::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut children = Vec::new();
+        for i in 0..SERVERS {
+            let mut child = Command::new(SERVER)
+                .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send((i, Some(line)));
+                }
+                let _ = tx.send((i, None));
+            });
+            children.push(ChildGuard(child));
+        }
+        drop(tx);
+        // Each either serves (says so) or exits (end of its stderr).
+        let mut listening = Vec::new();
+        let mut refused = Vec::new();
+        let mut logs = vec![Vec::new(); SERVERS];
+        while listening.len() + refused.len() < SERVERS {
+            let (i, line) = rx
+                .recv_timeout(LONG)
+                .unwrap_or_else(|_| panic!("round {round}: servers undecided; logs: {logs:#?}"));
+            match line {
+                Some(l) => {
+                    if l.starts_with("ivshmem-server: listening on") {
+                        listening.push(i);
+                    }
+                    logs[i].push(l);
+                }
+                None if !listening.contains(&i) => refused.push(i),
+                None => {}
+            }
+        }
+        assert_eq!(listening.len(), 1, "round {round}: logs: {logs:#?}");
+        for &i in &refused {
+            let st = wait_timeout(&mut children[i].0, LONG).expect("a refused server exits");
+            assert_eq!(st.code(), Some(1), "round {round}: {:?}", logs[i]);
+            assert!(
+                logs[i]
+                    .iter()
+                    .any(|l| l.contains("another server is already listening")),
+                "round {round}: {:?}",
+                logs[i]
+            );
+        }
+        // The winner serves on the socket file that is there.
+        // (The losers' probes took the first ids.)
+        let c = Client::connect(&sock)
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}; logs: {logs:#?}"));
+        assert_eq!(c.vectors().len(), 1);
+        assert!(children[listening[0]].0.try_wait().unwrap().is_none());
+    }
+}
+
+/// The step behind `servers_started_at_once_on_one_path_let_exactly_one_win`,
+/// without timing: while another server holds `SOCKET.lock` (it is between
+/// its probe and its bind, or serving), a server leaves even a stale
+/// socket alone and exits 1.
+#[test]
+fn a_server_holding_the_path_lock_keeps_even_a_stale_socket() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    drop(UnixListener::bind(&sock).unwrap());
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&sock).unwrap());
+    let lock = std::fs::File::create(ivshmem_server::socket::lock_path(&sock)).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let shm = ShmName::new();
+    let out = run_server(&["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another server is already listening"), "{err}");
+    assert!(!err.contains("removing stale socket"), "{err}");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&sock).unwrap()),
+        ino,
+        "the socket was replaced"
+    );
+    // Once it is let go, the next server takes over, and removes both
+    // files at exit.
+    drop(lock);
+    let mut s = ServerProc::start_at(dir, sock.clone(), &[])
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    assert!(s.wait_log("removing stale socket", LONG));
+    assert!(s.terminate().success());
+    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 0);
+}
+
+/// Kills a child on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_non_socket_file_is_not_replaced() {
     let dir = TempDir::new();
@@ -280,10 +400,76 @@ fn foreground_sigint_and_sigterm_remove_socket_and_pidfile() {
     }
 }
 
+/// The signals a process catches (`SigCgt` in /proc/PID/status).
+fn caught_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigCgt in /proc/{pid}/status"))
+}
+
+/// D9: SIGTERM and SIGINT are caught before the socket exists, so that a
+/// signal while the server starts (here: stuck opening a pid file that is
+/// a FIFO, after binding) still removes the socket.
+#[test]
+fn a_sigterm_during_startup_removes_the_socket() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let fifo = dir.path().join("pid");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let shm = ShmName::new();
+    let mut child = Command::new(SERVER)
+        .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
+        .arg("-p")
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = DaemonGuard(Some(pid));
+    // Opening the FIFO for writing blocks until someone opens it for
+    // reading: the server stays where it is, socket bound, until then.
+    assert!(
+        eventually(LONG, || sock.exists()),
+        "the server never bound its socket"
+    );
+    let caught = caught_signals(pid);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        assert_ne!(
+            caught & 1 << (sig - 1),
+            0,
+            "signal {sig} is not caught once the socket exists (SigCgt {caught:x})"
+        );
+    }
+    signal(pid, libc::SIGTERM);
+    // Let the server on: it writes its pid, serves, sees the signal, and
+    // reads the pid file back before removing it (it is no longer ours:
+    // the FIFO gives it nothing, so it stays).
+    let written = std::fs::read_to_string(&fifo).unwrap();
+    assert_eq!(written, format!("{pid}\n"));
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    let st = wait_timeout(&mut child, LONG).expect("server exits on the signal");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(st.success(), "{st:?}: {err}");
+    assert!(!sock.exists(), "socket left behind: {err}");
+    assert!(err.contains("signal received, shutting down"), "{err}");
+}
+
 #[test]
 fn foreground_without_p_writes_no_pidfile() {
     let mut s = ServerProc::start(&[]);
-    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 1); // the socket
+    // The socket and its lock file.
+    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 2);
     assert!(s.terminate().success());
     assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 0);
 }

@@ -31,6 +31,9 @@ use libtest_mimic::{Arguments, Trial};
 const LONG: Duration = Duration::from_secs(10);
 
 fn main() {
+    if let Some(n) = std::env::var_os(PIN_ENV) {
+        pin(n.to_str().and_then(|n| n.parse().ok()).expect(PIN_ENV));
+    }
     let args = Arguments::from_args();
     let trials = vec![
         trial(
@@ -56,6 +59,18 @@ fn main() {
             "stuck_clients_cannot_get_a_reading_peer_dropped",
             in_flight_limit_applies(),
             stuck_clients_cannot_get_a_reading_peer_dropped,
+        ),
+        trial(
+            &args,
+            "clients_that_do_not_read_stall_a_handshake_for_a_bounded_time",
+            in_flight_limit_applies(),
+            clients_that_do_not_read_stall_a_handshake_for_a_bounded_time,
+        ),
+        trial(
+            &args,
+            "a_lone_client_never_undercounts_its_vectors_in_a_shortage",
+            in_flight_limit_applies(),
+            a_lone_client_never_undercounts_its_vectors_in_a_shortage,
         ),
         trial(
             &args,
@@ -243,13 +258,286 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     observer.ring(late.id(), 0).unwrap();
     assert_eq!(late.take_notifications(0).unwrap(), Some(1));
     assert!(s.wait_log("the shortage is over", LONG));
+    // Stuck clients may have been dropped for reading nothing during the
+    // shortage (see clients_that_do_not_read_stall_a_handshake_for_a_bounded_time);
+    // the peers that read never are, and nobody is refused.
     let log = s.log();
+    for id in [observer.id(), late.id()] {
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(&format!("peer {id} dropped"))),
+            "a reading peer was dropped:\n{}",
+            log.join("\n")
+        );
+    }
     assert!(
-        !log.iter()
-            .any(|l| l.contains("dropped") || l.contains("refused")),
+        !log.iter().any(|l| l.contains("refused")),
         "server log:\n{}",
         log.join("\n")
     );
+}
+
+/// Set in the environment of this test binary run as a helper: pin that
+/// many descriptors in flight.
+const PIN_ENV: &str = "IVSHMEM_TEST_PIN_IN_FLIGHT";
+
+/// The helper: sends `n` descriptors into a socket nobody reads, which
+/// charges them to this user's descriptors in flight, says `pinned` on
+/// stdout and holds them until stdin ends.
+fn pin(n: usize) -> ! {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    use std::io::{IoSlice, Read, Write};
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+    const CHUNK: usize = 200;
+    let (tx, rx) = UnixStream::pair().unwrap();
+    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK);
+        let fds = vec![efd.as_fd(); k];
+        let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(k))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        sendmsg(&tx, &[IoSlice::new(b"x")], &mut control, SendFlags::empty()).unwrap();
+        left -= k;
+    }
+    let mut out = std::io::stdout();
+    out.write_all(b"pinned\n").unwrap();
+    out.flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop((tx, rx));
+    std::process::exit(0)
+}
+
+/// Runs `cmd` as `user` (if any) with the open file limit at `limit`.
+fn confine(cmd: &mut Command, user: Option<u32>, limit: u64) {
+    // SAFETY: Between fork and exec the closure only makes async-signal-safe
+    // system calls, and touches no lock or allocator.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(uid) = user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// D10: a client alone on the server cannot learn the number of vectors
+/// from other peers; it takes its own vectors to end when no more come
+/// within `settle`. In a shortage of descriptors in flight the server held
+/// the rest of them and retried 100 ms later, so such a client settled
+/// with fewer vectors than it has, and said nothing. It must get them all
+/// or fail clearly.
+///
+/// The shortage is made exact: a helper running as the server's user pins
+/// all but 8 of the server's budget (its open file limit), so the server
+/// can send the shared memory and 8 of the client's 32 vectors, then
+/// `sendmsg` fails with `ETOOMANYREFS`.
+fn a_lone_client_never_undercounts_its_vectors_in_a_shortage(user: Option<u32>) {
+    use std::io::BufRead;
+    const LIMIT: u64 = 256;
+    const ROOM: u64 = 8;
+    const VECTORS: usize = 32;
+    let _heavy = heavy();
+    let mut helper = Command::new(std::env::current_exe().unwrap());
+    helper
+        .env(PIN_ENV, (LIMIT - ROOM).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    // The helper's own limit stays high: only the server's is low.
+    confine(&mut helper, user, raise_nofile());
+    let mut helper = Pinner(helper.spawn().unwrap());
+    let mut line = String::new();
+    std::io::BufReader::new(helper.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "pinned\n");
+
+    let dir = TempDir::new();
+    if user.is_some() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.path().join("sock");
+    let vectors = VECTORS.to_string();
+    let mut s = ServerProc::start_with(dir, sock, &["-n", &vectors], |cmd| {
+        confine(cmd, user, LIMIT)
+    })
+    .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let conn = UnixStream::connect(&s.sock).unwrap();
+    // The server runs into the shortage before the client reads a byte.
+    assert!(
+        s.wait_log("Too many references", LONG),
+        "the server never ran short of descriptors in flight: this test tested nothing"
+    );
+    // Any settle time shorter than the shortage; 50 ms makes it certain
+    // that the server's retry (every 100 ms) comes too late.
+    let got = Client::handshake(
+        conn,
+        &ConnectOptions {
+            vectors: None,
+            settle: Duration::from_millis(50),
+            timeout: Some(LONG),
+        },
+    );
+    match got {
+        Ok(c) => assert_eq!(
+            c.vectors().len(),
+            VECTORS,
+            "the lone client settled with {} of its {VECTORS} vectors",
+            c.vectors().len()
+        ),
+        Err(ivshmem_proto::Error::Closed) => {
+            assert!(s.wait_log("peer 0 dropped: its handshake", LONG));
+        }
+        Err(e) => panic!("handshake: {e:?}"),
+    }
+    // Once the shortage is over, a lone client gets everything.
+    drop(helper);
+    let c = Client::connect_with(&s.sock, &ConnectOptions::default()).unwrap();
+    assert_eq!(c.vectors().len(), VECTORS);
+}
+
+/// The pinning helper, ended (and so its descriptors let go) on drop.
+struct Pinner(Child);
+
+impl Drop for Pinner {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Holds sockets that never read, and closes each one as soon as the
+/// server hangs up on it (as a client does that sees its server go away).
+/// Stops, closing the rest, when the returned socket is dropped; its join
+/// handle gives how many the server hung up on.
+fn close_on_hangup(mut socks: Vec<UnixStream>) -> (UnixStream, std::thread::JoinHandle<usize>) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let (stop, stopped) = UnixStream::pair().unwrap();
+    let watcher = std::thread::spawn(move || {
+        let mut hung_up = 0;
+        loop {
+            let mut fds: Vec<PollFd<'_>> = socks
+                .iter()
+                .map(|s| PollFd::new(s, PollFlags::RDHUP))
+                .collect();
+            fds.push(PollFd::new(&stopped, PollFlags::IN));
+            poll(&mut fds, None).unwrap();
+            let gone = |f: &PollFd<'_>| f.revents().intersects(PollFlags::RDHUP | PollFlags::HUP);
+            if !fds.last().unwrap().revents().is_empty() {
+                return hung_up;
+            }
+            let keep: Vec<bool> = fds[..socks.len()].iter().map(|f| !gone(f)).collect();
+            drop(fds);
+            let before = socks.len();
+            let mut k = keep.iter();
+            socks.retain(|_| *k.next().unwrap());
+            hung_up += before - socks.len();
+        }
+    });
+    (stop, watcher)
+}
+
+/// H3, the rest: clients that do not read pin descriptors in flight until
+/// the server's budget is used up, and a new peer's handshake waits. A
+/// client that has read nothing for 1 s while the server is short is
+/// dropped; once it lets go of what was queued to it (here: it closes its
+/// socket when the server hangs up), the handshake goes on. Before, such
+/// clients were dropped only after --max-queue (2^18) more descriptors,
+/// and the handshake waited for as long as they stayed.
+fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u32>) {
+    /// As in stuck_clients_cannot_get_a_reading_peer_dropped.
+    const LIMIT: u64 = 512;
+    const STUCK: usize = 100;
+    const CYCLES: usize = 200;
+    let _heavy = heavy();
+    let dir = TempDir::new();
+    if user.is_some() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.path().join("sock");
+    let mut s = ServerProc::start_with(dir, sock, &["-n", "1"], |cmd| confine(cmd, user, LIMIT))
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let mut observer = s.connect(1);
+    let stuck: Vec<UnixStream> = (0..STUCK)
+        .map(|_| UnixStream::connect(&s.sock).unwrap())
+        .collect();
+    let (stop, watcher) = close_on_hangup(stuck);
+    for _ in 0..CYCLES {
+        let c = UnixStream::connect(&s.sock).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(r.read_msg(&c).unwrap().value, 0);
+        r.read_msg(&c).unwrap();
+        drop(c);
+        while observer.try_next_event().unwrap().is_some() {}
+    }
+    assert!(
+        s.wait_log("holding the messages and retrying", LONG),
+        "the server never ran out of descriptors in flight: this test tested nothing"
+    );
+    // The new peer's handshake, in a thread: the observer goes on reading
+    // meanwhile (a peer that reads is never dropped).
+    let path = s.sock.clone();
+    let (done, done_r) = UnixStream::pair().unwrap();
+    let handshake = std::thread::spawn(move || {
+        let started = Instant::now();
+        let late = Client::connect_with(
+            &path,
+            &ConnectOptions {
+                vectors: Some(1),
+                timeout: Some(LONG),
+                ..Default::default()
+            },
+        );
+        drop(done);
+        (late, started.elapsed())
+    });
+    loop {
+        use rustix::event::{PollFd, PollFlags, poll};
+        while observer.try_next_event().unwrap().is_some() {}
+        let mut fds = [
+            PollFd::new(observer.socket(), PollFlags::IN),
+            PollFd::new(&done_r, PollFlags::IN),
+        ];
+        poll(&mut fds, None).unwrap();
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+    }
+    let (late, took) = handshake.join().unwrap();
+    let late = late.unwrap_or_else(|e| panic!("handshake during the shortage: {e:?}"));
+    eprintln!("handshake during the shortage took {took:?}");
+    converge(&mut observer, &[late.id()]);
+    late.ring(observer.id(), 0).unwrap();
+    assert_eq!(observer.take_notifications(0).unwrap(), Some(1));
+    assert!(s.wait_log("dropped: it has read nothing for", LONG));
+    drop(stop);
+    let hung_up = watcher.join().unwrap();
+    assert!(hung_up > 0, "no stuck client was hung up on");
+    let log = s.log();
+    for id in [observer.id(), late.id()] {
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(&format!("peer {id} dropped"))),
+            "a reading peer was dropped:\n{}",
+            log.join("\n")
+        );
+    }
 }
 
 /// A mounted hugetlbfs with free pages of its size, if any.
