@@ -10,8 +10,10 @@
 //!
 //! Each device becomes a misc character device, `/dev/ivshmemN` (lowest
 //! free N, mode 0600, parent the PCI function), whose user API is in
-//! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls, and
-//! Looking Glass kvmfr's `KVMFR_DMABUF_GETSIZE` ([`kvmfr`]).
+//! `uapi/linux/ivshmem.h`: mmap of the shared memory, and ioctls. Unless
+//! the `kvmfr_nodes` parameter is off, each also gets a Looking Glass
+//! name, `/dev/kvmfrN` in class `kvmfr`, that opens `/dev/ivshmemN`; both
+//! accept kvmfr's `KVMFR_DMABUF_GETSIZE` ([`kvmfr`]).
 //!
 //! Layout: [`driver`] is the PCI driver (probe in named steps, unbind),
 //! [`device`] the device state (facts, mappings, BAR2's memtype, removal),
