@@ -258,3 +258,91 @@ pub fn kvmfr_getsize_big() -> TestResult {
     }
     Ok(())
 }
+
+/// Unbind/bind cycles while another thread opens `/dev/kvmfr0` and asks
+/// GETSIZE in a loop: every open either works (GETSIZE then gives the size,
+/// or ENODEV once the device is gone) or fails with ENOENT (no node),
+/// ENXIO (no character device) or ENODEV (the node is being removed);
+/// nothing else, and no splat (the runner checks the kernel log). A file
+/// opened through `/dev/kvmfr0` before an unbind gets ENODEV after it; the
+/// class goes with the last node and comes back with the next.
+pub fn kvmfr_unbind() -> TestResult {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+
+    let devs = devices(1)?;
+    let pci = &devs[0].path;
+    let _m = load()?;
+    let size = getsize(&open_rw("/dev/kvmfr0")?, GETSIZE)
+        .map_err(|e| Failure::Fail(format!("GETSIZE: {}", errname(e))))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opens = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(Mutex::new(None::<String>));
+    let opener = {
+        let (stop, opens, wrong) = (stop.clone(), opens.clone(), wrong.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                let bad = match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvmfr0")
+                {
+                    Ok(f) => {
+                        opens.fetch_add(1, Relaxed);
+                        match getsize(&f, GETSIZE) {
+                            Ok(s) if s == size => None,
+                            Err(libc::ENODEV) => None,
+                            r => Some(format!("GETSIZE on a fresh open: {:?}", r.map_err(errname))),
+                        }
+                    }
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::ENOENT | libc::ENXIO | libc::ENODEV) => None,
+                        _ => Some(format!("open /dev/kvmfr0: {e}")),
+                    },
+                };
+                if let Some(b) = bad {
+                    *wrong.lock().unwrap() = Some(b);
+                    return;
+                }
+            }
+        })
+    };
+    let cycles = 30;
+    let mut result = Ok(());
+    for _ in 0..cycles {
+        let held = open_rw("/dev/kvmfr0")?;
+        sys::unbind(pci)?;
+        let after = getsize(&held, GETSIZE);
+        let gone = !Path::new("/sys/class/kvmfr").exists() && !Path::new("/dev/kvmfr0").exists();
+        drop(held);
+        sys::bind(pci)?;
+        if after != Err(libc::ENODEV) {
+            result = Err(format!(
+                "GETSIZE after unbind: {:?}, want ENODEV",
+                after.map_err(errname)
+            ));
+        } else if !gone {
+            result = Err("/sys/class/kvmfr or /dev/kvmfr0 survived the unbind".into());
+        } else if !Path::new("/sys/class/kvmfr/kvmfr0").exists() {
+            result = Err("no /sys/class/kvmfr/kvmfr0 after bind".into());
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    stop.store(true, Relaxed);
+    join(opener, "the opener")?;
+    result.map_err(Failure::Fail)?;
+    if let Some(w) = wrong.lock().unwrap().take() {
+        fail!("{w}");
+    }
+    println!(
+        "# {cycles} unbind/bind cycles; {} opens of /dev/kvmfr0 meanwhile",
+        opens.load(Relaxed)
+    );
+    check!(
+        getsize(&open_rw("/dev/kvmfr0")?, GETSIZE) == Ok(size),
+        "GETSIZE after the cycles is not {size}"
+    );
+    Ok(())
+}

@@ -201,10 +201,10 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         Scenario::new(
             "shm-kvmfr",
             "a 4 MiB plain device through its Looking Glass name: class kvmfr, \
-             /dev/kvmfr0, GETSIZE, data both ways",
+             /dev/kvmfr0, GETSIZE, data both ways; opens racing unbind",
             base,
         )
-        .guest(GuestSpec::new("guest", &["kvmfr_getsize"]).plain("shm", 4 * MIB))
+        .guest(GuestSpec::new("guest", &["kvmfr_getsize", "kvmfr_unbind"]).plain("shm", 4 * MIB))
         .before(hooks::host_writes)
         .after(hooks::guest_wrote),
         Scenario::new(
