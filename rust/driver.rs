@@ -37,7 +37,8 @@ const MAX_DEVICES: usize = 1 << 16;
 
 /// Per-device state, alive while the driver is bound to the device.
 ///
-/// Fields drop in order: the misc device goes first (no new opens), then
+/// Fields drop in order: the misc device goes first (its `/dev/kvmfrN`
+/// alias, then `/dev/ivshmemN`: no new opens), then
 /// INTx is masked in the device, the interrupt handlers and vectors are
 /// freed, then the device number, BAR2's reservation, and last the device
 /// is disabled. [`IvshmemDriver::unbind`] has already revoked every open
@@ -166,6 +167,7 @@ impl pci::Driver for IvshmemDriver {
                     0o600,
                     file::attributes(),
                     dev,
+                    Some(index.get()),
                 ),
                 _index: index,
                 _doorbell_tail: doorbell_tail,

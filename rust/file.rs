@@ -18,6 +18,7 @@ use crate::raw::{
 };
 use crate::{
     compat,
+    kvmfr,
     uapi, //
 };
 use core::fmt;
@@ -252,6 +253,10 @@ impl FileOps for OpenFile {
                 Ok(())
             }
         };
+        // Looking Glass's kvmfr numbers, matched whole (see `kvmfr`).
+        if let Some(k) = kvmfr::command(cmd) {
+            return kvmfr::ioctl(&this.dev, k);
+        }
         match command(cmd) {
             INFO => this.ioctl_info(arg, size)?,
             SET_CACHE => {

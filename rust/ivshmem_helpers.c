@@ -4,9 +4,14 @@
  * binding, or whose binding differs between the supported kernels. Each is
  * a few lines; all logic stays in Rust.
  */
+#include <linux/cdev.h>
+#include <linux/device.h>
 #include <linux/idr.h>
 #include <linux/interrupt.h>
+#include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/poll.h>
 #include <linux/rcupdate.h>
@@ -15,6 +20,7 @@
 #include <linux/spinlock.h>
 #include <linux/timekeeping.h>
 #include <linux/wait.h>
+#include <linux/xarray.h>
 
 #include "ivshmem_helpers.h"
 
@@ -151,4 +157,178 @@ int ivshmem_request_irq(unsigned int irq, bool shared, const char *name,
 vm_flags_t ivshmem_vm_mayshare(void)
 {
 	return VM_MAYSHARE;
+}
+
+/*
+ * Looking Glass-compatible nodes: /dev/kvmfrN in class "kvmfr", an alias of
+ * /dev/ivshmemN (same N) whose open becomes an open of the misc device.
+ */
+static bool kvmfr_nodes = true;
+module_param(kvmfr_nodes, bool, 0444);
+MODULE_PARM_DESC(kvmfr_nodes,
+		 "Also create /dev/kvmfrN (class kvmfr, Looking Glass) for /dev/ivshmemN (default: on)");
+
+/* The kvmfr minors: one per device number, as /dev/ivshmemN has. */
+#define IVSHMEM_KVMFR_MINORS (1U << 16)
+
+/*
+ * kvmfr_mtx guards the class, the region of device numbers, their user
+ * count and kvmfr_miscs (minor -> miscdevice), as misc_mtx does for misc
+ * devices: an open looks the misc device up and opens it under the mutex,
+ * and a node's removal takes its entry out under it.
+ */
+static DEFINE_MUTEX(kvmfr_mtx);
+static DEFINE_XARRAY(kvmfr_miscs);
+static struct class *kvmfr_class;
+static dev_t kvmfr_base;
+static unsigned int kvmfr_users;
+
+struct ivshmem_kvmfr_node {
+	struct cdev *cdev;
+	struct device *dev;
+	dev_t devt;
+};
+
+/*
+ * The open of a kvmfr node: hands the file to the misc device of the same
+ * minor (misc_open()'s way), or -ENODEV once that device is gone.
+ */
+static int ivshmem_kvmfr_open(struct inode *inode, struct file *file)
+{
+	const struct file_operations *fops;
+	struct miscdevice *misc;
+	int err = -ENODEV;
+
+	mutex_lock(&kvmfr_mtx);
+	misc = xa_load(&kvmfr_miscs, iminor(inode));
+	if (misc && MAJOR(inode->i_rdev) == MAJOR(kvmfr_base)) {
+		fops = fops_get(misc->fops);
+		if (fops) {
+			file->private_data = misc;
+			replace_fops(file, fops);
+			err = file->f_op->open ? file->f_op->open(inode, file) : 0;
+		}
+	}
+	mutex_unlock(&kvmfr_mtx);
+	return err;
+}
+
+static const struct file_operations ivshmem_kvmfr_fops = {
+	.owner = THIS_MODULE,
+	.open = ivshmem_kvmfr_open,
+	.llseek = noop_llseek,
+};
+
+/* Drops a user of the class and region; the last one frees them. */
+static void ivshmem_kvmfr_put(void)
+{
+	lockdep_assert_held(&kvmfr_mtx);
+	if (--kvmfr_users)
+		return;
+	class_destroy(kvmfr_class);
+	unregister_chrdev_region(kvmfr_base, IVSHMEM_KVMFR_MINORS);
+	kvmfr_class = NULL;
+}
+
+/* Takes a user of the class and region, making them on first use. */
+static int ivshmem_kvmfr_get(void)
+{
+	struct class *class;
+	int err;
+
+	lockdep_assert_held(&kvmfr_mtx);
+	if (kvmfr_users) {
+		kvmfr_users++;
+		return 0;
+	}
+	err = alloc_chrdev_region(&kvmfr_base, 0, IVSHMEM_KVMFR_MINORS,
+				  "kvmfr");
+	if (err)
+		return err;
+	class = class_create("kvmfr");
+	if (IS_ERR(class)) {
+		unregister_chrdev_region(kvmfr_base, IVSHMEM_KVMFR_MINORS);
+		return PTR_ERR(class);
+	}
+	kvmfr_class = class;
+	kvmfr_users = 1;
+	return 0;
+}
+
+struct ivshmem_kvmfr_node *ivshmem_kvmfr_node_add(struct device *parent,
+						  unsigned int index,
+						  struct miscdevice *misc)
+{
+	struct ivshmem_kvmfr_node *node;
+	struct device *dev;
+	int err;
+
+	if (!kvmfr_nodes)
+		return NULL;
+	if (index >= IVSHMEM_KVMFR_MINORS)
+		return ERR_PTR(-EINVAL);
+	node = kzalloc(sizeof(*node), GFP_KERNEL);
+	if (!node)
+		return ERR_PTR(-ENOMEM);
+
+	mutex_lock(&kvmfr_mtx);
+	err = ivshmem_kvmfr_get();
+	if (err == -EEXIST) {
+		mutex_unlock(&kvmfr_mtx);
+		kfree(node);
+		dev_info(parent,
+			 "class kvmfr belongs to another module (kvmfr.ko?): no /dev/kvmfr%u\n",
+			 index);
+		return NULL;
+	}
+	if (err)
+		goto unlock;
+	node->devt = MKDEV(MAJOR(kvmfr_base), index);
+	err = xa_insert(&kvmfr_miscs, index, misc, GFP_KERNEL);
+	if (err)
+		goto put;
+	node->cdev = cdev_alloc();
+	if (!node->cdev) {
+		err = -ENOMEM;
+		goto erase;
+	}
+	node->cdev->owner = THIS_MODULE;
+	node->cdev->ops = &ivshmem_kvmfr_fops;
+	err = cdev_add(node->cdev, node->devt, 1);
+	if (err)
+		goto free_cdev;
+	dev = device_create(kvmfr_class, parent, node->devt, NULL, "kvmfr%u",
+			    index);
+	if (IS_ERR(dev)) {
+		err = PTR_ERR(dev);
+		cdev_del(node->cdev);
+		goto erase;
+	}
+	node->dev = dev;
+	mutex_unlock(&kvmfr_mtx);
+	return node;
+
+free_cdev:
+	kobject_put(&node->cdev->kobj);
+erase:
+	xa_erase(&kvmfr_miscs, index);
+put:
+	ivshmem_kvmfr_put();
+unlock:
+	mutex_unlock(&kvmfr_mtx);
+	kfree(node);
+	return ERR_PTR(err);
+}
+
+void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node)
+{
+	mutex_lock(&kvmfr_mtx);
+	/* After this no open reaches the misc device through the node. */
+	xa_erase(&kvmfr_miscs, MINOR(node->devt));
+	device_unregister(node->dev);
+	/* Open files keep the cdev (freed by the core) until they close. */
+	cdev_del(node->cdev);
+	ivshmem_kvmfr_put();
+	mutex_unlock(&kvmfr_mtx);
+	kfree(node);
 }

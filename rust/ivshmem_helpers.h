@@ -8,12 +8,14 @@
 #define IVSHMEM_HELPERS_H
 
 #include <linux/fs.h>
+#include <linux/miscdevice.h>
 #include <linux/mm_types.h>
 #include <linux/pci.h>
 #include <linux/poll.h>
 #include <linux/spinlock.h>
 
 struct ivshmem_waitq;
+struct ivshmem_kvmfr_node;
 
 /* pgprot_noncached(): the protection bits with the UC- cache mode. */
 pgprot_t ivshmem_pgprot_noncached(pgprot_t prot);
@@ -68,5 +70,25 @@ int ivshmem_request_irq(unsigned int irq, bool shared, const char *name,
 			void *data);
 /* VM_MAYSHARE, from C: 7.2's Rust binding of it is wrong. */
 vm_flags_t ivshmem_vm_mayshare(void);
+/*
+ * A Looking Glass-compatible alias of @misc: the character device
+ * /dev/kvmfr<index> in class "kvmfr", child of @parent. Opening it hands
+ * the file to @misc as misc_open() does (private data, file operations,
+ * then @misc's open), so every later operation is @misc's. The class and
+ * a region of device numbers are created on first use and dropped with
+ * the last node. Returns the node; NULL when the kvmfr_nodes module
+ * parameter is off, or when another module (kvmfr.ko) owns class "kvmfr"
+ * (class_create() fails with -EEXIST; one line is logged); or an ERR_PTR.
+ * @misc must stay registered until ivshmem_kvmfr_node_del(). May sleep.
+ */
+struct ivshmem_kvmfr_node *ivshmem_kvmfr_node_add(struct device *parent,
+						  unsigned int index,
+						  struct miscdevice *misc);
+/*
+ * Stops new opens of @node (an open in progress completes first), deletes
+ * the node and drops the class on last use. Files opened through it stay
+ * @misc's. May sleep.
+ */
+void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node);
 
 #endif

@@ -10,6 +10,7 @@
 //! `file_operations` table.
 
 use super::{
+    kvmfr_node::KvmfrNode,
     waitq::PollTable,
     StaticTable, //
 };
@@ -83,18 +84,29 @@ pub(crate) trait FileOps: Sized + 'static {
     fn show(dev: &Self::Data, name: &CStr, out: &mut dyn fmt::Write) -> Result;
 }
 
-/// A registered misc device.
+/// The C side of a registration: the misc device and its optional
+/// `/dev/kvmfrN` alias, which opens it.
+#[repr(C)]
+struct Inner {
+    misc: bindings::miscdevice,
+    kvmfr: Option<KvmfrNode>,
+}
+
+/// A registered misc device, with an optional `/dev/kvmfrN` alias.
 ///
 /// # Invariants
 ///
-/// `inner` is registered with `misc_register()` from creation until drop.
-/// Its `name` points into `name`, its `fops` to [`Vtable::FOPS`] of `T`.
-/// `inner` is the first field, so a pointer to it is a pointer to `Self`.
+/// `inner.misc` is registered with `misc_register()` from creation until
+/// drop. Its `name` points into `name`, its `fops` to [`Vtable::FOPS`] of
+/// `T`. `inner.kvmfr`, if any, opens `inner.misc` and is deleted in drop
+/// before `inner.misc` is deregistered. `inner` is the first field and
+/// `misc` the first of `inner`, so a pointer to the misc device is a
+/// pointer to `Self`.
 #[repr(C)]
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: FileOps> {
     #[pin]
-    inner: Opaque<bindings::miscdevice>,
+    inner: Opaque<Inner>,
     data: T::Data,
     name: CString,
 }
@@ -108,17 +120,22 @@ unsafe impl<T: FileOps> Sync for Registration<T> {}
 impl<T: FileOps> Registration<T> {
     /// Registers a misc device named `name`, child of `parent`, with
     /// permission bits `mode`, sysfs attributes `groups`, and `data`
-    /// available to every open.
+    /// available to every open; with `kvmfr`, also its alias
+    /// `/dev/kvmfr<kvmfr>` (see [`KvmfrNode::add`]; without one only if the
+    /// `kvmfr_nodes` parameter is off or class `kvmfr` is another
+    /// module's).
     pub(crate) fn register<'a>(
         name: CString,
         parent: &'a device::Device,
         mode: u16,
         groups: &'static Groups,
         data: T::Data,
+        kvmfr: Option<usize>,
     ) -> impl PinInit<Self, Error> + 'a
     where
         T::Data: 'a,
     {
+        let parent_dev = parent;
         // CAST: `device::Device` is a transparent wrapper of `struct device`.
         let parent = core::ptr::from_ref(parent)
             .cast::<bindings::device>()
@@ -128,7 +145,7 @@ impl<T: FileOps> Registration<T> {
             name,
             inner <- {
                 let name_ptr = name.as_char_ptr();
-                Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                Opaque::try_ffi_init(move |slot: *mut Inner| {
                     let mut misc: bindings::miscdevice = pin_init::zeroed();
                     misc.minor = bindings::MISC_DYNAMIC_MINOR as c_int;
                     misc.name = name_ptr;
@@ -137,12 +154,35 @@ impl<T: FileOps> Registration<T> {
                     misc.mode = mode;
                     misc.groups = groups.0.get().as_ptr().cast_mut();
                     // SAFETY: The initializer may write to `slot`.
-                    unsafe { slot.write(misc) };
+                    unsafe { slot.write(Inner { misc, kvmfr: None }) };
+                    // SAFETY: `slot` is valid and initialised (just written).
+                    let misc = unsafe { &raw mut (*slot).misc };
                     // SAFETY: The slot holds a filled-in miscdevice whose name
                     // and data are fields of this pinned registration, and
                     // which is deregistered in `drop` before they go.
                     // INVARIANT: Registered on success.
-                    to_result(unsafe { bindings::misc_register(slot) })
+                    to_result(unsafe { bindings::misc_register(misc) })?;
+                    let Some(index) = kvmfr else {
+                        return Ok(());
+                    };
+                    // SAFETY: `misc` is registered, pinned in place, and
+                    // stays registered until `drop` has dropped the node (or
+                    // just below, on failure, where there is no node).
+                    match unsafe { KvmfrNode::add(parent_dev, index, misc) } {
+                        Ok(node) => {
+                            // SAFETY: `slot` is valid; the field holds `None`,
+                            // which needs no drop.
+                            // INVARIANT: The node opens `misc`.
+                            unsafe { (&raw mut (*slot).kvmfr).write(node) };
+                            Ok(())
+                        }
+                        Err(e) => {
+                            // SAFETY: Registered just above; the failed
+                            // initializer leaves nothing that refers to it.
+                            unsafe { bindings::misc_deregister(misc) };
+                            Err(e)
+                        }
+                    }
                 })
             },
         })
@@ -157,9 +197,15 @@ impl<T: FileOps> Registration<T> {
 #[pinned_drop]
 impl<T: FileOps> PinnedDrop for Registration<T> {
     fn drop(self: Pin<&mut Self>) {
+        let inner = self.inner.get();
+        // SAFETY: `inner` is valid and initialised (type invariant); the node
+        // is moved out once, here, and the `Opaque` never drops it. Dropping
+        // it deletes `/dev/kvmfrN`: on return no open reaches the misc device
+        // through it.
+        drop(unsafe { (&raw mut (*inner).kvmfr).read() });
         // SAFETY: Registered, by the type invariant. On return, no open or
         // sysfs read can reach this registration any more.
-        unsafe { bindings::misc_deregister(self.inner.get()) };
+        unsafe { bindings::misc_deregister(&raw mut (*inner).misc) };
     }
 }
 
@@ -298,7 +344,9 @@ impl<T: FileOps> Vtable<T> {
     /// # Safety
     ///
     /// Called by `misc_open()` with the misc device as private data, under
-    /// `misc_mtx`, so the registration cannot go away meanwhile.
+    /// `misc_mtx`, or by the open of the `/dev/kvmfrN` alias
+    /// (`rust/ivshmem_helpers.c`) likewise under its own mutex, so the
+    /// registration cannot go away meanwhile.
     unsafe extern "C" fn open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
         // SAFETY: See above; the misc device is the first field of the
         // registration (type invariant).

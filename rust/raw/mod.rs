@@ -14,6 +14,7 @@ pub(crate) mod ida;
 pub(crate) mod irq;
 pub(crate) mod irqlock;
 pub(crate) mod irqname;
+pub(crate) mod kvmfr_node;
 pub(crate) mod mappings;
 pub(crate) mod miscdev;
 pub(crate) mod module;

@@ -12,6 +12,7 @@ mod distro;
 mod doorbell;
 mod fixture;
 mod ioctl;
+mod kvmfr;
 mod mmap;
 mod module;
 mod node;

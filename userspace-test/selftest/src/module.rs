@@ -156,6 +156,7 @@ pub fn kunit() -> TestResult {
             "ivshmem_doorbell",
             &["pending_is_round_robin_and_masked"][..],
         ),
+        ("ivshmem_kvmfr", &["numbers", "sizes"][..]),
     ] {
         let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))?;
         for l in results.lines() {

@@ -2,8 +2,8 @@
 
 use crate::{Test, TestResult, fail};
 use crate::{
-    cli, distro, doorbell, ioctl, mmap, module, node, ptables, python, readers, removal, scale,
-    stress,
+    cli, distro, doorbell, ioctl, kvmfr, mmap, module, node, ptables, python, readers, removal,
+    scale, stress,
 };
 
 /// One row of the table: the name, whether it runs by default, the test
@@ -39,6 +39,9 @@ pub fn all() -> Vec<Test> {
         t("info_sysfs", true, node::info_sysfs, "/dev/ivshmemN, INFO and sysfs match the QEMU configuration"),
         t("host_data", true, node::host_data, "the host's data is visible in the guest and the guest's reaches the host"),
         t("c_example", true, node::c_example, "a C program built against the UAPI header reads INFO and maps"),
+        t("kvmfr_getsize", false, kvmfr::kvmfr_getsize, "/dev/kvmfr0 as Looking Glass opens it: GETSIZE == INFO == sysfs, data both ways; one kvmfrN per ivshmemN; class gone on rmmod; kvmfr_nodes=0"),
+        t("kvmfr_getsize_big", false, kvmfr::kvmfr_getsize_big, "GETSIZE on a BAR of 2 GiB or more fails with EOVERFLOW (/dev/kvmfr0 and /dev/ivshmem0)"),
+        t("kvmfr_unbind", false, kvmfr::kvmfr_unbind, "unbind/bind cycles under a loop of /dev/kvmfr0 opens: open works or fails cleanly; ENODEV after unbind; class follows the nodes"),
         t("mmap_bad", true, mmap::mmap_bad, "bad mmap calls are refused with the right errno"),
         t("map_private_refused", true, mmap::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),
         t("ioctl_bad", true, ioctl::ioctl_bad, "bad ioctls are refused; structures extend both ways"),

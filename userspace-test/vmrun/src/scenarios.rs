@@ -199,6 +199,15 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         .before(hooks::host_writes)
         .after(hooks::guest_wrote),
         Scenario::new(
+            "shm-kvmfr",
+            "a 4 MiB plain device through its Looking Glass name: class kvmfr, \
+             /dev/kvmfr0, GETSIZE, data both ways; opens racing unbind",
+            base,
+        )
+        .guest(GuestSpec::new("guest", &["kvmfr_getsize", "kvmfr_unbind"]).plain("shm", 4 * MIB))
+        .before(hooks::host_writes)
+        .after(hooks::guest_wrote),
+        Scenario::new(
             "shm-mm",
             "bad mmaps and ioctls, cache modes in the PAT list, huge faults, a mknod \
              node, KUnit",
@@ -243,7 +252,13 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         .guest(
             GuestSpec::new(
                 "guest",
-                &["big_bar", "pat_memtype", "huge_pud", "huge_entries"],
+                &[
+                    "big_bar",
+                    "pat_memtype",
+                    "huge_pud",
+                    "huge_entries",
+                    "kvmfr_getsize_big",
+                ],
             )
             .plain("big", 8 << 30)
             .env("big", 8u64 << 30),

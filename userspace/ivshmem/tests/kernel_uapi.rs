@@ -5,6 +5,9 @@
 //! definitions must give the same. `rust/uapi.rs` uses `core` only, so it
 //! is included here as it is.
 //!
+//! The module's mirror of Looking Glass's kvmfr ioctls (`KVMFR_*`) is
+//! checked the same way against `uapi/compat/kvmfr.h`.
+//!
 //! The module copies these structures to and from user space as bytes
 //! (`rust/raw/bytes.rs`), which needs them free of padding: checked here
 //! too, on the Rust side (each field starts where the one before ends,
@@ -92,6 +95,18 @@ macro_rules! structs {
     };
 }
 
+/// kvmfr's structures (`uapi/compat/kvmfr.h`), like [`structs`]; they
+/// have padding (kvmfr's ABI), so they are not in the padding check.
+macro_rules! kvmfr_structs {
+    ($m:ident) => {
+        $m!(
+            kvmfr_dmabuf_create,
+            KvmfrDmabufCreate,
+            [(flags, flags), (offset, offset), (size, size)]
+        );
+    };
+}
+
 /// The constants, as `(C name, Rust value)`.
 fn constants() -> Vec<(&'static str, u64)> {
     vec![
@@ -115,6 +130,12 @@ fn constants() -> Vec<(&'static str, u64)> {
         ("IVSHMEM_IOCTL_RING", IOCTL_RING.into()),
         ("IVSHMEM_IOCTL_SET_MASK", IOCTL_SET_MASK.into()),
         ("IVSHMEM_IOCTL_BIND_EVENTFD", IOCTL_BIND_EVENTFD.into()),
+        (
+            "KVMFR_DMABUF_FLAG_CLOEXEC",
+            KVMFR_DMABUF_FLAG_CLOEXEC.into(),
+        ),
+        ("KVMFR_DMABUF_GETSIZE", KVMFR_DMABUF_GETSIZE.into()),
+        ("KVMFR_DMABUF_CREATE", KVMFR_DMABUF_CREATE.into()),
     ]
 }
 
@@ -128,6 +149,7 @@ fn program() -> String {
         };
     }
     structs!(c_lines);
+    kvmfr_structs!(c_lines);
     for (name, _) in constants() {
         body += &format!("\tC({name});\n");
     }
@@ -135,6 +157,7 @@ fn program() -> String {
         r#"#include <stddef.h>
 #include <stdio.h>
 #include <linux/ivshmem.h>
+#include <compat/kvmfr.h>
 #define S(t) printf("sizeof %s %zu\n", #t, sizeof(struct t))
 #define F(t, f) printf("offsetof %s.%s %zu\nsizeof %s.%s %zu\n", #t, #f, offsetof(struct t, f), #t, #f, sizeof(((struct t *)0)->f))
 #define C(c) printf("const %s %llu\n", #c, (unsigned long long)(c))
@@ -174,6 +197,7 @@ fn rust_facts() -> BTreeMap<String, u64> {
         };
     }
     structs!(rust_lines);
+    kvmfr_structs!(rust_lines);
     for (name, value) in constants() {
         rust.insert(format!("const {name}"), value);
     }
@@ -209,4 +233,13 @@ fn kernel_mirror_has_no_padding() {
         };
     }
     structs!(contiguous);
+}
+
+/// kvmfr's numbers as Looking Glass's kvmfr.h 0.0.12 gives them, so that
+/// a mistake made in both the header and the mirror still shows.
+#[test]
+fn kvmfr_numbers_are_kvmfrs() {
+    assert_eq!(KVMFR_DMABUF_GETSIZE, 0x7544);
+    assert_eq!(KVMFR_DMABUF_CREATE, 0x4018_7542);
+    assert_eq!(size_of::<KvmfrDmabufCreate>(), 24);
 }
