@@ -87,7 +87,9 @@ step "host tests"
 log=$(mktemp)
 cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# Count every test of every test binary from libtest's summary lines.
+# Count every test of every test binary from libtest's summary lines; an
+# ignored test is a skip (one whose tool is missing here is reported as
+# ignored, with a `SKIP name: reason` line: see userspace-test/needs).
 read -r hp hf hi < <(awk '/^test result:/ {
 	for (i = 1; i <= NF; i++) {
 		if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i
@@ -96,7 +98,7 @@ rm -f "$log"
 pass=$((pass + hp)) fail=$((fail + hf)) skip=$((skip + hi))
 if [ "$status" -ne 0 ] && [ "$hf" -eq 0 ]; then ko "cargo test (did not run to the end)"; fi
 [ "$hf" -eq 0 ] || failed_steps+=("$hf host test(s)")
-echo "host tests: $hp passed, $hf failed, $hi ignored"
+echo "host tests: $hp passed, $hf failed, $hi ignored (skipped)"
 
 # guest_suite WHAT ENV-FILE... -- VMRUN-ARGS...: `ivshmem-vmrun VMRUN-ARGS`
 # with the paths of the env files (later ones override), its counts added

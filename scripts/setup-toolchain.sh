@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Set up everything the build needs, idempotently:
-#   1. host packages (QEMU, busybox, cpio, debootstrap) through apt;
+#   1. host packages (QEMU, busybox, cpio, debootstrap, and what the host
+#      tests need: a C compiler, python3, groff, hexdump) through apt;
 #   2. a Debian build root of IVSHMEM_SUITE (trixie by default; sid for
 #      sid's kernels) with its rustc, rust-src, bindgen, C compiler, ...,
 #      made with debootstrap and cached under $IVSHMEM_CACHE/buildroot,
@@ -18,7 +19,11 @@
 
 . "$(dirname "$0")/lib.sh"
 
+# gcc, libc6-dev, python3, groff-base and bsdextrautils (hexdump) are for
+# the host tests (the ABI checks against the C header, the man pages, the
+# hex dump): without them those tests are skipped, not run.
 HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev
+	python3 groff-base bsdextrautils
 	libvirt-clients libxml2-utils make xz-utils procps)
 
 step_host_packages() {

@@ -3,16 +3,12 @@
 //! limit on descriptors in flight applies to (run as nobody when the
 //! tests run as root).
 //!
-//! Whether such a test can run is known only when the tests run, and
-//! libtest can only ignore a test at compile time (`#[ignore]`); a test
-//! that returns early when what it needs is missing is counted as passed.
-//! So these run under libtest-mimic, with libtest's command line and
-//! output: each test first checks what it needs, and when that is missing
-//! it is reported as *ignored*, counted in the summary line (`N ignored`,
-//! which `make check` reports as skipped), and the reason is printed as
-//! `SKIP name: reason`. When it is there, the test runs, and fails if what
-//! it tests does not work. `--include-ignored` runs the ignored ones
-//! anyway: they then fail, saying what is missing.
+//! Whether such a test can run is known only when the tests run: each
+//! first checks what it needs, and when that is missing it is reported as
+//! *ignored* (which `make check` reports as skipped) with the reason
+//! printed as `SKIP name: reason`; when it is there, the test runs, and
+//! fails if what it tests does not work. They run under libtest-mimic
+//! through the `needs` crate (userspace-test/needs), which says why.
 
 mod common;
 
@@ -26,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{ServerProc, TempDir, cap_eff, converge, raise_nofile, vm_rss_kib};
 use ivshmem_proto::{Client, ConnectOptions, Event, MsgReader, PeerId};
-use libtest_mimic::{Arguments, Trial};
+use needs::{Arguments, needs as trial};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -79,42 +75,7 @@ fn main() {
             qemu_ivshmem_doorbell_is_a_peer,
         ),
     ];
-    libtest_mimic::run(&args, trials).exit();
-}
-
-/// A test that runs with what `need` found, or, when it found nothing, is
-/// reported as ignored with the reason.
-fn trial<T: Send + 'static>(
-    args: &Arguments,
-    name: &'static str,
-    need: Result<T, String>,
-    test: fn(T),
-) -> Trial {
-    match need {
-        Ok(found) => Trial::test(name, move || {
-            test(found);
-            Ok(())
-        }),
-        Err(reason) => {
-            if selected(args, name) {
-                eprintln!("SKIP {name}: {reason}");
-            }
-            Trial::test(name, move || Err(format!("cannot run: {reason}").into()))
-                .with_ignored_flag(true)
-        }
-    }
-}
-
-/// Whether the command line selects the test `name` (as libtest filters).
-fn selected(args: &Arguments, name: &str) -> bool {
-    let matches = |pattern: &String| {
-        if args.exact {
-            name == pattern
-        } else {
-            name.contains(pattern.as_str())
-        }
-    };
-    !args.list && args.filter.as_ref().is_none_or(matches) && !args.skip.iter().any(matches)
+    needs::run(&args, trials);
 }
 
 /// Tests that use thousands of descriptors or the kernel's budget of

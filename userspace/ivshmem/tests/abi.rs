@@ -1,13 +1,16 @@
 //! Checks the Rust mirror of the user API against the C header itself: a
 //! C program built against `uapi/linux/ivshmem.h` prints every size,
 //! offset and ioctl number, and they must equal the Rust ones.
+//!
+//! Without a C compiler (or python3, for the Python package's check) the
+//! checks are reported as ignored, with the reason (`needs`).
 
 mod common;
 
 use ivshmem::uapi::*;
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PROGRAM: &str = r#"
@@ -44,22 +47,41 @@ int main(void)
 }
 "#;
 
-fn c_facts() -> Option<BTreeMap<String, u64>> {
-    let text = common::c_output("abi", PROGRAM)?;
-    Some(
-        text.lines()
-            .map(|l| {
-                let mut w = l.split_whitespace().skip(1);
-                let k = w.next().unwrap().to_string();
-                (k, w.next().unwrap().parse().unwrap())
-            })
-            .collect(),
-    )
+fn main() {
+    let args = needs::Arguments::from_args();
+    let cc = common::c_compiler();
+    let python =
+        needs::program_from_env("PYTHON", "python3").map_err(|e| format!("no Python: {e}"));
+    let trials = vec![
+        needs::needs(
+            &args,
+            "rust_matches_the_c_header",
+            cc.clone(),
+            rust_matches_the_c_header,
+        ),
+        needs::needs(
+            &args,
+            "python_matches_the_c_header",
+            cc.and_then(|cc| python.map(|py| (cc, py))),
+            python_matches_the_c_header,
+        ),
+    ];
+    needs::run(&args, trials);
 }
 
-#[test]
-fn rust_matches_the_c_header() {
-    let Some(c) = c_facts() else { return };
+fn c_facts(cc: &Path) -> BTreeMap<String, u64> {
+    common::c_output(cc, "abi", PROGRAM)
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            let k = w.next().unwrap().to_string();
+            (k, w.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+fn rust_matches_the_c_header(cc: PathBuf) {
+    let c = c_facts(&cc);
     let mut rust: BTreeMap<String, u64> = BTreeMap::new();
     let mut put = |k: &str, v: usize| {
         rust.insert(k.to_string(), v as u64);
@@ -130,22 +152,14 @@ fn rust_matches_the_c_header() {
 /// The Python package's `ivshmem.uapi` (userspace/python) prints the same
 /// facts (`python3 -m ivshmem.uapi`); they must equal the C header's, key
 /// for key, so that its ctypes layouts and ioctl numbers cannot drift.
-#[test]
-fn python_matches_the_c_header() {
-    let Some(c) = c_facts() else { return };
+fn python_matches_the_c_header((cc, python): (PathBuf, PathBuf)) {
+    let c = c_facts(&cc);
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = match Command::new(&python)
+    let out = Command::new(&python)
         .args(["-B", "-m", "ivshmem.uapi"])
         .env("PYTHONPATH", top.join("userspace/python/src"))
         .output()
-    {
-        Err(e) => {
-            eprintln!("SKIP: python abi: no Python ({python}: {e})");
-            return;
-        }
-        Ok(o) => o,
-    };
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     assert!(
         out.status.success(),
         "python3 -m ivshmem.uapi failed: {}",

@@ -3,14 +3,19 @@
 //! the facts it prints with a Rust mirror's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Builds `program` (C source) against the repository's `uapi/` with `$CC`
-/// (default `cc`), runs it and returns what it printed; `None`, after a
-/// `SKIP: {test}: ...` line, without a C compiler.
-pub fn c_output(test: &str, program: &str) -> Option<String> {
+/// The C compiler, `$CC` (default `cc`), or why there is none: what a
+/// test that builds a C program needs.
+pub fn c_compiler() -> Result<PathBuf, String> {
+    needs::program_from_env("CC", "cc").map_err(|e| format!("no C compiler: {e}"))
+}
+
+/// Builds `program` (C source) against the repository's `uapi/` with the
+/// C compiler `cc`, runs it and returns what it printed.
+pub fn c_output(cc: &Path, test: &str, program: &str) -> String {
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     // One directory per call: the tests run in parallel threads.
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -20,25 +25,19 @@ pub fn c_output(test: &str, program: &str) -> Option<String> {
     let src = dir.join(format!("{test}.c"));
     let exe = dir.join(test);
     std::fs::write(&src, program).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
+    let built = Command::new(cc)
         .args(["-Wall", "-Werror", "-I"])
         .arg(top.join("uapi"))
         .arg(&src)
         .arg("-o")
         .arg(&exe)
-        .status();
-    match built {
-        Err(e) => {
-            eprintln!("SKIP: {test}: no C compiler ({cc}: {e})");
-            return None;
-        }
-        Ok(s) => assert!(s.success(), "the C header does not compile"),
-    }
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", cc.display()));
+    assert!(built.success(), "the C header does not compile");
     let out = Command::new(&exe).output().unwrap();
     assert!(out.status.success());
     let _ = std::fs::remove_dir_all(&dir);
-    Some(String::from_utf8(out.stdout).unwrap())
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Asserts that `mirror` (named `who` in the messages) has exactly the
