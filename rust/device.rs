@@ -484,6 +484,8 @@ impl Device {
         dev.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
+        // Device memory is not code.
+        vma::check_noexec(vma)?;
         let pgoff = vma::pgoff(vma);
         if pgoff == DOORBELL_MMAP_PGOFF {
             return Self::map_doorbell_page(dev, file, vma);
@@ -511,7 +513,8 @@ impl Device {
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
-        // Cannot fail: the VMA was checked to be shared above.
+        // Cannot fail: the VMA was checked to be shared and not executable
+        // above.
         vma::install(vma, dev.clone(), mode).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 
@@ -535,7 +538,8 @@ impl Device {
         maps.mappings.add(m)?;
         drop(maps);
         let pgoff = DOORBELL_MMAP_PGOFF;
-        // Cannot fail: the VMA was checked to be shared above.
+        // Cannot fail: the VMA was checked to be shared and not executable
+        // above.
         vma::install(vma, dev.clone(), CacheMode::Uncached)
             .inspect_err(|_| self_uncount(dev, m, pgoff))
     }

@@ -159,6 +159,16 @@ vm_flags_t ivshmem_vm_mayshare(void)
 	return VM_MAYSHARE;
 }
 
+vm_flags_t ivshmem_vm_exec(void)
+{
+	return VM_EXEC;
+}
+
+vm_flags_t ivshmem_vm_mayexec(void)
+{
+	return VM_MAYEXEC;
+}
+
 /*
  * Looking Glass-compatible nodes: /dev/kvmfrN in class "kvmfr", an alias of
  * /dev/ivshmemN (same N) whose open becomes an open of the misc device.

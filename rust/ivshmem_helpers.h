@@ -70,6 +70,9 @@ int ivshmem_request_irq(unsigned int irq, bool shared, const char *name,
 			void *data);
 /* VM_MAYSHARE, from C: 7.2's Rust binding of it is wrong. */
 vm_flags_t ivshmem_vm_mayshare(void);
+/* VM_EXEC and VM_MAYEXEC, from C for the same reason. */
+vm_flags_t ivshmem_vm_exec(void);
+vm_flags_t ivshmem_vm_mayexec(void);
 /*
  * A Looking Glass-compatible alias of @misc: the character device
  * /dev/kvmfr<index> in class "kvmfr", child of @parent. Opening it hands

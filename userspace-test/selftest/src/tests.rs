@@ -43,6 +43,7 @@ pub fn all() -> Vec<Test> {
         t("kvmfr_getsize_big", false, kvmfr::kvmfr_getsize_big, "GETSIZE on a BAR of 2 GiB or more fails with EOVERFLOW (/dev/kvmfr0 and /dev/ivshmem0)"),
         t("kvmfr_unbind", false, kvmfr::kvmfr_unbind, "unbind/bind cycles under a loop of /dev/kvmfr0 opens: open works or fails cleanly; ENODEV after unbind; class follows the nodes"),
         t("mmap_bad", true, mmap::mmap_bad, "bad mmap calls are refused with the right errno"),
+        t("mmap_noexec", true, mmap::mmap_noexec, "PROT_EXEC mappings are refused (EPERM); mprotect cannot add PROT_EXEC (EACCES)"),
         t("map_private_refused", true, mmap::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),
         t("ioctl_bad", true, ioctl::ioctl_bad, "bad ioctls are refused; structures extend both ways"),
         t("pat_memtype", true, mmap::pat_memtype, "each cache mode is BAR2's memtype in the PAT list while mapped; write-back from bind, kept after unmapping, released on unload"),

@@ -218,6 +218,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                 "guest",
                 &[
                     "mmap_bad",
+                    "mmap_noexec",
                     "map_private_refused",
                     "ioctl_bad",
                     "pat_memtype",
