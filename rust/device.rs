@@ -336,6 +336,16 @@ impl Device {
         self.events.set_usable(n);
     }
 
+    /// The doorbell page, when user space may map it: only once MSI-X
+    /// vectors were really allocated and have handlers. With INTx (or
+    /// `pci=nomsi`, or no vectors at all) a store to IntrMask or IntrStatus
+    /// in that page could raise an interrupt nobody handles, and the
+    /// kernel disables the line ("nobody cared").
+    fn doorbell_page(&self) -> Option<IoWindow> {
+        self.doorbell_page
+            .filter(|_| !self.facts.intx && self.usable_vectors() > 0)
+    }
+
     /// IVPosition: cached once valid; read from the device until then
     /// (revision 0 devices read -1 until their memory has arrived).
     pub(crate) fn ivposition(&self) -> Result<i32> {
@@ -362,7 +372,7 @@ impl Device {
             ivposition,
             vectors: u32::try_from(self.usable_vectors())?,
             features: f.features()
-                | if self.doorbell_page.is_some() {
+                | if self.doorbell_page().is_some() {
                     uapi::FEATURE_DOORBELL_MMAP
                 } else {
                     0
@@ -393,7 +403,7 @@ impl IoMap for Device {
             return None;
         }
         let window = if is_doorbell_page(pgoff) {
-            self.doorbell_page?
+            self.doorbell_page()?
         } else {
             self.window
         };
@@ -522,7 +532,7 @@ impl Device {
     /// of a file opened for writing (`EACCES` otherwise: ringing is all it
     /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
     fn map_doorbell_page(dev: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
-        if dev.doorbell_page.is_none() {
+        if dev.doorbell_page().is_none() {
             return Err(compat::eopnotsupp());
         }
         if vma.end() - vma.start() != PAGE_SIZE {

@@ -67,6 +67,7 @@ pub fn all() -> Vec<Test> {
         t("doorbell_all_vectors", false, doorbell::doorbell_all_vectors, "every allocated MSI-X vector raises its own interrupt and eventfd, not only the first and last"),
         t("doorbell_signal", false, doorbell::doorbell_signal, "a signal interrupts a blocked read"),
         t("doorbell_mmap", false, doorbell::doorbell_mmap, "the doorbell page: a store rings; bad mappings refused; SIGBUS after unbind"),
+        t("doorbell_nomsi", false, doorbell::doorbell_nomsi, "booted with pci=nomsi: no doorbell page in INFO, mapping it fails"),
         t("doorbell_unbind", false, doorbell::doorbell_unbind, "unbind wakes a blocked reader (ENODEV) and a poller (HUP|ERR)"),
         t("doorbell_mask_wakeup", false, readers::doorbell_mask_wakeup, "SET_MASK wakes a blocked poll and read; a narrowed mask is honoured by a waiting read"),
         t("doorbell_two_readers", false, readers::doorbell_two_readers, "two readers of one file: S not D, EINTR on a signal, EAGAIN with O_NONBLOCK, each event once"),
