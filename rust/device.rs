@@ -163,9 +163,11 @@ pub(crate) struct Maps {
     bar2: usize,
     /// The memtype reserved for BAR2: write-back from probe
     /// ([`Device::reserve_default`]), then the mode of the latest first
-    /// mapping. It is kept when the last mapping goes, and replaced only by
-    /// a first mapping with another mode, so that mapping the device again
-    /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
+    /// mapping; mappings use the mode it really holds, and a request it
+    /// serves (see [`BarMemtype::serves`]) is no conflict. It is kept when
+    /// the last mapping goes, and replaced only by a first mapping with
+    /// another mode, so that mapping the device again in the same mode
+    /// reserves nothing (an `ioremap` of the whole BAR).
     /// Released by [`Device::revoke`].
     memtype: BarMemtype,
     /// The VMAs, by address space, to zap them.
@@ -510,7 +512,7 @@ impl Device {
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
         dev.check_alive()?;
-        if maps.memtype.mode() != Some(mode) {
+        if !maps.memtype.serves(mode) {
             if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
                 return Err(EBUSY);
@@ -520,12 +522,15 @@ impl Device {
             // set) and releases the memtype when it does.
             maps.memtype.reserve(mode)?;
         }
+        // The mapping's protection follows the memtype really held (UC-
+        // when the MTRRs made a write-back request uncached), not `mode`.
+        let held = maps.memtype.mode().ok_or(EBUSY)?;
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
         // Cannot fail: the VMA was checked to be shared and not executable
         // above.
-        vma::install(vma, dev.clone(), mode).inspect_err(|_| self_uncount(dev, m, pgoff))
+        vma::install(vma, dev.clone(), held).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 
     /// Sets up `vma` as a mapping of the doorbell page: one page, uncached,
