@@ -49,25 +49,15 @@ impl CacheMode {
     }
 }
 
-/// What `ivshmem_ioremap_cache_mode()` returns: its header's
-/// `IVSHMEM_PCM_*` (bindgen is told to generate no constants).
-const PCM_WB: u32 = 0;
-const PCM_WC: u32 = 1;
-const PCM_UC: u32 = 2;
-const PCM_NO_PAT: u32 = 4;
-
-/// A memtype reservation of an [`IoWindow`]'s range, in the cache mode it
-/// really holds, which can differ from the one asked for.
+/// A memtype reservation of an [`IoWindow`]'s range in one cache mode.
 ///
 /// # Invariants
 ///
 /// `cookie` is the non-null result of an `ioremap*()` of the range, which is
-/// unmapped (and the reservation released) exactly once, on drop. `held` is
-/// the cache mode of that mapping, hence of the reservation.
+/// unmapped (and the reservation released) exactly once, on drop.
 pub(crate) struct Memtype {
     cookie: *mut c_void,
-    requested: CacheMode,
-    held: CacheMode,
+    mode: CacheMode,
 }
 
 // SAFETY: The cookie is only used to release the reservation, which may
@@ -77,13 +67,11 @@ unsafe impl Send for Memtype {}
 unsafe impl Sync for Memtype {}
 
 impl Memtype {
-    /// Reserves `window`'s range, asking for `mode`. Fails with `EBUSY` when
-    /// the range is reserved with a conflicting mode (or, indistinguishably,
-    /// when the kernel mapping cannot be made), and when what was reserved
-    /// is none of the driver's modes (write-through, write-protect). What is
-    /// held can be weaker than `mode` without an error: firmware MTRRs turn
-    /// write-back into UC-, an existing UC- reservation is shared by a WC
-    /// request; [`Memtype::mode`] says what it is.
+    /// Reserves `window`'s range as `mode`. Fails with `EBUSY` when the
+    /// range is reserved with a conflicting mode (or, indistinguishably,
+    /// when the kernel mapping cannot be made). The effective mode can be
+    /// weaker than `mode` without an error: firmware MTRRs turn write-back
+    /// into UC-, an existing UC- reservation is shared by a WC request.
     fn reserve(window: &IoWindow, mode: CacheMode) -> Result<Self> {
         let phys = window.phys();
         let size = window.len();
@@ -101,40 +89,13 @@ impl Memtype {
         if cookie.is_null() {
             return Err(EBUSY);
         }
-        // SAFETY: `cookie` is a live kernel mapping just made by ioremap; the
-        // helper only looks up its page-table entry.
-        let pcm = unsafe { helpers::ivshmem_ioremap_cache_mode(cookie) };
-        let held = match u32::try_from(pcm) {
-            Ok(PCM_WB) => Some(CacheMode::WriteBack),
-            Ok(PCM_WC) => Some(CacheMode::WriteCombining),
-            Ok(PCM_UC) => Some(CacheMode::Uncached),
-            Ok(PCM_NO_PAT) => Some(mode),
-            _ => None,
-        };
-        let Some(held) = held else {
-            // SAFETY: `cookie` came from ioremap just above and is not kept.
-            unsafe { bindings::iounmap(cookie) };
-            return Err(EBUSY);
-        };
-        // INVARIANT: `cookie` is the non-null result of an ioremap, whose
-        // kernel mapping has cache mode `held`.
-        Ok(Self {
-            cookie,
-            requested: mode,
-            held,
-        })
+        // INVARIANT: `cookie` is the non-null result of an ioremap.
+        Ok(Self { cookie, mode })
     }
 
-    /// The mode really held (not necessarily the one asked for).
+    /// The reserved mode.
     pub(crate) fn mode(&self) -> CacheMode {
-        self.held
-    }
-
-    /// Whether a mapping asking for `mode` gets what this reservation
-    /// holds: it was asked for with `mode` (the same request gives the
-    /// same result), or it holds `mode`.
-    fn serves(&self, mode: CacheMode) -> bool {
-        self.requested == mode || self.held == mode
+        self.mode
     }
 }
 
@@ -163,23 +124,16 @@ impl BarMemtype {
         }
     }
 
-    /// The mode really held, if anything is reserved: user mappings of the
-    /// BAR must use it, whatever mode they asked for.
+    /// The reserved mode, if any.
     pub(crate) fn mode(&self) -> Option<CacheMode> {
         self.reserved.as_ref().map(Memtype::mode)
     }
 
-    /// Whether a mapping asking for `mode` can use the reservation held
-    /// now without replacing it (see [`Memtype::serves`]).
-    pub(crate) fn serves(&self, mode: CacheMode) -> bool {
-        self.reserved.as_ref().is_some_and(|m| m.serves(mode))
-    }
-
-    /// Makes the reservation one that serves `mode`. A reservation that
-    /// does not is released first (the two would conflict); if the new one
-    /// cannot be made, nothing is reserved. See [`Memtype`] for the errors.
+    /// Makes the reservation `mode`. A reservation of another mode is
+    /// released first (the two would conflict); if the new one cannot be
+    /// made, nothing is reserved. See [`Memtype`] for the errors.
     pub(crate) fn reserve(&mut self, mode: CacheMode) -> Result {
-        if self.serves(mode) {
+        if self.mode() == Some(mode) {
             return Ok(());
         }
         self.reserved = None;

@@ -108,8 +108,6 @@ pub struct GuestSpec {
     /// iommu=pt` on its kernel command line), so that vfio-pci can take
     /// its ivshmem devices: Debian's kernel has no `VFIO_NOIOMMU`.
     pub viommu: bool,
-    /// More kernel command line parameters (e.g. `pci=nomsi`).
-    pub kernel_args: Vec<String>,
 }
 
 impl GuestSpec {
@@ -125,7 +123,6 @@ impl GuestSpec {
             hotplug: false,
             root: Root::Busybox,
             viommu: false,
-            kernel_args: Vec::new(),
         }
     }
 
@@ -175,12 +172,6 @@ impl GuestSpec {
     /// Gives the guest a virtual IOMMU (see the field `viommu`).
     pub fn viommu(mut self) -> Self {
         self.viommu = true;
-        self
-    }
-
-    /// Adds `arg` to the guest kernel's command line.
-    pub fn kernel_arg(mut self, arg: &str) -> Self {
-        self.kernel_args.push(arg.into());
         self
     }
 
@@ -321,10 +312,6 @@ impl Guest {
             // a device it takes in a translated domain of its own (type1),
             // and nothing else pays for translation.
             append += " intel_iommu=on iommu=pt";
-        }
-        for a in &spec.kernel_args {
-            append += " ";
-            append += a;
         }
         if !extra_append.is_empty() {
             append += " ";
