@@ -419,7 +419,7 @@ pub fn scenario_lines(
     let mut out = Vec::new();
     if let Some(why) = retried {
         out.push(format!(
-            "# retried: the first attempt hit a kernel fault before the module was loaded: {why}"
+            "# retried: an earlier attempt hit a kernel fault before the module was loaded: {why}"
         ));
     }
     let result = v.result(number, name);
