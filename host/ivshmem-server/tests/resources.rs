@@ -148,37 +148,7 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     const STUCK: usize = 100;
     const CYCLES: usize = 200;
     let _heavy = heavy();
-    let dir = TempDir::new();
-    if user.is_some() {
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let sock = dir.path().join("sock");
-    let adjust = |cmd: &mut Command| {
-        // SAFETY: Between fork and exec the closure only makes
-        // async-signal-safe system calls, and touches no lock or allocator.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: LIMIT,
-                    rlim_max: LIMIT,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(uid) = user {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(uid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-    };
-    let mut s = ServerProc::start_with(dir, sock, &["-n", "1"], adjust)
-        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let mut s = confined_server(user, LIMIT);
     let caps = cap_eff(&s.pid().to_string());
     assert_eq!(
         caps & UNLIMITED_IN_FLIGHT,
@@ -269,6 +239,18 @@ fn pin(n: usize) -> ! {
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop((tx, rx));
     std::process::exit(0)
+}
+
+/// A one-vector server running as `user` (if any, in a directory that user
+/// can write) with its open file limit at `limit`.
+fn confined_server(user: Option<u32>, limit: u64) -> ServerProc {
+    let dir = TempDir::new();
+    if user.is_some() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.path().join("sock");
+    ServerProc::start_with(dir, sock, &["-n", "1"], |cmd| confine(cmd, user, limit))
+        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")))
 }
 
 /// Runs `cmd` as `user` (if any) with the open file limit at `limit`.
@@ -426,13 +408,7 @@ fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u3
     const STUCK: usize = 100;
     const CYCLES: usize = 200;
     let _heavy = heavy();
-    let dir = TempDir::new();
-    if user.is_some() {
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let sock = dir.path().join("sock");
-    let mut s = ServerProc::start_with(dir, sock, &["-n", "1"], |cmd| confine(cmd, user, LIMIT))
-        .unwrap_or_else(|(log, st)| panic!("did not start ({st:?}):\n{}", log.join("\n")));
+    let mut s = confined_server(user, LIMIT);
     let mut observer = s.connect(1);
     let stuck: Vec<UnixStream> = (0..STUCK)
         .map(|_| UnixStream::connect(&s.sock).unwrap())
