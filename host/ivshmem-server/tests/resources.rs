@@ -162,19 +162,7 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
         .collect();
     // Churn: peers that read version and id (no descriptors: those get
     // through) and leave.
-    for _ in 0..CYCLES {
-        let c = UnixStream::connect(&s.sock).unwrap();
-        c.set_read_timeout(Some(LONG)).unwrap();
-        let mut r = MsgReader::new();
-        assert_eq!(r.read_msg(&c).unwrap().value, 0);
-        r.read_msg(&c).unwrap();
-        drop(c);
-        while observer.try_next_event().unwrap().is_some() {}
-    }
-    assert!(
-        s.wait_log("holding the messages and retrying", LONG),
-        "the server never ran out of descriptors in flight: this test tested nothing"
-    );
+    churn_into_shortage(&mut s, &mut observer, CYCLES);
     assert!(s.log().iter().any(|l| l.contains("Too many references")));
 
     // The stuck clients go: their unread descriptors return to the budget
@@ -239,6 +227,25 @@ fn pin(n: usize) -> ! {
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop((tx, rx));
     std::process::exit(0)
+}
+
+/// Churns `cycles` peers that read version and id (no descriptors: those
+/// get through) and leave, while `observer` keeps reading, until the server
+/// reports that it ran out of descriptors in flight.
+fn churn_into_shortage(s: &mut ServerProc, observer: &mut Client, cycles: usize) {
+    for _ in 0..cycles {
+        let c = UnixStream::connect(&s.sock).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = MsgReader::new();
+        assert_eq!(r.read_msg(&c).unwrap().value, 0);
+        r.read_msg(&c).unwrap();
+        drop(c);
+        while observer.try_next_event().unwrap().is_some() {}
+    }
+    assert!(
+        s.wait_log("holding the messages and retrying", LONG),
+        "the server never ran out of descriptors in flight: this test tested nothing"
+    );
 }
 
 /// A one-vector server running as `user` (if any, in a directory that user
@@ -414,19 +421,7 @@ fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u3
         .map(|_| UnixStream::connect(&s.sock).unwrap())
         .collect();
     let (stop, watcher) = close_on_hangup(stuck);
-    for _ in 0..CYCLES {
-        let c = UnixStream::connect(&s.sock).unwrap();
-        c.set_read_timeout(Some(LONG)).unwrap();
-        let mut r = MsgReader::new();
-        assert_eq!(r.read_msg(&c).unwrap().value, 0);
-        r.read_msg(&c).unwrap();
-        drop(c);
-        while observer.try_next_event().unwrap().is_some() {}
-    }
-    assert!(
-        s.wait_log("holding the messages and retrying", LONG),
-        "the server never ran out of descriptors in flight: this test tested nothing"
-    );
+    churn_into_shortage(&mut s, &mut observer, CYCLES);
     // The new peer's handshake, in a thread: the observer goes on reading
     // meanwhile (a peer that reads is never dropped).
     let path = s.sock.clone();
