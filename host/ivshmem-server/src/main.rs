@@ -6,6 +6,7 @@ mod logger;
 
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,8 +112,20 @@ impl PidFile {
         Ok(Self { path, content })
     }
 
+    /// Removes the file if it still holds our pid. It is read without
+    /// blocking: a pid file that is not a regular file (a FIFO) must not
+    /// hold the server at exit.
     fn remove(&self) {
-        match std::fs::read_to_string(&self.path) {
+        let read = || -> std::io::Result<String> {
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)?;
+            let mut c = String::new();
+            std::io::Read::read_to_string(&mut f, &mut c)?;
+            Ok(c)
+        };
+        match read() {
             Ok(c) if c == self.content => {
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     warn!("cannot remove pid file {}: {e}", self.path.display());

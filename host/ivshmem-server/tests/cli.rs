@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{SERVER, ServerProc, ShmName, TempDir, eventually, run_server, signal, wait_timeout};
+use common::{
+    SERVER, ServerProc, ShmName, TempDir, eventually, no_spawn_in_flight, output, run_server,
+    signal, spawn, wait_timeout,
+};
 use ivshmem_proto::{Client, SharedMemory};
 
 const LONG: Duration = Duration::from_secs(10);
@@ -211,9 +214,12 @@ fn memory_a_guest_still_maps_is_not_resized_after_its_server_died() {
     assert!(log.join("\n").contains("is in use"), "{}", log.join("\n"));
     assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 4 << 20);
 
-    // Once its last user is gone, it may be resized.
-    drop(mem);
-    drop(c);
+    // Once its last user is gone, it may be resized. (Closed while no
+    // other test starts a process, which would hold a copy until exec.)
+    no_spawn_in_flight(|| {
+        drop(mem);
+        drop(c);
+    });
     let b = second_server(&name, "1M").unwrap_or_else(|(log, _)| panic!("{}", log.join("\n")));
     assert_eq!(b.connect(1).shm_size(), 1 << 20);
     assert_eq!(std::fs::metadata(name.path()).unwrap().len(), 1 << 20);
@@ -264,13 +270,13 @@ fn servers_started_at_once_on_one_path_let_exactly_one_win() {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut children = Vec::new();
         for i in 0..SERVERS {
-            let mut child = Command::new(SERVER)
-                .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = spawn(
+                Command::new(SERVER)
+                    .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            );
             let stderr = child.stderr.take().unwrap();
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -425,15 +431,15 @@ fn a_sigterm_during_startup_removes_the_socket() {
     )
     .unwrap();
     let shm = ShmName::new();
-    let mut child = Command::new(SERVER)
-        .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
-        .arg("-p")
-        .arg(&fifo)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        Command::new(SERVER)
+            .args(["-F", "-S", sock.to_str().unwrap(), "-M", &shm.0])
+            .arg("-p")
+            .arg(&fifo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let pid = child.id();
     let _guard = DaemonGuard(Some(pid));
     // Opening the FIFO for writing blocks until someone opens it for
@@ -451,18 +457,19 @@ fn a_sigterm_during_startup_removes_the_socket() {
         );
     }
     signal(pid, libc::SIGTERM);
-    // Let the server on: it writes its pid, serves, sees the signal, and
-    // reads the pid file back before removing it (it is no longer ours:
-    // the FIFO gives it nothing, so it stays).
-    let written = std::fs::read_to_string(&fifo).unwrap();
-    assert_eq!(written, format!("{pid}\n"));
-    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    // Let the server on: opening the FIFO's other end lets it write its
+    // pid. It serves, sees the signal, reads the pid file back (without
+    // blocking: the pid is still in the pipe, as this end reads nothing)
+    // and removes it as its own.
+    let reader = std::fs::File::open(&fifo).unwrap();
     let st = wait_timeout(&mut child, LONG).expect("server exits on the signal");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(st.success(), "{st:?}: {err}");
     assert!(!sock.exists(), "socket left behind: {err}");
     assert!(err.contains("signal received, shutting down"), "{err}");
+    assert!(!fifo.exists(), "pid file left behind: {err}");
+    drop(reader);
 }
 
 #[test]
@@ -506,15 +513,15 @@ fn daemon_mode_writes_pidfile_and_cleans_up_on_sigterm() {
     let logfile = dir.path().join("server.log");
     let shm = ShmName::new();
     let mut guard = DaemonGuard(None);
-    let out = Command::new(SERVER)
-        .args(["-S", sock.to_str().unwrap(), "-M", &shm.0, "-n", "2"])
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--log-file")
-        .arg(&logfile)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(SERVER)
+            .args(["-S", sock.to_str().unwrap(), "-M", &shm.0, "-n", "2"])
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("--log-file")
+            .arg(&logfile)
+            .stdin(Stdio::null()),
+    );
     assert!(
         out.status.success(),
         "daemon start: {}",
@@ -570,13 +577,13 @@ fn daemon_startup_errors_reach_the_terminal() {
     let sock = dir.path().join("sock");
     let shm = ShmName::new();
     // The pid file cannot be written: the daemon reports it and exits.
-    let out = Command::new(SERVER)
-        .args(["-S", sock.to_str().unwrap(), "-M", &shm.0])
-        .args(["-p", "/nonexistent/dir/pid", "--log-file"])
-        .arg(dir.path().join("log"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(SERVER)
+            .args(["-S", sock.to_str().unwrap(), "-M", &shm.0])
+            .args(["-p", "/nonexistent/dir/pid", "--log-file"])
+            .arg(dir.path().join("log"))
+            .stdin(Stdio::null()),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ivshmem_proto::{Client, ConnectOptions, PeerId};
@@ -16,6 +16,33 @@ use ivshmem_proto::{Client, ConnectOptions, PeerId};
 pub const SERVER: &str = env!("CARGO_BIN_EXE_ivshmem-server");
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Held while a process starts. From clone to exec, a child holds a copy of
+/// every descriptor of this multi-threaded test binary, other tests' too;
+/// a test that needs its descriptors gone (a lock on shared memory released,
+/// a FIFO's end closed) closes them under [`no_spawn_in_flight`].
+static SPAWN: Mutex<()> = Mutex::new(());
+
+/// Starts `cmd`. When this returns, the child has exec'd and holds only the
+/// descriptors meant for it.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let _g = SPAWN.lock().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn().expect("cannot spawn")
+}
+
+/// Runs `cmd` to completion and collects its output, as
+/// [`Command::output`] does, started through [`spawn`].
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn(cmd).wait_with_output().expect("cannot wait")
+}
+
+/// Runs `f` while no process is being started, so that descriptors closed in
+/// `f` are closed everywhere.
+pub fn no_spawn_in_flight<R>(f: impl FnOnce() -> R) -> R {
+    let _g = SPAWN.lock().unwrap_or_else(PoisonError::into_inner);
+    f()
+}
 
 /// A name no other test (or test run) uses.
 pub fn unique(prefix: &str) -> String {
@@ -128,7 +155,7 @@ impl ServerProc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         adjust(&mut cmd);
-        let mut child = cmd.spawn().expect("cannot spawn the server");
+        let mut child = spawn(&mut cmd);
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = channel();
@@ -250,13 +277,13 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 
 /// Runs the server binary to completion (for argument errors).
 pub fn run_server(args: &[&str]) -> Output {
-    let mut child = Command::new(SERVER)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        Command::new(SERVER)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     if wait_timeout(&mut child, Duration::from_secs(10)).is_none() {
         let _ = child.kill();
         panic!("ivshmem-server {args:?} did not exit");
