@@ -134,21 +134,44 @@ fn in_flight_limit_applies() -> Result<Option<u32>, String> {
     Ok(None)
 }
 
+/// For the shortage tests: the server's open file limit, so its budget of
+/// descriptors in flight: room for its own (2 per peer, up to 64 churning
+/// peers accepted in one go, about 350) but not for what `STUCK` stuck
+/// clients pin (about 64 each).
+const SHORT_LIMIT: u64 = 512;
+/// Clients that connect and never read.
+const STUCK: usize = 100;
+/// Peers that join and leave while they are stuck.
+const CYCLES: usize = 200;
+
+/// The server never dropped these peers (which read all along).
+fn assert_not_dropped(s: &ServerProc, ids: &[PeerId]) {
+    let log = s.log();
+    for id in ids {
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(&format!("peer {id} dropped"))),
+            "a reading peer was dropped:\n{}",
+            log.join("\n")
+        );
+    }
+}
+
+/// `STUCK` clients that connect and never read.
+fn stuck_clients(s: &ServerProc) -> Vec<UnixStream> {
+    (0..STUCK)
+        .map(|_| UnixStream::connect(&s.sock).unwrap())
+        .collect()
+}
+
 /// H3: clients that do not read pin descriptors in flight until the
 /// server's budget (its `RLIMIT_NOFILE`, for a user without
 /// `CAP_SYS_RESOURCE`) is used up, and `sendmsg` fails with `ETOOMANYREFS`
 /// for everyone. That is back-pressure: a healthy peer that reads is not
 /// dropped, and gets everything once the stuck clients are gone.
 fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
-    /// The server's open file limit, so its budget of descriptors in
-    /// flight: room for its own (2 per peer, up to 64 churning peers
-    /// accepted in one go, about 350) but not for what 100 stuck clients
-    /// pin (about 64 each).
-    const LIMIT: u64 = 512;
-    const STUCK: usize = 100;
-    const CYCLES: usize = 200;
     let _heavy = heavy();
-    let mut s = confined_server(user, LIMIT);
+    let mut s = confined_server(user, SHORT_LIMIT);
     let caps = cap_eff(&s.pid().to_string());
     assert_eq!(
         caps & UNLIMITED_IN_FLIGHT,
@@ -157,9 +180,7 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     );
 
     let mut observer = s.connect(1);
-    let stuck: Vec<UnixStream> = (0..STUCK)
-        .map(|_| UnixStream::connect(&s.sock).unwrap())
-        .collect();
+    let stuck = stuck_clients(&s);
     // Churn: peers that read version and id (no descriptors: those get
     // through) and leave.
     churn_into_shortage(&mut s, &mut observer, CYCLES);
@@ -180,15 +201,8 @@ fn stuck_clients_cannot_get_a_reading_peer_dropped(user: Option<u32>) {
     // Stuck clients may have been dropped for reading nothing during the
     // shortage (see clients_that_do_not_read_stall_a_handshake_for_a_bounded_time);
     // the peers that read never are, and nobody is refused.
+    assert_not_dropped(&s, &[observer.id(), late.id()]);
     let log = s.log();
-    for id in [observer.id(), late.id()] {
-        assert!(
-            !log.iter()
-                .any(|l| l.contains(&format!("peer {id} dropped"))),
-            "a reading peer was dropped:\n{}",
-            log.join("\n")
-        );
-    }
     assert!(
         !log.iter().any(|l| l.contains("refused")),
         "server log:\n{}",
@@ -410,16 +424,10 @@ fn close_on_hangup(mut socks: Vec<UnixStream>) -> (UnixStream, std::thread::Join
 /// clients were dropped only after --max-queue (2^18) more descriptors,
 /// and the handshake waited for as long as they stayed.
 fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u32>) {
-    /// As in stuck_clients_cannot_get_a_reading_peer_dropped.
-    const LIMIT: u64 = 512;
-    const STUCK: usize = 100;
-    const CYCLES: usize = 200;
     let _heavy = heavy();
-    let mut s = confined_server(user, LIMIT);
+    let mut s = confined_server(user, SHORT_LIMIT);
     let mut observer = s.connect(1);
-    let stuck: Vec<UnixStream> = (0..STUCK)
-        .map(|_| UnixStream::connect(&s.sock).unwrap())
-        .collect();
+    let stuck = stuck_clients(&s);
     let (stop, watcher) = close_on_hangup(stuck);
     churn_into_shortage(&mut s, &mut observer, CYCLES);
     // The new peer's handshake, in a thread: the observer goes on reading
@@ -461,15 +469,7 @@ fn clients_that_do_not_read_stall_a_handshake_for_a_bounded_time(user: Option<u3
     drop(stop);
     let hung_up = watcher.join().unwrap();
     assert!(hung_up > 0, "no stuck client was hung up on");
-    let log = s.log();
-    for id in [observer.id(), late.id()] {
-        assert!(
-            !log.iter()
-                .any(|l| l.contains(&format!("peer {id} dropped"))),
-            "a reading peer was dropped:\n{}",
-            log.join("\n")
-        );
-    }
+    assert_not_dropped(&s, &[observer.id(), late.id()]);
 }
 
 /// A mounted hugetlbfs with free pages of its size, if any.

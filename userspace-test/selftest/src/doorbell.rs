@@ -564,14 +564,8 @@ pub fn doorbell_mmap() -> TestResult {
     const PAGE: usize = 4096;
     let off = ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let Bell {
-        _m: m,
-        index: bell,
-        plain,
-        dev,
-        info,
-        me,
-    } = open_bell()?;
+    let b = open_bell()?;
+    let (bell, plain, dev, info, me) = (b.index, b.plain, b.dev, b.info, b.me);
     let pci = sys::ivshmem_devices()?[bell as usize].clone();
     check!(
         info.doorbell_mmap,
@@ -698,7 +692,7 @@ pub fn doorbell_mmap() -> TestResult {
     again.map_doorbell()?.ring(me, 0);
     expect_events(&again, &[(0, 1)], "store ring after rebinding")?;
     drop(again);
-    m.unload()?;
+    b._m.unload()?;
     check!(
         !tail_reserved()?,
         "the rest of BAR0's page is still reserved after rmmod"
