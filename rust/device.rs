@@ -163,9 +163,11 @@ pub(crate) struct Maps {
     bar2: usize,
     /// The memtype reserved for BAR2: write-back from probe
     /// ([`Device::reserve_default`]), then the mode of the latest first
-    /// mapping. It is kept when the last mapping goes, and replaced only by
-    /// a first mapping with another mode, so that mapping the device again
-    /// in the same mode reserves nothing (an `ioremap` of the whole BAR).
+    /// mapping; mappings use the mode it really holds, and a request it
+    /// serves (see [`BarMemtype::serves`]) is no conflict. It is kept when
+    /// the last mapping goes, and replaced only by a first mapping with
+    /// another mode, so that mapping the device again in the same mode
+    /// reserves nothing (an `ioremap` of the whole BAR).
     /// Released by [`Device::revoke`].
     memtype: BarMemtype,
     /// The VMAs, by address space, to zap them.
@@ -336,6 +338,16 @@ impl Device {
         self.events.set_usable(n);
     }
 
+    /// The doorbell page, when user space may map it: only once MSI-X
+    /// vectors were really allocated and have handlers. With INTx (or
+    /// `pci=nomsi`, or no vectors at all) a store to IntrMask or IntrStatus
+    /// in that page could raise an interrupt nobody handles, and the
+    /// kernel disables the line ("nobody cared").
+    fn doorbell_page(&self) -> Option<IoWindow> {
+        self.doorbell_page
+            .filter(|_| !self.facts.intx && self.usable_vectors() > 0)
+    }
+
     /// IVPosition: cached once valid; read from the device until then
     /// (revision 0 devices read -1 until their memory has arrived).
     pub(crate) fn ivposition(&self) -> Result<i32> {
@@ -362,7 +374,7 @@ impl Device {
             ivposition,
             vectors: u32::try_from(self.usable_vectors())?,
             features: f.features()
-                | if self.doorbell_page.is_some() {
+                | if self.doorbell_page().is_some() {
                     uapi::FEATURE_DOORBELL_MMAP
                 } else {
                     0
@@ -393,7 +405,7 @@ impl IoMap for Device {
             return None;
         }
         let window = if is_doorbell_page(pgoff) {
-            self.doorbell_page?
+            self.doorbell_page()?
         } else {
             self.window
         };
@@ -484,6 +496,8 @@ impl Device {
         dev.check_alive()?;
         // Private copies of device memory make no sense.
         vma::check_shared(vma)?;
+        // Device memory is not code.
+        vma::check_noexec(vma)?;
         let pgoff = vma::pgoff(vma);
         if pgoff == DOORBELL_MMAP_PGOFF {
             return Self::map_doorbell_page(dev, file, vma);
@@ -498,7 +512,7 @@ impl Device {
         // Set before `revoke` takes `maps`: if it is not set yet, this
         // mapping is counted before `revoke` zaps, and its faults fail.
         dev.check_alive()?;
-        if maps.memtype.mode() != Some(mode) {
+        if !maps.memtype.serves(mode) {
             if maps.bar2 != 0 {
                 // Mapped with another mode: a second one would alias.
                 return Err(EBUSY);
@@ -508,18 +522,22 @@ impl Device {
             // set) and releases the memtype when it does.
             maps.memtype.reserve(mode)?;
         }
+        // The mapping's protection follows the memtype really held (UC-
+        // when the MTRRs made a write-back request uncached), not `mode`.
+        let held = maps.memtype.mode().ok_or(EBUSY)?;
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
-        // Cannot fail: the VMA was checked to be shared above.
-        vma::install(vma, dev.clone(), mode).inspect_err(|_| self_uncount(dev, m, pgoff))
+        // Cannot fail: the VMA was checked to be shared and not executable
+        // above.
+        vma::install(vma, dev.clone(), held).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 
     /// Sets up `vma` as a mapping of the doorbell page: one page, uncached,
     /// of a file opened for writing (`EACCES` otherwise: ringing is all it
     /// is for), on a device that has one (`EOPNOTSUPP` otherwise).
     fn map_doorbell_page(dev: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
-        if dev.doorbell_page.is_none() {
+        if dev.doorbell_page().is_none() {
             return Err(compat::eopnotsupp());
         }
         if vma.end() - vma.start() != PAGE_SIZE {
@@ -535,7 +553,8 @@ impl Device {
         maps.mappings.add(m)?;
         drop(maps);
         let pgoff = DOORBELL_MMAP_PGOFF;
-        // Cannot fail: the VMA was checked to be shared above.
+        // Cannot fail: the VMA was checked to be shared and not executable
+        // above.
         vma::install(vma, dev.clone(), CacheMode::Uncached)
             .inspect_err(|_| self_uncount(dev, m, pgoff))
     }

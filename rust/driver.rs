@@ -25,6 +25,7 @@ use crate::{
     regs, //
 };
 use kernel::{
+    bindings,
     device::Core,
     pci,
     prelude::*,
@@ -54,6 +55,28 @@ pub(crate) struct Ivshmem<'bound> {
     _doorbell_tail: Option<raw::pci::PageTail>,
     _shm_region: raw::pci::Region<'bound>,
     _enabled: raw::pci::Enabled<'bound>,
+}
+
+/// Whether a BAR with `IORESOURCE_*` flags `flags` is memory, the only kind
+/// the driver maps for user space (as vfio-pci): the start of an I/O port
+/// BAR is a port number, and a "PFN" made from it would map RAM.
+fn is_memory_bar(flags: u64) -> bool {
+    let mem = u64::from(bindings::IORESOURCE_MEM);
+    let io = u64::from(bindings::IORESOURCE_IO);
+    flags & mem != 0 && flags & io == 0
+}
+
+/// Refuses the device (`ENODEV`) unless BAR `bar`, `what`, is memory.
+fn check_memory_bar(pdev: &pci::Device<Core<'_>>, bar: u32, what: &str) -> Result {
+    let flags = raw::pci::resource_flags(pdev, bar)?;
+    if !is_memory_bar(flags) {
+        dev_err!(
+            pdev,
+            "BAR{bar} ({what}) is not a memory BAR (flags {flags:#x}): refusing the device\n"
+        );
+        return Err(ENODEV);
+    }
+    Ok(())
 }
 
 /// BAR2, the shared memory: reserved for this driver but not mapped (user
@@ -136,6 +159,8 @@ impl pci::Driver for IvshmemDriver {
         _info: compat::ProbeInfo<'bound, Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
+            check_memory_bar(pdev, 0, "registers")?;
+            check_memory_bar(pdev, regs::SHM_BAR, "shared memory")?;
             let enabled = raw::pci::Enabled::new(pdev)?;
             let (shm_region, window, size) = shared_memory(pdev)?;
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"ivshmem/bar0")?;
@@ -180,5 +205,23 @@ impl pci::Driver for IvshmemDriver {
     fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         this.misc.data().revoke();
         dev_info!(pdev, "unbound; open files, mappings and waiters revoked\n");
+    }
+}
+
+#[kunit_tests(ivshmem_bars)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_memory_bars_are_accepted() {
+        let mem = u64::from(bindings::IORESOURCE_MEM);
+        let io = u64::from(bindings::IORESOURCE_IO);
+        let pref = u64::from(bindings::IORESOURCE_PREFETCH);
+        let mem64 = u64::from(bindings::IORESOURCE_MEM_64);
+        assert!(is_memory_bar(mem));
+        assert!(is_memory_bar(mem | pref | mem64));
+        assert!(!is_memory_bar(io));
+        assert!(!is_memory_bar(io | mem));
+        assert!(!is_memory_bar(0));
     }
 }

@@ -159,6 +159,43 @@ vm_flags_t ivshmem_vm_mayshare(void)
 	return VM_MAYSHARE;
 }
 
+int ivshmem_ioremap_cache_mode(const void *addr)
+{
+#ifdef CONFIG_X86
+	unsigned int level;
+	unsigned long bits;
+	pgprot_t prot;
+	pte_t *pte = lookup_address((unsigned long)addr, &level);
+
+	if (!pte || !pte_present(*pte))
+		return IVSHMEM_PCM_OTHER;
+	prot = pte_pgprot(*pte);
+	if (level != PG_LEVEL_4K)
+		prot = pgprot_large_2_4k(prot);
+	bits = pgprot_val(prot) & _PAGE_CACHE_MASK;
+	if (bits == cachemode2protval(_PAGE_CACHE_MODE_WB))
+		return IVSHMEM_PCM_WB;
+	if (bits == cachemode2protval(_PAGE_CACHE_MODE_WC))
+		return IVSHMEM_PCM_WC;
+	if (bits == cachemode2protval(_PAGE_CACHE_MODE_UC_MINUS) ||
+	    bits == cachemode2protval(_PAGE_CACHE_MODE_UC))
+		return IVSHMEM_PCM_UC;
+	return IVSHMEM_PCM_OTHER;
+#else
+	return IVSHMEM_PCM_NO_PAT;
+#endif
+}
+
+vm_flags_t ivshmem_vm_exec(void)
+{
+	return VM_EXEC;
+}
+
+vm_flags_t ivshmem_vm_mayexec(void)
+{
+	return VM_MAYEXEC;
+}
+
 /*
  * Looking Glass-compatible nodes: /dev/kvmfrN in class "kvmfr", an alias of
  * /dev/ivshmemN (same N) whose open becomes an open of the misc device.

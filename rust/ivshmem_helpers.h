@@ -70,6 +70,21 @@ int ivshmem_request_irq(unsigned int irq, bool shared, const char *name,
 			void *data);
 /* VM_MAYSHARE, from C: 7.2's Rust binding of it is wrong. */
 vm_flags_t ivshmem_vm_mayshare(void);
+/* What ivshmem_ioremap_cache_mode() found (mirrored in rust/raw/pat.rs). */
+#define IVSHMEM_PCM_WB 0
+#define IVSHMEM_PCM_WC 1
+#define IVSHMEM_PCM_UC 2 /* UC or UC- */
+#define IVSHMEM_PCM_OTHER 3 /* WT, WP, or no present kernel mapping */
+#define IVSHMEM_PCM_NO_PAT 4 /* no x86 PAT: the mode asked for holds */
+/*
+ * The cache mode of the kernel mapping at @addr, which the ioremap family
+ * made with the memtype it really reserved (firmware MTRRs or an existing
+ * reservation can make it differ from the one asked for).
+ */
+int ivshmem_ioremap_cache_mode(const void *addr);
+/* VM_EXEC and VM_MAYEXEC, from C for the same reason. */
+vm_flags_t ivshmem_vm_exec(void);
+vm_flags_t ivshmem_vm_mayexec(void);
 /*
  * A Looking Glass-compatible alias of @misc: the character device
  * /dev/kvmfr<index> in class "kvmfr", child of @parent. Opening it hands

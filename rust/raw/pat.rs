@@ -49,15 +49,25 @@ impl CacheMode {
     }
 }
 
-/// A memtype reservation of an [`IoWindow`]'s range in one cache mode.
+/// What `ivshmem_ioremap_cache_mode()` returns: its header's
+/// `IVSHMEM_PCM_*` (bindgen is told to generate no constants).
+const PCM_WB: u32 = 0;
+const PCM_WC: u32 = 1;
+const PCM_UC: u32 = 2;
+const PCM_NO_PAT: u32 = 4;
+
+/// A memtype reservation of an [`IoWindow`]'s range, in the cache mode it
+/// really holds, which can differ from the one asked for.
 ///
 /// # Invariants
 ///
 /// `cookie` is the non-null result of an `ioremap*()` of the range, which is
-/// unmapped (and the reservation released) exactly once, on drop.
+/// unmapped (and the reservation released) exactly once, on drop. `held` is
+/// the cache mode of that mapping, hence of the reservation.
 pub(crate) struct Memtype {
     cookie: *mut c_void,
-    mode: CacheMode,
+    requested: CacheMode,
+    held: CacheMode,
 }
 
 // SAFETY: The cookie is only used to release the reservation, which may
@@ -67,11 +77,13 @@ unsafe impl Send for Memtype {}
 unsafe impl Sync for Memtype {}
 
 impl Memtype {
-    /// Reserves `window`'s range as `mode`. Fails with `EBUSY` when the
-    /// range is reserved with a conflicting mode (or, indistinguishably,
-    /// when the kernel mapping cannot be made). The effective mode can be
-    /// weaker than `mode` without an error: firmware MTRRs turn write-back
-    /// into UC-, an existing UC- reservation is shared by a WC request.
+    /// Reserves `window`'s range, asking for `mode`. Fails with `EBUSY` when
+    /// the range is reserved with a conflicting mode (or, indistinguishably,
+    /// when the kernel mapping cannot be made), and when what was reserved
+    /// is none of the driver's modes (write-through, write-protect). What is
+    /// held can be weaker than `mode` without an error: firmware MTRRs turn
+    /// write-back into UC-, an existing UC- reservation is shared by a WC
+    /// request; [`Memtype::mode`] says what it is.
     fn reserve(window: &IoWindow, mode: CacheMode) -> Result<Self> {
         let phys = window.phys();
         let size = window.len();
@@ -89,13 +101,40 @@ impl Memtype {
         if cookie.is_null() {
             return Err(EBUSY);
         }
-        // INVARIANT: `cookie` is the non-null result of an ioremap.
-        Ok(Self { cookie, mode })
+        // SAFETY: `cookie` is a live kernel mapping just made by ioremap; the
+        // helper only looks up its page-table entry.
+        let pcm = unsafe { helpers::ivshmem_ioremap_cache_mode(cookie) };
+        let held = match u32::try_from(pcm) {
+            Ok(PCM_WB) => Some(CacheMode::WriteBack),
+            Ok(PCM_WC) => Some(CacheMode::WriteCombining),
+            Ok(PCM_UC) => Some(CacheMode::Uncached),
+            Ok(PCM_NO_PAT) => Some(mode),
+            _ => None,
+        };
+        let Some(held) = held else {
+            // SAFETY: `cookie` came from ioremap just above and is not kept.
+            unsafe { bindings::iounmap(cookie) };
+            return Err(EBUSY);
+        };
+        // INVARIANT: `cookie` is the non-null result of an ioremap, whose
+        // kernel mapping has cache mode `held`.
+        Ok(Self {
+            cookie,
+            requested: mode,
+            held,
+        })
     }
 
-    /// The reserved mode.
+    /// The mode really held (not necessarily the one asked for).
     pub(crate) fn mode(&self) -> CacheMode {
-        self.mode
+        self.held
+    }
+
+    /// Whether a mapping asking for `mode` gets what this reservation
+    /// holds: it was asked for with `mode` (the same request gives the
+    /// same result), or it holds `mode`.
+    fn serves(&self, mode: CacheMode) -> bool {
+        self.requested == mode || self.held == mode
     }
 }
 
@@ -124,16 +163,23 @@ impl BarMemtype {
         }
     }
 
-    /// The reserved mode, if any.
+    /// The mode really held, if anything is reserved: user mappings of the
+    /// BAR must use it, whatever mode they asked for.
     pub(crate) fn mode(&self) -> Option<CacheMode> {
         self.reserved.as_ref().map(Memtype::mode)
     }
 
-    /// Makes the reservation `mode`. A reservation of another mode is
-    /// released first (the two would conflict); if the new one cannot be
-    /// made, nothing is reserved. See [`Memtype`] for the errors.
+    /// Whether a mapping asking for `mode` can use the reservation held
+    /// now without replacing it (see [`Memtype::serves`]).
+    pub(crate) fn serves(&self, mode: CacheMode) -> bool {
+        self.reserved.as_ref().is_some_and(|m| m.serves(mode))
+    }
+
+    /// Makes the reservation one that serves `mode`. A reservation that
+    /// does not is released first (the two would conflict); if the new one
+    /// cannot be made, nothing is reserved. See [`Memtype`] for the errors.
     pub(crate) fn reserve(&mut self, mode: CacheMode) -> Result {
-        if self.mode() == Some(mode) {
+        if self.serves(mode) {
             return Ok(());
         }
         self.reserved = None;

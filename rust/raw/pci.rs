@@ -30,6 +30,16 @@ pub(super) fn raw(pdev: &pci::Device<Bound>) -> *mut bindings::pci_dev {
         .cast_mut()
 }
 
+/// The `IORESOURCE_*` flags of BAR `bar` of `pdev`; `EINVAL` for a
+/// resource number that does not exist.
+pub(crate) fn resource_flags(pdev: &pci::Device<Bound>, bar: u32) -> Result<u64> {
+    let i = usize::try_from(bar)?;
+    // SAFETY: The device `raw(pdev)` is valid and bound; its resources are
+    // set at enumeration and not changed while a driver is bound.
+    let flags = unsafe { (*raw(pdev)).resource.get(i).ok_or(EINVAL)?.flags };
+    Ok(u64::try_from(flags)?)
+}
+
 /// The device enabled for memory accesses, disabled again on drop: 7.3's
 /// `pci::Device::enable_device_mem` has no counterpart.
 ///

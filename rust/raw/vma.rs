@@ -157,25 +157,45 @@ pub(crate) fn check_shared(vma: &VmaNew) -> Result {
     Ok(())
 }
 
+/// Checks that a VMA being set up is not executable: device memory is never
+/// code (vfio-pci and sysfs `resource` files give no exec either).
+/// `EPERM` for a `PROT_EXEC` request; the flags come from C, as in
+/// [`check_shared`].
+pub(crate) fn check_noexec(vma: &VmaNew) -> Result {
+    // SAFETY: Returns a constant.
+    let exec = unsafe { super::helpers::ivshmem_vm_exec() };
+    if vma.flags() & exec != 0 {
+        return Err(EPERM);
+    }
+    Ok(())
+}
+
 /// Turns a VMA being set up into an I/O mapping of `map`: sets `VM_IO`,
 /// `VM_PFNMAP`, `VM_DONTEXPAND` and `VM_DONTDUMP`, the protection bits of
 /// `mode` (decrypted, for confidential guests: the memory is shared with
 /// the host), and the fault handler. The caller has counted this VMA in
 /// `map` already; from here on the VMA owns the reference to `map`,
-/// released through [`IoMap::vma_closed`] when it goes. Fails, changing
-/// nothing, for a VMA that is not shared.
+/// released through [`IoMap::vma_closed`] when it goes. `VM_MAYEXEC` is
+/// cleared, so a later `mprotect(PROT_EXEC)` fails. Fails, changing
+/// nothing, for a VMA that is not shared or is executable.
 pub(crate) fn install<M: IoMap>(vma: &VmaNew, map: Arc<M>, mode: CacheMode) -> Result {
     check_shared(vma)?;
+    check_noexec(vma)?;
+    // SAFETY: Returns a constant.
+    let mayexec = unsafe { super::helpers::ivshmem_vm_mayexec() };
     vma.set_io();
     vma.set_dontexpand();
     vma.set_dontdump();
     let raw = vma.as_ptr();
     // SAFETY: The VMA is being set up by mmap and not yet shared, so these
     // writes do not race. `VM_PFNMAP` is valid with `VM_IO` and without
-    // `VM_MIXEDMAP` (never set by this driver). The operations table is a
-    // static; the private data is released by its `close`.
+    // `VM_MIXEDMAP` (never set by this driver); clearing `VM_MAYEXEC` only
+    // takes a permission away (`VM_EXEC` is not set: checked above). The
+    // operations table is a static; the private data is released by its
+    // `close`.
     unsafe {
         (*raw).__bindgen_anon_2.vm_flags |= flags::PFNMAP;
+        (*raw).__bindgen_anon_2.vm_flags &= !mayexec;
         (*raw).vm_page_prot = mode.pgprot((*raw).vm_page_prot);
         (*raw).vm_ops = &VmOps::<M>::TABLE;
         (*raw).vm_private_data = map.into_foreign();

@@ -70,6 +70,18 @@ impl Map {
         )
     }
 
+    /// Changes the whole mapping's protection to `prot` (`mprotect`).
+    pub fn protect(&self, prot: i32) -> io::Result<()> {
+        // SAFETY: The range is exactly this mapping, which stays mapped while
+        // `self` lives; changing its protection touches no memory, and an
+        // access it forbids raises a signal.
+        let r = unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Reads one byte of every 4 KiB page.
     pub fn touch(&self) {
         for off in (0..self.len).step_by(4096) {

@@ -556,6 +556,37 @@ fn tail_reserved() -> Result<bool, Failure> {
     Ok(text.contains("ivshmem sub-page reserved"))
 }
 
+/// Booted with `pci=nomsi`, a doorbell device gets no MSI-X vectors:
+/// INFO offers no doorbell page and mapping it fails, since a store to
+/// IntrMask/IntrStatus could raise an interrupt no handler claims.
+pub fn doorbell_nomsi() -> TestResult {
+    let cmdline = sys::read_trim("/proc/cmdline")?;
+    if !cmdline.split_whitespace().any(|a| a == "pci=nomsi") {
+        skip!("not booted with pci=nomsi");
+    }
+    let Bell { _m, dev, info, .. } = open_bell()?;
+    println!(
+        "# vectors {}, features {:#x}",
+        info.vectors, info.raw.features
+    );
+    check!(
+        info.vectors == 0,
+        "{} usable vectors without MSI",
+        info.vectors
+    );
+    check!(
+        !info.doorbell_mmap,
+        "INFO offers the doorbell page without MSI-X vectors (features {:#x})",
+        info.raw.features
+    );
+    expect_err(
+        "doorbell page without MSI-X vectors",
+        dev.map_doorbell(),
+        libc::EOPNOTSUPP,
+    )?;
+    Ok(())
+}
+
 /// The doorbell page: a store rings a peer as the ioctl does, wakes the
 /// reader, and leaves BAR2's cache mode free; a mapping of another length,
 /// a private one, one of a read-only file, or of a plain device is refused;

@@ -157,6 +157,7 @@ pub fn kunit() -> TestResult {
             &["pending_is_round_robin_and_masked"][..],
         ),
         ("ivshmem_kvmfr", &["numbers", "sizes"][..]),
+        ("ivshmem_bars", &["only_memory_bars_are_accepted"][..]),
     ] {
         let results = sys::read_trim(format!("/sys/kernel/debug/kunit/{suite}/results"))?;
         for l in results.lines() {

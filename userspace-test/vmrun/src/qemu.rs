@@ -108,6 +108,8 @@ pub struct GuestSpec {
     /// iommu=pt` on its kernel command line), so that vfio-pci can take
     /// its ivshmem devices: Debian's kernel has no `VFIO_NOIOMMU`.
     pub viommu: bool,
+    /// More kernel command line parameters (e.g. `pci=nomsi`).
+    pub kernel_args: Vec<String>,
 }
 
 impl GuestSpec {
@@ -123,6 +125,7 @@ impl GuestSpec {
             hotplug: false,
             root: Root::Busybox,
             viommu: false,
+            kernel_args: Vec::new(),
         }
     }
 
@@ -172,6 +175,12 @@ impl GuestSpec {
     /// Gives the guest a virtual IOMMU (see the field `viommu`).
     pub fn viommu(mut self) -> Self {
         self.viommu = true;
+        self
+    }
+
+    /// Adds `arg` to the guest kernel's command line.
+    pub fn kernel_arg(mut self, arg: &str) -> Self {
+        self.kernel_args.push(arg.into());
         self
     }
 
@@ -312,6 +321,10 @@ impl Guest {
             // a device it takes in a translated domain of its own (type1),
             // and nothing else pays for translation.
             append += " intel_iommu=on iommu=pt";
+        }
+        for a in &spec.kernel_args {
+            append += " ";
+            append += a;
         }
         if !extra_append.is_empty() {
             append += " ";

@@ -29,6 +29,10 @@ const SPLATS: &[&str] = &[
     "detected stall",
     "INFO: task",
     "kunit: FAIL",
+    // An interrupt line no handler claimed, disabled by the kernel
+    // ("irq N: nobody cared (try booting with the "irqpoll" option)").
+    "irq N: nobody cared",
+    "nobody cared",
 ];
 
 /// Kernel reports known to come from elsewhere (upstream kernel code, not
@@ -712,6 +716,17 @@ mod tests {
         let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
         assert!(!v.ok);
         assert!(v.reason.contains("kernel complained"), "{}", v.reason);
+    }
+
+    #[test]
+    fn an_unhandled_interrupt_line_is_a_splat() {
+        let console = "boot\n[    3.2] irq 11: nobody cared (try booting with the \"irqpoll\" option)\n\
+                       [    3.2] handlers:\n[    3.2] Disabling IRQ #11\n";
+        let (splats, _) = find_splats(console);
+        assert_eq!(splats.len(), 1, "{splats:?}");
+        assert!(splats[0].contains("irq 11: nobody cared"));
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
+        assert!(!v.ok);
     }
 
     #[test]

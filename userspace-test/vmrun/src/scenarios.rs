@@ -218,6 +218,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                 "guest",
                 &[
                     "mmap_bad",
+                    "mmap_noexec",
                     "map_private_refused",
                     "ioctl_bad",
                     "pat_memtype",
@@ -325,6 +326,18 @@ pub fn all(base: Duration) -> Vec<Scenario> {
             .plain("shm", 4 * MIB),
         )
         .server(4),
+        Scenario::new(
+            "doorbell-nomsi",
+            "a doorbell guest booted with pci=nomsi: no MSI-X vectors, so no doorbell \
+             page (INFO, mmap), and no unhandled interrupt line",
+            base,
+        )
+        .guest(
+            GuestSpec::new("guest", &["doorbell_nomsi"])
+                .doorbell(2)
+                .kernel_arg("pci=nomsi"),
+        )
+        .server(2),
         Scenario::new(
             "doorbell-many-vectors",
             "256 vectors on one vCPU: probe takes the vectors it can get; 200 files bind \
