@@ -141,9 +141,8 @@ impl Worker<'_> {
         // made and reaches only through raw addresses; accesses to it check
         // `prot` in the table, updated below.
         let r = unsafe { libc::mprotect(m.addr as *mut libc::c_void, m.len, prot) };
-        if self.result(r as i64) == 0 {
-            self.maps[i].prot = prot;
-        }
+        let ok = self.result(r as i64) == 0;
+        self.maps[i].prot = after_mprotect(m.prot, prot, ok);
     }
 
     pub(crate) fn madvise(&mut self) {
@@ -200,5 +199,44 @@ impl Worker<'_> {
             // removed device's SIGBUS is mended by the handler.
             std::hint::black_box(unsafe { p.read_volatile() });
         }
+    }
+}
+
+/// The access a mapping is known to allow after `mprotect` from `old` to
+/// `new`. A failed mprotect may have changed part of the range: it walks the
+/// range's VMAs in order and stops at the first it may not change. A range
+/// the SIGBUS handler mended holds anonymous pages between the device's,
+/// and those may be made executable where the device's may not; so after a
+/// failure, only what both protections allow is sure.
+pub(crate) fn after_mprotect(old: i32, new: i32, ok: bool) -> i32 {
+    if ok { new } else { old & new }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_mprotect;
+    use libc::{PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE};
+
+    #[test]
+    fn a_failed_mprotect_leaves_only_what_both_protections_allow() {
+        // stress_bind's SIGSEGV: a mended anonymous page became read-only
+        // and executable, the device's pages refused PROT_EXEC, and the
+        // table still said writable.
+        assert_eq!(
+            after_mprotect(PROT_READ | PROT_WRITE, PROT_READ | PROT_EXEC, false),
+            PROT_READ
+        );
+        assert_eq!(
+            after_mprotect(PROT_READ, PROT_READ | PROT_WRITE, false),
+            PROT_READ
+        );
+        assert_eq!(
+            after_mprotect(PROT_READ | PROT_WRITE, PROT_NONE, false),
+            PROT_NONE
+        );
+        assert_eq!(
+            after_mprotect(PROT_READ, PROT_READ | PROT_WRITE, true),
+            PROT_READ | PROT_WRITE
+        );
     }
 }
