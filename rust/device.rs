@@ -498,10 +498,28 @@ impl Device {
         vma::check_shared(vma)?;
         // Device memory is not code.
         vma::check_noexec(vma)?;
-        let pgoff = vma::pgoff(vma);
-        if pgoff == DOORBELL_MMAP_PGOFF {
+        if vma::pgoff(vma) == DOORBELL_MMAP_PGOFF {
             return Self::map_doorbell_page(dev, file, vma);
         }
+        Self::map_bar2(dev, file, vma, mode)
+    }
+
+    /// Sets up `vma`, a mapping of the sysfs file `shm` (see
+    /// [`crate::file::attributes`]): BAR2 only, write-back, zapped through
+    /// a file of the VMA's own (kernfs would wrap the VMA's operations
+    /// otherwise).
+    pub(crate) fn map_shm(dev: &Arc<Self>, vma: &VmaNew) -> Result {
+        dev.check_alive()?;
+        vma::check_shared(vma)?;
+        vma::check_noexec(vma)?;
+        let file = vma::own_file(vma)?;
+        Self::map_bar2(dev, file, vma, CacheMode::WriteBack)
+    }
+
+    /// Sets up `vma`, a mapping of BAR2 through `file`, with cache `mode`;
+    /// the caller checked that it is shared and not executable.
+    fn map_bar2(dev: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {
+        let pgoff = vma::pgoff(vma);
         check_range(pgoff, vma.end() - vma.start(), dev.facts.size)?;
         // A revision 0 device has no memory before IVPosition is set.
         if dev.ivposition()? < 0 {
@@ -528,8 +546,8 @@ impl Device {
         maps.mappings.add(m)?;
         maps.bar2 += 1;
         drop(maps);
-        // Cannot fail: the VMA was checked to be shared and not executable
-        // above.
+        // Cannot fail: every caller checked that the VMA is shared and not
+        // executable.
         vma::install(vma, dev.clone(), held).inspect_err(|_| self_uncount(dev, m, pgoff))
     }
 

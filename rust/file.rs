@@ -297,10 +297,22 @@ impl FileOps for OpenFile {
         };
         r.map_err(|_| EINVAL)
     }
+
+    /// `shm`: BAR2 as a file that programs can `stat` and `mmap`, as they
+    /// would sysfs `resource2` (see `docs/driver.md`).
+    fn bin_mmap(dev: &Arc<Device>, vma: &VmaNew) -> Result {
+        Device::map_shm(dev, vma)
+    }
+
+    fn bin_size(dev: &Arc<Device>) -> usize {
+        // A BAR larger than the address space cannot be mapped anyway.
+        usize::try_from(dev.facts().size).unwrap_or(usize::MAX)
+    }
 }
 
 crate::raw::miscdev::misc_attribute_groups!(
-    ATTRIBUTES: OpenFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"]
+    ATTRIBUTES: OpenFile = [c"size", c"ivposition", c"vectors", c"revision", c"features", c"faults"],
+    bin: c"shm"
 );
 
 /// The sysfs attributes of `/dev/ivshmemN`.

@@ -4,8 +4,10 @@
  * binding, or whose binding differs between the supported kernels. Each is
  * a few lines; all logic stays in Rust.
  */
+#include <linux/anon_inodes.h>
 #include <linux/cdev.h>
 #include <linux/device.h>
+#include <linux/file.h>
 #include <linux/idr.h>
 #include <linux/interrupt.h>
 #include <linux/miscdevice.h>
@@ -368,4 +370,29 @@ void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node)
 	ivshmem_kvmfr_put();
 	mutex_unlock(&kvmfr_mtx);
 	kfree(node);
+}
+
+/*
+ * The file behind a mapping of the sysfs "shm" attribute. It is never
+ * opened (only /proc/PID/map_files could reach it), so it has no
+ * operations; its owner keeps the module loaded while a mapping lives, as
+ * /dev/ivshmemN's file does.
+ */
+static const struct file_operations ivshmem_shm_fops = {
+	.owner = THIS_MODULE,
+};
+
+struct file *ivshmem_vma_own_file(struct vm_area_struct *vma)
+{
+	struct file *file;
+
+	file = anon_inode_create_getfile("[ivshmem-shm]", &ivshmem_shm_fops,
+					 NULL, vma->vm_file->f_flags & O_ACCMODE,
+					 NULL);
+	if (IS_ERR(file))
+		return file;
+	/* The VMA takes its own reference, and drops the sysfs file's. */
+	vma_set_file(vma, file);
+	fput(file);
+	return file;
 }

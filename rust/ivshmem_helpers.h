@@ -105,5 +105,13 @@ struct ivshmem_kvmfr_node *ivshmem_kvmfr_node_add(struct device *parent,
  * @misc's. May sleep.
  */
 void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node);
+/*
+ * Makes a new file on a new anonymous inode (so with its own address
+ * space; its file operations hold this module) the file of @vma, which is
+ * being set up by the mmap of a sysfs binary attribute. kernfs then leaves
+ * the VMA's operations alone (huge faults, close). Returns the new file,
+ * which the VMA holds, or an ERR_PTR. May sleep.
+ */
+struct file *ivshmem_vma_own_file(struct vm_area_struct *vma);
 
 #endif

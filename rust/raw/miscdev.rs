@@ -3,7 +3,8 @@
 //! A misc character device registration with what 7.3's
 //! `kernel::miscdevice` lacks: an owned name (`ivshmem3`), a parent device
 //! (so `/sys/class/misc/<name>/device` links to the PCI function), a mode,
-//! sysfs attributes, data shared with every open file, and (later) poll.
+//! sysfs attributes (one of them a mappable binary file), data shared with
+//! every open file, and poll.
 //!
 //! Modelled on `rust/kernel/miscdevice.rs`: the driver implements
 //! [`FileOps`] in safe Rust, this module turns it into a C
@@ -82,6 +83,13 @@ pub(crate) trait FileOps: Sized + 'static {
 
     /// Prints sysfs attribute `name` of the device (without the newline).
     fn show(dev: &Self::Data, name: &CStr, out: &mut dyn fmt::Write) -> Result;
+
+    /// Sets up a mapping of the device's sysfs binary attribute (see
+    /// [`misc_attribute_groups!`]).
+    fn bin_mmap(dev: &Self::Data, vma: &VmaNew) -> Result;
+
+    /// The size of the device's sysfs binary attribute.
+    fn bin_size(dev: &Self::Data) -> usize;
 }
 
 /// The C side of a registration: the misc device and its optional
@@ -263,10 +271,34 @@ pub(crate) const fn attribute_list<const N: usize, const M: usize>(
 /// The NULL-terminated attribute group list of a misc device.
 pub(crate) struct Groups(pub(crate) StaticTable<[*const bindings::attribute_group; 2]>);
 
+/// Makes the binary attribute of [`misc_attribute_groups!`]: mode 0600
+/// (udev rules widen it), mapped by [`FileOps::bin_mmap`], neither read
+/// nor written.
+pub(crate) const fn bin_attribute<T: FileOps>(name: &'static CStr) -> bindings::bin_attribute {
+    // SAFETY: All-zero is a valid `bin_attribute`.
+    let mut out: bindings::bin_attribute = unsafe { core::mem::zeroed() };
+    out.attr.name = kernel::str::as_char_ptr_in_const_context(name);
+    out.attr.mode = 0o600;
+    out.mmap = Some(bin_mmap::<T>);
+    out
+}
+
+/// The size callback of [`misc_attribute_groups!`]'s group.
+pub(crate) const fn bin_size_fn<T: FileOps>() -> BinSizeFn {
+    Some(bin_size::<T>)
+}
+
+/// The type of `attribute_group::bin_size`.
+pub(crate) type BinSizeFn = Option<
+    unsafe extern "C" fn(*mut bindings::kobject, *const bindings::bin_attribute, c_int) -> usize,
+>;
+
 /// Defines `static $name: Groups` with read-only attributes named
-/// `$names`, printed by `<$ops as FileOps>::show`.
+/// `$names`, printed by `<$ops as FileOps>::show`, and the binary
+/// attribute `$bin`, mapped by `<$ops as FileOps>::bin_mmap` and sized by
+/// `<$ops as FileOps>::bin_size`.
 macro_rules! misc_attribute_groups {
-    ($name:ident: $ops:ty = [$($attr:expr),* $(,)?]) => {
+    ($name:ident: $ops:ty = [$($attr:expr),* $(,)?], bin: $bin:expr) => {
         static $name: $crate::raw::miscdev::Groups = {
             const NAMES: &[&::kernel::str::CStr] = &[$($attr),*];
             const N: usize = NAMES.len();
@@ -277,12 +309,20 @@ macro_rules! misc_attribute_groups {
             static LIST: $crate::raw::StaticTable<[*mut ::kernel::bindings::attribute; N + 1]> = unsafe {
                 $crate::raw::StaticTable::new($crate::raw::miscdev::attribute_list::<N, { N + 1 }>(ATTRS.get()))
             };
+            static BIN: $crate::raw::StaticTable<::kernel::bindings::bin_attribute> =
+                // SAFETY: As above.
+                unsafe { $crate::raw::StaticTable::new($crate::raw::miscdev::bin_attribute::<$ops>($bin)) };
+            static BIN_LIST: $crate::raw::StaticTable<[*const ::kernel::bindings::bin_attribute; 2]> =
+                // SAFETY: As above.
+                unsafe { $crate::raw::StaticTable::new([::core::ptr::from_ref(BIN.get()), ::core::ptr::null()]) };
             // SAFETY: As above; all-zero is a valid `attribute_group`.
             static GROUP: $crate::raw::StaticTable<::kernel::bindings::attribute_group> = unsafe {
                 $crate::raw::StaticTable::new(::kernel::bindings::attribute_group {
                     __bindgen_anon_2: ::kernel::bindings::attribute_group__bindgen_ty_2 {
                         attrs: LIST.get().as_ptr().cast_mut(),
                     },
+                    bin_attrs: BIN_LIST.get().as_ptr(),
+                    bin_size: $crate::raw::miscdev::bin_size_fn::<$ops>(),
                     ..::core::mem::zeroed()
                 })
             };
@@ -304,10 +344,8 @@ unsafe extern "C" fn show<T: FileOps>(
     attr: *mut bindings::device_attribute,
     buf: *mut c_char,
 ) -> isize {
-    // SAFETY: The misc core (`misc_register`) made `dev` with the miscdevice as
-    // its driver data; by the `Registration` invariant that is a pointer to it,
-    // alive while the attribute can be read.
-    let reg = unsafe { &*(*dev).driver_data.cast::<Registration<T>>() };
+    // SAFETY: As this function's.
+    let reg = unsafe { registration::<T>(dev) };
     // SAFETY: The attribute's name is a static C string (`attributes`).
     let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
     // SAFETY: Sysfs hands `show` a buffer of one page.
@@ -320,6 +358,65 @@ unsafe extern "C" fn show<T: FileOps>(
         Ok(()) => out.len as isize,
         Err(e) => e.to_errno() as isize,
     }
+}
+
+/// The registration of a misc device.
+///
+/// # Safety
+///
+/// `dev` is a misc device registered by [`Registration<T>`] (or being
+/// registered, once `misc_register` has set its driver data), and stays so
+/// for `'a`: sysfs callbacks of its attributes meet this.
+unsafe fn registration<'a, T: FileOps>(dev: *mut bindings::device) -> &'a Registration<T> {
+    // SAFETY: The misc core (`misc_register`) made `dev` with the miscdevice as
+    // its driver data before adding its attributes; by the `Registration`
+    // invariant that is a pointer to it, whose `data` is initialised before
+    // `misc_register` is called.
+    unsafe { &*(*dev).driver_data.cast::<Registration<T>>() }
+}
+
+/// The device whose kobject is `kobj`.
+fn kobj_to_dev(kobj: *mut bindings::kobject) -> *mut bindings::device {
+    kobj.wrapping_byte_sub(core::mem::offset_of!(bindings::device, kobj))
+        .cast()
+}
+
+/// # Safety
+///
+/// Called by sysfs for the binary attribute made by [`bin_attribute`] of a
+/// device registered by [`Registration<T>`], with that device's kobject and
+/// a VMA being set up, while the attribute exists.
+unsafe extern "C" fn bin_mmap<T: FileOps>(
+    _file: *mut bindings::file,
+    kobj: *mut bindings::kobject,
+    _attr: *const bindings::bin_attribute,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: The attribute is the device's, so `kobj` is its kobject, and
+    // kernfs holds an active reference to the attribute for the call, so the
+    // device stays registered.
+    let reg = unsafe { registration::<T>(kobj_to_dev(kobj)) };
+    // SAFETY: The VMA is undergoing setup for this call.
+    let vma = unsafe { VmaNew::from_raw(vma) };
+    match T::bin_mmap(&reg.data, vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by sysfs while it adds the group of [`misc_attribute_groups!`]
+/// to a device registered by [`Registration<T>`], with its kobject.
+unsafe extern "C" fn bin_size<T: FileOps>(
+    kobj: *mut bindings::kobject,
+    _attr: *const bindings::bin_attribute,
+    _index: c_int,
+) -> usize {
+    // SAFETY: The group is being added to the device by `misc_register`, with
+    // its driver data already set (see `registration`).
+    let reg = unsafe { registration::<T>(kobj_to_dev(kobj)) };
+    T::bin_size(&reg.data)
 }
 
 struct Vtable<T: FileOps>(PhantomData<T>);

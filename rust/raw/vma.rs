@@ -20,6 +20,7 @@ use super::{
 };
 use kernel::{
     bindings,
+    fs::File,
     mm::virt::{
         flags,
         VmaNew, //
@@ -168,6 +169,23 @@ pub(crate) fn check_noexec(vma: &VmaNew) -> Result {
         return Err(EPERM);
     }
     Ok(())
+}
+
+/// Gives a VMA being set up by the mmap of a sysfs binary attribute a new
+/// file of its own, on a new anonymous inode: kernfs then leaves the VMA's
+/// operations alone instead of wrapping them (its wrapper forwards neither
+/// huge faults nor `close`), and the VMA is zapped through that file's own
+/// address space. The VMA keeps its flags, so a read-only open stays
+/// read-only. Returns the new file, which the VMA holds.
+pub(crate) fn own_file(vma: &VmaNew) -> Result<&File> {
+    // SAFETY: The VMA is being set up by mmap (the caller's `&VmaNew`), under
+    // the mmap lock, with a file: mm allows `->mmap` to replace the file
+    // (`vma_set_file`), and kernfs allows it for its binary attributes.
+    let file = unsafe { super::helpers::ivshmem_vma_own_file(vma.as_ptr()) };
+    let file = kernel::error::from_err_ptr(file)?;
+    // SAFETY: The VMA holds a reference to `file` for as long as it lives,
+    // which outlasts the borrow of `vma`; no `fdget_pos` region covers it.
+    Ok(unsafe { File::from_raw_file(file) })
 }
 
 /// Turns a VMA being set up into an I/O mapping of `map`: sets `VM_IO`,

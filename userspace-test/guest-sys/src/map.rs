@@ -19,13 +19,26 @@ pub fn mmap(
     flags: i32,
     offset: libc::off_t,
 ) -> io::Result<*mut u8> {
-    if flags & libc::MAP_FIXED != 0 {
+    mmap_hint(0, fd, len, prot, flags, offset)
+}
+
+/// As [`mmap`], at address `hint` if that range is free (the kernel picks
+/// another place otherwise).
+pub fn mmap_hint(
+    hint: usize,
+    fd: RawFd,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    offset: libc::off_t,
+) -> io::Result<*mut u8> {
+    if flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: The address hint is null and MAP_FIXED is excluded above, so
-    // the kernel places the mapping in unused address space and no memory
-    // the program uses is replaced; mmap(2) reads no pointer argument.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset) };
+    // SAFETY: MAP_FIXED is excluded above, so the address is only a hint: the
+    // kernel places the mapping in unused address space and no memory the
+    // program uses is replaced; mmap(2) reads no pointer argument.
+    let p = unsafe { libc::mmap(hint as *mut libc::c_void, len, prot, flags, fd, offset) };
     if p == libc::MAP_FAILED {
         Err(io::Error::last_os_error())
     } else {
@@ -55,6 +68,39 @@ impl Map {
         offset: libc::off_t,
     ) -> io::Result<Self> {
         let ptr = mmap(fd.as_raw_fd(), len, prot, flags, offset)?;
+        Ok(Map { ptr, len })
+    }
+
+    /// As [`Map::new`], at an address aligned to `align` (a power of two)
+    /// where the address space allows: for files whose mmap does not align
+    /// by itself (no `get_unmapped_area`), so that huge entries fit.
+    pub fn aligned(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        offset: libc::off_t,
+        align: usize,
+    ) -> io::Result<Self> {
+        // Find a free range with room to align in, then let it go: the
+        // aligned part of it is the hint, free unless another thread maps
+        // there meanwhile.
+        let room = len
+            .checked_add(align)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let probe = Map {
+            ptr: mmap(
+                -1,
+                room,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                0,
+            )?,
+            len: room,
+        };
+        let hint = (probe.ptr as usize).next_multiple_of(align);
+        drop(probe);
+        let ptr = mmap_hint(hint, fd.as_raw_fd(), len, prot, flags, offset)?;
         Ok(Map { ptr, len })
     }
 

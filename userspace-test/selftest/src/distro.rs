@@ -169,3 +169,43 @@ pub fn autoload_symlink() -> TestResult {
     );
     Ok(())
 }
+
+/// udev gave the device's sysfs `shm` file the node's group and mode, and
+/// made `/dev/ivshmem/by-path/pci-<address>-shm` point at it, so that a
+/// program given that path finds BAR2's size with `stat`.
+pub fn autoload_shm() -> TestResult {
+    let dev = first_device()?;
+    let link = PathBuf::from(format!("/dev/ivshmem/by-path/pci-{}-shm", dev.address()));
+    let resolved = fs::canonicalize(&link)
+        .map_err(|e| crate::Failure::Fail(format!("{}: {e}", link.display())))?;
+    let want = fs::canonicalize(dev.path.join("misc/ivshmem0/shm"))?;
+    let md = fs::metadata(&link)?;
+    let gid = group_id("ivshmem")?;
+    let mode = md.mode() & 0o7777;
+    let size: u64 = guest_sys::read_trim(dev.path.join("misc/ivshmem0/size"))?.parse()?;
+    println!(
+        "# {} -> {}: mode {mode:04o}, gid {} (ivshmem is {gid}), {} bytes",
+        link.display(),
+        resolved.display(),
+        md.gid(),
+        md.len()
+    );
+    check!(
+        resolved == want,
+        "{} resolves to {}, not {}",
+        link.display(),
+        resolved.display(),
+        want.display()
+    );
+    check!(
+        md.file_type().is_file() && md.len() == size,
+        "{} is not a regular file of {size} bytes",
+        link.display()
+    );
+    check!(
+        md.gid() == gid && mode == 0o660,
+        "group {} and mode {mode:04o}, want ivshmem ({gid}) and 0660",
+        md.gid()
+    );
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! `KVMFR_DMABUF_CREATE` is not implemented yet: the test of the whole
 //! open path (`kvmfr_open`) comes with it.
 
-use crate::data::{self, pattern};
+use crate::data;
 use crate::fixture::*;
 use crate::{Failure, TestResult, check, fail};
 use guest_sys::{self as sys, Map, errname};
@@ -195,25 +195,8 @@ pub fn kvmfr_getsize() -> TestResult {
     // SAFETY: `map` maps `len` readable bytes and lives across the copy;
     // `buf` holds `len` bytes; the host does not write meanwhile.
     unsafe { std::ptr::copy_nonoverlapping(map.ptr, buf.as_mut_ptr(), len) };
-    check!(
-        buf.starts_with(data::HOST_TEXT.as_bytes()),
-        "offset 0 holds {:?}, not the host's text",
-        String::from_utf8_lossy(&buf[..data::TEXT_LEN])
-    );
-    if let Some(i) = (data::TEXT_LEN..len).find(|i| buf[*i] != pattern(data::HOST_SEED, *i as u64))
-    {
-        fail!(
-            "byte {i:#x} is {:#04x}, the host wrote {:#04x}",
-            buf[i],
-            pattern(data::HOST_SEED, i as u64)
-        );
-    }
-    let mut text = data::GUEST_TEXT.as_bytes().to_vec();
-    text.resize(data::TEXT_LEN, 0);
-    buf[..data::TEXT_LEN].copy_from_slice(&text);
-    for (i, b) in buf.iter_mut().enumerate().skip(data::TEXT_LEN) {
-        *b = pattern(data::GUEST_SEED, i as u64);
-    }
+    data::check_host_wrote(&buf, "/dev/kvmfr0")?;
+    data::guest_data(&mut buf);
     // SAFETY: As above, with the mapping writable (RW, MAP_SHARED).
     unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), map.ptr, len) };
     println!("# checked the host's {len} bytes through /dev/kvmfr0, wrote the guest's");

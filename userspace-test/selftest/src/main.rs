@@ -21,6 +21,7 @@ mod python;
 mod readers;
 mod removal;
 mod scale;
+mod shmfile;
 mod stress;
 mod tests;
 

@@ -3,7 +3,7 @@
 use crate::{Test, TestResult, fail};
 use crate::{
     cli, distro, doorbell, ioctl, kvmfr, mmap, module, node, ptables, python, readers, removal,
-    scale, stress,
+    scale, shmfile, stress,
 };
 
 /// One row of the table: the name, whether it runs by default, the test
@@ -29,6 +29,7 @@ pub fn all() -> Vec<Test> {
         t("autoload_module", false, distro::autoload_module, "udev loaded the DKMS-built module from the device's modalias (modules.alias)"),
         t("autoload_node", false, distro::autoload_node, "udev gave /dev/ivshmem0 the rule's group (ivshmem) and mode (0660)"),
         t("autoload_symlink", false, distro::autoload_symlink, "udev made /dev/ivshmem/by-path/pci-<address> point at the device's node"),
+        t("autoload_shm", false, distro::autoload_shm, "udev gave sysfs shm the node's group and mode, and made /dev/ivshmem/by-path/pci-<address>-shm point at it"),
         t("python_pytest", false, python::python_pytest, "the Python package's pytest tests pass with Debian's CPython on the real devices"),
         t("python_wait_latency", false, python::python_wait_latency, "the Python package's wait latency over raw os.read (ring-to-wake, median and p99)"),
         t("module_bind", true, module::module_bind, "the module loads, binds every ivshmem device and unloads cleanly"),
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Test> {
         t("kvmfr_getsize", false, kvmfr::kvmfr_getsize, "/dev/kvmfr0 as Looking Glass opens it: GETSIZE == INFO == sysfs, data both ways; one kvmfrN per ivshmemN; class gone on rmmod; kvmfr_nodes=0"),
         t("kvmfr_getsize_big", false, kvmfr::kvmfr_getsize_big, "GETSIZE on a BAR of 2 GiB or more fails with EOVERFLOW (/dev/kvmfr0 and /dev/ivshmem0)"),
         t("kvmfr_unbind", false, kvmfr::kvmfr_unbind, "unbind/bind cycles under a loop of /dev/kvmfr0 opens: open works or fails cleanly; ENODEV after unbind; class follows the nodes"),
+        t("shm_path", false, shmfile::shm_path, "sysfs shm as Scream maps a path: stat gives BAR2's size, O_RDONLY + PROT_READ reads the host's data, O_RDWR writes the guest's (PMDs); read-only stays so; rmmod waits; unbind zaps"),
         t("mmap_bad", true, mmap::mmap_bad, "bad mmap calls are refused with the right errno"),
         t("mmap_noexec", true, mmap::mmap_noexec, "PROT_EXEC mappings are refused (EPERM); mprotect cannot add PROT_EXEC (EACCES)"),
         t("map_private_refused", true, mmap::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),

@@ -132,8 +132,8 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         Scenario::new(
             "debian-autoload",
             "a Debian root where ivshmem-dkms is installed: udev loads the module by \
-             modalias, sets the node's group and mode, makes the by-path link; the \
-             package's ivshmem command",
+             modalias, sets the node's and the shm file's group and mode, makes the by-path \
+             links; the package's ivshmem command",
             base,
         )
         .guest(
@@ -143,6 +143,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "autoload_module",
                     "autoload_node",
                     "autoload_symlink",
+                    "autoload_shm",
                     "cli_list",
                     "cli_info_dump_write",
                     "cli_errors",
@@ -205,6 +206,15 @@ pub fn all(base: Duration) -> Vec<Scenario> {
             base,
         )
         .guest(GuestSpec::new("guest", &["kvmfr_getsize", "kvmfr_unbind"]).plain("shm", 4 * MIB))
+        .before(hooks::host_writes)
+        .after(hooks::guest_wrote),
+        Scenario::new(
+            "shm-path",
+            "a 4 MiB plain device through sysfs shm, as programs that take a path map it: \
+             stat, read-only and read-write mappings, data both ways, unbind",
+            base,
+        )
+        .guest(GuestSpec::new("guest", &["shm_path"]).plain("shm", 4 * MIB))
         .before(hooks::host_writes)
         .after(hooks::guest_wrote),
         Scenario::new(

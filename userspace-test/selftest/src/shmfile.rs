@@ -1,0 +1,177 @@
+//! Selftests of the sysfs file `shm`: BAR2 as a regular file, for the
+//! programs that take a path, `stat` it and map it (Scream's receiver,
+//! Sanzu, Looking Glass's `-f`), as they would sysfs `resource2`.
+
+use crate::data;
+use crate::fixture::*;
+use crate::{Failure, TestResult, check, skip};
+use guest_sys::{self as sys, Map, errno};
+use ivshmem::Device;
+use ivshmem::uapi::IVSHMEM_DOORBELL_MMAP_OFFSET;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// The file of device 0.
+const SHM: &str = "/sys/class/misc/ivshmem0/shm";
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const PMD: usize = 2 << 20;
+
+/// A copy of the `len` bytes mapped at `map`.
+fn copy_out(map: &Map) -> Vec<u8> {
+    let mut buf = vec![0u8; map.len];
+    // SAFETY: `map` maps `map.len` readable bytes and lives across the copy;
+    // `buf` holds as many; nothing else in this process writes meanwhile.
+    unsafe { std::ptr::copy_nonoverlapping(map.ptr, buf.as_mut_ptr(), map.len) };
+    buf
+}
+
+/// `shm` used as Scream's receiver uses a path (`stat`, `open(O_RDONLY)`,
+/// `mmap(PROT_READ)`) reads the host's data with the driver bound; opened
+/// read-write it writes the guest's, which the host checks. Read-only
+/// opens stay read-only, bad requests are refused, aligned mappings get
+/// PMD entries, `rmmod` waits for the mappings, and unbinding zaps them
+/// (SIGBUS) and removes the file.
+pub fn shm_path() -> TestResult {
+    let devs = devices(1)?;
+    let pci = &devs[0];
+    let m = load()?;
+    let size: u64 = sys::read_trim("/sys/class/misc/ivshmem0/size")?.parse()?;
+    let st = fs::metadata(SHM).map_err(|e| Failure::Fail(format!("stat {SHM}: {e}")))?;
+    println!("# stat {SHM}: {:?}, {} bytes", st.file_type(), st.len());
+    check!(
+        st.file_type().is_file() && st.len() == size,
+        "stat {SHM}: {:?} of {} bytes, want a regular file of {size}",
+        st.file_type(),
+        st.len()
+    );
+    let len = usize::try_from(size)?;
+
+    // Scream's receiver.
+    let ro = File::open(SHM)?;
+    let map = Map::new(ro.as_fd(), len, libc::PROT_READ, libc::MAP_SHARED, 0)?;
+    data::check_host_wrote(&copy_out(&map), SHM)?;
+    println!("# read the host's {len} bytes through a read-only mapping of {SHM}");
+    expect_err(
+        "PROT_WRITE on an O_RDONLY open",
+        Map::new(ro.as_fd(), len, RW, libc::MAP_SHARED, 0),
+        libc::EACCES,
+    )?;
+    // SAFETY: `map` is a mapping this test made and reaches only through raw
+    // pointers; mprotect is refused here (and if it were not, would only make
+    // it writable).
+    let r = unsafe { libc::mprotect(map.ptr.cast(), len, RW) };
+    expect_errno(
+        "mprotect(PROT_WRITE) of a read-only open's mapping",
+        if r == 0 { 0 } else { errno() },
+        libc::EACCES,
+    )?;
+
+    let rw = OpenOptions::new().read(true).write(true).open(SHM)?;
+    for (what, r) in [
+        (
+            "MAP_PRIVATE",
+            Map::new(rw.as_fd(), len, RW, libc::MAP_PRIVATE, 0),
+        ),
+        (
+            "an offset at the end",
+            Map::new(rw.as_fd(), PAGE, RW, libc::MAP_SHARED, size as i64),
+        ),
+        (
+            "one page too many",
+            Map::new(rw.as_fd(), len + PAGE, RW, libc::MAP_SHARED, 0),
+        ),
+        (
+            "the doorbell page's offset",
+            Map::new(
+                rw.as_fd(),
+                PAGE,
+                RW,
+                libc::MAP_SHARED,
+                IVSHMEM_DOORBELL_MMAP_OFFSET as i64,
+            ),
+        ),
+    ] {
+        expect_err(what, r, libc::EINVAL)?;
+    }
+
+    // The guest's data, written through a read-write mapping at a 2 MiB
+    // boundary (the file's mmap does not align by itself).
+    let big = Map::aligned(rw.as_fd(), len, RW, libc::MAP_SHARED, 0, PMD)?;
+    drop(rw);
+    let before = faults()?;
+    let mut buf = vec![0u8; len];
+    data::guest_data(&mut buf);
+    // SAFETY: `big` maps `len` writable bytes and lives across the copy; `buf`
+    // holds as many.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), big.ptr, len) };
+    let after = faults()?;
+    let (pte, pmd) = (after.0 - before.0, after.1 - before.1);
+    println!("# wrote the guest's data through {SHM}: {pte} PTE and {pmd} PMD faults");
+    let bar_start = pci.bar(2)?.0 as usize;
+    let huge = len >= PMD && bar_start % PMD == 0;
+    if huge {
+        check!(
+            big.ptr as usize % PMD == 0,
+            "the mapping meant to be 2 MiB-aligned is at {:p}",
+            big.ptr
+        );
+        check!(
+            pmd as usize == len / PMD && pte == 0,
+            "want {} PMD faults and no PTE fault",
+            len / PMD
+        );
+    }
+    let dev = Device::open(0)?;
+    let mut text = [0u8; data::TEXT_LEN];
+    dev.map_all()?.read_slice(0, &mut text)?;
+    check!(
+        text[..] == buf[..data::TEXT_LEN],
+        "/dev/ivshmem0 reads {:?} where {SHM} wrote the guest's text",
+        String::from_utf8_lossy(&text)
+    );
+    drop(dev);
+
+    // The mappings alone keep the module.
+    drop(ro);
+    let rm = std::process::Command::new("rmmod")
+        .arg("ivshmem")
+        .output()?;
+    check!(
+        !rm.status.success() && sys::module_loaded()?,
+        "rmmod succeeded while {SHM} was mapped"
+    );
+
+    // Unbinding zaps the mappings and removes the file.
+    sys::unbind(&pci.path)?;
+    check!(!Path::new(SHM).exists(), "{SHM} outlived the unbind");
+    let ptr = map.ptr;
+    let ended = in_child(|| {
+        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
+        // which the parent keeps alive, so the address is still mapped (the
+        // driver zapped its pages on unbind: the read faults with SIGBUS, which
+        // only ends the child). The read is aligned and 4 bytes.
+        let v = unsafe { ptr.cast::<u32>().read_volatile() };
+        // Reaching here means no SIGBUS: exit with a code that says so.
+        10 + (v & 1) as i32
+    })?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "reading {SHM}'s mapping after unbind: {ended:?}, want SIGBUS"
+    );
+    drop((map, big));
+    sys::bind(&pci.path)?;
+    check!(
+        sys::wait_for(10, || Path::new(SHM).exists()),
+        "{SHM} did not come back after rebinding"
+    );
+    m.unload()?;
+
+    if !huge {
+        skip!(
+            "all but huge entries checked: BAR2 ({len} bytes at {bar_start:#x}) cannot hold a \
+             2 MiB page"
+        );
+    }
+    Ok(())
+}
