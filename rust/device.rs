@@ -516,6 +516,16 @@ impl Device {
         Self::map_bar2(dev, file, vma, CacheMode::WriteBack)
     }
 
+    /// Sets up `vma`, a CPU mapping of a dma-buf exported by
+    /// `KVMFR_DMABUF_CREATE` (its page offset already BAR2's), through the
+    /// buffer's `file`: as the shm file's, write-back.
+    pub(crate) fn map_dmabuf(dev: &Arc<Self>, file: &File, vma: &VmaNew) -> Result {
+        dev.check_alive()?;
+        vma::check_shared(vma)?;
+        vma::check_noexec(vma)?;
+        Self::map_bar2(dev, file, vma, CacheMode::WriteBack)
+    }
+
     /// Sets up `vma`, a mapping of BAR2 through `file`, with cache `mode`;
     /// the caller checked that it is shared and not executable.
     fn map_bar2(dev: &Arc<Self>, file: &File, vma: &VmaNew, mode: CacheMode) -> Result {

@@ -255,7 +255,7 @@ impl FileOps for OpenFile {
         };
         // Looking Glass's kvmfr numbers, matched whole (see `kvmfr`).
         if let Some(k) = kvmfr::command(cmd) {
-            return kvmfr::ioctl(&this.dev, k);
+            return kvmfr::ioctl(&this.dev, file, k, arg);
         }
         match command(cmd) {
             INFO => this.ioctl_info(arg, size)?,

@@ -113,5 +113,14 @@ void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node);
  * which the VMA holds, or an ERR_PTR. May sleep.
  */
 struct file *ivshmem_vma_own_file(struct vm_area_struct *vma);
+/*
+ * Exports [@offset, @offset + @size) of BAR2 (page-aligned, inside it) as a
+ * dma-buf, opened read-write, and installs a descriptor for it, close-on-
+ * exec when @cloexec. @owner, the Rust side of the buffer, is consumed on
+ * success and on failure: ivshmem_dmabuf_release_rust() gets it back,
+ * when the buffer is released or at once. Returns the descriptor or a
+ * negative errno. The buffer holds this module. (rust/ivshmem_dmabuf.c)
+ */
+int ivshmem_dmabuf_export_fd(void *owner, u64 offset, u64 size, bool cloexec);
 
 #endif

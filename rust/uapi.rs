@@ -145,16 +145,13 @@ pub(crate) const IOCTL_BIND_EVENTFD: u32 = ioc(IOC_WRITE, MAGIC, 0x04, size_of::
 
 /// `KVMFR_DMABUF_FLAG_CLOEXEC` of Looking Glass's `kvmfr.h` (0.0.12 ABI,
 /// mirrored in `uapi/compat/kvmfr.h`): the dma-buf fd gets `O_CLOEXEC`.
-#[allow(dead_code)] // Until CREATE; checked against the header already.
 pub(crate) const KVMFR_DMABUF_FLAG_CLOEXEC: u32 = 0x1;
 
 /// The ioctl type byte of kvmfr's ioctls (`'u'`).
 pub(crate) const KVMFR_MAGIC: u32 = b'u' as u32;
 
 /// `struct kvmfr_dmabuf_create` (24 bytes on x86-64: 7 bytes of padding
-/// after `flags`). Only its size is used here, for the ioctl number:
-/// CREATE is not implemented yet.
-#[allow(dead_code)] // Until CREATE; checked against the header already.
+/// after `flags`, which Looking Glass does not zero).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct KvmfrDmabufCreate {
@@ -167,6 +164,5 @@ pub(crate) struct KvmfrDmabufCreate {
 /// return value.
 pub(crate) const KVMFR_DMABUF_GETSIZE: u32 = ioc(0, KVMFR_MAGIC, 0x44, 0);
 /// `KVMFR_DMABUF_CREATE`, `_IOW('u', 0x42, struct kvmfr_dmabuf_create)`.
-#[allow(dead_code)] // Until CREATE; the KUnit suite and the host test check it.
 pub(crate) const KVMFR_DMABUF_CREATE: u32 =
     ioc(IOC_WRITE, KVMFR_MAGIC, 0x42, size_of::<KvmfrDmabufCreate>());

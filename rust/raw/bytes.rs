@@ -10,6 +10,7 @@ use crate::uapi::{
     Event,
     EventFdBind,
     Info,
+    KvmfrDmabufCreate,
     Mask,
     Ring, //
 };
@@ -52,3 +53,8 @@ unsafe impl FromBytes for EventFdBind {}
 // SAFETY: The type `Event` is `repr(C)`, integers only, no padding (as
 // for `Info`).
 unsafe impl AsBytes for Event {}
+
+// SAFETY: Any bit pattern is a valid `KvmfrDmabufCreate`: its fields are
+// integers, and the padding after `flags` (kvmfr's ABI) is never read. It
+// is not `AsBytes`: that padding would go to user space uninitialised.
+unsafe impl FromBytes for KvmfrDmabufCreate {}

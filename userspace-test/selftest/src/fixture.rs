@@ -70,6 +70,12 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Fail
 
 /// Calls ioctl with a raw command and argument, returning the errno.
 pub(crate) fn raw_ioctl(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> i32 {
+    ioctl_value(fd, cmd, arg).err().unwrap_or(0)
+}
+
+/// Calls ioctl with a raw command and argument, returning its value (a
+/// size, a new descriptor) or the errno.
+pub(crate) fn ioctl_value(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> Result<i32, i32> {
     // SAFETY: The descriptor is borrowed from `fd`, open for the call. `arg`
     // goes only to the kernel, which copies through it with
     // copy_from_user/copy_to_user: a bad or short pointer (the point of some
@@ -77,7 +83,7 @@ pub(crate) fn raw_ioctl(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> i32
     // what it points to; callers that pass real buffers pass ones as large as
     // `cmd`'s size.
     let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), cmd as _, arg) };
-    if r < 0 { errno() } else { 0 }
+    if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
 /// Calls mmap with raw arguments; returns the errno (0 = mapped, and then

@@ -9,6 +9,7 @@
 mod cli;
 mod data;
 mod distro;
+mod dmabuf;
 mod doorbell;
 mod fixture;
 mod ioctl;

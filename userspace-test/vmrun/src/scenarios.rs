@@ -209,6 +209,15 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         .before(hooks::host_writes)
         .after(hooks::guest_wrote),
         Scenario::new(
+            "shm-dmabuf",
+            "a 4 MiB plain device as Looking Glass's client uses /dev/kvmfr0: GETSIZE, \
+             mmap, dma-bufs from CREATE mapped at two offsets, data both ways; per-frame buffers",
+            base,
+        )
+        .guest(GuestSpec::new("guest", &["kvmfr_open"]).plain("shm", 4 * MIB))
+        .before(hooks::host_writes)
+        .after(hooks::guest_wrote),
+        Scenario::new(
             "shm-path",
             "a 4 MiB plain device through sysfs shm, as programs that take a path map it: \
              stat, read-only and read-write mappings, data both ways, unbind",
@@ -230,6 +239,8 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "mmap_bad",
                     "mmap_noexec",
                     "map_private_refused",
+                    "kvmfr_dmabuf",
+                    "kvmfr_bad_input",
                     "ioctl_bad",
                     "pat_memtype",
                     "huge_faults",
@@ -284,11 +295,12 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         .guest(GuestSpec::new("guest", &["unbind_rebind"]).plain("shm", 4 * MIB)),
         Scenario::new(
             "shm-hotplug",
-            "QMP device_del/device_add (q35, pcie-root-port) under a mapping",
+            "QMP device_del/device_add (q35, pcie-root-port) under a mapping, and under a \
+             mapped dma-buf whose fd a child holds",
             base,
         )
         .guest(
-            GuestSpec::new("guest", &["hotplug"])
+            GuestSpec::new("guest", &["hotplug", "dmabuf_unplug"])
                 .plain("shm", 4 * MIB)
                 .hotplug(),
         ),

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! dma-buf export of a range of BAR2: the Rust side of
+//! `rust/ivshmem_dmabuf.c`. A buffer owns an [`Exporter`] (the driver's
+//! device) and forwards its CPU mmap and CPU access brackets to it; the C
+//! side holds the ops table and the export.
+
+use super::helpers;
+use core::ffi::c_void;
+use kernel::{
+    bindings,
+    fs::File,
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::Arc, //
+};
+
+/// What a buffer's CPU side does, implemented by the driver's device.
+pub(crate) trait Exporter: Send + Sync + 'static {
+    /// Sets up `vma`, a mapping of the buffer's `file` whose page offset
+    /// was made BAR2's (the dma-buf core checked that it lies in the
+    /// buffer).
+    fn mmap(this: &Arc<Self>, file: &File, vma: &VmaNew) -> Result;
+
+    /// `Ok` while CPU access may go on (`DMA_BUF_IOCTL_SYNC`), an error
+    /// (`ENODEV`) once the memory is gone.
+    fn access(&self) -> Result;
+}
+
+/// The part of an [`Owner`] that the `#[no_mangle]` callbacks read without
+/// knowing its type.
+#[repr(C)]
+struct Header {
+    mmap: unsafe fn(*mut c_void, *mut bindings::file, *mut bindings::vm_area_struct) -> c_int,
+    access: unsafe fn(*mut c_void) -> c_int,
+    release: unsafe fn(*mut c_void),
+}
+
+/// What the C side of a buffer holds as its `owner`.
+///
+/// # Invariants
+///
+/// Made by [`export_fd`] and handed to C, which passes it back to the
+/// callbacks below while the buffer lives, and once to
+/// `ivshmem_dmabuf_release_rust`. `header` holds the functions for `T`.
+#[repr(C)]
+struct Owner<T: Exporter> {
+    header: Header,
+    dev: Arc<T>,
+}
+
+impl<T: Exporter> Owner<T> {
+    const HEADER: Header = Header {
+        mmap: Self::mmap,
+        access: Self::access,
+        release: Self::release,
+    };
+
+    /// # Safety
+    ///
+    /// `this` is a live `Owner<T>`; `file` and `vma` are valid for the call,
+    /// the VMA being set up by mmap.
+    unsafe fn mmap(
+        this: *mut c_void,
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: See above.
+        let this = unsafe { &*this.cast::<Self>() };
+        // SAFETY: The file is valid for the call; no fdget_pos region.
+        let file = unsafe { File::from_raw_file(file) };
+        // SAFETY: The VMA is undergoing setup for this call.
+        let vma = unsafe { VmaNew::from_raw(vma) };
+        match T::mmap(&this.dev, file, vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `this` is a live `Owner<T>`.
+    unsafe fn access(this: *mut c_void) -> c_int {
+        // SAFETY: See above.
+        let this = unsafe { &*this.cast::<Self>() };
+        match this.dev.access() {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `this` is an `Owner<T>` made by [`export_fd`], given back once.
+    unsafe fn release(this: *mut c_void) {
+        // SAFETY: See above: the box is taken back once.
+        drop(unsafe { KBox::from_raw(this.cast::<Self>()) });
+    }
+}
+
+/// Exports `[offset, offset + size)` of BAR2 (page-aligned, inside BAR2:
+/// checked by the caller) as a dma-buf held by `dev`, and returns a new
+/// descriptor for it, close-on-exec when `cloexec`. The buffer holds the
+/// module until it is released.
+pub(crate) fn export_fd<T: Exporter>(
+    dev: Arc<T>,
+    offset: u64,
+    size: u64,
+    cloexec: bool,
+) -> Result<i32> {
+    let owner = KBox::new(
+        Owner::<T> {
+            header: Owner::<T>::HEADER,
+            dev,
+        },
+        GFP_KERNEL,
+    )?;
+    let owner = KBox::into_raw(owner).cast::<c_void>();
+    // SAFETY: `owner` is an `Owner<T>` handed over to C, which gives it back
+    // to the callbacks below while the buffer lives and once to
+    // `ivshmem_dmabuf_release_rust`, on success or failure.
+    // INVARIANT: As above.
+    let fd = unsafe { helpers::ivshmem_dmabuf_export_fd(owner, offset, size, cloexec) };
+    kernel::error::to_result(fd)?;
+    Ok(fd)
+}
+
+/// The buffer's CPU mmap: its page offset is BAR2's already.
+///
+/// # Safety
+///
+/// Called by `rust/ivshmem_dmabuf.c` with the `owner` of a live buffer, its
+/// file and a VMA being set up by mmap.
+#[no_mangle]
+unsafe extern "C" fn ivshmem_dmabuf_mmap_rust(
+    owner: *mut c_void,
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: `owner` is a live `Owner<T>`, which starts with its `Header`
+    // (`repr(C)`).
+    let mmap = unsafe { (*owner.cast::<Header>()).mmap };
+    // SAFETY: `mmap` is `Owner::<T>::mmap` of the `T` that `owner` holds, and
+    // the caller meets its other conditions.
+    unsafe { mmap(owner, file, vma) }
+}
+
+/// The buffer's CPU access brackets.
+///
+/// # Safety
+///
+/// Called by `rust/ivshmem_dmabuf.c` with the `owner` of a live buffer.
+#[no_mangle]
+unsafe extern "C" fn ivshmem_dmabuf_access_rust(owner: *mut c_void) -> c_int {
+    // SAFETY: As in `ivshmem_dmabuf_mmap_rust`.
+    let access = unsafe { (*owner.cast::<Header>()).access };
+    // SAFETY: As in `ivshmem_dmabuf_mmap_rust`.
+    unsafe { access(owner) }
+}
+
+/// The buffer's release, or a failed export's.
+///
+/// # Safety
+///
+/// Called by `rust/ivshmem_dmabuf.c` once per `owner` made by [`export_fd`].
+#[no_mangle]
+unsafe extern "C" fn ivshmem_dmabuf_release_rust(owner: *mut c_void) {
+    // SAFETY: As in `ivshmem_dmabuf_mmap_rust`.
+    let release = unsafe { (*owner.cast::<Header>()).release };
+    // SAFETY: As in `ivshmem_dmabuf_mmap_rust`; given back once.
+    unsafe { release(owner) }
+}
