@@ -48,7 +48,7 @@ impl Worker<'_> {
         if self.rng.chance(5) {
             flags |= libc::MAP_NORESERVE;
         }
-        if let Ok(p) = guest_sys::mmap(fd.fd, len, prot, flags, offset as libc::off_t) {
+        if let Ok(p) = guest_sys::mmap(0, fd.fd, len, prot, flags, offset as libc::off_t) {
             self.maps.push(Map {
                 addr: p as usize,
                 len,

@@ -4,27 +4,16 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-/// Calls mmap(2) at an address the kernel picks, with raw arguments, and
-/// returns the new mapping's start. The caller owns the mapping and
-/// unmaps it.
+/// Calls mmap(2) with raw arguments, at address `hint` if that range is
+/// free (0: where the kernel picks; it picks another place too when the
+/// range is taken), and returns the new mapping's start. The caller owns
+/// the mapping and unmaps it.
 ///
 /// `MAP_FIXED` is refused (`EINVAL`) without a call: only it could replace
 /// memory that Rust code refers to. Without it a new mapping never
 /// overlaps an existing one, so any other arguments, including a bad or
 /// closed `fd`, are safe; the kernel reports what it refuses as an errno.
 pub fn mmap(
-    fd: RawFd,
-    len: usize,
-    prot: i32,
-    flags: i32,
-    offset: libc::off_t,
-) -> io::Result<*mut u8> {
-    mmap_hint(0, fd, len, prot, flags, offset)
-}
-
-/// As [`mmap`], at address `hint` if that range is free (the kernel picks
-/// another place otherwise).
-pub fn mmap_hint(
     hint: usize,
     fd: RawFd,
     len: usize,
@@ -32,7 +21,7 @@ pub fn mmap_hint(
     flags: i32,
     offset: libc::off_t,
 ) -> io::Result<*mut u8> {
-    if flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0 {
+    if flags & libc::MAP_FIXED != 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // SAFETY: MAP_FIXED is excluded above, so the address is only a hint: the
@@ -67,7 +56,7 @@ impl Map {
         flags: i32,
         offset: libc::off_t,
     ) -> io::Result<Self> {
-        let ptr = mmap(fd.as_raw_fd(), len, prot, flags, offset)?;
+        let ptr = mmap(0, fd.as_raw_fd(), len, prot, flags, offset)?;
         Ok(Map { ptr, len })
     }
 
@@ -90,6 +79,7 @@ impl Map {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let probe = Map {
             ptr: mmap(
+                0,
                 -1,
                 room,
                 libc::PROT_NONE,
@@ -100,7 +90,7 @@ impl Map {
         };
         let hint = (probe.ptr as usize).next_multiple_of(align);
         drop(probe);
-        let ptr = mmap_hint(hint, fd.as_raw_fd(), len, prot, flags, offset)?;
+        let ptr = mmap(hint, fd.as_raw_fd(), len, prot, flags, offset)?;
         Ok(Map { ptr, len })
     }
 
@@ -227,6 +217,7 @@ mod tests {
         let e = Map::new(f.as_fd(), 0, libc::PROT_READ, libc::MAP_SHARED, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
         let e = mmap(
+            0,
             -1,
             4096,
             libc::PROT_READ,

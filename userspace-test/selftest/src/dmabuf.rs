@@ -229,13 +229,7 @@ pub fn kvmfr_dmabuf() -> TestResult {
     let map = Map::new(buf.as_fd(), PMD, RW, libc::MAP_SHARED, 0)?;
     write_at(&map, 0, b"dma-buf");
     drop(map);
-    let rm = std::process::Command::new("rmmod")
-        .arg("ivshmem")
-        .output()?;
-    check!(
-        !rm.status.success() && sys::module_loaded()?,
-        "rmmod succeeded while a dma-buf was open"
-    );
+    expect_rmmod_refused("a dma-buf was open")?;
     drop(buf);
     Ok(m.unload()?)
 }
@@ -396,19 +390,7 @@ pub fn dmabuf_unplug() -> TestResult {
         "the child holding the buffer: status {status:#x} (exit 1: no byte, 2: SYNC \
          did not fail with ENODEV, 3: mmap did not)"
     );
-    let ptr = map.ptr;
-    let ended = in_child(|| {
-        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
-        // which the parent keeps alive, so the address is still mapped (the
-        // driver zapped its pages on removal: the read faults with SIGBUS,
-        // which only ends the child). The read is aligned and 4 bytes.
-        let v = unsafe { ptr.cast::<u32>().read_volatile() };
-        10 + (v & 1) as i32
-    })?;
-    check!(
-        ended == Err(libc::SIGBUS),
-        "touching the buffer's mapping after unplug: {ended:?}, want SIGBUS"
-    );
+    expect_sigbus(&map, "the buffer's mapping")?;
     expect_errno(
         "SYNC on the buffer after unplug",
         sync(&buf, SYNC_RW),

@@ -68,6 +68,39 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Fail
     })
 }
 
+/// Checks, in a forked child, that reading the start of `map`, whose
+/// device is gone, raises SIGBUS (`what` names the mapping).
+pub(crate) fn expect_sigbus(map: &Map, what: &str) -> TestResult {
+    let ptr = map.ptr;
+    let ended = in_child(|| {
+        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
+        // which the parent keeps alive, so the address is still mapped (the
+        // driver zapped its pages on removal: the read faults with SIGBUS,
+        // which only ends the child). The read is aligned and 4 bytes.
+        let v = unsafe { ptr.cast::<u32>().read_volatile() };
+        // Reaching here means no SIGBUS: exit with a code that says so.
+        10 + (v & 1) as i32
+    })?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "reading {what} after removal: {ended:?}, want SIGBUS"
+    );
+    Ok(())
+}
+
+/// Checks that rmmod is refused, and the module stays, while `what`
+/// exists.
+pub(crate) fn expect_rmmod_refused(what: &str) -> TestResult {
+    let rm = std::process::Command::new("rmmod")
+        .arg("ivshmem")
+        .output()?;
+    check!(
+        !rm.status.success() && sys::module_loaded()?,
+        "rmmod succeeded while {what}"
+    );
+    Ok(())
+}
+
 /// Calls ioctl with a raw command and argument, returning the errno.
 pub(crate) fn raw_ioctl(fd: &impl AsFd, cmd: u32, arg: *mut libc::c_void) -> i32 {
     ioctl_value(fd, cmd, arg).err().unwrap_or(0)

@@ -194,13 +194,7 @@ pub fn kvmfr_getsize() -> TestResult {
     unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), map.ptr, len) };
     println!("# checked the host's {len} bytes through /dev/kvmfr0, wrote the guest's");
     drop(map);
-    let rm = std::process::Command::new("rmmod")
-        .arg("ivshmem")
-        .output()?;
-    check!(
-        !rm.status.success() && sys::module_loaded()?,
-        "rmmod succeeded while /dev/kvmfr0 was open"
-    );
+    expect_rmmod_refused("/dev/kvmfr0 was open")?;
     drop(f);
 
     m.unload()?;

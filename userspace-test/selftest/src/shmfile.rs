@@ -134,31 +134,12 @@ pub fn shm_path() -> TestResult {
 
     // The mappings alone keep the module.
     drop(ro);
-    let rm = std::process::Command::new("rmmod")
-        .arg("ivshmem")
-        .output()?;
-    check!(
-        !rm.status.success() && sys::module_loaded()?,
-        "rmmod succeeded while {SHM} was mapped"
-    );
+    expect_rmmod_refused(&format!("{SHM} was mapped"))?;
 
     // Unbinding zaps the mappings and removes the file.
     sys::unbind(&pci.path)?;
     check!(!Path::new(SHM).exists(), "{SHM} outlived the unbind");
-    let ptr = map.ptr;
-    let ended = in_child(|| {
-        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
-        // which the parent keeps alive, so the address is still mapped (the
-        // driver zapped its pages on unbind: the read faults with SIGBUS, which
-        // only ends the child). The read is aligned and 4 bytes.
-        let v = unsafe { ptr.cast::<u32>().read_volatile() };
-        // Reaching here means no SIGBUS: exit with a code that says so.
-        10 + (v & 1) as i32
-    })?;
-    check!(
-        ended == Err(libc::SIGBUS),
-        "reading {SHM}'s mapping after unbind: {ended:?}, want SIGBUS"
-    );
+    expect_sigbus(&map, &format!("{SHM}'s mapping"))?;
     drop((map, big));
     sys::bind(&pci.path)?;
     check!(
