@@ -5,9 +5,11 @@
 //! vector masks, eventfds).
 //!
 //! The interrupt handler only counts, timestamps, signals the eventfds
-//! bound to its vector (at most [`MAX_EVENTFDS_PER_VECTOR`]) and wakes
-//! waiters. Each open file keeps the counts it has seen, so readers never
-//! take events from each other.
+//! bound to its vector (at most [`MAX_EVENTFDS_PER_VECTOR`], of which one
+//! user may bind [`MAX_EVENTFDS_PER_USER`]) and wakes waiters. Each open
+//! file keeps the counts it has seen, so readers never take events from
+//! each other, and has its own wait queue, which the device's relays to:
+//! an interrupt wakes every file, a file's `SET_MASK` only that file.
 
 use crate::raw::{
     eventfd::EventFd,
@@ -18,6 +20,7 @@ use crate::raw::{
     },
     waitq::{
         PollTable,
+        Relay,
         WaitQueue, //
     },
 };
@@ -33,6 +36,7 @@ use kernel::{
         Atomic,
         Relaxed, //
     },
+    task::Kuid,
     uaccess::UserSliceWriter,
 };
 
@@ -41,9 +45,29 @@ use kernel::{
 /// the interrupt handler and the time spent with interrupts off.
 pub(crate) const MAX_EVENTFDS_PER_VECTOR: usize = uapi::MAX_EVENTFDS;
 
+/// Most eventfds bound to one vector of a device by the files of one user
+/// (the effective uid that opened them), unless the caller has
+/// `CAP_SYS_RESOURCE` (`IVSHMEM_MAX_EVENTFDS_PER_USER`): one more gets
+/// `EDQUOT`. A quarter of [`MAX_EVENTFDS_PER_VECTOR`], so that one user
+/// cannot take the slots that others need.
+pub(crate) const MAX_EVENTFDS_PER_USER: usize = uapi::MAX_EVENTFDS_PER_USER;
+
+/// Who binds an eventfd: the opener of the file, and whether the caller is
+/// exempt from [`MAX_EVENTFDS_PER_USER`].
+#[derive(Clone, Copy)]
+pub(crate) struct Binder {
+    /// The file, by address.
+    pub(crate) file: usize,
+    /// The effective uid that opened it.
+    pub(crate) user: Kuid,
+    /// The caller has `CAP_SYS_RESOURCE`.
+    pub(crate) unlimited: bool,
+}
+
 /// An eventfd bound by an open file to a vector.
 struct Binding {
     file: usize,
+    user: Kuid,
     efd: EventFd,
 }
 
@@ -71,10 +95,11 @@ pub(crate) struct Events {
     usable: Atomic<usize>,
     #[pin]
     pub(crate) state: IrqSpinLock<State>,
-    /// Readers and pollers wait here. Boxed and freed after an RCU grace
-    /// period (`kfree_rcu`) rather than waiting for one on drop: the last
-    /// reference to a device's state may go in a VMA's close, under the
-    /// mmap lock, where `synchronize_rcu()` must not stall.
+    /// Woken by interrupts and removal; relays to the queue of every open
+    /// file ([`Listener`]), where readers and pollers wait. Freed after an
+    /// RCU grace period (`kfree_rcu`) rather than waiting for one on drop:
+    /// the last reference to a device's state may go in a VMA's close,
+    /// under the mmap lock, where `synchronize_rcu()` must not stall.
     pub(crate) wait: WaitQueue,
 }
 
@@ -84,6 +109,8 @@ enum BindStep {
     Done(Option<EventFd>),
     /// The vector already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds.
     Full(EventFd),
+    /// The binder's user already has [`MAX_EVENTFDS_PER_USER`] of them.
+    UserFull(EventFd),
     /// The vector's list needs its storage, to be allocated unlocked.
     Grow(EventFd),
 }
@@ -168,10 +195,12 @@ impl Events {
         Ok(v)
     }
 
-    /// Binds `efd` to `vector` for `file`, replacing its previous binding
-    /// of that vector; `None` only removes it. `ENOSPC` when the vector
-    /// already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds of other files.
-    pub(crate) fn bind(&self, file: usize, vector: usize, efd: Option<EventFd>) -> Result {
+    /// Binds `efd` to `vector` for the file of `who`, replacing its
+    /// previous binding of that vector; `None` only removes it. `ENOSPC`
+    /// when the vector already has [`MAX_EVENTFDS_PER_VECTOR`] eventfds of
+    /// other files, `EDQUOT` when [`MAX_EVENTFDS_PER_USER`] of them are
+    /// the user's.
+    pub(crate) fn bind(&self, who: Binder, vector: usize, efd: Option<EventFd>) -> Result {
         if vector >= self.vectors() {
             return Err(EINVAL);
         }
@@ -184,7 +213,7 @@ impl Events {
                     return Err(ENODEV);
                 }
                 let list = st.bindings.get_mut(vector).ok_or(EINVAL)?;
-                Self::bind_locked(list, file, efd.take(), &mut storage)
+                Self::bind_locked(list, who, efd.take(), &mut storage)
             };
             // Eventfds and storage are released outside the lock.
             match step {
@@ -195,6 +224,10 @@ impl Events {
                 BindStep::Full(e) => {
                     drop(e);
                     return Err(ENOSPC);
+                }
+                BindStep::UserFull(e) => {
+                    drop(e);
+                    return Err(EDQUOT);
                 }
                 BindStep::Grow(e) => {
                     efd = Some(e);
@@ -207,11 +240,11 @@ impl Events {
     /// One pass of [`Events::bind`] on a vector's list, under the lock.
     fn bind_locked(
         list: &mut KVec<Binding>,
-        file: usize,
+        who: Binder,
         efd: Option<EventFd>,
         storage: &mut Option<KVec<Binding>>,
     ) -> BindStep {
-        if let Some(i) = list.iter().position(|b| b.file == file) {
+        if let Some(i) = list.iter().position(|b| b.file == who.file) {
             return BindStep::Done(match efd {
                 Some(e) => list.get_mut(i).map(|b| core::mem::replace(&mut b.efd, e)),
                 None => list.remove(i).ok().map(|b| b.efd),
@@ -224,6 +257,11 @@ impl Events {
         if list.len() >= MAX_EVENTFDS_PER_VECTOR {
             return BindStep::Full(efd);
         }
+        if !who.unlimited
+            && list.iter().filter(|b| b.user == who.user).count() >= MAX_EVENTFDS_PER_USER
+        {
+            return BindStep::UserFull(efd);
+        }
         if list.capacity() == 0 {
             match storage.take() {
                 // Empty, so nothing is lost by the swap; the old (empty)
@@ -232,7 +270,8 @@ impl Events {
                 None => return BindStep::Grow(efd),
             }
         }
-        match list.push_within_capacity(Binding { file, efd }) {
+        let (file, user) = (who.file, who.user);
+        match list.push_within_capacity(Binding { file, user, efd }) {
             Ok(()) => BindStep::Done(None),
             Err(PushError(b)) => BindStep::Full(b.efd),
         }
@@ -306,6 +345,10 @@ pub(crate) struct Listener {
     next: Atomic<usize>,
     /// This file has bound an eventfd (to release on close).
     bound: Atomic<bool>,
+    /// This file's readers and pollers wait here.
+    wait: WaitQueue,
+    /// Wakes `wait` whenever the device's queue is woken.
+    _relay: Relay,
 }
 
 impl Listener {
@@ -317,18 +360,22 @@ impl Listener {
         for c in counts.iter() {
             seen.push_within_capacity(Atomic::new(*c))?;
         }
+        let wait = WaitQueue::new_relayed()?;
+        let relay = events.wait.relay_to(&wait)?;
         Ok(Self {
             seen,
             mask: [const { Atomic::new(u64::MAX) }; uapi::MAX_VECTORS / 64],
             next: Atomic::new(0),
             bound: Atomic::new(false),
+            wait,
+            _relay: relay,
         })
     }
 
     /// Waits for events of `ev` and writes them to `out`.
     ///
-    /// The mask is read afresh on every wake-up (`SET_MASK` wakes the
-    /// waiters), and the events found are claimed (`seen` advanced) under
+    /// The mask is read afresh on every wake-up (`SET_MASK` wakes this
+    /// file's waiters), and the events found are claimed (`seen` advanced) under
     /// the same lock, so two readers of this file never report the same
     /// interrupt. Nothing but the wait itself sleeps, and that wait is
     /// interruptible.
@@ -361,7 +408,7 @@ impl Listener {
             if nonblock {
                 return Err(EAGAIN);
             }
-            if ev.wait.wait_interruptible(&mut st) {
+            if self.wait.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
         }
@@ -403,10 +450,10 @@ impl Listener {
         }
     }
 
-    /// Registers `table` on the wait queue of `ev` and returns the `EPOLL*`
-    /// events ready now.
+    /// Registers `table` on this file's wait queue and returns the
+    /// `EPOLL*` events of `ev` ready now.
     pub(crate) fn poll(&self, ev: &Events, file: &File, table: &PollTable) -> u32 {
-        ev.wait.register(file, table);
+        self.wait.register(file, table);
         let st = ev.state.lock();
         if st.gone {
             uapi::EPOLLHUP | uapi::EPOLLERR
@@ -418,29 +465,30 @@ impl Listener {
     }
 
     /// Selects the vectors this file waits on. Stored under the events
-    /// lock, so that no reader or poller sees half of it; then every
-    /// waiter is woken to look again with the new mask.
+    /// lock, so that no reader or poller sees half of it; then this file's
+    /// waiters (only) are woken to look again with the new mask.
     pub(crate) fn set_mask(&self, ev: &Events, mask: &[u64; uapi::MAX_VECTORS / 64]) {
         let st = ev.state.lock();
         for (d, s) in self.mask.iter().zip(mask) {
             d.store(*s, Relaxed);
         }
         drop(st);
-        ev.wait.notify_all();
+        self.wait.notify_all();
     }
 
-    /// Binds `efd` to `vector` for `file` (see [`Events::bind`]).
+    /// Binds `efd` to `vector` for the file of `who` (see
+    /// [`Events::bind`]).
     pub(crate) fn bind(
         &self,
         ev: &Events,
-        file: usize,
+        who: Binder,
         vector: usize,
         efd: Option<EventFd>,
     ) -> Result {
         // Close then has bindings to release (release cannot run while
         // this call holds the file).
         self.bound.store(true, Relaxed);
-        ev.bind(file, vector, efd)
+        ev.bind(who, vector, efd)
     }
 
     /// The file is closing: releases its eventfds, if it bound any.

@@ -7,10 +7,12 @@
 
 use crate::device::Device;
 use crate::doorbell::{
+    Binder,
     Events,
     Listener, //
 };
 use crate::raw::{
+    capability,
     eventfd::EventFd,
     miscdev::FileOps,
     pat::CacheMode,
@@ -128,7 +130,7 @@ impl OpenFile {
     }
 
     /// `IVSHMEM_IOCTL_BIND_EVENTFD`.
-    fn ioctl_bind_eventfd(&self, arg: usize, size: usize) -> Result {
+    fn ioctl_bind_eventfd(&self, file: &File, arg: usize, size: usize) -> Result {
         let req: uapi::EventFdBind = read_struct(arg, size)?;
         if req.flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
@@ -141,8 +143,12 @@ impl OpenFile {
             -1 => None,
             fd => Some(EventFd::from_fd(fd)?),
         };
-        self.doorbells
-            .bind(ev, self.id(), usize::from(req.vector), efd)
+        let who = Binder {
+            file: self.id(),
+            user: file.cred().euid(),
+            unlimited: capability::sys_resource(),
+        };
+        self.doorbells.bind(ev, who, usize::from(req.vector), efd)
     }
 
     fn cache_mode(&self) -> CacheMode {
@@ -270,7 +276,7 @@ impl FileOps for OpenFile {
             SET_MASK => this.ioctl_set_mask(arg, size)?,
             BIND_EVENTFD => {
                 writable()?;
-                this.ioctl_bind_eventfd(arg, size)?;
+                this.ioctl_bind_eventfd(file, arg, size)?;
             }
             _ => return Err(ENOTTY),
         }

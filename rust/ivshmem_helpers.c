@@ -5,6 +5,7 @@
  * a few lines; all logic stays in Rust.
  */
 #include <linux/anon_inodes.h>
+#include <linux/capability.h>
 #include <linux/cdev.h>
 #include <linux/device.h>
 #include <linux/file.h>
@@ -17,6 +18,7 @@
 #include <linux/pci.h>
 #include <linux/poll.h>
 #include <linux/rcupdate.h>
+#include <linux/refcount.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -89,22 +91,85 @@ void ivshmem_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
  */
 struct ivshmem_waitq {
 	struct wait_queue_head head;
+	refcount_t ref;
 	struct rcu_head rcu;
 };
 
-struct ivshmem_waitq *ivshmem_waitq_alloc(void)
+struct ivshmem_waitq *ivshmem_waitq_alloc(bool relayed)
 {
 	struct ivshmem_waitq *q = kzalloc(sizeof(*q), GFP_KERNEL);
 
-	if (q)
+	if (!q)
+		return NULL;
+	/*
+	 * Two lock classes (one per init_waitqueue_head() site): a relayed
+	 * queue's lock is taken under the lock of the queue relaying to it.
+	 */
+	if (relayed)
 		init_waitqueue_head(&q->head);
+	else
+		init_waitqueue_head(&q->head);
+	refcount_set(&q->ref, 1);
 	return q;
+}
+
+static void ivshmem_waitq_put(struct ivshmem_waitq *q)
+{
+	if (refcount_dec_and_test(&q->ref)) {
+		wake_up_pollfree(&q->head);
+		kfree_rcu(q, rcu);
+	}
 }
 
 void ivshmem_waitq_free(struct ivshmem_waitq *q)
 {
-	wake_up_pollfree(&q->head);
-	kfree_rcu(q, rcu);
+	ivshmem_waitq_put(q);
+}
+
+struct ivshmem_waitq_relay {
+	struct wait_queue_entry entry;
+	struct ivshmem_waitq *from;
+	struct ivshmem_waitq *to;
+};
+
+static int ivshmem_waitq_relay_wake(struct wait_queue_entry *entry,
+				    unsigned int mode, int sync, void *key)
+{
+	struct ivshmem_waitq_relay *r =
+		container_of(entry, struct ivshmem_waitq_relay, entry);
+
+	__wake_up(&r->to->head, mode, 0, key);
+	/* Not an exclusive waiter: the walk of @from goes on. */
+	return 0;
+}
+
+struct ivshmem_waitq_relay *ivshmem_waitq_relay_add(struct ivshmem_waitq *from,
+						    struct ivshmem_waitq *to)
+{
+	struct ivshmem_waitq_relay *r = kzalloc(sizeof(*r), GFP_KERNEL);
+
+	if (!r)
+		return NULL;
+	init_waitqueue_func_entry(&r->entry, ivshmem_waitq_relay_wake);
+	refcount_inc(&from->ref);
+	refcount_inc(&to->ref);
+	r->from = from;
+	r->to = to;
+	add_wait_queue(&from->head, &r->entry);
+	return r;
+}
+
+void ivshmem_waitq_relay_del(struct ivshmem_waitq_relay *r)
+{
+	remove_wait_queue(&r->from->head, &r->entry);
+	ivshmem_waitq_put(r->from);
+	ivshmem_waitq_put(r->to);
+	kfree(r);
+}
+
+bool ivshmem_capable_sys_resource(void)
+{
+	return capable(CAP_SYS_RESOURCE);
 }
 
 void ivshmem_waitq_wake_all(struct ivshmem_waitq *q)

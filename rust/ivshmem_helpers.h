@@ -15,6 +15,7 @@
 #include <linux/spinlock.h>
 
 struct ivshmem_waitq;
+struct ivshmem_waitq_relay;
 struct ivshmem_kvmfr_node;
 
 /* pgprot_noncached(): the protection bits with the UC- cache mode. */
@@ -47,10 +48,28 @@ void ivshmem_ida_free(unsigned int id);
 unsigned long ivshmem_spin_lock_irqsave(spinlock_t *lock);
 /* spin_unlock_irqrestore(). */
 void ivshmem_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
-/* Allocates and initialises a wait queue (NULL without memory). */
-struct ivshmem_waitq *ivshmem_waitq_alloc(void);
-/* wake_up_pollfree(), then frees the queue after an RCU grace period. */
+/*
+ * Allocates and initialises a wait queue (NULL without memory), holding
+ * one reference. @relayed: the queue is woken by a relay from another
+ * queue, under that queue's lock (its own lock class).
+ */
+struct ivshmem_waitq *ivshmem_waitq_alloc(bool relayed);
+/*
+ * Drops the owner's reference; at the last one, wake_up_pollfree(), then
+ * frees the queue after an RCU grace period.
+ */
 void ivshmem_waitq_free(struct ivshmem_waitq *q);
+/*
+ * A relay: an entry on @from that wakes @to whenever @from is woken (with
+ * the same mode and key). Holds a reference to both queues. NULL without
+ * memory.
+ */
+struct ivshmem_waitq_relay *ivshmem_waitq_relay_add(struct ivshmem_waitq *from,
+						    struct ivshmem_waitq *to);
+/* Takes the relay off its queue and frees it. */
+void ivshmem_waitq_relay_del(struct ivshmem_waitq_relay *relay);
+/* capable(CAP_SYS_RESOURCE), for the current task. */
+bool ivshmem_capable_sys_resource(void);
 /* wake_up_all(). */
 void ivshmem_waitq_wake_all(struct ivshmem_waitq *q);
 /* poll_wait() on the queue. */

@@ -92,6 +92,9 @@ pub(crate) const MAX_VECTORS: usize = 256;
 /// Most eventfds bound to one vector of a device, over all its open files.
 pub(crate) const MAX_EVENTFDS: usize = 64;
 
+/// Most of those that the files of one user may bind.
+pub(crate) const MAX_EVENTFDS_PER_USER: usize = 16;
+
 /// `struct ivshmem_ring`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]

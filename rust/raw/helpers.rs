@@ -11,6 +11,14 @@ pub(crate) struct ivshmem_waitq {
     _opaque: [u8; 0],
 }
 
+/// `struct ivshmem_waitq_relay` of `rust/ivshmem_helpers.c`: an entry on
+/// one wait queue that wakes another, opaque here.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub(crate) struct ivshmem_waitq_relay {
+    _opaque: [u8; 0],
+}
+
 /// `struct ivshmem_kvmfr_node` of `rust/ivshmem_helpers.c`: a
 /// `/dev/kvmfrN` alias of a misc device, opaque here.
 #[allow(non_camel_case_types)]
@@ -35,7 +43,8 @@ pub(crate) struct ivshmem_kvmfr_node {
 mod generated {
     use super::{
         ivshmem_kvmfr_node,
-        ivshmem_waitq, //
+        ivshmem_waitq,
+        ivshmem_waitq_relay, //
     };
     use kernel::bindings::*;
     use kernel::ffi;

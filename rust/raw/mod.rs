@@ -8,6 +8,7 @@
 //! documents its invariants; the rest of the crate is safe Rust.
 
 pub(crate) mod bytes;
+pub(crate) mod capability;
 pub(crate) mod dmabuf;
 pub(crate) mod eventfd;
 pub(crate) mod helpers;

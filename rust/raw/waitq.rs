@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A wait queue for readers and pollers, that an interrupt handler wakes
-//! and that is freed after an RCU grace period rather than by waiting for
-//! one: the last reference to a device's state may go in a VMA's `close`,
+//! (directly, or through a [`Relay`] from another queue) and that is freed
+//! after an RCU grace period rather than by waiting for one: the last reference to a device's state may go in a VMA's `close`,
 //! under the mmap lock, where `synchronize_rcu()` must not stall. (7.3's
 //! `PollCondVarBox` does this; 7.2 has only `PollCondVar`, whose drop
 //! waits.) The same on both kernels.
@@ -21,7 +21,8 @@ use kernel::{
 ///
 /// # Invariants
 ///
-/// `q` is a queue from `ivshmem_waitq_alloc()`, freed only on drop.
+/// `q` is a queue from `ivshmem_waitq_alloc()`, whose owner's reference
+/// this object holds until drop.
 pub(crate) struct WaitQueue {
     q: *mut helpers::ivshmem_waitq,
 }
@@ -33,15 +34,36 @@ unsafe impl Send for WaitQueue {}
 unsafe impl Sync for WaitQueue {}
 
 impl WaitQueue {
-    /// A new, empty queue.
+    /// A new, empty queue, woken directly.
     pub(crate) fn new() -> Result<Self> {
+        Self::alloc(false)
+    }
+
+    /// A new, empty queue, woken by a [`Relay`] from another queue.
+    pub(crate) fn new_relayed() -> Result<Self> {
+        Self::alloc(true)
+    }
+
+    fn alloc(relayed: bool) -> Result<Self> {
         // SAFETY: Allocates; no precondition.
-        let q = unsafe { helpers::ivshmem_waitq_alloc() };
+        let q = unsafe { helpers::ivshmem_waitq_alloc(relayed) };
         if q.is_null() {
             return Err(ENOMEM);
         }
-        // INVARIANT: Just allocated.
+        // INVARIANT: Just allocated, with the owner's reference.
         Ok(Self { q })
+    }
+
+    /// A relay that wakes `to` whenever this queue is woken.
+    pub(crate) fn relay_to(&self, to: &WaitQueue) -> Result<Relay> {
+        // SAFETY: By the type invariant both queues are valid; the relay takes
+        // a reference to each, so neither is freed before it.
+        let r = unsafe { helpers::ivshmem_waitq_relay_add(self.q, to.q) };
+        if r.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: Just added.
+        Ok(Relay { r })
     }
 
     /// Wakes every waiter and poller. Any context.
@@ -75,9 +97,35 @@ impl WaitQueue {
 
 impl Drop for WaitQueue {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the queue is valid and freed only
-        // here; the C side frees it after an RCU grace period.
+        // SAFETY: By the type invariant the queue is valid and this object
+        // holds the owner's reference, dropped once, here; the C side frees
+        // the queue after an RCU grace period once no relay holds it.
         unsafe { helpers::ivshmem_waitq_free(self.q) };
+    }
+}
+
+/// An entry on one wait queue that wakes another whenever the first is
+/// woken (see [`WaitQueue::relay_to`]); taken off on drop.
+///
+/// # Invariants
+///
+/// `r` is a relay from `ivshmem_waitq_relay_add()`, on its queue until
+/// drop, holding a reference to both queues.
+pub(crate) struct Relay {
+    r: *mut helpers::ivshmem_waitq_relay,
+}
+
+// SAFETY: A relay may be dropped on any thread; the queue's lock protects
+// the list it is on.
+unsafe impl Send for Relay {}
+// SAFETY: A shared reference allows nothing.
+unsafe impl Sync for Relay {}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the relay is on its queue; it is
+        // taken off and freed once, here.
+        unsafe { helpers::ivshmem_waitq_relay_del(self.r) };
     }
 }
 

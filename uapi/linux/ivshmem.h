@@ -152,6 +152,13 @@ struct ivshmem_cache {
  */
 #define IVSHMEM_MAX_EVENTFDS 64
 
+/*
+ * Of those, the files of one user (the effective uid that opened them) may
+ * bind at most this many per vector, so that no user takes the slots that
+ * others need; beyond, -EDQUOT. A caller with CAP_SYS_RESOURCE is exempt.
+ */
+#define IVSHMEM_MAX_EVENTFDS_PER_USER 16
+
 /**
  * struct ivshmem_ring - interrupt a peer (IVSHMEM_IOCTL_RING)
  * @peer:     the peer's id (its IVPosition), 0..65535
@@ -200,7 +207,8 @@ struct ivshmem_mask {
  * one eventfd per vector (binding again replaces it); closing the file or
  * removing the device releases its bindings. A vector takes at most
  * IVSHMEM_MAX_EVENTFDS eventfds over all open files of the device (-ENOSPC
- * beyond). -EBADF if @fd is not open or the file is O_RDONLY, -EINVAL if
+ * beyond), and IVSHMEM_MAX_EVENTFDS_PER_USER of one user's files (-EDQUOT
+ * beyond, unless the caller has CAP_SYS_RESOURCE). -EBADF if @fd is not open or the file is O_RDONLY, -EINVAL if
  * @fd is no eventfd or @vector is not below ivshmem_info.vectors.
  */
 struct ivshmem_eventfd {

@@ -428,9 +428,10 @@ pub(crate) fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// A thread's state letter (`R`, `S`, `D`...) from `/proc/self/task/TID/stat`.
+/// A task's state letter (`R`, `S`, `D`...) from `/proc/TID/stat`: a
+/// thread of this process or another process.
 pub(crate) fn task_state(tid: i32) -> Result<char, Failure> {
-    let stat = sys::read_trim(format!("/proc/self/task/{tid}/stat"))?;
+    let stat = sys::read_trim(format!("/proc/{tid}/stat"))?;
     // The command may hold spaces and parentheses: the state follows the
     // last ')'.
     stat.rsplit_once(')')
@@ -438,13 +439,25 @@ pub(crate) fn task_state(tid: i32) -> Result<char, Failure> {
         .ok_or_else(|| Failure::Fail(format!("cannot parse task {tid}'s stat: {stat:?}")))
 }
 
-/// The system call a thread is blocked in, if any.
+/// The system call a task is blocked in, if any.
 pub(crate) fn task_syscall(tid: i32) -> Result<Option<i64>, Failure> {
-    let s = sys::read_trim(format!("/proc/self/task/{tid}/syscall"))?;
+    let s = sys::read_trim(format!("/proc/{tid}/syscall"))?;
     Ok(s.split_whitespace().next().and_then(|w| w.parse().ok()))
 }
 
-/// Waits (up to 10 s) until thread `tid` sleeps inside one of `calls`;
+/// The times task `tid` gave up the CPU to wait
+/// (`voluntary_ctxt_switches` in `/proc/TID/status`): each sleep that ended
+/// in a wake-up counts one.
+pub(crate) fn task_sleeps(tid: i32) -> Result<u64, Failure> {
+    let status = sys::read_trim(format!("/proc/{tid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Failure::Fail(format!("no voluntary_ctxt_switches for task {tid}")))
+}
+
+/// Waits (up to 10 s) until task `tid` sleeps inside one of `calls`;
 /// returns its state letter.
 pub(crate) fn wait_blocked(tid: i32, calls: &[i64], what: &str) -> Result<char, Failure> {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -22,6 +22,7 @@ mod python;
 mod readers;
 mod removal;
 mod scale;
+mod sharing;
 mod shmfile;
 mod stress;
 mod tests;

@@ -3,7 +3,7 @@
 //! vector busy; and of read-only opens.
 //!
 //! Every hand-off is a real one: a thread is known to be blocked when
-//! `/proc/self/task/TID/syscall` shows it inside `read` or `poll` and its
+//! `/proc/TID/syscall` shows it inside `read` or `poll` and its
 //! state is not running; an interrupt is known to have been handled when a
 //! second open file (which selects every vector) has reported it. Time
 //! limits are failure deadlines only.

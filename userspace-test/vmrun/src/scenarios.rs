@@ -324,7 +324,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         Scenario::new(
             "doorbell-local",
             "a doorbell guest rings itself: read, poll, eventfd, mask, signals, waiting \
-             readers, read-only files, unbind; a plain device refuses",
+             readers, read-only files, per-user eventfd bounds, unbind; a plain device refuses",
             base,
         )
         .guest(
@@ -340,6 +340,8 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "doorbell_fairness",
                     "readonly_open",
                     "doorbell_many_bindings",
+                    "eventfd_per_user",
+                    "set_mask_other_file",
                     "doorbell_mmap",
                     "doorbell_unbind",
                 ],

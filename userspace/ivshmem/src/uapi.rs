@@ -67,6 +67,9 @@ pub const IVSHMEM_MAX_VECTORS: usize = 256;
 /// At most this many eventfds are bound to one vector of a device, over all
 /// its open files; one more gets `ENOSPC`.
 pub const IVSHMEM_MAX_EVENTFDS: usize = 64;
+/// `IVSHMEM_MAX_EVENTFDS_PER_USER`: of those, the most one user's files
+/// may bind (`EDQUOT` beyond, unless the caller has `CAP_SYS_RESOURCE`).
+pub const IVSHMEM_MAX_EVENTFDS_PER_USER: usize = 16;
 
 /// `struct ivshmem_ring`.
 #[repr(C)]

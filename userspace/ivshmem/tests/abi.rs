@@ -30,7 +30,7 @@ int main(void)
 	O(ivshmem_eventfd, reserved);
 	O(ivshmem_event, vector); O(ivshmem_event, flags); O(ivshmem_event, count);
 	O(ivshmem_event, timestamp_ns);
-	C(IVSHMEM_MAX_VECTORS); C(IVSHMEM_MAX_EVENTFDS); C(IVSHMEM_IOCTL_RING); C(IVSHMEM_IOCTL_SET_MASK);
+	C(IVSHMEM_MAX_VECTORS); C(IVSHMEM_MAX_EVENTFDS); C(IVSHMEM_MAX_EVENTFDS_PER_USER); C(IVSHMEM_IOCTL_RING); C(IVSHMEM_IOCTL_SET_MASK);
 	C(IVSHMEM_IOCTL_BIND_EVENTFD);
 	O(ivshmem_info, size); O(ivshmem_info, ivposition); O(ivshmem_info, vectors);
 	O(ivshmem_info, features); O(ivshmem_info, flags); O(ivshmem_info, index);
@@ -140,6 +140,10 @@ fn rust_matches_the_c_header(cc: PathBuf) {
     konst("IVSHMEM_CACHE_UC", IVSHMEM_CACHE_UC.into());
     konst("IVSHMEM_MAX_VECTORS", IVSHMEM_MAX_VECTORS as u64);
     konst("IVSHMEM_MAX_EVENTFDS", IVSHMEM_MAX_EVENTFDS as u64);
+    konst(
+        "IVSHMEM_MAX_EVENTFDS_PER_USER",
+        IVSHMEM_MAX_EVENTFDS_PER_USER as u64,
+    );
     konst("IVSHMEM_IOCTL_RING", IVSHMEM_IOCTL_RING.into());
     konst("IVSHMEM_IOCTL_SET_MASK", IVSHMEM_IOCTL_SET_MASK.into());
     konst(

@@ -144,6 +144,10 @@ fn constants() -> Vec<(&'static str, u64)> {
         ("IVSHMEM_CACHE_UC", CACHE_UC.into()),
         ("IVSHMEM_MAX_VECTORS", MAX_VECTORS as u64),
         ("IVSHMEM_MAX_EVENTFDS", MAX_EVENTFDS as u64),
+        (
+            "IVSHMEM_MAX_EVENTFDS_PER_USER",
+            MAX_EVENTFDS_PER_USER as u64,
+        ),
         ("IVSHMEM_IOCTL_INFO", IOCTL_INFO.into()),
         ("IVSHMEM_IOCTL_SET_CACHE", IOCTL_SET_CACHE.into()),
         ("IVSHMEM_IOCTL_RING", IOCTL_RING.into()),

@@ -45,6 +45,7 @@ IVSHMEM_MAX_VECTORS = 256
 #: Eventfds bound to one vector of a device, over all its open files;
 #: one more gets ``ENOSPC``.
 IVSHMEM_MAX_EVENTFDS = 64
+IVSHMEM_MAX_EVENTFDS_PER_USER = 16
 
 
 class ivshmem_info(ctypes.Structure):
@@ -192,6 +193,7 @@ CONSTANTS: Tuple[str, ...] = (
     "IVSHMEM_CACHE_UC",
     "IVSHMEM_MAX_VECTORS",
     "IVSHMEM_MAX_EVENTFDS",
+    "IVSHMEM_MAX_EVENTFDS_PER_USER",
     "IVSHMEM_IOCTL_INFO",
     "IVSHMEM_IOCTL_SET_CACHE",
     "IVSHMEM_IOCTL_RING",
