@@ -329,32 +329,16 @@ pub fn dmabuf_unplug() -> TestResult {
     let buf = create(&node, CLOEXEC, 0, PMD as u64)?;
     let map = Map::new(buf.as_fd(), PMD, RW, libc::MAP_SHARED, 0)?;
     write_at(&map, 0, &0xfeed_f00du32.to_ne_bytes());
-    // A child that holds the buffer's descriptor: it waits for a byte on a
-    // pipe (sent once the device is gone), then tries SYNC and mmap and
-    // exits with what it saw.
-    let (r, w) = sys::pipe()?;
+    // A child that holds the buffer's descriptor: once the device is gone,
+    // it tries SYNC and mmap and exits with what it saw.
     let bfd = buf.as_raw_fd();
-    let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
-    // SAFETY: The child only makes raw system calls (read, ioctl, mmap) on
-    // descriptors it inherited and then `_exit`s; it never returns into the
-    // harness or takes a lock another thread held at the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        fail!("fork: {}", errname(errno()));
-    }
-    if pid == 0 {
-        let mut b = 0u8;
+    let child = Forked::start(move || {
         let mut f = SYNC_RW;
-        // SAFETY: In the child: `b` and `f` are locals of the sizes the calls
-        // take; the descriptors were inherited (closing the write end's copy
-        // leaves no Rust owner behind: the child never returns to drop it);
-        // the mapping, if made, is never touched and goes with the process.
-        let code = unsafe {
-            // The parent's end only: if the parent goes, the read ends.
-            libc::close(wfd);
-            if libc::read(rfd, (&raw mut b).cast(), 1) != 1 {
-                1
-            } else if libc::ioctl(bfd, DMA_BUF_IOCTL_SYNC as _, &raw mut f) != -1
+        // SAFETY: In the child: `f` is a local of the size SYNC takes; the
+        // descriptor was inherited; the mapping, if made, is never touched
+        // and goes with the process.
+        unsafe {
+            if libc::ioctl(bfd, DMA_BUF_IOCTL_SYNC as _, &raw mut f) != -1
                 || errno() != libc::ENODEV
             {
                 2
@@ -366,29 +350,19 @@ pub fn dmabuf_unplug() -> TestResult {
             } else {
                 0
             }
-        };
-        // SAFETY: `_exit` ends the child at once, without the parent's
-        // destructors.
-        unsafe { libc::_exit(code) };
-    }
-    drop(r);
+        }
+    })?;
     println!("{}", Request::DeviceDel("shm0".into()).line());
     check!(
         sys::wait_for(60, || !pci.path.exists()),
         "{} still present 60 s after device_del",
         pci.address()
     );
-    std::io::Write::write_all(&mut File::from(w), b"x")?;
-    let mut status = 0;
-    // SAFETY: `pid` is the child forked above, not reaped yet; `status` is a
-    // local int.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-        fail!("waitpid: {}", errname(errno()));
-    }
+    let ended = child.go()?;
     check!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child holding the buffer: status {status:#x} (exit 1: no byte, 2: SYNC \
-         did not fail with ENODEV, 3: mmap did not)"
+        ended == Ok(0),
+        "the child holding the buffer: {ended:?} (exit 2: SYNC did not fail with ENODEV, \
+         3: mmap did not)"
     );
     expect_sigbus(&map, "the buffer's mapping")?;
     expect_errno(

@@ -68,6 +68,65 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<Result<i32, i32>, Fail
     })
 }
 
+/// A child forked now that runs its function only when told to
+/// ([`Forked::go`]): what it finds then is what a process that existed
+/// before some event (a removal) sees after it.
+pub(crate) struct Forked {
+    pid: libc::pid_t,
+    go: Option<OwnedFd>,
+}
+
+impl Forked {
+    /// Forks a child that waits for [`Forked::go`] and then `_exit`s with
+    /// what `f` returns; `f` makes raw system calls and memory accesses
+    /// only (the child of a multi-threaded program may not allocate). If
+    /// the parent drops this without `go`, the child exits with 100.
+    pub(crate) fn start(f: impl FnOnce() -> i32) -> Result<Self, Failure> {
+        let (r, w) = sys::pipe()?;
+        let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+        // SAFETY: The child only makes raw system calls, runs `f` (which the
+        // caller keeps to raw calls and accesses) and `_exit`s: it never
+        // returns into the harness or takes a lock another thread held.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            fail!("fork: {}", errname(errno()));
+        }
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: In the child: the descriptors were inherited (closing
+            // the write end's copy leaves no Rust owner behind: the child
+            // never returns to drop it); `b` is a local byte.
+            let told = unsafe {
+                libc::close(wfd);
+                libc::read(rfd, (&raw mut b).cast(), 1) == 1
+            };
+            let code = if told { f() } else { 100 };
+            // SAFETY: `_exit` ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        Ok(Self { pid, go: Some(w) })
+    }
+
+    /// Lets the child run its function, and waits for it: its exit code,
+    /// or the signal that ended it.
+    pub(crate) fn go(mut self) -> Result<Result<i32, i32>, Failure> {
+        if let Some(w) = self.go.take() {
+            std::io::Write::write_all(&mut std::fs::File::from(w), b"g")?;
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is the child forked by `start`, not reaped yet;
+        // `status` is a local int.
+        if unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
+            fail!("waitpid: {}", errname(errno()));
+        }
+        Ok(if libc::WIFSIGNALED(status) {
+            Err(libc::WTERMSIG(status))
+        } else {
+            Ok(libc::WEXITSTATUS(status))
+        })
+    }
+}
+
 /// Checks, in a forked child, that reading the start of `map`, whose
 /// device is gone, raises SIGBUS (`what` names the mapping).
 pub(crate) fn expect_sigbus(map: &Map, what: &str) -> TestResult {

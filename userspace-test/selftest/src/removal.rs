@@ -52,6 +52,17 @@ fn removal(
     started
         .recv()
         .map_err(|_| Failure::Fail("the ioctl loop never made a call".into()))?;
+    // A process forked before the removal, which touches its copy of the
+    // mapping after it.
+    let ptr = map.as_ptr();
+    let forked = Forked::start(|| {
+        // SAFETY: In the child, which inherited the mapping at `ptr` (the
+        // parent keeps it alive); after the removal the read faults with
+        // SIGBUS, which only ends the child. Aligned, 4 bytes.
+        let v = unsafe { ptr.cast::<u32>().read_volatile() };
+        // Reaching here means no SIGBUS: stale data, or the new device's.
+        if v == 0xfeed_f00d { 10 } else { 11 }
+    })?;
     remove(pci)?;
     check!(
         sys::wait_for(60, || !sys::node_exists(0)),
@@ -66,7 +77,12 @@ fn removal(
         err.map(errname)
     );
     gone_first(&dev)?;
-    let ptr = map.as_ptr();
+    let ended = forked.go()?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "a child forked before the removal, touching its mapping after it: {ended:?}, \
+         want SIGBUS"
+    );
     let ended = in_child(|| {
         // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
         // which the parent keeps alive, so the address is still mapped (the

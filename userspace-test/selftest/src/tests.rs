@@ -50,6 +50,7 @@ pub fn all() -> Vec<Test> {
         t("dmabuf_unplug", false, dmabuf::dmabuf_unplug, "hot-unplug with a dma-buf mapped and its fd in a child: SIGBUS, ENODEV for SYNC and mmap, clean closes; CREATE works after replug"),
         t("eventfd_per_user", false, sharing::eventfd_per_user, "two users each bind IVSHMEM_MAX_EVENTFDS_PER_USER eventfds on a vector, then get EDQUOT; root (CAP_SYS_RESOURCE) fills the rest, then ENOSPC"),
         t("set_mask_other_file", false, sharing::set_mask_other_file, "10000 SET_MASK calls on one file do not wake a reader blocked on another file in another process; a ring does"),
+        t("doorbell_reserved", false, ioctl::doorbell_reserved, "non-zero reserved fields and flags of RING, SET_MASK and BIND_EVENTFD get EINVAL on a doorbell device"),
         t("mmap_bad", true, mmap::mmap_bad, "bad mmap calls are refused with the right errno"),
         t("mmap_noexec", true, mmap::mmap_noexec, "PROT_EXEC mappings are refused (EPERM); mprotect cannot add PROT_EXEC (EACCES)"),
         t("map_private_refused", true, mmap::map_private_refused, "MAP_PRIVATE is refused for every protection and access mode; MAP_SHARED works"),

@@ -342,6 +342,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "doorbell_many_bindings",
                     "eventfd_per_user",
                     "set_mask_other_file",
+                    "doorbell_reserved",
                     "doorbell_mmap",
                     "doorbell_unbind",
                 ],
