@@ -30,6 +30,9 @@ echo "ivshmem-vmrun: guest $ivt_name up, $(uname -r), $(nproc) cpus, running $pr
 /bin/$prog $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
 # The runner reads the exit code from this line, whichever program ran.
 echo "# ivshmem-selftest exit=$?" >$out
+# Lockdep switches itself off at its first report: on a kernel that has
+# it, say whether it is still on (the runner fails the guest if not).
+[ -r /proc/lockdep_stats ] && echo "ivshmem-vmrun: lockdep debug_locks=$(sed -n 's/^ *debug_locks: *//p' /proc/lockdep_stats)" >/dev/console
 poweroff -f
 "##;
 
@@ -62,6 +65,7 @@ udevadm trigger --type=devices --action=add
 udevadm settle --timeout=120 || echo "ivshmem-vmrun: udevadm settle timed out" >/dev/console
 /usr/local/bin/ivshmem-selftest $(echo "$ivt_tests" | tr , ' ') >$out 2>/dev/console
 echo "# ivshmem-selftest exit=$?" >$out
+[ -r /proc/lockdep_stats ] && echo "ivshmem-vmrun: lockdep debug_locks=$(sed -n 's/^ *debug_locks: *//p' /proc/lockdep_stats)" >/dev/console
 off
 "##;
 

@@ -377,10 +377,10 @@ impl Guest {
             args.push("intel-iommu".into());
         }
         if spec.hotplug {
-            // Native PCIe hot-plug (pciehp): since QEMU 6.1, q35 hands
-            // hot-plug of root ports to ACPI unless told otherwise.
-            args.push("-global".into());
-            args.push("ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off".into());
+            // ACPI PCI hot-plug of the root port (q35's default since QEMU
+            // 6.1), not native PCIe hot-plug: 7.3.4's pciehp makes a
+            // lockdep report on every hot-unplug, which switches lockdep
+            // off for the rest of the boot.
             args.push("-device".into());
             args.push("pcie-root-port,id=rp0,chassis=1,slot=1".into());
         }

@@ -33,26 +33,11 @@ const SPLATS: &[&str] = &[
     // ("irq N: nobody cared (try booting with the "irqpoll" option)").
     "irq N: nobody cared",
     "nobody cared",
+    // Lockdep switches itself off at its first report, whatever made it:
+    // init says at the end of a debug-kernel guest whether it is still on
+    // (see initramfs.rs), and off is a failure.
+    "ivshmem-vmrun: lockdep debug_locks=0",
 ];
-
-/// Kernel reports known to come from elsewhere (upstream kernel code, not
-/// this driver), tolerated only when every marker is in the report and no
-/// frame of the driver is. They are still printed.
-struct KnownSplat {
-    what: &'static str,
-    markers: &'static [&'static str],
-}
-
-const KNOWN_SPLATS: &[KnownSplat] = &[KnownSplat {
-    what: "7.3.4 pciehp lockdep report on hot-unplug (pci_rescan_remove_lock vs reset_lock), \
-           inside pciehp_unconfigure_device",
-    markers: &[
-        "possible circular locking dependency",
-        "pci_rescan_remove_lock",
-        "reset_lock",
-        "pciehp_unconfigure_device",
-    ],
-}];
 
 /// Everything one guest left behind.
 #[derive(Debug)]
@@ -69,8 +54,6 @@ pub struct GuestReport {
     pub exit_code: Option<i32>,
     /// Kernel complaints found on the console.
     pub splats: Vec<String>,
-    /// Known reports from outside this driver, tolerated.
-    pub tolerated: Vec<String>,
     /// The end of the console.
     pub console_tail: Vec<String>,
     /// Where the console log is.
@@ -113,37 +96,13 @@ fn read_lossy(p: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// The kernel complaints in a console log, and the known foreign ones.
-pub fn find_splats(console: &str) -> (Vec<String>, Vec<String>) {
-    let lines: Vec<&str> = console.lines().collect();
-    let (mut splats, mut tolerated) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < lines.len() {
-        if !SPLATS.iter().any(|s| lines[i].contains(s)) {
-            i += 1;
-            continue;
-        }
-        // The report runs to the end of its stack trace.
-        let end = report_end(&lines, i);
-        let block = &lines[i..end];
-        let known = KNOWN_SPLATS.iter().find(|k| {
-            k.markers
-                .iter()
-                .all(|m| block.iter().any(|l| l.contains(m)))
-                && !block.iter().any(|l| l.contains("ivshmem"))
-        });
-        match known {
-            Some(k) => {
-                tolerated.push(format!("{} ({})", k.what, lines[i].trim()));
-                i = end;
-            }
-            None => {
-                splats.push(lines[i].to_string());
-                i += 1;
-            }
-        }
-    }
-    (splats, tolerated)
+/// The kernel complaints in a console log: the first line of each.
+pub fn find_splats(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter(|l| SPLATS.iter().any(|s| l.contains(s)))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Where a report that starts at `lines[i]` ends: after its stack trace.
@@ -189,7 +148,7 @@ impl GuestReport {
     pub fn collect(g: &Guest, ending: Ending, timeout: Duration, planned: Vec<String>) -> Self {
         let ktap_text = read_lossy(&g.ktap);
         let console = read_lossy(&g.console);
-        let (splats, tolerated) = find_splats(&console);
+        let splats = find_splats(&console);
         let early = if splats.is_empty() {
             None
         } else {
@@ -206,7 +165,6 @@ impl GuestReport {
             ktap: ktap::parse(&ktap_text),
             exit_code: exit_marker(&ktap_text),
             splats,
-            tolerated,
             console_tail,
             console_path: g.console.clone(),
             qemu_log: read_lossy(&g.qemu_log),
@@ -490,9 +448,6 @@ fn judge_pass(guests: &[GuestReport], repro: &str) -> Verdict {
         if sub.is_some() {
             doc.mark_subtests();
         }
-        for k in &g.tolerated {
-            doc.push_diag(&format!("tolerated known kernel report: {k}"));
-        }
         let t = sub.as_ref().map(Report::leaf_totals).unwrap_or_default();
         if g.killed && g.splats.is_empty() && t.fail == 0 {
             // Killed on purpose, mid-test (e.g. a peer that dies mid-stream).
@@ -632,8 +587,7 @@ mod tests {
             ending,
             ktap: ktap::parse(ktap_text),
             exit_code: exit_marker(ktap_text),
-            splats: find_splats(console).0,
-            tolerated: find_splats(console).1,
+            splats: find_splats(console),
             console_tail: lines,
             console_path: "/tmp/console.log".into(),
             qemu_log: String::new(),
@@ -722,7 +676,7 @@ mod tests {
     fn an_unhandled_interrupt_line_is_a_splat() {
         let console = "boot\n[    3.2] irq 11: nobody cared (try booting with the \"irqpoll\" option)\n\
                        [    3.2] handlers:\n[    3.2] Disabling IRQ #11\n";
-        let (splats, _) = find_splats(console);
+        let splats = find_splats(console);
         assert_eq!(splats.len(), 1, "{splats:?}");
         assert!(splats[0].contains("irq 11: nobody cared"));
         let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
@@ -730,26 +684,23 @@ mod tests {
     }
 
     #[test]
-    fn known_foreign_reports_are_tolerated_only_without_driver_frames() {
-        let report = |extra: &str| {
-            format!(
-                "[ 1.0] WARNING: possible circular locking dependency detected\n\
-                 [ 1.0] irq/24-pciehp is trying to acquire lock: (&ctrl->reset_lock)\n\
-                 [ 1.0] holding (pci_rescan_remove_lock)\n\
-                 [ 1.0]  pciehp_unconfigure_device+0x144/0x1d0\n{extra}\
-                 [ 1.0]  </TASK>\n[ 2.0] WARNING: CPU: 0 PID: 1 at x.c:1 y\n"
-            )
-        };
-        let (splats, tolerated) = find_splats(&report(""));
-        assert_eq!(tolerated.len(), 1);
-        assert_eq!(
-            splats.len(),
-            1,
-            "the later, unrelated WARN still counts: {splats:?}"
-        );
-        let (splats, tolerated) = find_splats(&report("[ 1.0]  ivshmem_fault+0x1/0x2 [ivshmem]\n"));
-        assert!(tolerated.is_empty());
-        assert_eq!(splats.len(), 2);
+    fn every_kernel_report_fails_and_lockdep_off_is_one() {
+        // The 7.3.4 pciehp lockdep report, tolerated until hot-plug moved
+        // to ACPI: any report fails a guest now.
+        let console = "[ 1.0] WARNING: possible circular locking dependency detected\n\
+                       [ 1.0]  pciehp_unconfigure_device+0x144/0x1d0\n[ 1.0]  </TASK>\n";
+        assert!(!find_splats(console).is_empty());
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), console)], "r");
+        assert!(!v.ok);
+        // What init says at the end of a debug-kernel guest.
+        let off = "ivshmem-vmrun: lockdep debug_locks=0\n";
+        assert_eq!(find_splats(off).len(), 1);
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), off)], "r");
+        assert!(!v.ok);
+        let on = "ivshmem-vmrun: lockdep debug_locks=1\n";
+        assert!(find_splats(on).is_empty());
+        let v = judge_pass(&[guest(PASS, Ending::Exited(Some(0)), on)], "r");
+        assert!(v.ok, "{}", v.reason);
     }
 
     #[test]

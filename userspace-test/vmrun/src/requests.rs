@@ -194,7 +194,7 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
             // one (below), so each cycle would otherwise leave one behind.
             let memdev = q.memdev(id)?;
             q.execute("device_del", json!({ "id": id }))?;
-            // Completes only when the guest lets go (pciehp takes ~5 s).
+            // Completes only when the guest lets go (its ACPI eject).
             q.wait_event("DEVICE_DELETED", Duration::from_secs(60), |d| {
                 d.get("device").and_then(|v| v.as_str()) == Some(id.as_str())
             })?;
