@@ -108,6 +108,9 @@ pub fn errname(e: i32) -> String {
         libc::EBADF => "EBADF",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EINTR => "EINTR",
+        libc::EDQUOT => "EDQUOT",
+        libc::ENOSPC => "ENOSPC",
+        libc::EPERM => "EPERM",
         _ => return format!("errno {e}"),
     };
     name.to_string()

@@ -26,7 +26,8 @@ use std::os::unix::fs::PermissionsExt;
 struct Child {
     pid: libc::pid_t,
     report: File,
-    hold: Option<OwnedFd>,
+    /// The parent's end of the hold pipe: dropping it lets the child go.
+    _hold: OwnedFd,
 }
 
 impl Child {
@@ -62,7 +63,7 @@ impl Child {
         Ok(Self {
             pid,
             report: File::from(report_r),
-            hold: Some(hold_w),
+            _hold: hold_w,
         })
     }
 
@@ -75,14 +76,18 @@ impl Child {
         Ok(i32::from_ne_bytes(v))
     }
 
-    /// Lets the child go and reaps it.
-    fn finish(mut self) -> Result<(), Failure> {
-        self.hold = None;
-        let mut status = 0;
-        // SAFETY: `pid` is the child forked by `start`, not reaped yet;
-        // `status` is a local int.
-        if unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
-            fail!("waitpid: {}", errname(errno()));
+    /// Lets the children go and reaps them. All at once: a child forked
+    /// later holds a copy of an earlier child's hold pipe, so the earlier
+    /// one is let go only when the later one exits.
+    fn finish(children: Vec<Child>) -> Result<(), Failure> {
+        let pids: Vec<libc::pid_t> = children.into_iter().map(|c| c.pid).collect();
+        for pid in pids {
+            let mut status = 0;
+            // SAFETY: `pid` is a child forked by `start`, not reaped yet;
+            // `status` is a local int.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+                fail!("waitpid: {}", errname(errno()));
+            }
         }
         Ok(())
     }
@@ -186,9 +191,7 @@ pub fn eventfd_per_user() -> TestResult {
             libc::ENOSPC,
         )?;
         // The users let go: their slots come back.
-        for c in users {
-            c.finish()?;
-        }
+        Child::finish(users)?;
         drop(keep.pop());
         check!(
             bind_root(bell.index, &mut keep).is_ok() && bind_root(bell.index, &mut keep).is_ok(),
@@ -247,6 +250,6 @@ pub fn set_mask_other_file() -> TestResult {
         "the reader's read after a ring: {} (want one 16-byte event)",
         if n < 0 { errname(-n) } else { n.to_string() }
     );
-    reader.finish()?;
+    Child::finish(vec![reader])?;
     Ok(())
 }
