@@ -49,3 +49,8 @@ pub(crate) use pci_device_table;
 pub(crate) fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
+
+/// `EDQUOT` (122), which 7.2's `kernel::error::code` lacks.
+pub(crate) fn edquot() -> Error {
+    Error::from_errno(-(kernel::bindings::EDQUOT as i32))
+}

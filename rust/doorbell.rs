@@ -24,7 +24,10 @@ use crate::raw::{
         WaitQueue, //
     },
 };
-use crate::uapi;
+use crate::{
+    compat,
+    uapi, //
+};
 use kernel::{
     alloc::{
         kvec::PushError,
@@ -227,7 +230,7 @@ impl Events {
                 }
                 BindStep::UserFull(e) => {
                     drop(e);
-                    return Err(EDQUOT);
+                    return Err(compat::edquot());
                 }
                 BindStep::Grow(e) => {
                     efd = Some(e);
