@@ -5,6 +5,7 @@
 
 use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys as sys;
+use ktap::Outcome;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -38,6 +39,8 @@ fn python(dir: &Path, args: &[&str]) -> Result<Output, Failure> {
         .current_dir(dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
+        // pytest's lines whole, skip reasons included.
+        .env("COLUMNS", "1000")
         .env(
             "IVSHMEM_TEST_REQUIRE",
             sys::setting("pyrequire").unwrap_or_default(),
@@ -78,8 +81,48 @@ fn count(summary: &str, what: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// pytest's result of each test, from its `-v` lines
+/// (`tests/x.py::test_y PASSED [ 10%]`, `... SKIPPED (reason) [ 20%]`), as
+/// KTAP outcomes: an expected failure is a skip, an unexpected pass a
+/// failure.
+fn results(out: &Output) -> Vec<(String, Outcome)> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let Some((id, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !id.contains("::") {
+            continue;
+        }
+        let rest = rest.trim();
+        // Without the progress column.
+        let rest = rest.rfind(" [").map_or(rest, |i| rest[..i].trim_end());
+        let (word, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let reason = detail
+            .strip_prefix('(')
+            .and_then(|d| d.strip_suffix(')'))
+            .unwrap_or(detail)
+            .to_string();
+        let outcome = match word {
+            "PASSED" => Outcome::Pass,
+            "SKIPPED" => Outcome::Skip(if reason.is_empty() {
+                "skipped by pytest".into()
+            } else {
+                reason
+            }),
+            "XFAIL" => Outcome::Skip(format!("expected failure {reason}").trim().into()),
+            "FAILED" | "ERROR" | "XPASS" => Outcome::Fail(format!("pytest: {word} {reason}")),
+            _ => continue,
+        };
+        v.push((id.to_string(), outcome));
+    }
+    v
+}
+
 /// `python3 -m pytest` on the package's tests: every test passes (those
-/// that need what a guest lacks, such as a C compiler, may skip).
+/// that need what a guest lacks, such as a C compiler, may skip). Each
+/// pytest test is a KTAP subtest, so that its skips count as skips.
 pub fn python_pytest() -> TestResult {
     let dir = setup()?;
     let version = python(
@@ -107,6 +150,18 @@ pub fn python_pytest() -> TestResult {
     let s = summary(&out);
     let code = out.status.code();
     println!("# pytest: {s} (exit {code:?})");
+    let each = results(&out);
+    let mut w = ktap::Writer::nested(std::io::stdout(), each.len(), 1)?;
+    for (id, outcome) in &each {
+        w.result(id, outcome)?;
+    }
+    let t = w.finish()?;
+    check!(
+        t.pass == count(&s, "passed") as usize
+            && t.skip == (count(&s, "skipped") + count(&s, "xfailed")) as usize,
+        "pytest's summary ({s}) and its {} result lines ({t:?}) disagree",
+        each.len()
+    );
     check!(code == Some(0), "pytest failed (exit {code:?}): {s}");
     let passed = count(&s, "passed");
     check!(passed > 0, "pytest passed nothing: {s}");
@@ -137,7 +192,32 @@ pub fn python_wait_latency() -> TestResult {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{Outcome, count, results};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{ExitStatus, Output};
+
+    #[test]
+    fn each_pytest_line_is_a_ktap_result() {
+        let out = Output {
+            status: ExitStatus::from_raw(0),
+            stdout: b"collected 3 items\n\n\
+tests/test_a.py::test_one PASSED                 [ 33%]\n\
+tests/test_uapi.py::test_c SKIPPED (no C compiler here (the host checks)) [ 66%]\n\
+tests/test_b.py::test_p[x-1] FAILED               [100%]\n\
+SKIPPED [1] tests/test_uapi.py:40: no C compiler here\n"
+                .to_vec(),
+            stderr: Vec::new(),
+        };
+        let r = results(&out);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0], ("tests/test_a.py::test_one".into(), Outcome::Pass));
+        assert_eq!(
+            r[1].1,
+            Outcome::Skip("no C compiler here (the host checks)".into())
+        );
+        assert_eq!(r[2].0, "tests/test_b.py::test_p[x-1]");
+        assert!(r[2].1.is_failure());
+    }
 
     #[test]
     fn counts_pytest_summaries() {
