@@ -512,6 +512,9 @@ impl Device {
         dev.check_alive()?;
         vma::check_shared(vma)?;
         vma::check_noexec(vma)?;
+        // Before a file is made for it: a request refused anyway costs
+        // nothing.
+        check_range(vma::pgoff(vma), vma.end() - vma.start(), dev.facts.size)?;
         let file = vma::own_file(vma)?;
         Self::map_bar2(dev, file, vma, CacheMode::WriteBack)
     }

@@ -12,6 +12,7 @@
 //! an interrupt wakes every file, a file's `SET_MASK` only that file.
 
 use crate::raw::{
+    capability,
     eventfd::EventFd,
     helpers,
     irqlock::{
@@ -55,16 +56,15 @@ pub(crate) const MAX_EVENTFDS_PER_VECTOR: usize = uapi::MAX_EVENTFDS;
 /// cannot take the slots that others need.
 pub(crate) const MAX_EVENTFDS_PER_USER: usize = uapi::MAX_EVENTFDS_PER_USER;
 
-/// Who binds an eventfd: the opener of the file, and whether the caller is
-/// exempt from [`MAX_EVENTFDS_PER_USER`].
+/// Who binds an eventfd: the file and the user that opened it. (Whether
+/// the caller is exempt from [`MAX_EVENTFDS_PER_USER`] is asked only when
+/// the user's bound is reached.)
 #[derive(Clone, Copy)]
 pub(crate) struct Binder {
     /// The file, by address.
     pub(crate) file: usize,
     /// The effective uid that opened it.
     pub(crate) user: Kuid,
-    /// The caller has `CAP_SYS_RESOURCE`.
-    pub(crate) unlimited: bool,
 }
 
 /// An eventfd bound by an open file to a vector.
@@ -207,6 +207,9 @@ impl Events {
         if vector >= self.vectors() {
             return Err(EINVAL);
         }
+        // Asked only when the user's bound is reached: `capable()` marks
+        // the task as having used the privilege, and is audited.
+        let mut unlimited = false;
         let mut efd = efd;
         let mut storage: Option<KVec<Binding>> = None;
         loop {
@@ -216,7 +219,7 @@ impl Events {
                     return Err(ENODEV);
                 }
                 let list = st.bindings.get_mut(vector).ok_or(EINVAL)?;
-                Self::bind_locked(list, who, efd.take(), &mut storage)
+                Self::bind_locked(list, who, unlimited, efd.take(), &mut storage)
             };
             // Eventfds and storage are released outside the lock.
             match step {
@@ -229,8 +232,12 @@ impl Events {
                     return Err(ENOSPC);
                 }
                 BindStep::UserFull(e) => {
-                    drop(e);
-                    return Err(compat::edquot());
+                    if unlimited || !capability::sys_resource() {
+                        drop(e);
+                        return Err(compat::edquot());
+                    }
+                    unlimited = true;
+                    efd = Some(e);
                 }
                 BindStep::Grow(e) => {
                     efd = Some(e);
@@ -244,6 +251,7 @@ impl Events {
     fn bind_locked(
         list: &mut KVec<Binding>,
         who: Binder,
+        unlimited: bool,
         efd: Option<EventFd>,
         storage: &mut Option<KVec<Binding>>,
     ) -> BindStep {
@@ -260,8 +268,7 @@ impl Events {
         if list.len() >= MAX_EVENTFDS_PER_VECTOR {
             return BindStep::Full(efd);
         }
-        if !who.unlimited
-            && list.iter().filter(|b| b.user == who.user).count() >= MAX_EVENTFDS_PER_USER
+        if !unlimited && list.iter().filter(|b| b.user == who.user).count() >= MAX_EVENTFDS_PER_USER
         {
             return BindStep::UserFull(efd);
         }

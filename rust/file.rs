@@ -12,7 +12,6 @@ use crate::doorbell::{
     Listener, //
 };
 use crate::raw::{
-    capability,
     eventfd::EventFd,
     miscdev::FileOps,
     pat::CacheMode,
@@ -146,7 +145,6 @@ impl OpenFile {
         let who = Binder {
             file: self.id(),
             user: file.cred().euid(),
-            unlimited: capability::sys_resource(),
         };
         self.doorbells.bind(ev, who, usize::from(req.vector), efd)
     }

@@ -95,20 +95,26 @@ struct ivshmem_waitq {
 	struct rcu_head rcu;
 };
 
+static struct lock_class_key ivshmem_device_waitq_key;
+static struct lock_class_key ivshmem_file_waitq_key;
+
 struct ivshmem_waitq *ivshmem_waitq_alloc(bool relayed)
 {
 	struct ivshmem_waitq *q = kzalloc(sizeof(*q), GFP_KERNEL);
 
 	if (!q)
 		return NULL;
+	init_waitqueue_head(&q->head);
 	/*
-	 * Two lock classes (one per init_waitqueue_head() site): a relayed
-	 * queue's lock is taken under the lock of the queue relaying to it.
+	 * Two lock classes: a relayed queue's lock is taken under the lock of
+	 * the queue relaying to it.
 	 */
 	if (relayed)
-		init_waitqueue_head(&q->head);
+		lockdep_set_class_and_name(&q->head.lock, &ivshmem_file_waitq_key,
+					   "ivshmem_file_waitq");
 	else
-		init_waitqueue_head(&q->head);
+		lockdep_set_class_and_name(&q->head.lock, &ivshmem_device_waitq_key,
+					   "ivshmem_device_waitq");
 	refcount_set(&q->ref, 1);
 	return q;
 }
@@ -138,6 +144,14 @@ static int ivshmem_waitq_relay_wake(struct wait_queue_entry *entry,
 	struct ivshmem_waitq_relay *r =
 		container_of(entry, struct ivshmem_waitq_relay, entry);
 
+	/*
+	 * Most files have nobody waiting: skip their lock (this runs in the
+	 * interrupt handler, once per open file). No wake-up is lost: a
+	 * waiter joins its queue before it drops the lock under which the
+	 * waker changed what it waits for, and the waker wakes after that.
+	 */
+	if (!waitqueue_active(&r->to->head))
+		return 0;
 	__wake_up(&r->to->head, mode, 0, key);
 	/* Not an exclusive waiter: the walk of @from goes on. */
 	return 0;

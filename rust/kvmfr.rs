@@ -87,9 +87,10 @@ fn create(dev: &Arc<Device>, file: &File, arg: usize) -> Result<isize> {
     let req: KvmfrDmabufCreate = UserSlice::new(UserPtr::from_addr(arg), size)
         .reader()
         .read()?;
-    // An importing device could write: as for ringing, a file opened for
-    // writing.
-    if file.flags() & kernel::bindings::O_ACCMODE == kernel::bindings::O_RDONLY {
+    // A buffer is exported read-write and maps readable: a file opened for
+    // reading and writing (a write-only open maps nothing, a read-only one
+    // must not let an importing device write).
+    if file.flags() & kernel::bindings::O_ACCMODE != kernel::bindings::O_RDWR {
         return Err(EBADF);
     }
     check_create(&req, dev.facts().size)?;

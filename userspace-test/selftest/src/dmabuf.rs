@@ -235,7 +235,7 @@ pub fn kvmfr_dmabuf() -> TestResult {
 }
 
 /// CREATE with bad input: every field, sizes past the BAR, a bad pointer,
-/// other sizes and directions, a read-only open. The padding Looking Glass
+/// other sizes and directions, read-only and write-only opens. The padding Looking Glass
 /// leaves unset is accepted.
 pub fn kvmfr_bad_input() -> TestResult {
     devices(1)?;
@@ -307,13 +307,23 @@ pub fn kvmfr_bad_input() -> TestResult {
             libc::ENOTTY,
         )?;
     }
+    // A buffer maps readable and an importer may write: only a file open
+    // for both may ask.
     let ro = File::open("/dev/kvmfr0")?;
     expect_errno(
         "CREATE on an O_RDONLY open",
         create_raw(&ro, &req(0, 0, page)).err().unwrap_or(0),
         libc::EBADF,
     )?;
-    println!("# {} bad requests refused", cases.len() + 6);
+    let wo = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kvmfr0")?;
+    expect_errno(
+        "CREATE on an O_WRONLY open",
+        create_raw(&wo, &req(0, 0, page)).err().unwrap_or(0),
+        libc::EBADF,
+    )?;
+    println!("# {} bad requests refused", cases.len() + 7);
     Ok(())
 }
 

@@ -46,7 +46,7 @@ pub fn all() -> Vec<Test> {
         t("shm_path", false, shmfile::shm_path, "sysfs shm as Scream maps a path: stat gives BAR2's size, O_RDONLY + PROT_READ reads the host's data, O_RDWR writes the guest's (PMDs); read-only stays so; rmmod waits; unbind zaps"),
         t("kvmfr_open", false, dmabuf::kvmfr_open, "Looking Glass's open sequence on /dev/kvmfr0: GETSIZE, mmap, CREATE with CLOEXEC mapped at pages 0 and 1, data both ways and to the host; one CREATE per frame"),
         t("kvmfr_dmabuf", true, dmabuf::kvmfr_dmabuf, "a dma-buf gets PMD entries when aligned, refuses MAP_PRIVATE and ranges past it, EBUSY while the node is mapped WC, outlives the node's file, holds the module"),
-        t("kvmfr_bad_input", true, dmabuf::kvmfr_bad_input, "CREATE refuses bad flags, offsets, sizes and pointers (EINVAL, EFAULT), other sizes (ENOTTY), read-only opens (EBADF); padding is ignored"),
+        t("kvmfr_bad_input", true, dmabuf::kvmfr_bad_input, "CREATE refuses bad flags, offsets, sizes and pointers (EINVAL, EFAULT), other sizes (ENOTTY), read-only and write-only opens (EBADF); padding is ignored"),
         t("dmabuf_unplug", false, dmabuf::dmabuf_unplug, "hot-unplug with a dma-buf mapped and its fd in a child: SIGBUS, ENODEV for SYNC and mmap, clean closes; CREATE works after replug"),
         t("eventfd_per_user", false, sharing::eventfd_per_user, "two users each bind IVSHMEM_MAX_EVENTFDS_PER_USER eventfds on a vector, then get EDQUOT; root (CAP_SYS_RESOURCE) fills the rest, then ENOSPC"),
         t("set_mask_other_file", false, sharing::set_mask_other_file, "10000 SET_MASK calls on one file do not wake a reader blocked on another file in another process; a ring does"),
