@@ -141,6 +141,9 @@ pub fn python_pytest() -> TestResult {
             "-v",
             "-rs",
             "--color=no",
+            // No progress column, which a wide terminal pads with spaces.
+            "-o",
+            "console_output_style=classic",
             "-p",
             "no:cacheprovider",
             "tests",
