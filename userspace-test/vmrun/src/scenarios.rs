@@ -116,6 +116,21 @@ impl Scenario {
     }
 }
 
+/// One guest with a 4 MiB plain device whose memory the host fills before
+/// boot and checks after: the guest's `tests` read the host's data and
+/// write their own.
+fn data_both_ways(
+    name: &'static str,
+    about: &'static str,
+    timeout: Duration,
+    tests: &[&str],
+) -> Scenario {
+    Scenario::new(name, about, timeout)
+        .guest(GuestSpec::new("guest", tests).plain("shm", 4 * MIB))
+        .before(hooks::host_writes)
+        .after(hooks::guest_wrote)
+}
+
 /// Every scenario, in the order the suite runs them. `base` is the time a
 /// scenario may take unless it says otherwise.
 pub fn all(base: Duration) -> Vec<Scenario> {
@@ -199,33 +214,27 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         )
         .before(hooks::host_writes)
         .after(hooks::guest_wrote),
-        Scenario::new(
+        data_both_ways(
             "shm-kvmfr",
             "a 4 MiB plain device through its Looking Glass name: class kvmfr, \
              /dev/kvmfr0, GETSIZE, data both ways; opens racing unbind",
             base,
-        )
-        .guest(GuestSpec::new("guest", &["kvmfr_getsize", "kvmfr_unbind"]).plain("shm", 4 * MIB))
-        .before(hooks::host_writes)
-        .after(hooks::guest_wrote),
-        Scenario::new(
+            &["kvmfr_getsize", "kvmfr_unbind"],
+        ),
+        data_both_ways(
             "shm-dmabuf",
             "a 4 MiB plain device as Looking Glass's client uses /dev/kvmfr0: GETSIZE, \
              mmap, dma-bufs from CREATE mapped at two offsets, data both ways; per-frame buffers",
             base,
-        )
-        .guest(GuestSpec::new("guest", &["kvmfr_open"]).plain("shm", 4 * MIB))
-        .before(hooks::host_writes)
-        .after(hooks::guest_wrote),
-        Scenario::new(
+            &["kvmfr_open"],
+        ),
+        data_both_ways(
             "shm-path",
             "a 4 MiB plain device through sysfs shm, as programs that take a path map it: \
              stat, read-only and read-write mappings, data both ways, unbind",
             base,
-        )
-        .guest(GuestSpec::new("guest", &["shm_path"]).plain("shm", 4 * MIB))
-        .before(hooks::host_writes)
-        .after(hooks::guest_wrote),
+            &["shm_path"],
+        ),
         Scenario::new(
             "shm-mm",
             "bad mmaps and ioctls, cache modes in the PAT list, huge faults, a mknod \
