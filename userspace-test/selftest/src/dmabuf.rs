@@ -382,9 +382,11 @@ pub fn dmabuf_unplug() -> TestResult {
     )?;
     drop((map, buf, node));
     println!("{}", Request::DeviceAdd("shm0".into()).line());
+    // The kvmfr alias is made after /dev/ivshmem0: wait for it, not for
+    // the node.
     check!(
-        sys::wait_for(60, || sys::node_exists(0)),
-        "/dev/ivshmem0 did not come back"
+        sys::wait_for(60, || std::path::Path::new("/dev/kvmfr0").exists()),
+        "/dev/kvmfr0 did not come back"
     );
     let node = open_rw("/dev/kvmfr0")?;
     let again = create(&node, CLOEXEC, 0, PAGE as u64)?;
