@@ -161,24 +161,3 @@ impl Running {
 pub fn run(cfg: &Config) -> std::io::Result<Report> {
     spawn(cfg)?.wait()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Without devices, every worker still runs its share of calls (each
-    /// a no-op or an eventfd/epoll/signal call) and the processes report.
-    #[test]
-    fn runs_without_devices() {
-        let cfg = Config {
-            seed: 7,
-            calls: 2000,
-            procs: 2,
-            threads: 3,
-            devices: vec![],
-        };
-        let r = run(&cfg).expect("run");
-        assert_eq!(r.calls, 2000);
-        assert_eq!(r.ops.values().sum::<u64>(), 2000);
-    }
-}
