@@ -22,10 +22,11 @@
 #      (autoload by udev); build-debian-module.sh's refusals are checked
 #      (trixie); the module is built for trixie-backports' newest 7.2.x,
 #      whose rustc (1.85.1) is older than sid's;
-#   6. the ivshmem-server package: installed with apt into a Debian system,
-#      its units verified, its socket unit and service emulated
-#      (systemd-socket-activate + the exact ExecStart), a doorbell guest on
-#      that socket.
+#   6. the ivshmem-server package under a real systemd: installed with apt
+#      into a Debian system that boots with systemd as PID 1 in
+#      systemd-nspawn; its units verified and scored (systemd-analyze), its
+#      socket activated by systemd, a client and a doorbell guest on that
+#      socket from the host.
 #
 # Every step runs even when an earlier one failed (unless it needs what
 # failed). The last line is the summary: `check: N passed, N failed, N skipped`.
@@ -227,7 +228,7 @@ else
 	ko "make bench --quick (not run: no DKMS-built module)"
 fi
 
-step "host packaging: ivshmem-server's .deb, its units, a guest on the socket they make"
+step "host packaging: ivshmem-server's .deb under systemd (nspawn), a guest on the socket it makes"
 if [ "${dkms[trixie]}" = 1 ]; then
 	log=$(mktemp)
 	scripts/server-deb-test.sh build/test/env build/dkms/trixie/env 2>&1 | tee "$log"

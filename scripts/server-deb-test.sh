@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# server-deb-test.sh ENV-FILE...: the ivshmem-server package in a Debian
-# system. It installs build/deb/ivshmem-server_*.deb with apt into a
-# throw-away overlay of the build root (trixie, with systemd installed but
-# not running: systemd cannot be PID 1 here), then:
+# server-deb-test.sh ENV-FILE...: the ivshmem-server package under a real
+# systemd. A Debian system (a throw-away overlay of the trixie build root,
+# which has systemd) gets build/deb/ivshmem-server_*.deb with apt, and boots
+# with systemd as PID 1 in systemd-nspawn (--boot, a private network). Its
+# /run/ivshmem is bound to a host directory, where QEMU on the host reaches
+# the socket systemd made, and its /dev/shm to another, where the test sees
+# the memory object. Then:
 #
-#   1. systemd-analyze verify of the units, for a region named "pkgtest";
-#   2. systemd-tmpfiles --create of the package's tmpfiles.d entry, and the
-#      socket directory's owner and mode;
-#   3. the socket unit and the service, emulated without a running systemd:
-#      systemd-socket-activate listens on the socket unit's ListenStream
-#      path and, when QEMU connects, starts the service's exact ExecStart
-#      line (%i and its Environment=/EnvironmentFile= variables
-#      substituted) with the socket passed as systemd passes it;
-#   4. a doorbell guest boots against that socket (vmrun scenario
+#   1. apt-get install of the package (sysusers.d makes its user, tmpfiles.d
+#      its directory); ivshmem-server@pkgtest.socket enabled, with
+#      /etc/ivshmem/pkgtest.conf; the system boots to "running";
+#   2. systemd-analyze verify of both units (any failure fails) and
+#      systemd-analyze security of the service (its exposure must stay at or
+#      below EXPOSURE_MAX, see below);
+#   3. the socket is listening and the service not started; on the host the
+#      socket is 0660 with the system's group kvm, in a 0750 directory of
+#      user ivshmem-server;
+#   4. a client handshake from the host (the packaged ivshmem-client): the
+#      service starts through socket activation, takes the socket from the
+#      manager, and runs as ivshmem-server with no capability, no new
+#      privileges and a seccomp filter;
+#   5. a doorbell guest boots against the socket (vmrun scenario
 #      doorbell-service, with the paths of ENV-FILE...).
 #
 # Prints TAP and, last, `server-deb: N passed, N failed, N skipped`.
 
+# The unit's exposure, as systemd-analyze security scores it (0 safest, 10
+# unprotected), may not exceed EXPOSURE_MAX, and no check may fail but the
+# ones in ACCEPTED. The hardened unit scores 0.2 with trixie's systemd 257
+# (the root user's unit before it: 7.2). What is left is what the server
+# needs: AF_UNIX sockets; UMask=0007, so that a socket it binds itself is
+# group-writable for QEMU; no RemoveIPC=, which would delete the shared
+# memory; the host's root directory, which it only reads; ProtectClock='s
+# read access to the RTC. 0.5 leaves room for one new check of a newer
+# systemd and fails when the server runs as root again (0.4 alone) or loses
+# a group of protections (capabilities, system calls, namespaces); any
+# single protection dropped fails the list.
+EXPOSURE_MAX=0.5
+ACCEPTED='RemoveIPC=|RootDirectory=/RootImage=|RestrictAddressFamilies=~AF_UNIX|DeviceAllow=|UMask='
+
 . "$(dirname "$0")/lib.sh"
 cd "$IVSHMEM_TOP"
 set +e
+
+# Everything below runs in a private mount namespace (the overlay's mount
+# dies with it).
+if [ "${1:-}" != --in-namespace ]; then
+	exec unshare --mount --propagation private -- "$IVSHMEM_TOP/scripts/server-deb-test.sh" --in-namespace "$@"
+fi
+shift
 set -a
 for f in "$@"; do . "$f"; done
 set +a
@@ -36,7 +65,9 @@ result() {
 		echo "not ok $n $2"
 		fail=$((fail + 1))
 	fi
+	[ "$1" = 0 ]
 }
+note() { echo "# $*"; }
 finish() {
 	echo "server-deb: $pass passed, $fail failed, $skip skipped"
 	[ $fail -eq 0 ]
@@ -46,87 +77,149 @@ finish() {
 deb=$(ls build/deb/ivshmem-server_*.deb 2>/dev/null | head -n 1)
 [ -n "$deb" ] || { scripts/build-deb.sh >/dev/null && deb=$(ls build/deb/ivshmem-server_*.deb | head -n 1); }
 [ -n "$deb" ] || { result 1 "ivshmem-server package built"; finish; }
-# systemd (not as init: systemd-analyze, -tmpfiles, -socket-activate) is
-# in the build root's package list (lib.sh).
+command -v systemd-nspawn >/dev/null ||
+	{ result 1 "systemd-nspawn on the host (setup-toolchain.sh's HOST_PACKAGES: systemd-container)"; finish; }
 in_buildroot dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q 'install ok installed' ||
 	{ result 1 "systemd in the build root (lib.sh's BUILDROOT_PACKAGES)"; finish; }
 
 ovl=$(overlay_new server)
-shm_name="ivshmem-pkgtest-$$"
-trap 'rm -rf "$ovl"; rm -f "/dev/shm/$shm_name"' EXIT
+m=$ovl/merged
+machine=ivshmem-pkgtest-$$
+run_dir=$(mktemp -d /run/ivshmem-pkgtest.XXXXXX)
+shm_dir=$(mktemp -d /dev/shm/ivshmem-pkgtest.XXXXXX)
+chmod 1777 "$shm_dir" # as /dev/shm itself
+client=$(mktemp -d)
 out=$(mktemp -d)
-
-# Everything below runs in one private mount namespace, so that the
-# guest's QEMU reaches the socket through the overlay's own path.
-unshare --mount --propagation private -- /bin/bash -c '
-	root=$1 ovl=$2 deb=$3 shm_name=$4 out=$5 top=$6
-	shift 6
-	m=$ovl/merged
-	"$top/scripts/mount-overlay.sh" "$root" "$ovl"
-	mkdir -p "$m/mnt/deb"
-	mount --bind "$(dirname "$deb")" "$m/mnt/deb"
-	in_root() {
-		chroot "$m" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
-			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
-	}
-	step() { echo "$1 $2" >>"$out/results"; }
-
-	in_root apt-get install -y --no-install-recommends "/mnt/deb/$(basename "$deb")" >"$out/apt.log" 2>&1
-	step $? "ivshmem-server installs with apt"
-
-	printf "SIZE=4M\nVECTORS=4\nSHM_NAME=%s\n" "$shm_name" >"$m/etc/ivshmem/pkgtest.conf"
-	in_root systemd-analyze verify --man=no ivshmem-server@pkgtest.service ivshmem-server@pkgtest.socket \
-		>"$out/verify.log" 2>&1
-	status=$?
-	# Outside a booted system, verify also reports the missing system
-	# manager; only complaints about our units count.
-	if [ $status -ne 0 ] && ! grep -q "ivshmem-server@" "$out/verify.log"; then status=0; fi
-	step $status "systemd-analyze verify ivshmem-server@pkgtest.service and .socket"
-
-	in_root systemd-tmpfiles --create /usr/lib/tmpfiles.d/ivshmem-server.conf >"$out/tmpfiles.log" 2>&1 &&
-		[ "$(in_root stat -c "%a %U:%G" /run/ivshmem)" = "750 root:kvm" ]
-	step $? "tmpfiles.d makes /run/ivshmem 0750 root:kvm"
-
-	unit=$m/usr/lib/systemd/system/ivshmem-server@.service
-	exec_start=$(sed -n "s/^ExecStart=//p" "$unit" | sed "s/%i/pkgtest/g")
-	environment=$(sed -n "s/^Environment=//p" "$unit" | sed "s/%i/pkgtest/g")
-	listen=$(sed -n "s/^ListenStream=//p" "$m/usr/lib/systemd/system/ivshmem-server@.socket" | sed "s/%i/pkgtest/g")
-	echo "# ExecStart=$exec_start" >>"$out/notes"
-	echo "# ListenStream=$listen" >>"$out/notes"
-	in_root systemd-socket-activate -l "$listen" /bin/sh -c \
-		"set -a; $environment; . /etc/ivshmem/pkgtest.conf; set +a; exec $exec_start" \
-		>"$out/server.log" 2>&1 &
-	activator=$!
-	for _ in $(seq 100); do [ -S "$m$listen" ] && break; sleep 0.1; done
-	[ -S "$m$listen" ]
-	step $? "the socket unit'"'"'s socket is listening at $listen"
-
-	"$IVSHMEM_VMRUN" --server-socket "$m$listen" --server-shm "/dev/shm/$shm_name" run doorbell-service \
-		>"$out/vmrun.log" 2>&1
-	kill -TERM $activator 2>/dev/null
-	pkill -TERM -f "ivshmem-server -F -S $listen" 2>/dev/null
-	wait $activator 2>/dev/null
-	true
-' sh "$(buildroot_dir)" "$ovl" "$IVSHMEM_TOP/$deb" "$shm_name" "$out" "$IVSHMEM_TOP" "$@"
-
-while read -r status what; do result "$status" "$what"; done <"$out/results"
-cat "$out/notes" 2>/dev/null
-for log in apt verify tmpfiles server; do
-	[ -s "$out/$log.log" ] && { echo "# --- $log.log"; tail -n 8 "$out/$log.log" | sed 's/^/#   /'; }
-done
-if [ -f "$out/vmrun.log" ]; then
-	sed 's/^/    /' "$out/vmrun.log"
-	summary=$(grep '^vmrun: ' "$out/vmrun.log" | tail -n 1)
-	if [[ $summary =~ ^vmrun:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
-		pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))
-		grep -q "notify\|listening on" "$out/server.log" || true
-	else
-		result 1 "a doorbell guest on the packaged unit's socket (the runner printed no summary)"
+nspawn=
+cleanup() {
+	if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
+		# nspawn asks the container's systemd to power off.
+		kill -TERM "$nspawn"
+		timeout 60 tail --pid="$nspawn" -f /dev/null || kill -KILL "$nspawn"
 	fi
-else
-	result 1 "a doorbell guest on the packaged unit's socket (not run)"
+	wait 2>/dev/null
+	umount "$m" 2>/dev/null
+	rm -rf "$ovl" "$run_dir" "$shm_dir" "$client" "$out" "/run/systemd/nspawn/propagate/$machine"
+}
+trap cleanup EXIT
+mount -t overlay overlay -o "lowerdir=$(buildroot_dir),upperdir=$ovl/upper,workdir=$ovl/work" "$m" ||
+	{ result 1 "overlay of the build root mounted"; finish; }
+# The build root's systemd (257) needs the unified cgroup hierarchy.
+export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+run_in() { systemd-nspawn -q -D "$m" --register=no --keep-unit "$@"; }
+
+# 1. Install, configure, enable, boot.
+run_in --bind-ro="$IVSHMEM_TOP/$(dirname "$deb"):/mnt/deb" env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y --no-install-recommends "/mnt/deb/$(basename "$deb")" >"$out/apt.log" 2>&1
+result $? "ivshmem-server installs with apt (in a trixie system)" ||
+	{ tail -n 20 "$out/apt.log" | sed 's/^/#   /'; finish; }
+shm_name=pkgtest-$$
+printf "SIZE=4M\nVECTORS=4\nSHM_NAME=%s\n" "$shm_name" >"$m/etc/ivshmem/pkgtest.conf"
+run_in systemctl enable ivshmem-server@pkgtest.socket >"$out/enable.log" 2>&1
+result $? "systemctl enable ivshmem-server@pkgtest.socket"
+
+log "server-deb: booting the Debian system with systemd as PID 1 (systemd-nspawn --boot)"
+systemd-nspawn --boot -D "$m" --register=no --keep-unit --private-network -M "$machine" \
+	--bind="$run_dir:/run/ivshmem" --bind="$shm_dir:/dev/shm" --console=pipe >"$out/boot.log" 2>&1 &
+nspawn=$!
+init=
+for _ in $(seq 300); do
+	for p in $(pgrep -P "$nspawn"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ] && init=$p
+	done
+	[ -n "$init" ] && break
+	kill -0 "$nspawn" 2>/dev/null || break
+	sleep 0.1
+done
+# ct CMD...: CMD in the booted system (its namespaces and root).
+ct() {
+	nsenter -t "$init" -m -u -i -n -p -r -w /usr/bin/env -i LANG=C.UTF-8 \
+		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+# The console's tail and the journal's, when something failed.
+tails() {
+	note "--- console (tail)"
+	tail -n 15 "$out/boot.log" | sed 's/^/#   /'
+	[ -n "$init" ] && { note "--- journal (tail)"; ct journalctl -b --no-pager -n 30 2>&1 | sed 's/^/#   /'; }
+	note "repeat: scripts/server-deb-test.sh $*"
+}
+if [ -z "$init" ]; then
+	result 1 "systemd-nspawn --boot started systemd"
+	tails "$@"
+	finish
 fi
-grep -q "passed by the service manager" "$out/server.log"
-result $? "the server was started by the socket and took it from the manager (server.log)"
-rm -rf "$out"
+for _ in $(seq 300); do
+	ct test -S /run/systemd/private && break
+	sleep 0.1
+done
+state=$(ct timeout 180 systemctl is-system-running --wait 2>&1)
+[ "$state" = running ]
+result $? "the system boots with systemd as PID 1 (is-system-running: $state)" || {
+	ct systemctl --failed --no-legend --no-pager | sed 's/^/#   failed: /'
+	tails "$@"
+}
+
+# 2. The units, as this systemd sees them.
+ct systemd-analyze verify --man=no ivshmem-server@pkgtest.service ivshmem-server@pkgtest.socket \
+	>"$out/verify.log" 2>&1
+result $? "systemd-analyze verify ivshmem-server@pkgtest.service ivshmem-server@pkgtest.socket" ||
+	sed 's/^/#   /' "$out/verify.log"
+ct systemd-analyze security --no-pager ivshmem-server@pkgtest.service >"$out/security.log" 2>&1
+exposure=$(sed -n 's/.*Overall exposure level for ivshmem-server@pkgtest.service: \([0-9.]*\).*/\1/p' "$out/security.log")
+grep '✗' "$out/security.log" | cut -c1-130 | sed 's/ *$//; s/^/#   /'
+[ -n "$exposure" ] && awk -v e="$exposure" -v max="$EXPOSURE_MAX" 'BEGIN { exit !(e <= max) }'
+result $? "systemd-analyze security: exposure ${exposure:-(none)}, at most $EXPOSURE_MAX" ||
+	sed 's/^/#   /' "$out/security.log"
+unexpected=$(grep '✗' "$out/security.log" | awk '{ print $2 }' | grep -vxE "$ACCEPTED")
+[ -n "$exposure" ] && [ -z "$unexpected" ]
+result $? "systemd-analyze security: no failed check but the five the server needs${unexpected:+ (also: $(echo $unexpected))}"
+
+# 3. The socket systemd made, seen from the host.
+[ "$(ct systemctl is-active ivshmem-server@pkgtest.socket)" = active ] &&
+	[ "$(ct systemctl is-active ivshmem-server@pkgtest.service)" = inactive ]
+result $? "the socket unit listens; the service waits for a connection"
+sock=$run_dir/pkgtest.sock
+kvm_gid=$(ct getent group kvm | cut -d: -f3)
+user_uid=$(ct id -u ivshmem-server)
+[ -S "$sock" ] && [ -n "$kvm_gid" ] && [ "$(stat -c %a:%g "$sock")" = "660:$kvm_gid" ]
+result $? "the socket on the host is 0660, group kvm ($(stat -c %a:%g "$sock" 2>&1), kvm is $kvm_gid)"
+[ -n "$user_uid" ] && [ "$(stat -c %a:%u:%g "$run_dir")" = "750:$user_uid:$kvm_gid" ]
+result $? "/run/ivshmem is 0750 ivshmem-server:kvm ($(stat -c %a:%u:%g "$run_dir"))"
+
+# 4. A client's handshake starts the service.
+dpkg-deb -x "$deb" "$client"
+timeout 30 "$client/usr/bin/ivshmem-client" -S "$sock" info >"$out/client.log" 2>&1 &&
+	grep -qx 'shm_size: 4194304' "$out/client.log" && grep -qx 'vectors: 4' "$out/client.log"
+result $? "a client on the host completes the handshake (4 MiB, 4 vectors)" || sed 's/^/#   /' "$out/client.log"
+[ "$(ct systemctl is-active ivshmem-server@pkgtest.service)" = active ] &&
+	ct journalctl -b --no-pager -u ivshmem-server@pkgtest.service | grep -q "passed by the service manager"
+result $? "the connection started the service, which took the socket from systemd"
+pid=$(ct systemctl show -P MainPID ivshmem-server@pkgtest.service)
+status=$(ct cat "/proc/$pid/status" 2>/dev/null)
+echo "$status" | grep -qE "^Uid:\s+$user_uid\s" &&
+	echo "$status" | grep -qE '^CapEff:\s+0+$' && echo "$status" | grep -qE '^CapBnd:\s+0+$' &&
+	echo "$status" | grep -qE '^NoNewPrivs:\s+1$' && echo "$status" | grep -qE '^Seccomp:\s+2$'
+result $? "the server runs as ivshmem-server ($user_uid), no capabilities, no new privileges, seccomp" ||
+	echo "$status" | grep -E '^(Uid|Gid|Cap|NoNewPrivs|Seccomp)' | sed 's/^/#   /'
+[ -f "$shm_dir/$shm_name" ] && [ "$(stat -c %u "$shm_dir/$shm_name")" = "$user_uid" ]
+result $? "the server made /dev/shm/$shm_name as its user"
+
+# What the container leaves out of the unit's sandboxing, as its manager
+# logged it.
+ct journalctl -b --no-pager -u ivshmem-server@pkgtest.service -u ivshmem-server@pkgtest.socket |
+	grep -iE "not supported|unsupported|ignoring|limit" | sed 's/^/# the container: /'
+
+# 5. A doorbell guest on that socket.
+"$IVSHMEM_VMRUN" --server-socket "$sock" --server-shm "$shm_dir/$shm_name" run doorbell-service \
+	>"$out/vmrun.log" 2>&1
+sed 's/^/    /' "$out/vmrun.log"
+summary=$(grep '^vmrun: ' "$out/vmrun.log" | tail -n 1)
+if [[ $summary =~ ^vmrun:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
+	pass=$((pass + BASH_REMATCH[1])) fail=$((fail + BASH_REMATCH[2])) skip=$((skip + BASH_REMATCH[3]))
+else
+	result 1 "a doorbell guest on the packaged unit's socket (the runner printed no summary)"
+fi
+[ "$(ct systemctl is-active ivshmem-server@pkgtest.service)" = active ]
+result $? "the service is still running after the guest" ||
+	ct journalctl -b --no-pager -n 20 -u ivshmem-server@pkgtest.service | sed 's/^/#   /'
 finish

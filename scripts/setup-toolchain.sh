@@ -3,7 +3,8 @@
 #
 # Set up everything the build needs, idempotently:
 #   1. host packages (QEMU, busybox, cpio, debootstrap, and what the host
-#      tests need: a C compiler, python3, groff, hexdump) through apt;
+#      tests need: a C compiler, python3, groff, hexdump; systemd-nspawn,
+#      which boots the server package's Debian system) through apt;
 #   2. a Debian build root of IVSHMEM_SUITE (trixie by default; sid for
 #      sid's kernels) with its rustc, rust-src, bindgen, C compiler, ...,
 #      made with debootstrap and cached under $IVSHMEM_CACHE/buildroot,
@@ -24,7 +25,8 @@
 # hex dump): without them those tests are skipped, not run.
 HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc libc6-dev
 	python3 groff-base bsdextrautils
-	libvirt-clients libxml2-utils make xz-utils procps)
+	libvirt-clients libxml2-utils make xz-utils procps
+	systemd-container)
 
 step_host_packages() {
 	local missing=() p
