@@ -105,13 +105,14 @@ buildroot_dir() { echo "$IVSHMEM_CACHE/buildroot/$BUILDROOT_SUITE-$(buildroot_ke
 # With BUILDROOT_LAYER set to a kernel layer (klayer_dir: a stock kernel's
 # headers, modules and source installed over the build root), the root is
 # the build root with that layer over it; the build root itself is never
-# written to after it was made.
+# written to after it was made. BUILDROOT_BINDS: more directories (absolute
+# paths without spaces) to show at the same paths.
 in_buildroot() {
 	local root
 	root=$(buildroot_dir)
 	[ -f "$root/.ivshmem-complete" ] || die "no build root at $root; run scripts/setup-toolchain.sh"
 	unshare --mount --propagation private -- /bin/sh -ec '
-		root=$1 top=$2 cache=$3 cwd=$4 layer=$5; shift 5
+		root=$1 top=$2 cache=$3 cwd=$4 layer=$5 binds=$6; shift 6
 		if [ -n "$layer" ]; then
 			mount -t overlay overlay -o "lowerdir=$root,upperdir=$layer/upper,workdir=$layer/work" "$layer/merged"
 			root=$layer/merged
@@ -122,10 +123,14 @@ in_buildroot() {
 		mount -t sysfs sysfs "$root/sys"
 		mount --bind "$top" "$root$top"
 		mount --bind "$cache" "$root$cache"
+		for b in $binds; do
+			mkdir -p "$root$b"
+			mount --bind "$b" "$root$b"
+		done
 		exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
 			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 			/bin/sh -c "cd \"\$0\" && exec \"\$@\"" "$cwd" "$@"
-	' sh "$root" "$IVSHMEM_TOP" "$IVSHMEM_CACHE" "$PWD" "${BUILDROOT_LAYER:-}" "$@"
+	' sh "$root" "$IVSHMEM_TOP" "$IVSHMEM_CACHE" "$PWD" "${BUILDROOT_LAYER:-}" "${BUILDROOT_BINDS:-}" "$@"
 }
 
 # The directory of the kernel layer of RELEASE VERSION over the current
