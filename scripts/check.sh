@@ -22,6 +22,7 @@
 #      (autoload by udev); build-debian-module.sh's refusals are checked
 #      (trixie); the module is built for trixie-backports' newest 7.2.x,
 #      whose rustc (1.85.1) is older than sid's;
+#      lintian (trixie's) on both packages, which fails on any error;
 #   6. the ivshmem-server package under a real systemd: installed with apt
 #      into a Debian system that boots with systemd as PID 1 in
 #      systemd-nspawn; its units verified and scored (systemd-analyze), its
@@ -162,6 +163,11 @@ deb=
 step "the Debian packages (ivshmem-dkms, ivshmem-server)"
 if [ $built = 1 ] && deb=$(scripts/build-deb.sh); then
 	ok "Debian packages built"
+	if scripts/lintian.sh; then
+		ok "lintian (trixie) on both packages: no error"
+	else
+		ko "lintian (trixie) on the packages: errors above"
+	fi
 else
 	ko "Debian packages (build)"
 fi
