@@ -29,4 +29,7 @@ pub struct Config {
     pub threads: usize,
     /// The device nodes to call.
     pub devices: Vec<PathBuf>,
+    /// Keep calling past `calls` while this path exists (up to 100 times
+    /// `calls`), so that a removal the caller makes happens mid-run.
+    pub until_gone: Option<PathBuf>,
 }

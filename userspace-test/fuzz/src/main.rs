@@ -2,7 +2,7 @@
 //! (see the library's documentation for what it calls).
 //!
 //! ```text
-//! ivshmem-fuzz [--seed N] [--calls N] [--procs N] [--threads N] [DEVICE...]
+//! ivshmem-fuzz [--seed N] [--calls N] [--procs N] [--threads N] [--until-gone PATH] [DEVICE...]
 //! ```
 //!
 //! Prints the seed first, so that a failing run can be repeated, and a
@@ -14,7 +14,9 @@ use std::process::ExitCode;
 
 fn usage(why: &str) -> ExitCode {
     eprintln!("ivshmem-fuzz: {why}");
-    eprintln!("usage: ivshmem-fuzz [--seed N] [--calls N] [--procs N] [--threads N] [DEVICE...]");
+    eprintln!(
+        "usage: ivshmem-fuzz [--seed N] [--calls N] [--procs N] [--threads N] [--until-gone PATH] [DEVICE...]"
+    );
     ExitCode::from(2)
 }
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         procs: 2,
         threads: 4,
         devices: Vec::new(),
+        until_gone: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -44,6 +47,10 @@ fn main() -> ExitCode {
             "--calls" => number(&a, args.next()).map(|n| cfg.calls = n),
             "--procs" => number(&a, args.next()).map(|n| cfg.procs = n as usize),
             "--threads" => number(&a, args.next()).map(|n| cfg.threads = n as usize),
+            "--until-gone" => args
+                .next()
+                .map(|p| cfg.until_gone = Some(PathBuf::from(p)))
+                .ok_or_else(|| format!("{a} needs a path")),
             "-h" | "--help" => return usage("a fuzzer of /dev/ivshmemN"),
             s if s.starts_with('-') => Err(format!("unknown option {s}")),
             s => {

@@ -29,7 +29,17 @@ const OPS: &[(&str, u64)] = &[
 impl Worker<'_> {
     pub(crate) fn run(&mut self, calls: u64) {
         let total: u64 = OPS.iter().map(|o| o.1).sum();
-        for _ in 0..calls {
+        let cap = calls.saturating_mul(100);
+        for i in 0..cap {
+            // Past its share, a worker goes on only while the path it was
+            // given exists (looked at every 64 calls).
+            if i >= calls {
+                match &self.until_gone {
+                    None => break,
+                    Some(p) if (i - calls) % 64 == 0 && !p.exists() => break,
+                    Some(_) => {}
+                }
+            }
             let mut x = self.rng.below(total);
             let mut op = OPS[0].0;
             for (name, w) in OPS {
@@ -68,5 +78,36 @@ impl Worker<'_> {
             "fcntl" => self.fcntl(),
             _ => self.signal(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::sync::atomic::AtomicI32;
+
+    fn calls_made(until_gone: Option<&str>) -> u64 {
+        let cfg = Config {
+            seed: 1,
+            calls: 10,
+            procs: 1,
+            threads: 1,
+            devices: vec![],
+            until_gone: until_gone.map(Into::into),
+        };
+        let tids = [AtomicI32::new(0)];
+        let mut w = Worker::new(&cfg, 1, &tids);
+        w.run(10);
+        w.report.calls
+    }
+
+    /// A worker makes its share, or, while `until_gone` exists, up to 100
+    /// times it.
+    #[test]
+    fn until_gone_extends_the_share_while_the_path_exists() {
+        assert_eq!(calls_made(None), 10);
+        assert_eq!(calls_made(Some("/")), 1000);
+        assert_eq!(calls_made(Some("/nonexistent/ivshmem0")), 10);
     }
 }

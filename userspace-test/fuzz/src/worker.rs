@@ -38,6 +38,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) buf: Vec<u8>,
     pub(crate) tids: &'a [AtomicI32],
     pub(crate) report: Report,
+    /// The caller's `until_gone`.
+    pub(crate) until_gone: Option<std::path::PathBuf>,
 }
 
 impl<'a> Worker<'a> {
@@ -61,6 +63,7 @@ impl<'a> Worker<'a> {
             buf: vec![0; BUF],
             tids,
             report: Report::default(),
+            until_gone: cfg.until_gone.clone(),
         }
     }
 

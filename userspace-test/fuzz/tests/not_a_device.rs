@@ -29,3 +29,19 @@ fn runs_on_a_file_that_is_not_a_device() {
     // ENOTTY (25) from the ioctls shows that the calls reached the file.
     assert!(failures.contains("25: "), "no ENOTTY among {failures}");
 }
+
+/// With `--until-gone` naming a path that stays, every worker goes on past
+/// its share, up to 100 times it: 6 workers x 100 calls x 100.
+#[test]
+fn until_gone_keeps_calling_while_the_path_exists() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ivshmem-fuzz"))
+        .args("--seed 7 --calls 600 --procs 2 --threads 3 --until-gone / /dev/null".split(' '))
+        .output()
+        .expect("run ivshmem-fuzz");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", out.status);
+    assert!(
+        stdout.contains("ivshmem-fuzz: 60000 calls, "),
+        "not 60000 calls:\n{stdout}"
+    );
+}
