@@ -195,3 +195,195 @@ pub fn hotplug() -> TestResult {
         },
     )
 }
+
+/// QMP hot-unplug of a doorbell device (on the root port, on the
+/// scenario's server) with every kind of user: an eventfd bound on each
+/// vector, a reader and a poller blocked, the doorbell page and BAR2
+/// mapped, and a child forked before the removal that holds the page.
+/// The waiters wake (ENODEV; POLLHUP | POLLERR), the page gives SIGBUS in
+/// this process and in the child, RING and BIND get ENODEV, the eventfds
+/// were not signalled and still work, and the module unloads once the
+/// files are closed (no reference left behind).
+pub fn doorbell_unplug() -> TestResult {
+    unplug_bell(None)
+}
+
+/// [`doorbell_unplug`] with the seeded fuzzer running on the device
+/// through the removal (`make stress`): its processes survive (the
+/// SIGBUS of their mappings mended), then the same checks.
+pub(crate) fn unplug_bell(fuzz_calls: Option<u64>) -> TestResult {
+    let Bell {
+        _m, dev, info, me, ..
+    } = open_bell()?;
+    check!(
+        info.doorbell_mmap,
+        "INFO: features {:#x}, no doorbell page (BAR0 alone on its root port is page-aligned)",
+        info.raw.features
+    );
+    let pci = sys::ivshmem_devices()?[0].clone();
+    // The fuzzer runs on until the node is gone, so that the removal comes
+    // in the middle of its calls (its ENODEV count says so). Forked before
+    // this test starts threads of its own.
+    let fuzz = fuzz_calls.map(|calls| ivshmem_fuzz::Config {
+        until_gone: Some("/dev/ivshmem0".into()),
+        ..crate::stress::fuzz_config(calls)
+    });
+    let fuzzing = fuzz.as_ref().map(ivshmem_fuzz::spawn).transpose()?;
+    let dev = Arc::new(dev);
+    let efds = eventfd_per_vector(&dev, info.vectors as u16)?;
+    let page = dev.map_doorbell()?;
+    let map = dev.map_all()?;
+    if fuzzing.is_none() {
+        // The page rings before the removal.
+        page.ring(me, 0);
+        expect_events(
+            &dev,
+            &[(0, 1)],
+            "a ring through the page before the removal",
+        )?;
+    }
+    let mut buf = [0u8; 8];
+    let drain = |efd: &std::os::fd::OwnedFd, buf: &mut [u8; 8]| {
+        let (n, _) = poll_in(efd, 0);
+        if n == 1 {
+            // SAFETY: `buf` is a local 8-byte array, the eventfd's read
+            // size; the descriptor is open (borrowed from its owner).
+            unsafe { libc::read(efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        }
+    };
+    for efd in &efds {
+        drain(efd, &mut buf);
+    }
+    let ptr = page.as_ptr();
+    let forked = Forked::start(|| {
+        // SAFETY: In the child, which inherited the page at `ptr` (the
+        // parent keeps it mapped); after the removal the store faults with
+        // SIGBUS, which only ends the child. Aligned, 4 bytes.
+        unsafe { ptr.cast::<u32>().write_volatile(u32::from(me) << 16) };
+        10
+    })?;
+    // The waiters wait until the device goes: the fuzzer's rings wake them
+    // before, and they wait again.
+    let (tx, tids) = std::sync::mpsc::channel();
+    let reader = {
+        let (dev, tx) = (dev.clone(), tx.clone());
+        std::thread::spawn(move || {
+            tx.send(gettid()).ok();
+            loop {
+                if let Some(e) = err_of(dev.read_events()) {
+                    return e;
+                }
+            }
+        })
+    };
+    let poller = {
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            tx.send(gettid()).ok();
+            loop {
+                let (n, revents) = poll_in(&*dev, 120_000);
+                if n != 1 || revents & libc::POLLIN == 0 {
+                    return revents;
+                }
+                // Take the events that woke it, to block again.
+                let mut evs = [0u8; 64];
+                // SAFETY: `evs` is a local 64-byte buffer, a whole number
+                // of events; the descriptor is borrowed from `dev`.
+                unsafe { libc::read(dev.as_fd().as_raw_fd(), evs.as_mut_ptr().cast(), 64) };
+            }
+        })
+    };
+    for _ in 0..2 {
+        let tid = tids.recv().map_err(|e| Failure::Fail(e.to_string()))?;
+        wait_blocked(tid, &[SYS_READ, SYS_POLL, SYS_PPOLL], "a waiter")?;
+    }
+    println!("{}", Request::DeviceDel("shm0".into()).line());
+    check!(
+        sys::wait_for(60, || !pci.path.exists()),
+        "{} still present 60 s after device_del",
+        pci.address()
+    );
+    check!(
+        sys::wait_for(60, || !sys::node_exists(0)),
+        "/dev/ivshmem0 still exists after removal"
+    );
+    let r = join(reader, "reader")?;
+    let p = join(poller, "poller")?;
+    println!("# blocked read: {}; poll revents {p:#x}", errname(r));
+    check!(
+        r == libc::ENODEV,
+        "blocked read after hot-unplug: {}, want ENODEV",
+        errname(r)
+    );
+    check!(
+        p & (libc::POLLHUP | libc::POLLERR) == libc::POLLHUP | libc::POLLERR,
+        "poll after hot-unplug: {p:#x}, want POLLHUP | POLLERR"
+    );
+    if let (Some(cfg), Some(running)) = (&fuzz, fuzzing) {
+        let report = running.wait()?;
+        println!(
+            "# the fuzzer through the removal: seed {:#x}, {} calls on {:?} (until {:?} was \
+             gone), {} of them ENODEV, {} SIGBUS mended; errors {:?}",
+            cfg.seed,
+            report.calls,
+            cfg.devices,
+            cfg.until_gone,
+            report.errors.get(&libc::ENODEV).copied().unwrap_or(0),
+            report.sigbus,
+            report.errors
+        );
+    }
+    let ended = forked.go()?;
+    check!(
+        ended == Err(libc::SIGBUS),
+        "a child forked before the removal, ringing through its page after it: {ended:?}, \
+         want SIGBUS"
+    );
+    for (what, addr) in [("the doorbell page", ptr), ("BAR2", map.as_ptr())] {
+        let ended = in_child(|| {
+            // SAFETY: In a forked child: `addr` is the start of a mapping
+            // the parent keeps alive, whose pages the driver zapped on
+            // removal, so the read faults with SIGBUS, which only ends the
+            // child. Aligned, 4 bytes.
+            let v = unsafe { addr.cast::<u32>().read_volatile() };
+            if v == 0 { 10 } else { 11 }
+        })?;
+        check!(
+            ended == Err(libc::SIGBUS),
+            "touching {what} after the removal: {ended:?}, want SIGBUS"
+        );
+    }
+    expect_err("RING after hot-unplug", dev.ring(me, 0), libc::ENODEV)?;
+    let spare = eventfd()?;
+    expect_err(
+        "BIND_EVENTFD after hot-unplug",
+        dev.bind_eventfd(0, spare.as_fd()),
+        libc::ENODEV,
+    )?;
+    for (v, efd) in efds.iter().enumerate() {
+        if fuzz.is_none() {
+            let (n, _) = poll_in(efd, 0);
+            check!(n == 0, "eventfd of vector {v} signalled by the removal");
+        }
+        drain(efd, &mut buf);
+        let fd = efd.as_raw_fd();
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: `one` and `buf` are local 8-byte arrays, an eventfd's
+        // write and read size; `fd` is open (owned by `efds`).
+        let (w, r) = unsafe {
+            (
+                libc::write(fd, one.as_ptr().cast(), 8),
+                libc::read(fd, buf.as_mut_ptr().cast(), 8),
+            )
+        };
+        check!(
+            w == 8 && r == 8 && u64::from_ne_bytes(buf) == 1,
+            "eventfd of vector {v} after the removal: write {w}, read {r}"
+        );
+    }
+    drop((page, map, efds, spare));
+    let dev = Arc::try_unwrap(dev).map_err(|_| Failure::Fail("a waiter kept the file".into()))?;
+    drop(dev);
+    // `_m` unloads the module: it fails if the removal left a reference.
+    Ok(())
+}

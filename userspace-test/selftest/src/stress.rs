@@ -34,13 +34,14 @@ fn nodes() -> Vec<PathBuf> {
         .collect()
 }
 
-fn fuzz_config(calls: u64) -> Config {
+pub(crate) fn fuzz_config(calls: u64) -> Config {
     Config {
         seed: sys::setting_or("seed", SEED),
         calls,
         procs: 2,
         threads: 3,
         devices: nodes(),
+        until_gone: None,
     }
 }
 
@@ -245,6 +246,13 @@ pub fn stress_bind() -> TestResult {
     result?;
     summary("bind: fuzzer meanwhile", &cfg, &fuzzed?);
     still_works()
+}
+
+/// The fuzzer on a doorbell device while it is hot-unplugged with
+/// eventfds bound, waiters blocked and the doorbell page mapped (the checks
+/// of `doorbell_unplug`).
+pub fn stress_doorbell_unplug() -> TestResult {
+    crate::removal::unplug_bell(Some(sys::setting_or("fuzz_calls", 20_000)))
 }
 
 /// `hotplug_cycles` (default 3) hot-unplug/replug cycles (QMP, through

@@ -406,9 +406,13 @@ impl Guest {
                     args.push("-chardev".into());
                     args.push(format!("socket,path={},id=srv{i}", srv.socket.display()));
                     args.push("-device".into());
-                    args.push(format!(
-                        "ivshmem-doorbell,id=shm{i},chardev=srv{i},vectors={vectors}"
-                    ));
+                    let device =
+                        format!("ivshmem-doorbell,id=shm{i},chardev=srv{i},vectors={vectors}");
+                    args.push(if spec.hotplug && i == 0 {
+                        format!("{device},bus=rp0")
+                    } else {
+                        device
+                    });
                 }
             }
         }

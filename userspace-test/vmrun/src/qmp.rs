@@ -104,6 +104,17 @@ impl Qmp {
         }
     }
 
+    /// The QOM type of the device with id `id` (`ivshmem-plain`, ...).
+    pub fn device_type(&mut self, id: &str) -> Result<String> {
+        let t = self.execute(
+            "qom-get",
+            json!({ "path": format!("/machine/peripheral/{id}"), "property": "type" }),
+        )?;
+        t.as_str()
+            .map(str::to_string)
+            .with_context(|| format!("device {id} has no type ({t})"))
+    }
+
     /// The QOM path of the memory backend of the device with id `id`
     /// (its `memdev`, such as `/objects/mem0`).
     pub fn memdev(&mut self, id: &str) -> Result<String> {

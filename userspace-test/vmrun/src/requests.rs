@@ -190,14 +190,22 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
         }
         Request::DeviceDel(id) => {
             let mut q = Qmp::connect(&g.qmp)?;
-            // Its memory backend, to delete with it: a re-plug gets a new
-            // one (below), so each cycle would otherwise leave one behind.
-            let memdev = q.memdev(id)?;
+            // A plain device's memory backend, to delete with it: a re-plug
+            // gets a new one (below), so each cycle would otherwise leave
+            // one behind. A doorbell device has none (its memory comes from
+            // the server) and is not plugged in again.
+            let memdev = match q.device_type(id)?.as_str() {
+                "ivshmem-doorbell" => None,
+                _ => Some(q.memdev(id)?),
+            };
             q.execute("device_del", json!({ "id": id }))?;
             // Completes only when the guest lets go (its ACPI eject).
             q.wait_event("DEVICE_DELETED", Duration::from_secs(60), |d| {
                 d.get("device").and_then(|v| v.as_str()) == Some(id.as_str())
             })?;
+            let Some(memdev) = memdev else {
+                return Ok(());
+            };
             // The device has unmapped it (ivshmem's unrealize), so QEMU
             // lets it go.
             let backend = memdev.rsplit('/').next().unwrap_or(&memdev);

@@ -314,6 +314,18 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                 .hotplug(),
         ),
         Scenario::new(
+            "doorbell-hotplug",
+            "QMP hot-unplug (q35, pcie-root-port) of a doorbell device with eventfds bound, \
+             waiters blocked and the doorbell page mapped",
+            base,
+        )
+        .guest(
+            GuestSpec::new("guest", &["doorbell_unplug"])
+                .doorbell(2)
+                .hotplug(),
+        )
+        .server(2),
+        Scenario::new(
             "doorbell-server",
             "two ivshmem-doorbell guests on our server: distinct IVPositions, both in the \
              host client's peer list",

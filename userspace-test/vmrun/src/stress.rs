@@ -108,6 +108,18 @@ pub fn scenarios(o: &StressOpts) -> Vec<Scenario> {
         .server(4)
         .not_in_suite(),
         Scenario::new(
+            "stress-doorbell-unplug",
+            "QMP hot-unplug of a doorbell device under the fuzzer, with eventfds bound, waiters blocked and the doorbell page mapped",
+            b.timeout,
+        )
+        .guest(settings(
+            GuestSpec::new("guest", &["stress_doorbell_unplug"])
+                .doorbell(4)
+                .hotplug(),
+        ))
+        .server(4)
+        .not_in_suite(),
+        Scenario::new(
             "stress-rings",
             "two guests ring each other at full speed at the same time; no lost final wake-up",
             b.timeout,
