@@ -72,14 +72,42 @@ fn irq_vectors<'bound>(
 
 /// The interrupts of a bound device.
 ///
-/// Fields drop in order: INTx is masked in the device first, then the
-/// handlers are freed, then their names and vectors.
+/// One handler per usable vector, with the vectors and their names, and
+/// INTx enabled over them on revision 0 devices ([`Wired`]).
 pub(crate) struct Interrupts<'bound> {
-    /// INTx enabled in IntrMask (revision 0 devices); masked again on drop,
-    /// before its handler goes.
-    _intx: Option<IntxEnabled<Arc<Device>>>,
-    /// One handler per usable vector, with the vectors and their names.
-    _handlers: Option<Handlers<'bound, IrqHandler>>,
+    _wired: Wired<IntxEnabled<Arc<Device>>, Handlers<'bound, IrqHandler>>,
+}
+
+/// Interrupt handlers `H` and, over them, INTx enabled in the device `I`:
+/// how the driver wires the two, generic so that KUnit checks the very
+/// order the driver uses.
+///
+/// # Invariants
+///
+/// INTx is enabled only while at least one handler is registered: it was
+/// enabled after the handlers were, and fields drop in order, so it is
+/// masked in the device before the handlers are freed (then their names
+/// and vectors). Otherwise a doorbell between the two would leave a
+/// level-triggered line asserted with no handler ("nobody cared").
+pub(crate) struct Wired<I, H> {
+    _intx: Option<I>,
+    _handlers: Option<H>,
+}
+
+impl<I, H> Wired<I, H> {
+    /// Wires `handlers`, of which `usable` are registered, then enables
+    /// INTx with `enable` on an INTx device (`intx`) that has a handler.
+    pub(crate) fn new(
+        handlers: Option<H>,
+        usable: usize,
+        intx: bool,
+        enable: impl FnOnce() -> I,
+    ) -> Self {
+        Self {
+            _intx: (intx && usable != 0).then(enable),
+            _handlers: handlers,
+        }
+    }
 }
 
 impl<'bound> Interrupts<'bound> {
@@ -119,10 +147,9 @@ impl<'bound> Interrupts<'bound> {
         let usable = handlers.as_ref().map_or(0, Handlers::len);
         dev.set_usable_vectors(usable);
         Ok(Self {
-            // Only now that its handler is registered; if the probe fails
-            // later, dropping this masks INTx again.
-            _intx: (intx && usable != 0).then(|| IntxEnabled::new(dev.clone())),
-            _handlers: handlers,
+            // INTx only now that its handler is registered; if the probe
+            // fails later, dropping this masks it again.
+            _wired: Wired::new(handlers, usable, intx, || IntxEnabled::new(dev.clone())),
         })
     }
 }
@@ -297,6 +324,103 @@ mod tests {
         drop(enabled);
         assert_eq!(regs.mask.get(), 0);
         assert_eq!(regs.status.get(), 0);
+    }
+
+    /// What happened to the fakes below, in order.
+    struct Log {
+        events: [Cell<u8>; 8],
+        len: Cell<usize>,
+    }
+
+    const HANDLERS_UP: u8 = 1;
+    const INTX_ON: u8 = 2;
+    const INTX_OFF: u8 = 3;
+    const HANDLERS_FREED: u8 = 4;
+
+    impl Log {
+        fn new() -> Self {
+            Self {
+                events: Default::default(),
+                len: Cell::new(0),
+            }
+        }
+
+        fn push(&self, e: u8) {
+            let n = self.len.get();
+            if let Some(slot) = self.events.get(n) {
+                slot.set(e);
+                self.len.set(n + 1);
+            }
+        }
+
+        fn is(&self, want: &[u8]) -> bool {
+            self.len.get() == want.len() && self.events.iter().zip(want).all(|(e, w)| e.get() == *w)
+        }
+    }
+
+    /// Stands for the registered handlers.
+    struct FakeHandlers<'a>(&'a Log);
+
+    impl<'a> FakeHandlers<'a> {
+        fn request(log: &'a Log) -> Self {
+            log.push(HANDLERS_UP);
+            Self(log)
+        }
+    }
+
+    impl Drop for FakeHandlers<'_> {
+        fn drop(&mut self) {
+            self.0.push(HANDLERS_FREED);
+        }
+    }
+
+    /// Stands for INTx enabled in the device.
+    struct FakeIntx<'a>(&'a Log);
+
+    impl<'a> FakeIntx<'a> {
+        fn enable(log: &'a Log) -> Self {
+            log.push(INTX_ON);
+            Self(log)
+        }
+    }
+
+    impl Drop for FakeIntx<'_> {
+        fn drop(&mut self) {
+            self.0.push(INTX_OFF);
+        }
+    }
+
+    #[test]
+    fn wired_intx_goes_on_after_the_handlers_and_off_before_them() {
+        let log = Log::new();
+        let wired = Wired::new(Some(FakeHandlers::request(&log)), 1, true, || {
+            FakeIntx::enable(&log)
+        });
+        assert!(log.is(&[HANDLERS_UP, INTX_ON]));
+        // Unbind, or a probe that fails after this.
+        drop(wired);
+        assert!(log.is(&[HANDLERS_UP, INTX_ON, INTX_OFF, HANDLERS_FREED]));
+    }
+
+    #[test]
+    fn wired_no_intx_without_a_handler_or_on_msix() {
+        let log = Log::new();
+        // INTx device whose one handler could not be had.
+        drop(Wired::<FakeIntx<'_>, FakeHandlers<'_>>::new(
+            None,
+            0,
+            true,
+            || FakeIntx::enable(&log),
+        ));
+        assert!(log.is(&[]));
+        // MSI-X device: handlers, never INTx.
+        drop(Wired::new(
+            Some(FakeHandlers::request(&log)),
+            2,
+            false,
+            || FakeIntx::enable(&log),
+        ));
+        assert!(log.is(&[HANDLERS_UP, HANDLERS_FREED]));
     }
 
     #[test]
