@@ -14,8 +14,11 @@
 //! [`crate::file`], the doorbells in [`crate::doorbell`], the interrupt
 //! handlers in [`crate::interrupts`].
 //!
-//! Locks, outermost first; none is taken by `open`, which runs under the
-//! global `misc_mtx`, nor by ioctls, which check an atomic flag:
+//! Locks, outermost first; `open` (under the global `misc_mtx`) and the
+//! ioctls, which check an atomic flag, take none of them (on a doorbell
+//! device, `open`, `read`, `SET_MASK` and `BIND_EVENTFD` take only
+//! `Events::state`, the interrupt-disabling spin lock of
+//! [`crate::doorbell`]):
 //! - `mmap_lock` or the VMA lock (held by the mm around faults, `mmap`,
 //!   VMA open and close);
 //! - [`Device::present`], a reader-writer semaphore: read by faults,

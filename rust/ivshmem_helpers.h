@@ -34,7 +34,10 @@ int ivshmem_pci_domain_nr(struct pci_dev *pdev);
  * later ones, including MMIO.
  */
 void ivshmem_wmb(void);
-/* ktime_get_ns(): CLOCK_MONOTONIC in nanoseconds; NMI-safe. */
+/*
+ * ktime_get_ns(): CLOCK_MONOTONIC in nanoseconds; callable in hard IRQ
+ * context (not from NMI: that is ktime_get_mono_fast_ns()).
+ */
 u64 ivshmem_ktime_ns(void);
 /*
  * ida_alloc_max() on the driver's IDA of device numbers: the lowest free

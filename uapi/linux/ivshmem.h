@@ -231,8 +231,9 @@ struct ivshmem_eventfd {
  *
  * read() needs room for at least one event (-EINVAL otherwise), returns as
  * many whole events as fit (vectors not returned stay pending; the next
- * read starts after the last vector returned, so a busy vector cannot
- * starve the others), blocks until one is pending unless O_NONBLOCK
+ * read starts after the last vector this read took, so a busy vector
+ * cannot starve the others; when copying an event to the buffer faults,
+ * it and the events after it are pending again, for a later read), blocks until one is pending unless O_NONBLOCK
  * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
  * SA_RESTART), and fails with -ENODEV once the device is gone and
  * -EOPNOTSUPP on ivshmem-plain devices (and doorbell devices with no
