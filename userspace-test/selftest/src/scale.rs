@@ -8,7 +8,7 @@ use guest_sys::{self as sys, errname};
 use ivshmem::Device;
 use ivshmem::uapi::IVSHMEM_MAX_EVENTFDS;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The kernel log so far.
 fn kernel_log() -> Result<String, Failure> {
@@ -142,21 +142,29 @@ pub fn doorbell_many_bindings() -> TestResult {
             "vector {v}: its eventfd counts {c}, want one per binding ({IVSHMEM_MAX_EVENTFDS})"
         );
     }
-    // Closing every file releases every binding, quickly.
+    // Closing every file releases every binding (checked below: no
+    // eventfd is signalled any more, and the slots are free again). The
+    // time is reported, not judged: timings belong to `make bench`.
     let t0 = Instant::now();
     drop(files);
-    let took = t0.elapsed();
-    println!("# closing {files_n} files took {took:?}");
-    check!(
-        took < Duration::from_secs(10),
-        "closing {files_n} files took {took:?}"
-    );
+    println!("# closing {files_n} files took {:?}", t0.elapsed());
     bell.dev.ring(bell.me, 0)?;
     expect_events(&bell.dev, &[(0, 1)], "vector 0 after the files closed")?;
-    check!(
-        efd_count(&efds[0]) == 0,
-        "an eventfd of a closed file was signalled"
-    );
+    for (v, efd) in efds.iter().enumerate() {
+        check!(
+            efd_count(efd) == 0,
+            "vector {v}: an eventfd of a closed file was signalled"
+        );
+    }
+    // Every slot of vector 0 is free again: as many new files take them.
+    let mut again = Vec::with_capacity(IVSHMEM_MAX_EVENTFDS);
+    for i in 0..IVSHMEM_MAX_EVENTFDS {
+        let dev = Device::open(bell.index)?;
+        dev.bind_eventfd(0, efds[0].as_fd())
+            .map_err(|e| Failure::Fail(format!("file {i} after the others closed: {e}")))?;
+        again.push(dev);
+    }
+    drop(again);
     let log = kernel_log()?;
     let new: Vec<&str> = log.lines().skip(log_before).collect();
     check!(

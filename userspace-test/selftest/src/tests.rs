@@ -85,7 +85,7 @@ pub fn all() -> Vec<Test> {
         t("doorbell_fairness", false, readers::doorbell_fairness, "one event per read: a busy vector 0 does not starve vector 1"),
         t("readonly_open", false, readers::readonly_open, "an O_RDONLY file: RING, BIND_EVENTFD, SET_CACHE get EBADF; INFO, read, read-only mmap work"),
         t("doorbell_vectors_256", false, scale::doorbell_vectors_256, "256 vectors on one vCPU: the device binds, maps, and INFO, sysfs and the handlers agree on the usable count"),
-        t("doorbell_many_bindings", false, scale::doorbell_many_bindings, "200 files bind every vector: IVSHMEM_MAX_EVENTFDS per vector, then ENOSPC; all signalled; close is quick"),
+        t("doorbell_many_bindings", false, scale::doorbell_many_bindings, "200 files bind every vector: IVSHMEM_MAX_EVENTFDS per vector, then ENOSPC; all signalled; closing them frees every slot"),
         t("doorbell_pair", false, doorbell::doorbell_pair, "two guests ring each other on every vector, stream 100k rings, ring and are rung by the host"),
         t("doorbell_kill", false, doorbell::doorbell_kill, "a peer killed mid-stream: rings to it are harmless, the survivor works"),
         t("demo_chat", false, doorbell::demo_chat, "the demo: a message and its answer between two guests, by doorbell"),
