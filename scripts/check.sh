@@ -43,6 +43,7 @@ t0=$SECONDS
 
 step() { printf '\n\033[1m=== %s\033[0m\n' "$*"; }
 ok() { pass=$((pass + 1)); echo "ok: $1"; }
+sk() { skip=$((skip + 1)); echo "SKIP: $1"; }
 ko() { fail=$((fail + 1)); failed_steps+=("$1"); echo "FAILED: $1"; }
 
 step "build"
@@ -152,7 +153,7 @@ step "stress campaign, the fixed-seed slice (make stress runs it all), project d
 if [ $built = 1 ] && [ ${#filters[@]} -eq 0 ]; then
 	guest_suite "debug kernel (stress slice)" build/test/env -- stress --quick
 elif [ $built = 1 ]; then
-	echo "not run: scenario filters given"
+	sk "stress slice (scenario filters given)"
 else
 	ko "stress slice (not run: the build failed)"
 fi

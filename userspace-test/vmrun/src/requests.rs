@@ -96,12 +96,17 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
             if let Some(peer) = *peer {
                 let srv = server()?;
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                // Each look is a client joining and leaving the server in
+                // front of the surviving guests: few, spaced out more and
+                // more (20 ms, doubling up to 640 ms).
+                let mut pause = Duration::from_millis(20);
                 while peer_ids(srv)?.contains(&u64::from(peer)) {
                     ensure!(
                         std::time::Instant::now() < deadline,
                         "the server still lists peer {peer} 10 s after its guest was killed"
                     );
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(640));
                 }
                 write_u64(srv, server_shm::KILL_ACK, server_shm::ack(peer))?;
             }

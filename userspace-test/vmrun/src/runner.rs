@@ -120,6 +120,9 @@ pub fn run_scenario(ctx: &Ctx, sc: &Scenario, number: usize) -> (bool, Totals) {
                     sc.name,
                     ctx.boot_deadline.min(sc.timeout).as_secs()
                 );
+                retried_because = Some(format!(
+                    "guest(s) {hung:?} hung in early boot, with no kernel report"
+                ));
                 attempt += 1;
                 let _ = fs::remove_dir_all(&dir);
                 continue;
