@@ -358,44 +358,38 @@ mod tests {
         }
     }
 
-    /// Stands for the registered handlers.
-    struct FakeHandlers<'a>(&'a Log);
+    /// Stands for the registered handlers, or for INTx enabled: logs `up`
+    /// when made and `down` when dropped.
+    struct Logged<'a> {
+        log: &'a Log,
+        down: u8,
+    }
 
-    impl<'a> FakeHandlers<'a> {
-        fn request(log: &'a Log) -> Self {
-            log.push(HANDLERS_UP);
-            Self(log)
+    impl<'a> Logged<'a> {
+        fn new(log: &'a Log, up: u8, down: u8) -> Self {
+            log.push(up);
+            Self { log, down }
+        }
+
+        fn handlers(log: &'a Log) -> Self {
+            Self::new(log, HANDLERS_UP, HANDLERS_FREED)
+        }
+
+        fn intx(log: &'a Log) -> Self {
+            Self::new(log, INTX_ON, INTX_OFF)
         }
     }
 
-    impl Drop for FakeHandlers<'_> {
+    impl Drop for Logged<'_> {
         fn drop(&mut self) {
-            self.0.push(HANDLERS_FREED);
-        }
-    }
-
-    /// Stands for INTx enabled in the device.
-    struct FakeIntx<'a>(&'a Log);
-
-    impl<'a> FakeIntx<'a> {
-        fn enable(log: &'a Log) -> Self {
-            log.push(INTX_ON);
-            Self(log)
-        }
-    }
-
-    impl Drop for FakeIntx<'_> {
-        fn drop(&mut self) {
-            self.0.push(INTX_OFF);
+            self.log.push(self.down);
         }
     }
 
     #[test]
     fn wired_intx_goes_on_after_the_handlers_and_off_before_them() {
         let log = Log::new();
-        let wired = Wired::new(Some(FakeHandlers::request(&log)), 1, true, || {
-            FakeIntx::enable(&log)
-        });
+        let wired = Wired::new(Some(Logged::handlers(&log)), 1, true, || Logged::intx(&log));
         assert!(log.is(&[HANDLERS_UP, INTX_ON]));
         // Unbind, or a probe that fails after this.
         drop(wired);
@@ -406,20 +400,14 @@ mod tests {
     fn wired_no_intx_without_a_handler_or_on_msix() {
         let log = Log::new();
         // INTx device whose one handler could not be had.
-        drop(Wired::<FakeIntx<'_>, FakeHandlers<'_>>::new(
-            None,
-            0,
-            true,
-            || FakeIntx::enable(&log),
-        ));
+        drop(Wired::<Logged<'_>, Logged<'_>>::new(None, 0, true, || {
+            Logged::intx(&log)
+        }));
         assert!(log.is(&[]));
         // MSI-X device: handlers, never INTx.
-        drop(Wired::new(
-            Some(FakeHandlers::request(&log)),
-            2,
-            false,
-            || FakeIntx::enable(&log),
-        ));
+        drop(Wired::new(Some(Logged::handlers(&log)), 2, false, || {
+            Logged::intx(&log)
+        }));
         assert!(log.is(&[HANDLERS_UP, HANDLERS_FREED]));
     }
 

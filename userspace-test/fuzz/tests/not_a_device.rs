@@ -6,22 +6,31 @@
 
 use std::process::Command;
 
+/// Runs `ivshmem-fuzz ARGS` with 2 processes x 3 threads on `/dev/null`,
+/// checks that it succeeded after `calls` calls, and returns its standard
+/// output.
+fn fuzz_dev_null(args: &str, calls: u64) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ivshmem-fuzz"))
+        .args(args.split(' '))
+        .args(["--procs", "2", "--threads", "3", "/dev/null"])
+        .output()
+        .expect("run ivshmem-fuzz");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stdout}{stderr}", out.status);
+    assert!(
+        stdout.contains(&format!("ivshmem-fuzz: {calls} calls, ")),
+        "no summary of {calls} calls:\n{stdout}"
+    );
+    stdout
+}
+
 /// On `/dev/null` every call is made and fails or succeeds cleanly
 /// (INFO and the other ioctls: ENOTTY; mmap: ENODEV; read: end of file),
 /// and every process and forked child reports.
 #[test]
 fn runs_on_a_file_that_is_not_a_device() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ivshmem-fuzz"))
-        .args("--seed 7 --calls 2000 --procs 2 --threads 3 /dev/null".split(' '))
-        .output()
-        .expect("run ivshmem-fuzz");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{stdout}{stderr}", out.status);
-    assert!(
-        stdout.contains("ivshmem-fuzz: 2000 calls, "),
-        "no summary of 2000 calls:\n{stdout}"
-    );
+    let stdout = fuzz_dev_null("--seed 7 --calls 2000", 2000);
     let failures = stdout
         .lines()
         .find_map(|l| l.strip_prefix("ivshmem-fuzz: failures by errno: "))
@@ -34,14 +43,5 @@ fn runs_on_a_file_that_is_not_a_device() {
 /// its share, up to 100 times it: 6 workers x 100 calls x 100.
 #[test]
 fn until_gone_keeps_calling_while_the_path_exists() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ivshmem-fuzz"))
-        .args("--seed 7 --calls 600 --procs 2 --threads 3 --until-gone / /dev/null".split(' '))
-        .output()
-        .expect("run ivshmem-fuzz");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{stdout}", out.status);
-    assert!(
-        stdout.contains("ivshmem-fuzz: 60000 calls, "),
-        "not 60000 calls:\n{stdout}"
-    );
+    fuzz_dev_null("--seed 7 --calls 600 --until-gone /", 60_000);
 }

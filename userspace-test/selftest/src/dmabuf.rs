@@ -374,7 +374,7 @@ pub fn dmabuf_unplug() -> TestResult {
         "the child holding the buffer: {ended:?} (exit 2: SYNC did not fail with ENODEV, \
          3: mmap did not)"
     );
-    expect_sigbus(&map, "the buffer's mapping")?;
+    expect_sigbus(map.ptr, "the buffer's mapping")?;
     expect_errno(
         "SYNC on the buffer after unplug",
         sync(&buf, SYNC_RW),

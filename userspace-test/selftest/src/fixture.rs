@@ -127,15 +127,15 @@ impl Forked {
     }
 }
 
-/// Checks, in a forked child, that reading the start of `map`, whose
-/// device is gone, raises SIGBUS (`what` names the mapping).
-pub(crate) fn expect_sigbus(map: &Map, what: &str) -> TestResult {
-    let ptr = map.ptr;
+/// Checks, in a forked child, that reading `ptr`, the start of a mapping
+/// whose device is gone, raises SIGBUS (`what` names the mapping).
+pub(crate) fn expect_sigbus(ptr: *mut u8, what: &str) -> TestResult {
     let ended = in_child(|| {
-        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
-        // which the parent keeps alive, so the address is still mapped (the
-        // driver zapped its pages on removal: the read faults with SIGBUS,
-        // which only ends the child). The read is aligned and 4 bytes.
+        // SAFETY: This runs in a forked child: `ptr` is the start of a
+        // mapping the parent keeps alive, so the address is still mapped
+        // (the driver zapped its pages on removal: the read faults with
+        // SIGBUS, which only ends the child). The read is aligned and 4
+        // bytes.
         let v = unsafe { ptr.cast::<u32>().read_volatile() };
         // Reaching here means no SIGBUS: exit with a code that says so.
         10 + (v & 1) as i32

@@ -83,19 +83,7 @@ fn removal(
         "a child forked before the removal, touching its mapping after it: {ended:?}, \
          want SIGBUS"
     );
-    let ended = in_child(|| {
-        // SAFETY: This runs in a forked child: `ptr` is the start of `map`,
-        // which the parent keeps alive, so the address is still mapped (the
-        // driver zapped its pages on removal: the read faults with SIGBUS,
-        // which only ends the child). The read is aligned and 4 bytes.
-        let v = unsafe { ptr.cast::<u32>().read_volatile() };
-        // Reaching here means no SIGBUS: exit with a code that says so.
-        if v == 0xfeed_f00d { 10 } else { 11 }
-    })?;
-    check!(
-        ended == Err(libc::SIGBUS),
-        "touching the old mapping: {ended:?}, want SIGBUS"
-    );
+    expect_sigbus(ptr, "the old mapping")?;
     for (what, r) in [
         ("INFO", dev.info().err()),
         ("mmap", dev.map(0, PAGE, CacheMode::WriteBack).err()),
@@ -339,20 +327,8 @@ pub(crate) fn unplug_bell(fuzz_calls: Option<u64>) -> TestResult {
         "a child forked before the removal, ringing through its page after it: {ended:?}, \
          want SIGBUS"
     );
-    for (what, addr) in [("the doorbell page", ptr), ("BAR2", map.as_ptr())] {
-        let ended = in_child(|| {
-            // SAFETY: In a forked child: `addr` is the start of a mapping
-            // the parent keeps alive, whose pages the driver zapped on
-            // removal, so the read faults with SIGBUS, which only ends the
-            // child. Aligned, 4 bytes.
-            let v = unsafe { addr.cast::<u32>().read_volatile() };
-            if v == 0 { 10 } else { 11 }
-        })?;
-        check!(
-            ended == Err(libc::SIGBUS),
-            "touching {what} after the removal: {ended:?}, want SIGBUS"
-        );
-    }
+    expect_sigbus(ptr, "the doorbell page")?;
+    expect_sigbus(map.as_ptr(), "BAR2")?;
     expect_err("RING after hot-unplug", dev.ring(me, 0), libc::ENODEV)?;
     let spare = eventfd()?;
     expect_err(

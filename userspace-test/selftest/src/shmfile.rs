@@ -139,7 +139,7 @@ pub fn shm_path() -> TestResult {
     // Unbinding zaps the mappings and removes the file.
     sys::unbind(&pci.path)?;
     check!(!Path::new(SHM).exists(), "{SHM} outlived the unbind");
-    expect_sigbus(&map, &format!("{SHM}'s mapping"))?;
+    expect_sigbus(map.ptr, &format!("{SHM}'s mapping"))?;
     drop((map, big));
     sys::bind(&pci.path)?;
     check!(

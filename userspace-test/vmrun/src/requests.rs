@@ -113,15 +113,7 @@ pub fn carry_out(g: &Guest, req: &Request, ctx: &mut HostCtx) -> Result<()> {
             Ok(())
         }
         Request::HostRing { peer, vector } => {
-            let out = client(server()?)
-                .args(["ring", &peer.to_string(), &vector.to_string()])
-                .output()
-                .context("running ivshmem-client ring")?;
-            ensure!(
-                out.status.success(),
-                "ivshmem-client ring failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            client_run(server()?, &["ring", &peer.to_string(), &vector.to_string()])?;
             Ok(())
         }
         Request::HostWait { guest, vector } => {
@@ -260,18 +252,26 @@ fn write_u64(srv: &ServerLink, offset: usize, value: u64) -> Result<()> {
         .with_context(|| format!("writing at {offset:#x} of {}", srv.shm.display()))
 }
 
-/// The peer ids the server lists (`ivshmem-client peers --json`).
-fn peer_ids(srv: &ServerLink) -> Result<Vec<u64>> {
+/// Runs `ivshmem-client ARGS` on the scenario's server to the end; its
+/// standard output, or an error with its standard error.
+fn client_run(srv: &ServerLink, args: &[&str]) -> Result<Vec<u8>> {
     let out = client(srv)
-        .args(["peers", "--json"])
+        .args(args)
         .output()
-        .context("running ivshmem-client")?;
+        .with_context(|| format!("running ivshmem-client {}", args.join(" ")))?;
     ensure!(
         out.status.success(),
-        "ivshmem-client peers failed: {}",
+        "ivshmem-client {} failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(out.stdout)
+}
+
+/// The peer ids the server lists (`ivshmem-client peers --json`).
+fn peer_ids(srv: &ServerLink) -> Result<Vec<u64>> {
+    let out = client_run(srv, &["peers", "--json"])?;
+    let list: serde_json::Value = serde_json::from_slice(&out)?;
     Ok(list
         .as_array()
         .context("peers --json is not an array")?
