@@ -138,6 +138,24 @@ in_buildroot() {
 # version, so a layer is never reused over another root.
 klayer_dir() { echo "$IVSHMEM_CACHE/klayer/$BUILDROOT_SUITE-$(buildroot_key)/$1-$2"; }
 
+# layer_make LAYER LOG WHAT CMD...: unless LAYER is complete, makes it: a
+# layer over the current build root in which CMD (run in the root, with
+# its output in LOG) installs what the layer is for. A failure dies with
+# LOG's tail, naming WHAT.
+layer_make() {
+	local layer=$1 logf=$2 what=$3 tmp
+	shift 3
+	[ -f "$layer/.ivshmem-complete" ] && return 0
+	tmp=$layer.tmp
+	rm -rf "$tmp"
+	mkdir -p "$tmp/upper" "$tmp/work" "$tmp/merged"
+	BUILDROOT_LAYER=$tmp in_buildroot "$@" >"$logf" 2>&1 ||
+		{ tail -n 20 "$logf" >&2; die "$what failed; log: $logf"; }
+	touch "$tmp/.ivshmem-complete"
+	rm -rf "$layer"
+	mv "$tmp" "$layer"
+}
+
 # Removes the throw-away overlays (overlay_new) of runs that were killed:
 # those whose owner process is gone.
 overlay_reap() {

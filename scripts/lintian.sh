@@ -16,17 +16,10 @@ changes=$(ls build/deb/*.changes 2>/dev/null | head -n 1)
 layer="$IVSHMEM_CACHE/klayer/$BUILDROOT_SUITE-$(buildroot_key)/lintian"
 if [ ! -f "$layer/.ivshmem-complete" ]; then
 	log "lintian: a layer over the $BUILDROOT_SUITE build root with lintian"
-	tmp=$layer.tmp
-	rm -rf "$tmp"
-	mkdir -p "$tmp/upper" "$tmp/work" "$tmp/merged"
-	BUILDROOT_LAYER=$tmp in_buildroot sh -ec '
+	layer_make "$layer" "$IVSHMEM_CACHE/lintian-apt.log" "step 'lintian': apt-get install lintian" sh -ec '
 		apt-get update -q
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lintian
-		apt-get clean' >"$IVSHMEM_CACHE/lintian-apt.log" 2>&1 ||
-		{ tail -n 20 "$IVSHMEM_CACHE/lintian-apt.log" >&2; die "step 'lintian': apt-get install lintian failed; log: $IVSHMEM_CACHE/lintian-apt.log"; }
-	touch "$tmp/.ivshmem-complete"
-	rm -rf "$layer"
-	mv "$tmp" "$layer"
+		apt-get clean'
 fi
 # --allow-root: the build root runs everything as root.
 BUILDROOT_LAYER=$layer in_buildroot lintian --allow-root --fail-on error --display-info "$changes"

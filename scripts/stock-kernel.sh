@@ -51,18 +51,12 @@ layer=$(klayer_dir "$release" "$version")
 
 if [ ! -f "$layer/.ivshmem-complete" ]; then
 	log "stock kernel ($STOCK_NAME): a layer over the $BUILDROOT_SUITE build root with linux-headers-$release, linux-modules-$release and linux-source-$STOCK_SERIES $version"
-	tmp=$layer.tmp
-	rm -rf "$tmp"
-	mkdir -p "$tmp/upper" "$tmp/work" "$tmp/merged"
-	BUILDROOT_LAYER=$tmp in_buildroot sh -ec '
+	layer_make "$layer" "$stock/apt.log" "step 'stock kernel': apt-get install of the headers, modules and source" \
+		sh -ec '
 		apt-get update -q
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 			"linux-headers-$1=$3" "linux-modules-$1=$3" "linux-source-$2=$3"
-		apt-get clean' sh "$release" "$STOCK_SERIES" "$version" >"$stock/apt.log" 2>&1 ||
-		{ tail -n 20 "$stock/apt.log" >&2; die "step 'stock kernel': apt-get install of the headers, modules and source failed; log: $stock/apt.log"; }
-	touch "$tmp/.ivshmem-complete"
-	rm -rf "$layer"
-	mv "$tmp" "$layer"
+		apt-get clean' sh "$release" "$STOCK_SERIES" "$version"
 fi
 
 if [ ! -f "$dir/vmlinuz" ]; then
