@@ -196,10 +196,15 @@ pub fn doorbell_unplug() -> TestResult {
     unplug_bell(None)
 }
 
-/// [`doorbell_unplug`] with the seeded fuzzer running on the device
-/// through the removal (`make stress`): its processes survive (the
-/// SIGBUS of their mappings mended), then the same checks.
-pub(crate) fn unplug_bell(fuzz_calls: Option<u64>) -> TestResult {
+/// [`doorbell_unplug`] with the seeded fuzzer (`fuzz_calls` calls, at
+/// least) running on the device through the removal (`make stress`): its
+/// processes survive (the SIGBUS of their mappings mended), then the same
+/// checks.
+pub fn stress_doorbell_unplug() -> TestResult {
+    unplug_bell(Some(sys::setting_or("fuzz_calls", 20_000)))
+}
+
+fn unplug_bell(fuzz_calls: Option<u64>) -> TestResult {
     let Bell {
         _m, dev, info, me, ..
     } = open_bell()?;

@@ -248,13 +248,6 @@ pub fn stress_bind() -> TestResult {
     still_works()
 }
 
-/// The fuzzer on a doorbell device while it is hot-unplugged with
-/// eventfds bound, waiters blocked and the doorbell page mapped (the checks
-/// of `doorbell_unplug`).
-pub fn stress_doorbell_unplug() -> TestResult {
-    crate::removal::unplug_bell(Some(sys::setting_or("fuzz_calls", 20_000)))
-}
-
 /// `hotplug_cycles` (default 3) hot-unplug/replug cycles (QMP, through
 /// the runner) of the plain device `shm0`, each while it is mapped by
 /// this test and the fuzzer runs on every node; a thread waits for

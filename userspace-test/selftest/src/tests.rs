@@ -60,7 +60,7 @@ pub fn all() -> Vec<Test> {
         t("stress_fuzz", false, stress::stress_fuzz, "the seeded fuzzer (fuzz_calls calls, 2 processes x 3 threads) on every node; every device still works"),
         t("stress_bind", false, stress::stress_bind, "bind_cycles unbind/bind cycles under the fuzzer and a blocked doorbell waiter (ENODEV each time)"),
         t("stress_hotplug", false, stress::stress_hotplug, "hotplug_cycles QMP unplug/replug cycles of a mapped plain device under the fuzzer; a doorbell waiter survives"),
-        t("stress_doorbell_unplug", false, stress::stress_doorbell_unplug, "QMP hot-unplug of a doorbell device under the fuzzer, with eventfds bound, waiters blocked and the doorbell page mapped: the fuzzer's processes survive; doorbell_unplug's checks"),
+        t("stress_doorbell_unplug", false, removal::stress_doorbell_unplug, "QMP hot-unplug of a doorbell device under the fuzzer, with eventfds bound, waiters blocked and the doorbell page mapped: the fuzzer's processes survive; doorbell_unplug's checks"),
         t("stress_modules", false, stress::stress_modules, "mod_cycles insmod/rmmod cycles, each opening, asking and touching every device"),
         t("stress_rings", false, stress::stress_rings, "two guests ring each other at full speed at once (stress_rings each way); no lost final wake-up"),
         t("pat_page_tables", true, ptables::pat_page_tables, "each cache mode's bits (none, PWT, PCD) in the page table entries of a mapping (PTDUMP)"),
