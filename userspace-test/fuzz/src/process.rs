@@ -121,10 +121,10 @@ pub fn spawn(cfg: &Config) -> std::io::Result<Running> {
 impl Running {
     /// Waits for every process; fails if one died (of a signal, or
     /// without its report).
-    pub fn wait(self) -> std::io::Result<Report> {
+    pub fn wait(mut self) -> std::io::Result<Report> {
         let mut total = Report::default();
         let mut failures = Vec::new();
-        for (p, pid, mut f) in self.kids {
+        for (p, pid, mut f) in std::mem::take(&mut self.kids) {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut f, &mut text);
             let mut status = 0;
@@ -160,4 +160,22 @@ impl Running {
 /// Runs the fuzzer to the end: [`spawn`], then [`Running::wait`].
 pub fn run(cfg: &Config) -> std::io::Result<Report> {
     spawn(cfg)?.wait()
+}
+
+impl Drop for Running {
+    /// A run dropped without [`Running::wait`] (its caller failed early)
+    /// kills and reaps its processes, so that none outlives it holding the
+    /// devices open.
+    fn drop(&mut self) {
+        for (_, pid, _) in self.kids.drain(..) {
+            let mut status = 0;
+            // SAFETY: The `pid` is a child forked by `spawn` and not reaped
+            // yet (`wait` takes the children it reaps out of `kids`); kill
+            // takes no pointers and `status` is a local int waitpid writes.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+    }
 }

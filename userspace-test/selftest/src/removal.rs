@@ -314,6 +314,14 @@ fn unplug_bell(fuzz_calls: Option<u64>) -> TestResult {
     );
     if let (Some(cfg), Some(running)) = (&fuzz, fuzzing) {
         let report = running.wait()?;
+        let saw = |e| report.errors.get(&e).copied().unwrap_or(0);
+        // Its calls met the removal: ENODEV on its files, ENOENT opening
+        // the node, or SIGBUS on its mappings.
+        check!(
+            saw(libc::ENODEV) + saw(libc::ENOENT) + report.sigbus > 0,
+            "the fuzzer ended before the removal: {:?}",
+            report.errors
+        );
         println!(
             "# the fuzzer through the removal: seed {:#x}, {} calls on {:?} (until {:?} was \
              gone), {} of them ENODEV, {} SIGBUS mended; errors {:?}",
