@@ -16,9 +16,9 @@
 //!
 //! Locks, outermost first; `open` (under the global `misc_mtx`) and the
 //! ioctls, which check an atomic flag, take none of them (on a doorbell
-//! device, `open`, `read`, `SET_MASK` and `BIND_EVENTFD` take only
-//! `Events::state`, the interrupt-disabling spin lock of
-//! [`crate::doorbell`]):
+//! device, `open`, `read`, `poll`, the `SET_MASK` and eventfd ioctls and
+//! `release` take only `Events::state`, the interrupt-disabling spin lock
+//! of [`crate::doorbell`]):
 //! - `mmap_lock` or the VMA lock (held by the mm around faults, `mmap`,
 //!   VMA open and close);
 //! - [`Device::present`], a reader-writer semaphore: read by faults,

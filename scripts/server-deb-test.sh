@@ -85,12 +85,7 @@ in_buildroot dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q 'install
 ovl=$(overlay_new server)
 m=$ovl/merged
 machine=ivshmem-pkgtest-$$
-run_dir=$(mktemp -d /run/ivshmem-pkgtest.XXXXXX)
-shm_dir=$(mktemp -d /dev/shm/ivshmem-pkgtest.XXXXXX)
-chmod 1777 "$shm_dir" # as /dev/shm itself
-client=$(mktemp -d)
-out=$(mktemp -d)
-nspawn=
+run_dir= shm_dir= client= out= nspawn=
 cleanup() {
 	if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
 		# nspawn asks the container's systemd to power off.
@@ -102,6 +97,11 @@ cleanup() {
 	rm -rf "$ovl" "$run_dir" "$shm_dir" "$client" "$out" "/run/systemd/nspawn/propagate/$machine"
 }
 trap cleanup EXIT
+run_dir=$(mktemp -d /run/ivshmem-pkgtest.XXXXXX)
+shm_dir=$(mktemp -d /dev/shm/ivshmem-pkgtest.XXXXXX)
+chmod 1777 "$shm_dir" # as /dev/shm itself
+client=$(mktemp -d)
+out=$(mktemp -d)
 mount -t overlay overlay -o "lowerdir=$(buildroot_dir),upperdir=$ovl/upper,workdir=$ovl/work" "$m" ||
 	{ result 1 "overlay of the build root mounted"; finish; }
 # The build root's systemd (257) needs the unified cgroup hierarchy.
@@ -191,6 +191,8 @@ dpkg-deb -x "$deb" "$client"
 timeout 30 "$client/usr/bin/ivshmem-client" -S "$sock" info >"$out/client.log" 2>&1 &&
 	grep -qx 'shm_size: 4194304' "$out/client.log" && grep -qx 'vectors: 4' "$out/client.log"
 result $? "a client on the host completes the handshake (4 MiB, 4 vectors)" || sed 's/^/#   /' "$out/client.log"
+# journald stores the service's output on its own schedule: --sync first.
+ct journalctl --sync
 [ "$(ct systemctl is-active ivshmem-server@pkgtest.service)" = active ] &&
 	ct journalctl -b --no-pager -u ivshmem-server@pkgtest.service | grep -q "passed by the service manager"
 result $? "the connection started the service, which took the socket from systemd"

@@ -233,8 +233,9 @@ struct ivshmem_eventfd {
  * many whole events as fit (vectors not returned stay pending; the next
  * read starts after the last vector this read took, so a busy vector
  * cannot starve the others; when copying an event to the buffer faults,
- * it and the events after it are pending again, for a later read), blocks until one is pending unless O_NONBLOCK
- * (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
+ * it and the events after it are pending again, for a later read, unless
+ * another reader of the file has read that vector since), blocks until
+ * one is pending unless O_NONBLOCK (-EAGAIN), is interrupted by signals (-EINTR, or restarted with
  * SA_RESTART), and fails with -ENODEV once the device is gone and
  * -EOPNOTSUPP on ivshmem-plain devices (and doorbell devices with no
  * usable vector). Every open file sees every interrupt that arrives after
