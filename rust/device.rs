@@ -30,6 +30,7 @@ use crate::doorbell::Events;
 use crate::raw::helpers;
 use crate::raw::{
     self,
+    dmabuf::DmaBufs,
     mappings::{
         Mapping,
         Mappings, //
@@ -206,6 +207,9 @@ pub(crate) struct Device {
     /// Doorbells received.
     #[pin]
     events: Events,
+    /// The dma-bufs of BAR2 (`KVMFR_DMABUF_CREATE`), revoked with the
+    /// device.
+    dmabufs: DmaBufs,
 }
 
 impl Device {
@@ -236,6 +240,7 @@ impl Device {
         let nvec = facts.nvec();
         let events = Events::new(nvec)?;
         let memtype = BarMemtype::new(window);
+        let dmabufs = DmaBufs::new(pdev, regs::SHM_BAR)?;
         let dev = Arc::pin_init(
             try_pin_init!(Self {
                 facts,
@@ -252,6 +257,7 @@ impl Device {
                 }),
                 faults: [const { Atomic::new(0) }; 3],
                 events <- events,
+                dmabufs,
             }),
             GFP_KERNEL,
         )?;
@@ -274,6 +280,14 @@ impl Device {
         drop(present);
         // Blocked readers return ENODEV, pollers see EPOLLHUP | EPOLLERR.
         self.events.revoke();
+        // Device importers of its dma-bufs are told and unmap (their CPU
+        // mappings were zapped above, with the node's).
+        self.dmabufs.revoke();
+    }
+
+    /// The dma-bufs of BAR2.
+    pub(crate) fn dmabufs(&self) -> &DmaBufs {
+        &self.dmabufs
     }
 
     /// Rings `vector` of `peer`. Earlier writes of the caller (to shared

@@ -17,6 +17,7 @@
 struct ivshmem_waitq;
 struct ivshmem_waitq_relay;
 struct ivshmem_kvmfr_node;
+struct ivshmem_dmabufs;
 
 /* pgprot_noncached(): the protection bits with the UC- cache mode. */
 pgprot_t ivshmem_pgprot_noncached(pgprot_t prot);
@@ -136,13 +137,34 @@ void ivshmem_kvmfr_node_del(struct ivshmem_kvmfr_node *node);
  */
 struct file *ivshmem_vma_own_file(struct vm_area_struct *vma);
 /*
- * Exports [@offset, @offset + @size) of BAR2 (page-aligned, inside it) as a
- * dma-buf, opened read-write, and installs a descriptor for it, close-on-
- * exec when @cloexec. @owner, the Rust side of the buffer, is consumed on
- * success and on failure: ivshmem_dmabuf_release_rust() gets it back,
- * when the buffer is released or at once. Returns the descriptor or a
- * negative errno. The buffer holds this module. (rust/ivshmem_dmabuf.c)
+ * The dma-bufs of one device (rust/ivshmem_dmabuf.c): the list to revoke,
+ * and the PCI peer-to-peer provider of BAR @bar that device importers map
+ * through. A kernel or device without PCI P2P support gets a set whose
+ * buffers refuse device importers (-EOPNOTSUPP at attach); CPU access
+ * works either way. Returns the set (one reference) or an ERR_PTR. May
+ * sleep; @pdev is being probed.
  */
-int ivshmem_dmabuf_export_fd(void *owner, u64 offset, u64 size, bool cloexec);
+struct ivshmem_dmabufs *ivshmem_dmabufs_new(struct pci_dev *pdev, int bar);
+/*
+ * Revokes every buffer of @set: importers are told (invalidate_mappings),
+ * their fences waited for and their mappings' unmaps awaited; later
+ * attaches, maps and vmaps get -ENODEV, and so do later exports. CPU
+ * mappings are the caller's to zap. Call before the BAR is released. May
+ * sleep, for as long as importers take to unmap.
+ */
+void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set);
+/* Drops a reference to @set; each buffer holds one too. */
+void ivshmem_dmabufs_put(struct ivshmem_dmabufs *set);
+/*
+ * Exports [@offset, @offset + @size) of the BAR of @set (page-aligned,
+ * inside it) as a dma-buf, opened read-write, and installs a descriptor for
+ * it, close-on-exec when @cloexec. @owner, the Rust side of the buffer, is
+ * consumed on success and on failure: ivshmem_dmabuf_release_rust() gets
+ * it back, when the buffer is released or at once. Returns the descriptor,
+ * -ENODEV once @set is revoked, or a negative errno. The buffer holds this
+ * module and @set.
+ */
+int ivshmem_dmabuf_export_fd(struct ivshmem_dmabufs *set, void *owner,
+			     u64 offset, u64 size, bool cloexec);
 
 #endif

@@ -8,7 +8,8 @@
 //!
 //! `KVMFR_DMABUF_CREATE` exports a range of BAR2 as a dma-buf
 //! ([`crate::raw::dmabuf`]) whose CPU mmap is a mapping of BAR2 like the
-//! node's, zapped on removal. Device importers are refused for now.
+//! node's, zapped on removal, and whose device importers get BAR2's bus
+//! addresses where PCI peer-to-peer allows, revoked on removal.
 
 use crate::device::Device;
 use crate::raw::dmabuf::{self, Exporter};
@@ -95,7 +96,7 @@ fn create(dev: &Arc<Device>, file: &File, arg: usize) -> Result<isize> {
     }
     check_create(&req, dev.facts().size)?;
     let cloexec = u32::from(req.flags) & uapi::KVMFR_DMABUF_FLAG_CLOEXEC != 0;
-    let fd = dmabuf::export_fd(dev.clone(), req.offset, req.size, cloexec)?;
+    let fd = dmabuf::export_fd(dev.dmabufs(), dev.clone(), req.offset, req.size, cloexec)?;
     Ok(fd as isize)
 }
 

@@ -15,6 +15,7 @@ kdir=$("$IVSHMEM_TOP/scripts/build-kernel.sh" "$flavour")
 
 log "module: building against $kdir"
 "$IVSHMEM_TOP/scripts/kmake.sh" "$flavour" CLIPPY="${CLIPPY:-1}" modules
+build_test_modules "$IVSHMEM_TOP/build/$flavour/kmod" "$kdir" LLVM=1
 
 "$IVSHMEM_TOP/scripts/build-userspace.sh"
 
@@ -22,6 +23,7 @@ cat >"build/$flavour/env" <<ENV
 IVSHMEM_KERNEL=$kdir/arch/x86/boot/bzImage
 IVSHMEM_KDIR=$kdir
 IVSHMEM_MODULE=$IVSHMEM_TOP/build/$flavour/ivshmem.ko
+IVSHMEM_TEST_MODULES=$IVSHMEM_TOP/build/$flavour/kmod
 IVSHMEM_KERNEL_LABEL="project $flavour kernel $(make -s -C "$(kernel_src_dir)" kernelversion)"
 $(cat build/userspace/env)
 ENV

@@ -270,9 +270,14 @@ for m in vfio_iommu_type1 vfio-pci; do
 done
 log "guest modules: $(tr '\n' ' ' <"$mods/order")from $moddir, in $mods"
 
+# 5. The suite's test modules (the dma-buf importer) for the same kernel,
+# built against its headers as any out-of-tree C module is.
+BUILDROOT_LAYER=$layer build_test_modules "$out/kmod" "/usr/src/linux-headers-$release"
+
 cat >"$out/env" <<ENV
 IVSHMEM_KERNEL=$stock/vmlinuz
 IVSHMEM_MODULE=$out/ivshmem.ko
+IVSHMEM_TEST_MODULES=$out/kmod
 IVSHMEM_DEBIAN_ROOT=$out/debian-root.cpio
 IVSHMEM_DEBIAN_PY_ROOT=$out/debian-py-root.cpio
 IVSHMEM_GUEST_MODULES=$mods

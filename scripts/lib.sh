@@ -207,3 +207,19 @@ kernel_src_dir() {
 	[ -f "$f" ] || die "no kernel source chosen yet; run scripts/setup-toolchain.sh"
 	cat "$f"
 }
+
+# build_test_modules OUT KDIR [MAKE ARGS...]: the suite's own test modules
+# (userspace-test/kmod: the dma-buf importer, never shipped), built in the
+# build root (over BUILDROOT_LAYER, if set) against the kernel tree KDIR
+# (the project's kernel, or a stock kernel's /usr/src/linux-headers-*),
+# objects and .ko files in OUT. The runner puts them in the guest
+# (IVSHMEM_TEST_MODULES).
+build_test_modules() {
+	local out=$1 kdir=$2
+	shift 2
+	mkdir -p "$out"
+	log "test modules: userspace-test/kmod against $kdir"
+	in_buildroot make -C "$kdir" M="$IVSHMEM_TOP/userspace-test/kmod" MO="$out" "$@" modules >&2 ||
+		die "the test modules did not build against $kdir (make -C $kdir M=$IVSHMEM_TOP/userspace-test/kmod MO=$out $* modules, in the build root)"
+	[ -f "$out/ivshmem_test_importer.ko" ] || die "no $out/ivshmem_test_importer.ko after the build"
+}

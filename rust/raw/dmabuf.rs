@@ -3,17 +3,73 @@
 //! dma-buf export of a range of BAR2: the Rust side of
 //! `rust/ivshmem_dmabuf.c`. A buffer owns an [`Exporter`] (the driver's
 //! device) and forwards its CPU mmap and CPU access brackets to it; the C
-//! side holds the ops table and the export.
+//! side holds the ops table, the export, device importers (PCI
+//! peer-to-peer) and their revocation ([`DmaBufs`]).
 
 use super::helpers;
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    ptr::NonNull, //
+};
 use kernel::{
     bindings,
+    device::Core,
     fs::File,
     mm::virt::VmaNew,
+    pci,
     prelude::*,
     sync::Arc, //
 };
+
+/// The dma-bufs of one device: what its removal revokes, and the PCI
+/// peer-to-peer provider device importers map BAR `bar` through.
+///
+/// # Invariants
+///
+/// `set` holds one reference to a set made by `ivshmem_dmabufs_new()`,
+/// dropped on drop.
+pub(crate) struct DmaBufs {
+    set: NonNull<helpers::ivshmem_dmabufs>,
+}
+
+// SAFETY: The set is reference-counted and locked by the C side; every
+// function on it may be called from any thread.
+unsafe impl Send for DmaBufs {}
+// SAFETY: As above: `&DmaBufs` only exports and revokes, which the C side
+// serialises with its own lock.
+unsafe impl Sync for DmaBufs {}
+
+impl DmaBufs {
+    /// The set of `pdev`, being probed, for BAR `bar`. A kernel or device
+    /// without PCI peer-to-peer support gets a set whose buffers refuse
+    /// device importers (logged). May sleep.
+    pub(crate) fn new(pdev: &pci::Device<Core<'_>>, bar: u32) -> Result<Self> {
+        let bar = c_int::try_from(bar)?;
+        // SAFETY: `pdev` is a live device being probed; the provider the C
+        // side sets up is device-managed, and every buffer is revoked
+        // (`revoke`, from the driver's unbind) before it goes.
+        let set = unsafe { helpers::ivshmem_dmabufs_new(super::pci::raw(pdev), bar) };
+        let set = kernel::error::from_err_ptr(set)?;
+        // INVARIANT: A new set, with one reference for `Self`.
+        NonNull::new(set).map(|set| Self { set }).ok_or(ENOMEM)
+    }
+
+    /// Revokes every buffer: importers are told and their mappings
+    /// awaited; later exports, attaches and maps get `ENODEV`. CPU
+    /// mappings are the caller's to zap. Sleeps, for as long as importers
+    /// take to unmap; call before BAR2 is released.
+    pub(crate) fn revoke(&self) {
+        // SAFETY: The set is live (type invariant).
+        unsafe { helpers::ivshmem_dmabufs_revoke(self.set.as_ptr()) }
+    }
+}
+
+impl Drop for DmaBufs {
+    fn drop(&mut self) {
+        // SAFETY: The reference `self` holds, dropped once.
+        unsafe { helpers::ivshmem_dmabufs_put(self.set.as_ptr()) }
+    }
+}
 
 /// What a buffer's CPU side does, implemented by the driver's device.
 pub(crate) trait Exporter: Send + Sync + 'static {
@@ -99,10 +155,11 @@ impl<T: Exporter> Owner<T> {
 }
 
 /// Exports `[offset, offset + size)` of BAR2 (page-aligned, inside BAR2:
-/// checked by the caller) as a dma-buf held by `dev`, and returns a new
-/// descriptor for it, close-on-exec when `cloexec`. The buffer holds the
-/// module until it is released.
+/// checked by the caller) as a dma-buf of `set`, held by `dev`, and returns
+/// a new descriptor for it, close-on-exec when `cloexec`; `ENODEV` once
+/// `set` is revoked. The buffer holds the module until it is released.
 pub(crate) fn export_fd<T: Exporter>(
+    set: &DmaBufs,
     dev: Arc<T>,
     offset: u64,
     size: u64,
@@ -116,11 +173,13 @@ pub(crate) fn export_fd<T: Exporter>(
         GFP_KERNEL,
     )?;
     let owner = KBox::into_raw(owner).cast::<c_void>();
-    // SAFETY: `owner` is an `Owner<T>` handed over to C, which gives it back
-    // to the callbacks below while the buffer lives and once to
-    // `ivshmem_dmabuf_release_rust`, on success or failure.
+    // SAFETY: `set` is live; `owner` is an `Owner<T>` handed over to C,
+    // which gives it back to the callbacks below while the buffer lives and
+    // once to `ivshmem_dmabuf_release_rust`, on success or failure.
     // INVARIANT: As above.
-    let fd = unsafe { helpers::ivshmem_dmabuf_export_fd(owner, offset, size, cloexec) };
+    let fd = unsafe {
+        helpers::ivshmem_dmabuf_export_fd(set.set.as_ptr(), owner, offset, size, cloexec)
+    };
     kernel::error::to_result(fd)?;
     Ok(fd)
 }

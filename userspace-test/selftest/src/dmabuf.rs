@@ -5,6 +5,7 @@
 
 use crate::data;
 use crate::fixture::*;
+use crate::importer::{self, Importer, P2P, REVOCABLE, Range};
 use crate::kvmfr::{CREATE, GETSIZE, getsize, open_rw};
 use crate::{Failure, TestResult, check, fail};
 use guest_sys::{self as sys, Map, errname, errno};
@@ -234,6 +235,92 @@ pub fn kvmfr_dmabuf() -> TestResult {
     Ok(m.unload()?)
 }
 
+/// Device importers (`map_dma_buf`), through the suite's importer module:
+/// the ivshmem function itself as the importing device (the same
+/// function: PCI P2P maps by bus address) gets one range per buffer, the
+/// bus address of BAR2 plus the buffer's offset, for buffers at several
+/// offsets and sizes. Importers the driver cannot revoke or that need
+/// struct pages get `EOPNOTSUPP` at attach. A kernel mapping (`vmap`) reads
+/// what the node wrote.
+pub fn dmabuf_import() -> TestResult {
+    let devs = devices(1)?;
+    let _m = load()?;
+    let _imp = importer::load()?;
+    let node = open_rw("/dev/kvmfr0")?;
+    let len = getsize(&node, GETSIZE)
+        .map_err(|e| Failure::Fail(format!("GETSIZE: {}", errname(e))))? as usize;
+    if len < 2 * PMD {
+        fail!("BAR2 has {len} bytes: this test needs 4 MiB or more");
+    }
+    let (bar, _) = devs[0].bar(2)?;
+    let addr = devs[0].address();
+    let ranges = [(0, PAGE), (PAGE, 3 * PAGE), (PMD, PMD), (0, len)];
+    for (off, n) in ranges {
+        let buf = create(&node, CLOEXEC, off as u64, n as u64)?;
+        let imp = Importer::open()?;
+        imp.attach(&buf, &addr, P2P | REVOCABLE).map_err(|e| {
+            Failure::Fail(format!(
+                "attaching {addr} to the buffer at {off:#x}: {}",
+                errname(e)
+            ))
+        })?;
+        let (got, count) = imp
+            .map()
+            .map_err(|e| Failure::Fail(format!("map_dma_buf at {off:#x}: {}", errname(e))))?;
+        let want = Range {
+            addr: bar + off as u64,
+            len: n as u64,
+        };
+        check!(
+            count == 1 && got == [want],
+            "map_dma_buf of [{off:#x}, +{n:#x}) for {addr}: {count} ranges {got:x?}, want {want:x?} (BAR2 at {bar:#x})"
+        );
+        check!(
+            imp.status()?.mapped == 1,
+            "the importer does not see its mapping"
+        );
+        imp.unmap()
+            .map_err(|e| Failure::Fail(format!("unmap: {}", errname(e))))?;
+    }
+    println!(
+        "# {addr} importing its own BAR2: one range at BAR2 ({bar:#x}) + offset for each of {ranges:x?}"
+    );
+
+    // Importers the driver refuses: a static attach (it cannot be told to
+    // give the memory back), one without invalidate_mappings, one that
+    // needs struct pages.
+    let buf = create(&node, CLOEXEC, 0, PMD as u64)?;
+    for (flags, what) in [
+        (0, "a static importer"),
+        (P2P, "an importer without invalidate_mappings"),
+        (REVOCABLE, "an importer that needs struct pages"),
+    ] {
+        let imp = Importer::open()?;
+        expect_errno(
+            &format!("attaching {what}"),
+            imp.attach(&buf, &addr, flags).err().unwrap_or(0),
+            libc::EOPNOTSUPP,
+        )?;
+    }
+
+    // A kernel mapping reads what the node's mapping wrote, at the
+    // buffer's offset.
+    let shm = Map::new(node.as_fd(), len, RW, libc::MAP_SHARED, 0)?;
+    let marker = *b"vmap-ivshmem-0123456789abcdef!!!";
+    write_at(&shm, PMD + PAGE + 8, &marker);
+    let at = create(&node, CLOEXEC, PMD as u64, PMD as u64)?;
+    let imp = Importer::open()?;
+    let got = imp
+        .vmap_read(&at, (PAGE + 8) as u64, marker.len())
+        .map_err(|e| Failure::Fail(format!("vmap of the buffer at 2 MiB: {}", errname(e))))?;
+    check!(
+        got == marker,
+        "vmap of the buffer at 2 MiB read {got:?} at page 1 + 8, where the node wrote {marker:?}"
+    );
+    println!("# vmap of a buffer reads what the node wrote there");
+    Ok(())
+}
+
 /// CREATE with bad input: every field, sizes past the BAR, a bad pointer,
 /// other sizes and directions, read-only and write-only opens. The padding Looking Glass
 /// leaves unset is accepted.
@@ -328,9 +415,11 @@ pub fn kvmfr_bad_input() -> TestResult {
 }
 
 /// Hot-unplug with dma-bufs alive: one process maps and touches a buffer,
-/// a forked child holds the buffer's descriptor. After `device_del`, the
-/// mapping gets SIGBUS, the child's SYNC and mmap get ENODEV, and the
-/// descriptors close cleanly; after `device_add`, CREATE works again.
+/// a forked child holds the buffer's descriptor, and a device importer has
+/// it mapped. After `device_del`, the mapping gets SIGBUS, the child's SYNC
+/// and mmap get ENODEV, the importer was told once and has unmapped (a new
+/// map gets ENODEV), and the descriptors close cleanly; after
+/// `device_add`, CREATE works again.
 pub fn dmabuf_unplug() -> TestResult {
     let devs = devices(1)?;
     let pci = devs[0].clone();
@@ -339,6 +428,14 @@ pub fn dmabuf_unplug() -> TestResult {
     let buf = create(&node, CLOEXEC, 0, PMD as u64)?;
     let map = Map::new(buf.as_fd(), PMD, RW, libc::MAP_SHARED, 0)?;
     write_at(&map, 0, &0xfeed_f00du32.to_ne_bytes());
+    // A device importer with the buffer mapped: the removal must tell it
+    // and wait for its unmap.
+    let _imp = importer::load()?;
+    let imp = Importer::open()?;
+    imp.attach(&buf, &pci.address(), P2P | REVOCABLE)
+        .map_err(|e| Failure::Fail(format!("attaching the importer: {}", errname(e))))?;
+    imp.map()
+        .map_err(|e| Failure::Fail(format!("map_dma_buf: {}", errname(e))))?;
     // A child that holds the buffer's descriptor: once the device is gone,
     // it tries SYNC and mmap and exits with what it saw.
     let bfd = buf.as_raw_fd();
@@ -375,6 +472,20 @@ pub fn dmabuf_unplug() -> TestResult {
          3: mmap did not)"
     );
     expect_sigbus(map.ptr, "the buffer's mapping")?;
+    let st = imp.status()?;
+    check!(
+        st == importer::Status {
+            invalidations: 1,
+            mapped: 0
+        },
+        "the importer after the removal: {st:?}, want one invalidation and no mapping"
+    );
+    expect_errno(
+        "map_dma_buf after the removal",
+        imp.map().err().unwrap_or(0),
+        libc::ENODEV,
+    )?;
+    drop(imp);
     expect_errno(
         "SYNC on the buffer after unplug",
         sync(&buf, SYNC_RW),

@@ -12,6 +12,7 @@ mod distro;
 mod dmabuf;
 mod doorbell;
 mod fixture;
+mod importer;
 mod ioctl;
 mod kvmfr;
 mod mmap;

@@ -40,6 +40,12 @@ pub struct Cli {
     /// in /lib/modules/extra; without them those contenders are skipped.
     #[arg(long, env = "IVSHMEM_GUEST_MODULES")]
     pub guest_modules: Option<PathBuf>,
+    /// The suite's own test modules built for the guest kernel (the dma-buf
+    /// importer of userspace-test/kmod, from scripts/build-test-modules.sh):
+    /// a directory whose `.ko` files the initramfs gets in
+    /// /lib/modules/test; without it the tests that need them are skipped.
+    #[arg(long, env = "IVSHMEM_TEST_MODULES")]
+    pub test_modules: Option<PathBuf>,
     /// A statically linked busybox.
     #[arg(long, env = "IVSHMEM_BUSYBOX", default_value = "/bin/busybox")]
     pub busybox: PathBuf,

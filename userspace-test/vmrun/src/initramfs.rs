@@ -177,6 +177,34 @@ pub struct Contents {
     /// `.ko` files and `order`, the file that names them in load order
     /// (see [`add_extra_modules`]).
     pub extra_modules: Option<PathBuf>,
+    /// The suite's test modules, if given: a directory of `.ko` files, all
+    /// of which go to [`TEST_MODULES`].
+    pub test_modules: Option<PathBuf>,
+}
+
+/// Where the suite's test modules go in the initramfs.
+pub const TEST_MODULES: &str = "/lib/modules/test";
+
+/// Adds every `.ko` file of `dir` under [`TEST_MODULES`]; a directory
+/// without any is an error (a build that made nothing).
+fn add_test_modules(w: &mut cpio::Writer<Vec<u8>>, dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ko"))
+        .collect();
+    names.sort();
+    anyhow::ensure!(!names.is_empty(), "{} has no .ko file", dir.display());
+    w.dir(TEST_MODULES)?;
+    for name in names {
+        w.file(
+            &format!("{TEST_MODULES}/{name}"),
+            0o644,
+            &read(&dir.join(&name))?,
+        )?;
+    }
+    Ok(())
 }
 
 /// Where the extra modules go in the initramfs: their files and `order`.
@@ -249,6 +277,9 @@ pub fn build(c: &Contents, dest: &Path) -> Result<()> {
     if let Some(d) = &c.extra_modules {
         add_extra_modules(&mut w, d)?;
     }
+    if let Some(d) = &c.test_modules {
+        add_test_modules(&mut w, d)?;
+    }
     let bytes = w.finish()?;
     fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
 }
@@ -280,6 +311,23 @@ mod tests {
         assert!(add_extra_modules(&mut cpio::Writer::new(Vec::new()), &d).is_err());
         fs::write(d.join("order"), "gone.ko\n").unwrap();
         assert!(add_extra_modules(&mut cpio::Writer::new(Vec::new()), &d).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn test_modules_go_in_and_an_empty_directory_is_an_error() {
+        let d = std::env::temp_dir().join(format!("ivshmem-test-mods-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        assert!(add_test_modules(&mut cpio::Writer::new(Vec::new()), &d).is_err());
+        fs::write(d.join("ivshmem_test_importer.ko"), b"ELF-importer").unwrap();
+        fs::write(d.join("ivshmem_test_importer.o"), b"ELF-object").unwrap();
+        let mut w = cpio::Writer::new(Vec::new());
+        add_test_modules(&mut w, &d).unwrap();
+        let text = String::from_utf8_lossy(&w.finish().unwrap()).into_owned();
+        assert!(text.contains("lib/modules/test/ivshmem_test_importer.ko"));
+        assert!(text.contains("ELF-importer"));
+        assert!(!text.contains("ELF-object"));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -249,6 +249,7 @@ pub fn all(base: Duration) -> Vec<Scenario> {
                     "mmap_noexec",
                     "map_private_refused",
                     "kvmfr_dmabuf",
+                    "dmabuf_import",
                     "kvmfr_bad_input",
                     "ioctl_bad",
                     "pat_memtype",

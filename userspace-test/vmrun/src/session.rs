@@ -95,6 +95,7 @@ pub fn prepare(
             bench: cli.bench_bin.clone(),
             cli: cli.cli.clone(),
             extra_modules: cli.guest_modules.clone(),
+            test_modules: cli.test_modules.clone(),
         },
         &initrd,
     )?;
