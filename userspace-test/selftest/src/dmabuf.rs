@@ -240,8 +240,9 @@ pub fn kvmfr_dmabuf() -> TestResult {
 /// function: PCI P2P maps by bus address) gets one range per buffer, the
 /// bus address of BAR2 plus the buffer's offset, for buffers at several
 /// offsets and sizes. Importers the driver cannot revoke or that need
-/// struct pages get `EOPNOTSUPP` at attach. A kernel mapping (`vmap`) reads
-/// what the node wrote.
+/// struct pages get `EOPNOTSUPP` at attach, and so does a device PCI P2P
+/// cannot reach (another root-bus function, unless the CPU is an AMD Zen).
+/// A kernel mapping (`vmap`) reads what the node wrote.
 pub fn dmabuf_import() -> TestResult {
     let devs = devices(1)?;
     let _m = load()?;
@@ -303,6 +304,30 @@ pub fn dmabuf_import() -> TestResult {
         )?;
     }
 
+    // Another PCI function on the root bus: no common upstream bridge,
+    // so the kernel allows P2P only through a host bridge it lists (q35's
+    // 8086:29c0 is not listed) or on an AMD Zen CPU.
+    let other = format!("{}:00:00.0", &addr[..4]);
+    let (vendor, family) = cpu_vendor_family()?;
+    let zen = vendor == "AuthenticAMD" && family >= 0x17;
+    let imp = Importer::open()?;
+    let got = imp.attach(&buf, &other, P2P | REVOCABLE).err().unwrap_or(0);
+    if zen {
+        println!(
+            "# {other} (another root-bus function) on an AMD Zen CPU: attach {} (not checked: the path depends on the host)",
+            errname(got)
+        );
+    } else {
+        expect_errno(
+            &format!(
+                "attaching {other} (root bus, no listed host bridge, {vendor} family {family:#x})"
+            ),
+            got,
+            libc::EOPNOTSUPP,
+        )?;
+    }
+    drop(imp);
+
     // A kernel mapping reads what the node's mapping wrote, at the
     // buffer's offset.
     let shm = Map::new(node.as_fd(), len, RW, libc::MAP_SHARED, 0)?;
@@ -319,6 +344,25 @@ pub fn dmabuf_import() -> TestResult {
     );
     println!("# vmap of a buffer reads what the node wrote there");
     Ok(())
+}
+
+/// The CPU's vendor and family, as `/proc/cpuinfo` gives them (the kernel's
+/// P2P rules allow any path on AMD family 0x17 and later).
+fn cpu_vendor_family() -> Result<(String, u32), Failure> {
+    let text = std::fs::read_to_string("/proc/cpuinfo")?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_owned())
+            })
+            .ok_or_else(|| Failure::Fail(format!("no {key:?} in /proc/cpuinfo")))
+    };
+    let family = field("cpu family")?;
+    let family = family
+        .parse()
+        .map_err(|_| Failure::Fail(format!("cpu family {family:?} is not a number")))?;
+    Ok((field("vendor_id")?, family))
 }
 
 /// CREATE with bad input: every field, sizes past the BAR, a bad pointer,
