@@ -156,3 +156,99 @@ pub fn shm_path() -> TestResult {
     }
     Ok(())
 }
+
+/// The kernel's lockdown state file (securityfs).
+const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+
+/// The lockdown level in force, the bracketed word of [`LOCKDOWN`]
+/// (securityfs mounted first if it is not); `None` without the lockdown
+/// LSM.
+fn lockdown_level() -> Result<Option<String>, Failure> {
+    if !Path::new("/sys/kernel/security").is_dir() {
+        return Ok(None);
+    }
+    if !Path::new(LOCKDOWN).exists() {
+        // SAFETY: Plain C strings that outlive the call; no data argument.
+        let r = unsafe {
+            libc::mount(
+                c"securityfs".as_ptr(),
+                c"/sys/kernel/security".as_ptr(),
+                c"securityfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 && errno() != libc::EBUSY {
+            return Err(Failure::Fail(format!(
+                "mounting securityfs: {}",
+                guest_sys::errname(errno())
+            )));
+        }
+    }
+    let Ok(text) = fs::read_to_string(LOCKDOWN) else {
+        return Ok(None);
+    };
+    Ok(text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+        .map(str::to_owned))
+}
+
+/// Under kernel lockdown (raised to `integrity` at run time, after the
+/// module is loaded: a signed-modules kernel would refuse the unsigned
+/// module afterwards), sysfs `resource2` cannot be mapped (EPERM), and
+/// `shm` still reads the host's data (`stat`, `open(O_RDONLY)`,
+/// `mmap(PROT_READ)`) and writes the guest's. The guest stays locked down:
+/// run this alone in its guest.
+pub fn shm_lockdown() -> TestResult {
+    let devs = devices(1)?;
+    let pci = &devs[0];
+    let Some(level) = lockdown_level()? else {
+        skip!(
+            "no lockdown LSM in this kernel ({LOCKDOWN} is missing: CONFIG_SECURITY_LOCKDOWN_LSM, which needs MODULE_SIG)"
+        );
+    };
+    check!(
+        level == "none",
+        "lockdown is at {level:?} before the test raised it"
+    );
+    let _m = load()?;
+    sys::write_sysfs(LOCKDOWN, "integrity")?;
+    let level = lockdown_level()?;
+    check!(
+        level.as_deref() == Some("integrity"),
+        "{LOCKDOWN} says {level:?} after writing integrity"
+    );
+    println!("# lockdown raised to integrity");
+
+    let r2 = pci.path.join("resource2");
+    let f = OpenOptions::new().read(true).write(true).open(&r2)?;
+    expect_err(
+        &format!("mmap of {} under lockdown", r2.display()),
+        Map::new(f.as_fd(), PAGE, libc::PROT_READ, libc::MAP_SHARED, 0),
+        libc::EPERM,
+    )?;
+
+    let size: u64 = sys::read_trim("/sys/class/misc/ivshmem0/size")?.parse()?;
+    let st = fs::metadata(SHM).map_err(|e| Failure::Fail(format!("stat {SHM}: {e}")))?;
+    check!(
+        st.file_type().is_file() && st.len() == size,
+        "stat {SHM} under lockdown: {:?} of {} bytes, want a regular file of {size}",
+        st.file_type(),
+        st.len()
+    );
+    let len = usize::try_from(size)?;
+    let ro = File::open(SHM)?;
+    let map = Map::new(ro.as_fd(), len, libc::PROT_READ, libc::MAP_SHARED, 0)?;
+    data::check_host_wrote(&copy_out(&map), SHM)?;
+    println!("# under lockdown, {SHM} read the host's {len} bytes (stat, O_RDONLY, PROT_READ)");
+    let rw = OpenOptions::new().read(true).write(true).open(SHM)?;
+    let w = Map::new(rw.as_fd(), len, RW, libc::MAP_SHARED, 0)?;
+    let mut buf = vec![0u8; len];
+    data::guest_data(&mut buf);
+    // SAFETY: `w` maps `len` writable bytes and lives across the copy; `buf`
+    // holds as many.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), w.ptr, len) };
+    println!("# under lockdown, wrote the guest's data through {SHM}");
+    Ok(())
+}

@@ -44,6 +44,7 @@ pub fn all() -> Vec<Test> {
         t("kvmfr_getsize_big", false, kvmfr::kvmfr_getsize_big, "GETSIZE on a BAR of 2 GiB or more fails with EOVERFLOW (/dev/kvmfr0 and /dev/ivshmem0)"),
         t("kvmfr_unbind", false, kvmfr::kvmfr_unbind, "unbind/bind cycles under a loop of /dev/kvmfr0 opens: open works or fails cleanly; ENODEV after unbind; class follows the nodes"),
         t("shm_path", false, shmfile::shm_path, "sysfs shm as Scream maps a path: stat gives BAR2's size, O_RDONLY + PROT_READ reads the host's data, O_RDWR writes the guest's (PMDs); read-only stays so; rmmod waits; unbind zaps"),
+        t("shm_lockdown", false, shmfile::shm_lockdown, "under kernel lockdown (raised to integrity at run time) resource2 cannot be mapped (EPERM) while sysfs shm reads the host's data and writes the guest's"),
         t("kvmfr_open", false, dmabuf::kvmfr_open, "Looking Glass's open sequence on /dev/kvmfr0: GETSIZE, mmap, CREATE with CLOEXEC mapped at pages 0 and 1, data both ways and to the host; one CREATE per frame"),
         t("kvmfr_dmabuf", true, dmabuf::kvmfr_dmabuf, "a dma-buf gets PMD entries when aligned, refuses MAP_PRIVATE and ranges past it, EBUSY while the node is mapped WC, outlives the node's file, holds the module"),
         t("kvmfr_bad_input", true, dmabuf::kvmfr_bad_input, "CREATE refuses bad flags, offsets, sizes and pointers (EINVAL, EFAULT), other sizes (ENOTTY), read-only and write-only opens (EBADF); padding is ignored"),

@@ -235,6 +235,13 @@ pub fn all(base: Duration) -> Vec<Scenario> {
             base,
             &["shm_path"],
         ),
+        data_both_ways(
+            "shm-lockdown",
+            "a 4 MiB plain device under kernel lockdown: resource2 refused, sysfs shm maps \
+             (stat, read-only, read-write), data both ways",
+            base,
+            &["shm_lockdown"],
+        ),
         Scenario::new(
             "shm-mm",
             "bad mmaps and ioctls, cache modes in the PAT list, huge faults, a mknod \
