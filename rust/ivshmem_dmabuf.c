@@ -22,7 +22,7 @@
  *
  * Locks, outermost first: the set's lock, then a buffer's reservation lock
  * (a ww_mutex; the dma-buf core holds it around map, unmap, vmap and
- * vunmap, and importers around invalidate_mappings).
+ * vunmap, and the revoke around invalidate_mappings).
  */
 #include <linux/completion.h>
 #include <linux/dma-buf.h>
@@ -40,7 +40,9 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/pci-p2pdma.h>
+#include <linux/ratelimit.h>
 #include <linux/slab.h>
+#include <linux/vmalloc.h>
 
 #include "ivshmem_helpers.h"
 
@@ -125,8 +127,10 @@ struct ivshmem_dmabuf {
 	u64 size;
 	/* Set under the reservation lock by the revoke; read under it. */
 	bool revoked;
-	/* Kernel mappings (vmap), under the reservation lock. */
+	/* The kernel mapping (vmap), under the reservation lock. */
 	void *vaddr;
+	/* After the revoke: the page a new kernel mapping maps instead. */
+	struct page *scratch;
 	/*
 	 * One reference for the buffer, one per importer mapping; the revoke
 	 * drops the buffer's and waits for the count to reach zero.
@@ -144,24 +148,33 @@ static void ivshmem_dmabuf_all_unmapped(struct kref *ref)
 
 /*
  * Only importers that can take memory without struct pages, and give it
- * back when told (vfio-pci's rule), on a path PCI P2P allows.
+ * back when told (vfio-pci's rule), on a path PCI P2P allows. The
+ * reservation lock (the core takes it only after this returns) keeps the
+ * revoke, and with it the unbind that frees the device's P2P state, out
+ * while the path is looked at.
  */
 static int ivshmem_dmabuf_attach(struct dma_buf *dmabuf,
 				 struct dma_buf_attachment *attach)
 {
+	static DEFINE_RATELIMIT_STATE(verbose, 5 * HZ, 2);
 	struct ivshmem_dmabuf *buf = dmabuf->priv;
 	struct device *client = attach->dev;
+	int ret = 0;
 
 	if (!attach->peer2peer || !dma_buf_attach_revocable(attach) ||
 	    !buf->set->provider)
 		return -EOPNOTSUPP;
-	if (READ_ONCE(buf->revoked))
-		return -ENODEV;
-	/* The kernel's own reason is logged (ACS, or the host bridge). */
-	if (!dev_is_pci(client) ||
-	    pci_p2pdma_distance_many(buf->set->pdev, &client, 1, true) < 0)
+	if (!dev_is_pci(client))
 		return -EOPNOTSUPP;
-	return 0;
+	dma_resv_lock(dmabuf->resv, NULL);
+	if (buf->revoked)
+		ret = -ENODEV;
+	/* The kernel's own reason (ACS, the host bridge) is logged, rate-limited. */
+	else if (pci_p2pdma_distance_many(buf->set->pdev, &client, 1,
+					  __ratelimit(&verbose)) < 0)
+		ret = -EOPNOTSUPP;
+	dma_resv_unlock(dmabuf->resv);
+	return ret;
 }
 
 static struct sg_table *ivshmem_dmabuf_map(struct dma_buf_attachment *attach,
@@ -209,13 +222,51 @@ static int ivshmem_dmabuf_mmap(struct dma_buf *dmabuf,
 }
 
 /*
+ * After the revoke, a new kernel mapping maps one zeroed private page over
+ * the whole range instead of BAR2, which is gone: the dma-buf core treats
+ * a failing vmap as an exporter bug (WARN_ON_ONCE), and the importer was
+ * told already.
+ */
+static int ivshmem_dmabuf_vmap_scratch(struct ivshmem_dmabuf *buf,
+				       struct iosys_map *map)
+{
+	unsigned long i, n = buf->size >> PAGE_SHIFT;
+	struct page **pages;
+	struct page *page;
+	void *vaddr;
+
+	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		return -ENOMEM;
+	pages = kvmalloc_array(n, sizeof(*pages), GFP_KERNEL);
+	if (!pages) {
+		__free_page(page);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		pages[i] = page;
+	vaddr = vmap(pages, n, VM_MAP, PAGE_KERNEL);
+	kvfree(pages);
+	if (!vaddr) {
+		__free_page(page);
+		return -ENOMEM;
+	}
+	buf->scratch = page;
+	buf->vaddr = vaddr;
+	iosys_map_set_vaddr(map, vaddr);
+	return 0;
+}
+
+/*
  * A kernel mapping for importers that ask for one (the dma-buf core counts
- * them and calls this for the first). Write-back, as user mappings are by
- * default; memremap() fails if BAR2 is reserved with another memtype (the
- * node mapped write-combining), and then the core WARNs once.
+ * them and calls this for the first): BAR2 is the host's RAM, so
+ * write-back, and shared with the host, so decrypted in a confidential
+ * guest. Over a write-combining or uncached reservation of the node's
+ * mappings it gets that mode (x86 allows it); while it exists, the node
+ * cannot change BAR2's mode (EBUSY).
  *
  * A kernel mapping cannot be zapped: the revoke tells the importer, which
- * must vunmap (dma_buf_vunmap), and logs a buffer still vmapped.
+ * must dma_buf_vunmap(), and logs a buffer still vmapped.
  */
 static int ivshmem_dmabuf_vmap(struct dma_buf *dmabuf, struct iosys_map *map)
 {
@@ -224,10 +275,11 @@ static int ivshmem_dmabuf_vmap(struct dma_buf *dmabuf, struct iosys_map *map)
 
 	dma_resv_assert_held(dmabuf->resv);
 	if (buf->revoked)
-		return -ENODEV;
-	vaddr = memremap(buf->set->base + buf->offset, buf->size, MEMREMAP_WB);
+		return ivshmem_dmabuf_vmap_scratch(buf, map);
+	vaddr = memremap(buf->set->base + buf->offset, buf->size,
+			 MEMREMAP_WB | MEMREMAP_DEC);
 	if (!vaddr)
-		return -EBUSY;
+		return -ENOMEM;
 	buf->vaddr = vaddr;
 	iosys_map_set_vaddr(map, vaddr);
 	return 0;
@@ -238,7 +290,13 @@ static void ivshmem_dmabuf_vunmap(struct dma_buf *dmabuf, struct iosys_map *map)
 	struct ivshmem_dmabuf *buf = dmabuf->priv;
 
 	dma_resv_assert_held(dmabuf->resv);
-	memunmap(map->vaddr);
+	if (buf->scratch) {
+		vunmap(map->vaddr);
+		__free_page(buf->scratch);
+		buf->scratch = NULL;
+	} else {
+		memunmap(map->vaddr);
+	}
 	buf->vaddr = NULL;
 }
 
@@ -288,7 +346,8 @@ static const struct dma_buf_ops ivshmem_dmabuf_ops = {
 
 /*
  * vfio_pci_dma_buf_move(vdev, true)'s order: under the reservation lock,
- * mark the buffer revoked (no new map or vmap), tell the importers and
+ * mark the buffer revoked (no new attach or map; a new vmap maps a scratch
+ * page), tell the importers and
  * wait for their fences; then wait, unlocked, for every mapping's unmap,
  * which importers with invalidate_mappings promise in bounded time. A
  * buffer whose file is already dying is skipped: its release, which takes
@@ -308,7 +367,7 @@ void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set)
 		if (buf->revoked || !get_file_active(&buf->dmabuf->file))
 			continue;
 		dma_resv_lock(buf->dmabuf->resv, NULL);
-		WRITE_ONCE(buf->revoked, true);
+		buf->revoked = true;
 		dma_buf_invalidate_mappings(buf->dmabuf);
 		dma_resv_wait_timeout(buf->dmabuf->resv,
 				      DMA_RESV_USAGE_BOOKKEEP, false,
@@ -316,7 +375,10 @@ void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set)
 		vmapped = buf->vaddr;
 		dma_resv_unlock(buf->dmabuf->resv);
 		kref_put(&buf->mapped, ivshmem_dmabuf_all_unmapped);
-		wait_for_completion(&buf->unmapped);
+		/* Importers promise to unmap in bounded time: name a late one's buffer. */
+		while (!wait_for_completion_timeout(&buf->unmapped, 10 * HZ))
+			pci_warn(set->pdev, "removal waits for an importer of the dma-buf at %#llx to unmap it\n",
+				 buf->offset);
 		if (vmapped)
 			pci_warn(set->pdev, "a dma-buf of BAR2 at %#llx is still in a kernel mapping (vmap) of its importer\n",
 				 buf->offset);

@@ -15,7 +15,9 @@
  *   ITI_VMAP_READ  read bytes of a dma-buf through dma_buf_vmap();
  *   ITI_DETACH     detach (also on close).
  * invalidate_mappings unmaps at once, under the reservation lock the
- * exporter holds, as a revocable importer promises.
+ * exporter holds, or with ITI_DEFER 500 ms later from a work item (an
+ * importer whose device must finish first): either way in bounded time,
+ * as a revocable importer promises.
  */
 #include <linux/dma-buf.h>
 #include <linux/dma-resv.h>
@@ -30,6 +32,7 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
+#include <linux/workqueue.h>
 
 #include "ivshmem_test_importer.h"
 
@@ -45,18 +48,44 @@ struct iti_file {
 	/* The mapping, under the buffer's reservation lock. */
 	struct sg_table *sgt;
 	atomic_t invalidations;
+	/* ITI_DEFER: the unmap invalidate_mappings asked for. */
+	bool defer;
+	struct delayed_work unmap_work;
 };
+
+/* Under the buffer's reservation lock. */
+static void iti_unmap_locked(struct iti_file *f)
+{
+	if (f->sgt) {
+		dma_buf_unmap_attachment(f->attach, f->sgt, DMA_BIDIRECTIONAL);
+		f->sgt = NULL;
+	}
+}
+
+static void iti_unmap(struct iti_file *f)
+{
+	dma_resv_lock(f->dmabuf->resv, NULL);
+	iti_unmap_locked(f);
+	dma_resv_unlock(f->dmabuf->resv);
+}
+
+static void iti_unmap_work(struct work_struct *work)
+{
+	struct iti_file *f = container_of(to_delayed_work(work), struct iti_file, unmap_work);
+
+	iti_unmap(f);
+}
 
 static void iti_invalidate(struct dma_buf_attachment *attach)
 {
 	struct iti_file *f = attach->importer_priv;
 
 	dma_resv_assert_held(attach->dmabuf->resv);
-	if (f->sgt) {
-		dma_buf_unmap_attachment(attach, f->sgt, DMA_BIDIRECTIONAL);
-		f->sgt = NULL;
-	}
 	atomic_inc(&f->invalidations);
+	if (f->defer)
+		schedule_delayed_work(&f->unmap_work, msecs_to_jiffies(500));
+	else
+		iti_unmap_locked(f);
 }
 
 static const struct dma_buf_attach_ops iti_ops[] = {
@@ -68,20 +97,11 @@ static const struct dma_buf_attach_ops iti_ops[] = {
 	},
 };
 
-static void iti_unmap(struct iti_file *f)
-{
-	dma_resv_lock(f->dmabuf->resv, NULL);
-	if (f->sgt) {
-		dma_buf_unmap_attachment(f->attach, f->sgt, DMA_BIDIRECTIONAL);
-		f->sgt = NULL;
-	}
-	dma_resv_unlock(f->dmabuf->resv);
-}
-
 static void iti_detach(struct iti_file *f)
 {
 	if (!f->attach)
 		return;
+	cancel_delayed_work_sync(&f->unmap_work);
 	iti_unmap(f);
 	dma_buf_detach(f->dmabuf, f->attach);
 	dma_buf_put(f->dmabuf);
@@ -100,7 +120,8 @@ static int iti_attach(struct iti_file *f, struct iti_attach __user *arg)
 
 	if (copy_from_user(&req, arg, sizeof(req)))
 		return -EFAULT;
-	if (req.flags & ~(ITI_P2P | ITI_REVOCABLE))
+	if (req.flags & ~(ITI_P2P | ITI_REVOCABLE | ITI_DEFER) ||
+	    (req.flags & ITI_DEFER && !(req.flags & ITI_REVOCABLE)))
 		return -EINVAL;
 	if (f->attach)
 		return -EBUSY;
@@ -113,6 +134,8 @@ static int iti_attach(struct iti_file *f, struct iti_attach __user *arg)
 		put_device(dev);
 		return PTR_ERR(dmabuf);
 	}
+	f->defer = req.flags & ITI_DEFER;
+	req.flags &= ~ITI_DEFER;
 	if (req.flags)
 		attach = dma_buf_dynamic_attach(dmabuf, dev, &iti_ops[req.flags], f);
 	else
@@ -254,6 +277,7 @@ static int iti_open(struct inode *inode, struct file *file)
 		return -ENOMEM;
 	mutex_init(&f->lock);
 	atomic_set(&f->invalidations, 0);
+	INIT_DELAYED_WORK(&f->unmap_work, iti_unmap_work);
 	file->private_data = f;
 	return 0;
 }

@@ -13,6 +13,11 @@
 /* ATTACH flags: the importer's dma_buf_attach_ops. None: a static attach. */
 #define ITI_P2P (1u << 0)		/* allow_peer2peer */
 #define ITI_REVOCABLE (1u << 1)	/* invalidate_mappings */
+/*
+ * With ITI_REVOCABLE: invalidate_mappings unmaps 500 ms later, from a work
+ * item, as a slow importer may (the exporter must wait for the unmap).
+ */
+#define ITI_DEFER (1u << 2)
 
 struct iti_attach {
 	__s32 fd;		/* the dma-buf */

@@ -5,9 +5,9 @@
 
 use crate::data;
 use crate::fixture::*;
-use crate::importer::{self, Importer, P2P, REVOCABLE, Range};
+use crate::importer::{self, DEFER, Importer, P2P, REVOCABLE, Range};
 use crate::kvmfr::{CREATE, GETSIZE, getsize, open_rw};
-use crate::{Failure, TestResult, check, fail};
+use crate::{Failure, TestResult, check, fail, skip};
 use guest_sys::{self as sys, Map, errname, errno};
 use ivshmem::{CacheMode, Device};
 use std::fs::File;
@@ -268,6 +268,8 @@ pub fn dmabuf_import() -> TestResult {
         let (got, count) = imp
             .map()
             .map_err(|e| Failure::Fail(format!("map_dma_buf at {off:#x}: {}", errname(e))))?;
+        // sysfs `resource` has the CPU address; the bus address is the
+        // same on x86 (the host bridge's offset is 0).
         let want = Range {
             addr: bar + off as u64,
             len: n as u64,
@@ -460,10 +462,11 @@ pub fn kvmfr_bad_input() -> TestResult {
 
 /// Hot-unplug with dma-bufs alive: one process maps and touches a buffer,
 /// a forked child holds the buffer's descriptor, and a device importer has
-/// it mapped. After `device_del`, the mapping gets SIGBUS, the child's SYNC
-/// and mmap get ENODEV, the importer was told once and has unmapped (a new
-/// map gets ENODEV), and the descriptors close cleanly; after
-/// `device_add`, CREATE works again.
+/// it mapped and unmaps only 500 ms after it is told. After `device_del`,
+/// the importer was told once and had unmapped before the removal ended (a
+/// new map gets ENODEV, a new vmap reads zeros), the mapping gets SIGBUS,
+/// the child's SYNC and mmap get ENODEV, and the descriptors close
+/// cleanly; after `device_add`, CREATE works again.
 pub fn dmabuf_unplug() -> TestResult {
     let devs = devices(1)?;
     let pci = devs[0].clone();
@@ -472,14 +475,25 @@ pub fn dmabuf_unplug() -> TestResult {
     let buf = create(&node, CLOEXEC, 0, PMD as u64)?;
     let map = Map::new(buf.as_fd(), PMD, RW, libc::MAP_SHARED, 0)?;
     write_at(&map, 0, &0xfeed_f00du32.to_ne_bytes());
-    // A device importer with the buffer mapped: the removal must tell it
-    // and wait for its unmap.
-    let _imp = importer::load()?;
-    let imp = Importer::open()?;
-    imp.attach(&buf, &pci.address(), P2P | REVOCABLE)
-        .map_err(|e| Failure::Fail(format!("attaching the importer: {}", errname(e))))?;
-    imp.map()
-        .map_err(|e| Failure::Fail(format!("map_dma_buf: {}", errname(e))))?;
+    // A device importer with the buffer mapped, which unmaps 500 ms after
+    // it is told: the removal must tell it and wait for that unmap. Without
+    // the importer module the rest runs, and the test then skips.
+    let (_loaded, no_importer) = match importer::load() {
+        Ok(l) => (Some(l), None),
+        Err(Failure::Skip(why)) => (None, Some(why)),
+        Err(e) => return Err(e),
+    };
+    let imp = match _loaded {
+        Some(_) => {
+            let imp = Importer::open()?;
+            imp.attach(&buf, &pci.address(), P2P | REVOCABLE | DEFER)
+                .map_err(|e| Failure::Fail(format!("attaching the importer: {}", errname(e))))?;
+            imp.map()
+                .map_err(|e| Failure::Fail(format!("map_dma_buf: {}", errname(e))))?;
+            Some(imp)
+        }
+        None => None,
+    };
     // A child that holds the buffer's descriptor: once the device is gone,
     // it tries SYNC and mmap and exits with what it saw.
     let bfd = buf.as_raw_fd();
@@ -509,6 +523,36 @@ pub fn dmabuf_unplug() -> TestResult {
         "{} still present 60 s after device_del",
         pci.address()
     );
+    // At once: the importer unmaps 500 ms after it was told, and the
+    // removal must have waited for that.
+    if let Some(imp) = &imp {
+        let st = imp.status()?;
+        check!(
+            st == importer::Status {
+                invalidations: 1,
+                mapped: 0
+            },
+            "the importer once the device is gone: {st:?}, want one invalidation and no mapping \
+             (mapped 1: the removal did not wait for the unmap)"
+        );
+        expect_errno(
+            "map_dma_buf after the removal",
+            imp.map().err().unwrap_or(0),
+            libc::ENODEV,
+        )?;
+        // A new kernel mapping maps a zeroed page: BAR2 is gone.
+        let got = imp
+            .vmap_read(&buf, 0, 8)
+            .map_err(|e| Failure::Fail(format!("vmap after the removal: {}", errname(e))))?;
+        check!(
+            got == [0; 8],
+            "vmap after the removal read {got:x?}, want zeros"
+        );
+        println!(
+            "# the importer was told once, unmapped before the removal ended; a new vmap reads zeros"
+        );
+    }
+    drop(imp);
     let ended = child.go()?;
     check!(
         ended == Ok(0),
@@ -516,20 +560,6 @@ pub fn dmabuf_unplug() -> TestResult {
          3: mmap did not)"
     );
     expect_sigbus(map.ptr, "the buffer's mapping")?;
-    let st = imp.status()?;
-    check!(
-        st == importer::Status {
-            invalidations: 1,
-            mapped: 0
-        },
-        "the importer after the removal: {st:?}, want one invalidation and no mapping"
-    );
-    expect_errno(
-        "map_dma_buf after the removal",
-        imp.map().err().unwrap_or(0),
-        libc::ENODEV,
-    )?;
-    drop(imp);
     expect_errno(
         "SYNC on the buffer after unplug",
         sync(&buf, SYNC_RW),
@@ -551,5 +581,8 @@ pub fn dmabuf_unplug() -> TestResult {
         v == 0xfeed_f00d,
         "a buffer of the replugged device reads {v:#x} where the old one wrote 0xfeedf00d"
     );
+    if let Some(why) = no_importer {
+        skip!("all but the device importer's checks passed; {why}");
+    }
     Ok(())
 }

@@ -20,6 +20,8 @@ const NODE: &str = "/dev/ivshmem_test_importer";
 pub(crate) const P2P: u32 = 1;
 /// `ITI_REVOCABLE`: the importer has `invalidate_mappings`.
 pub(crate) const REVOCABLE: u32 = 2;
+/// `ITI_DEFER`: `invalidate_mappings` unmaps 500 ms later, from a work item.
+pub(crate) const DEFER: u32 = 4;
 
 const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | ((b'I' as u32) << 8) | nr

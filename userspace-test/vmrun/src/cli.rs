@@ -41,7 +41,7 @@ pub struct Cli {
     #[arg(long, env = "IVSHMEM_GUEST_MODULES")]
     pub guest_modules: Option<PathBuf>,
     /// The suite's own test modules built for the guest kernel (the dma-buf
-    /// importer of userspace-test/kmod, from scripts/build-test-modules.sh):
+    /// importer of userspace-test/kmod, from build_test_modules in scripts/lib.sh):
     /// a directory whose `.ko` files the initramfs gets in
     /// /lib/modules/test; without it the tests that need them are skipped.
     #[arg(long, env = "IVSHMEM_TEST_MODULES")]
