@@ -20,9 +20,10 @@
  * rmmod is refused while a buffer exists), and the ops take C types that differ
  * between the supported kernels' Rust bindings.
  *
- * Locks, outermost first: the set's lock, then a buffer's reservation lock
- * (a ww_mutex; the dma-buf core holds it around map, unmap, vmap and
- * vunmap, and the revoke around invalidate_mappings).
+ * Locks: the set's lock guards its list of buffers and is never held
+ * with a buffer's reservation lock (a ww_mutex; the dma-buf core holds it
+ * around map, unmap, vmap and vunmap, and the revoke around
+ * invalidate_mappings).
  */
 #include <linux/completion.h>
 #include <linux/dma-buf.h>
@@ -123,6 +124,8 @@ struct ivshmem_dmabuf {
 	struct dma_buf *dmabuf;
 	/* On set->bufs until the release. */
 	struct list_head link;
+	/* On the revoke's list of live buffers, while it holds the file. */
+	struct list_head revoke_link;
 	u64 offset;
 	u64 size;
 	/* Set under the reservation lock by the revoke; read under it. */
@@ -345,27 +348,40 @@ static const struct dma_buf_ops ivshmem_dmabuf_ops = {
 };
 
 /*
- * vfio_pci_dma_buf_move(vdev, true)'s order: under the reservation lock,
- * mark the buffer revoked (no new attach or map; a new vmap maps a scratch
- * page), tell the importers and
- * wait for their fences; then wait, unlocked, for every mapping's unmap,
- * which importers with invalidate_mappings promise in bounded time. A
- * buffer whose file is already dying is skipped: its release, which takes
- * the set's lock, is waiting for ours or comes later, and nothing can map
- * it any more.
+ * Per buffer, vfio_pci_dma_buf_move(vdev, true)'s order: under the
+ * reservation lock, mark the buffer revoked (no new attach or map; a new
+ * vmap maps a scratch page), tell the importers and wait for their
+ * fences; then wait, unlocked, for every mapping's unmap, which importers
+ * with invalidate_mappings promise in bounded time. Unlike vfio, the set's
+ * lock is not held across these waits (see below). Once per set.
  */
 void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set)
 {
-	struct ivshmem_dmabuf *buf;
+	struct ivshmem_dmabuf *buf, *tmp;
+	LIST_HEAD(live);
 
+	/*
+	 * Under the set's lock: no export from now on, and the live buffers,
+	 * each held by a file reference so that none is released meanwhile. A
+	 * dying file is skipped: its release waits for the lock or comes
+	 * later, and nothing can map it any more. The waits below run without
+	 * the lock, so that exports fail at once and the device's other
+	 * buffers are released while an importer is slow.
+	 */
 	mutex_lock(&set->lock);
+	if (set->revoked) {
+		mutex_unlock(&set->lock);
+		return;
+	}
 	set->revoked = true;
-	list_for_each_entry(buf, &set->bufs, link) {
+	list_for_each_entry(buf, &set->bufs, link)
+		if (get_file_active(&buf->dmabuf->file))
+			list_add_tail(&buf->revoke_link, &live);
+	mutex_unlock(&set->lock);
+
+	list_for_each_entry_safe(buf, tmp, &live, revoke_link) {
 		bool vmapped;
 
-		/* Revoked once; a dying file is skipped (see above). */
-		if (buf->revoked || !get_file_active(&buf->dmabuf->file))
-			continue;
 		dma_resv_lock(buf->dmabuf->resv, NULL);
 		buf->revoked = true;
 		dma_buf_invalidate_mappings(buf->dmabuf);
@@ -382,10 +398,10 @@ void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set)
 		if (vmapped)
 			pci_warn(set->pdev, "a dma-buf of BAR2 at %#llx is still in a kernel mapping (vmap) of its importer\n",
 				 buf->offset);
+		list_del(&buf->revoke_link);
 		/* The last reference may go here: the release is deferred. */
 		fput(buf->dmabuf->file);
 	}
-	mutex_unlock(&set->lock);
 }
 
 int ivshmem_dmabuf_export_fd(struct ivshmem_dmabufs *set, void *owner,

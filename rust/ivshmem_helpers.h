@@ -148,9 +148,10 @@ struct ivshmem_dmabufs *ivshmem_dmabufs_new(struct pci_dev *pdev, int bar);
 /*
  * Revokes every buffer of @set: importers are told (invalidate_mappings),
  * their fences waited for and their mappings' unmaps awaited; later
- * attaches, maps and vmaps get -ENODEV, and so do later exports. CPU
- * mappings are the caller's to zap. Call before the BAR is released. May
- * sleep, for as long as importers take to unmap.
+ * attaches, maps and exports get -ENODEV, and a later vmap maps a zeroed
+ * page. CPU mappings are the caller's to zap. Call before the BAR is
+ * released. May sleep, for as long as importers take to unmap; exports
+ * and releases of the set's buffers are not held up meanwhile.
  */
 void ivshmem_dmabufs_revoke(struct ivshmem_dmabufs *set);
 /* Drops a reference to @set; each buffer holds one too. */

@@ -460,6 +460,64 @@ pub fn kvmfr_bad_input() -> TestResult {
     Ok(())
 }
 
+/// sysfs unbind with a device importer mapped (it unmaps only 500 ms after
+/// it is told) and a second buffer mapped by the CPU: when the unbind
+/// returns, the importer was told once and has unmapped, a new map gets
+/// ENODEV, and the other buffer's mapping gets SIGBUS; the descriptors
+/// close cleanly, and after rebinding a new buffer imports again.
+pub fn dmabuf_unbind() -> TestResult {
+    let devs = devices(1)?;
+    let pci = devs[0].clone();
+    let _m = load()?;
+    let _imp = importer::load()?;
+    let node = open_rw("/dev/kvmfr0")?;
+    let buf = create(&node, CLOEXEC, 0, PMD as u64)?;
+    let other = create(&node, CLOEXEC, PMD as u64, PAGE as u64)?;
+    let map = Map::new(other.as_fd(), PAGE, RW, libc::MAP_SHARED, 0)?;
+    write_at(&map, 0, b"other");
+    let imp = Importer::open()?;
+    let addr = pci.address();
+    imp.attach(&buf, &addr, P2P | REVOCABLE | DEFER)
+        .map_err(|e| Failure::Fail(format!("attaching the importer: {}", errname(e))))?;
+    imp.map()
+        .map_err(|e| Failure::Fail(format!("map_dma_buf: {}", errname(e))))?;
+    // The write returns when the driver's unbind has finished.
+    sys::unbind(&pci.path)?;
+    let st = imp.status()?;
+    check!(
+        st == importer::Status {
+            invalidations: 1,
+            mapped: 0
+        },
+        "the importer when the unbind returned: {st:?}, want one invalidation and no mapping \
+         (mapped 1: the unbind did not wait for the unmap)"
+    );
+    expect_errno(
+        "map_dma_buf after the unbind",
+        imp.map().err().unwrap_or(0),
+        libc::ENODEV,
+    )?;
+    expect_sigbus(map.ptr, "the other buffer's mapping")?;
+    drop((imp, map, other, buf, node));
+    println!(
+        "# the unbind told the importer once and waited for its unmap; the other buffer's mapping was zapped"
+    );
+
+    sys::bind(&pci.path)?;
+    check!(
+        sys::wait_for(10, || std::path::Path::new("/dev/kvmfr0").exists()),
+        "/dev/kvmfr0 did not come back after rebinding"
+    );
+    let node = open_rw("/dev/kvmfr0")?;
+    let again = create(&node, CLOEXEC, 0, PAGE as u64)?;
+    let imp = Importer::open()?;
+    imp.attach(&again, &addr, P2P | REVOCABLE)
+        .map_err(|e| Failure::Fail(format!("attaching after rebinding: {}", errname(e))))?;
+    imp.map()
+        .map_err(|e| Failure::Fail(format!("map_dma_buf after rebinding: {}", errname(e))))?;
+    Ok(())
+}
+
 /// Hot-unplug with dma-bufs alive: one process maps and touches a buffer,
 /// a forked child holds the buffer's descriptor, and a device importer has
 /// it mapped and unmaps only 500 ms after it is told. After `device_del`,

@@ -306,10 +306,11 @@ pub fn all(base: Duration) -> Vec<Scenario> {
         .after(hooks::big_replies),
         Scenario::new(
             "shm-unbind",
-            "sysfs unbind under a mapping and an ioctl loop, then rebind",
+            "sysfs unbind under a mapping and an ioctl loop, and under a slow dma-buf \
+             importer, then rebind",
             base,
         )
-        .guest(GuestSpec::new("guest", &["unbind_rebind"]).plain("shm", 4 * MIB)),
+        .guest(GuestSpec::new("guest", &["unbind_rebind", "dmabuf_unbind"]).plain("shm", 4 * MIB)),
         Scenario::new(
             "shm-hotplug",
             "QMP device_del/device_add (q35, pcie-root-port) under a mapping, and under a \
