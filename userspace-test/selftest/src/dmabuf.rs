@@ -460,6 +460,26 @@ pub fn kvmfr_bad_input() -> TestResult {
     Ok(())
 }
 
+/// What an importer that had a buffer mapped sees once `what` (the
+/// device's removal) has returned: told once, unmapped (the removal waited
+/// for it), and a new map gets ENODEV.
+fn expect_revoked(imp: &Importer, what: &str) -> TestResult {
+    let st = imp.status()?;
+    check!(
+        st == importer::Status {
+            invalidations: 1,
+            mapped: 0
+        },
+        "the importer after {what}: {st:?}, want one invalidation and no mapping \
+         (mapped 1: {what} did not wait for the unmap)"
+    );
+    expect_errno(
+        &format!("map_dma_buf after {what}"),
+        imp.map().err().unwrap_or(0),
+        libc::ENODEV,
+    )
+}
+
 /// sysfs unbind with a device importer mapped (it unmaps only 500 ms after
 /// it is told) and a second buffer mapped by the CPU: when the unbind
 /// returns, the importer was told once and has unmapped, a new map gets
@@ -483,20 +503,7 @@ pub fn dmabuf_unbind() -> TestResult {
         .map_err(|e| Failure::Fail(format!("map_dma_buf: {}", errname(e))))?;
     // The write returns when the driver's unbind has finished.
     sys::unbind(&pci.path)?;
-    let st = imp.status()?;
-    check!(
-        st == importer::Status {
-            invalidations: 1,
-            mapped: 0
-        },
-        "the importer when the unbind returned: {st:?}, want one invalidation and no mapping \
-         (mapped 1: the unbind did not wait for the unmap)"
-    );
-    expect_errno(
-        "map_dma_buf after the unbind",
-        imp.map().err().unwrap_or(0),
-        libc::ENODEV,
-    )?;
+    expect_revoked(&imp, "the unbind")?;
     expect_sigbus(map.ptr, "the other buffer's mapping")?;
     drop((imp, map, other, buf, node));
     println!(
@@ -584,20 +591,7 @@ pub fn dmabuf_unplug() -> TestResult {
     // At once: the importer unmaps 500 ms after it was told, and the
     // removal must have waited for that.
     if let Some(imp) = &imp {
-        let st = imp.status()?;
-        check!(
-            st == importer::Status {
-                invalidations: 1,
-                mapped: 0
-            },
-            "the importer once the device is gone: {st:?}, want one invalidation and no mapping \
-             (mapped 1: the removal did not wait for the unmap)"
-        );
-        expect_errno(
-            "map_dma_buf after the removal",
-            imp.map().err().unwrap_or(0),
-            libc::ENODEV,
-        )?;
+        expect_revoked(imp, "the removal")?;
         // A new kernel mapping maps a zeroed page: BAR2 is gone.
         let got = imp
             .vmap_read(&buf, 0, 8)

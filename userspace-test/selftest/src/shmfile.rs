@@ -26,6 +26,21 @@ fn copy_out(map: &Map) -> Vec<u8> {
     buf
 }
 
+/// `stat` of [`SHM`], as a program that takes a path sizes it: it must be a
+/// regular file of BAR2's size. Returns the size, also as a `usize`.
+fn stat_shm() -> Result<(u64, usize), Failure> {
+    let size: u64 = sys::read_trim("/sys/class/misc/ivshmem0/size")?.parse()?;
+    let st = fs::metadata(SHM).map_err(|e| Failure::Fail(format!("stat {SHM}: {e}")))?;
+    println!("# stat {SHM}: {:?}, {} bytes", st.file_type(), st.len());
+    check!(
+        st.file_type().is_file() && st.len() == size,
+        "stat {SHM}: {:?} of {} bytes, want a regular file of {size}",
+        st.file_type(),
+        st.len()
+    );
+    Ok((size, usize::try_from(size)?))
+}
+
 /// `shm` used as Scream's receiver uses a path (`stat`, `open(O_RDONLY)`,
 /// `mmap(PROT_READ)`) reads the host's data with the driver bound; opened
 /// read-write it writes the guest's, which the host checks. Read-only
@@ -36,16 +51,7 @@ pub fn shm_path() -> TestResult {
     let devs = devices(1)?;
     let pci = &devs[0];
     let m = load()?;
-    let size: u64 = sys::read_trim("/sys/class/misc/ivshmem0/size")?.parse()?;
-    let st = fs::metadata(SHM).map_err(|e| Failure::Fail(format!("stat {SHM}: {e}")))?;
-    println!("# stat {SHM}: {:?}, {} bytes", st.file_type(), st.len());
-    check!(
-        st.file_type().is_file() && st.len() == size,
-        "stat {SHM}: {:?} of {} bytes, want a regular file of {size}",
-        st.file_type(),
-        st.len()
-    );
-    let len = usize::try_from(size)?;
+    let (size, len) = stat_shm()?;
 
     // Scream's receiver.
     let ro = File::open(SHM)?;
@@ -229,15 +235,7 @@ pub fn shm_lockdown() -> TestResult {
         libc::EPERM,
     )?;
 
-    let size: u64 = sys::read_trim("/sys/class/misc/ivshmem0/size")?.parse()?;
-    let st = fs::metadata(SHM).map_err(|e| Failure::Fail(format!("stat {SHM}: {e}")))?;
-    check!(
-        st.file_type().is_file() && st.len() == size,
-        "stat {SHM} under lockdown: {:?} of {} bytes, want a regular file of {size}",
-        st.file_type(),
-        st.len()
-    );
-    let len = usize::try_from(size)?;
+    let (_, len) = stat_shm()?;
     let ro = File::open(SHM)?;
     let map = Map::new(ro.as_fd(), len, libc::PROT_READ, libc::MAP_SHARED, 0)?;
     data::check_host_wrote(&copy_out(&map), SHM)?;
